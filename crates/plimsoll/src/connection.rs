@@ -1,0 +1,323 @@
+//! The connection layer every part of Plimsoll shares.
+//!
+//! [`Redis`] is a cheap-to-clone handle over either one Redis server (a
+//! redis-rs `ConnectionManager`: one multiplexed connection that reconnects
+//! by itself) or a Redis Cluster (redis-rs `ClusterConnection`, which follows
+//! slot moves). Commands from many tasks share one socket and are pipelined
+//! by the client, so a batch of concurrent calls costs one round trip.
+//!
+//! Whether a URL points at a cluster is detected at connect time
+//! (`INFO cluster`), so the same configuration works for both. The queue
+//! keeps all keys of one queue under one hash tag, which is what makes the
+//! same Lua scripts valid on a cluster.
+//!
+//! Blocking commands (`BLPOP`) must not share the multiplexed socket, or they
+//! would stall every other caller behind them; [`Redis::dedicated`] opens a
+//! separate connection for them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+
+use crate::error::{Error, Result};
+
+/// How long to wait for a TCP connection to Redis.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long to wait for any one reply. Generous, because a batch of 1,000 jobs
+/// is one command; the cache uses its own, much shorter, budget on top.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the target is one server or a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// Ask the server (`INFO cluster`) at connect time.
+    Auto,
+    /// One server (or a proxy, or a managed endpoint that hides a cluster).
+    Single,
+    /// A Redis Cluster; the URLs are seed nodes.
+    Cluster,
+}
+
+/// Where Redis is and how to talk to it; validated when built.
+#[derive(Clone)]
+pub struct RedisConfig {
+    urls: Vec<String>,
+    topology: Topology,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // URLs may hold a password; show where, not how.
+        let urls: Vec<String> = self.urls.iter().map(|u| redact(u)).collect();
+        f.debug_struct("RedisConfig")
+            .field("urls", &urls)
+            .field("topology", &self.topology)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// One URL (`redis://[user:pass@]host:port/db`, `rediss://…`,
+    /// `redis+unix:///path`), or several separated by commas as cluster seeds.
+    pub fn new(urls: &str) -> Result<Self> {
+        let urls: Vec<String> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect();
+        if urls.is_empty() {
+            return Err(Error::invalid("Redis URL is empty"));
+        }
+        for url in &urls {
+            url.as_str().into_connection_info().map_err(|err| {
+                Error::invalid(format!("Redis URL {:?} is not valid: {err}", redact(url)))
+            })?;
+        }
+        let topology = if urls.len() > 1 {
+            Topology::Cluster
+        } else {
+            Topology::Auto
+        };
+        Ok(Self {
+            urls,
+            topology,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+        })
+    }
+
+    /// Forces one topology instead of asking the server.
+    pub fn topology(mut self, topology: Topology) -> Self {
+        self.topology = topology;
+        self
+    }
+
+    /// Sets how long to wait for a TCP connection.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets how long to wait for any one reply.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// The URLs, with passwords replaced by `***`, for logs and status pages.
+    pub fn redacted_urls(&self) -> Vec<String> {
+        self.urls.iter().map(|u| redact(u)).collect()
+    }
+}
+
+/// Replaces the password in a URL with `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://***@{host}"),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// A shared, pipelining connection to one Redis server or one cluster.
+#[derive(Clone)]
+pub struct Redis {
+    conn: Conn,
+    config: Arc<RedisConfig>,
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redis")
+            .field("cluster", &self.is_cluster())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Redis {
+    /// Connects, detecting a cluster when the topology is [`Topology::Auto`].
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let topology = match config.topology {
+            Topology::Auto => detect_topology(&config).await?,
+            other => other,
+        };
+        Self::open(config, topology, None).await
+    }
+
+    /// Connects to `url` with the default settings.
+    pub async fn connect_url(url: &str) -> Result<Self> {
+        Self::connect(RedisConfig::new(url)?).await
+    }
+
+    async fn open(
+        mut config: RedisConfig,
+        topology: Topology,
+        response_timeout: Option<Option<Duration>>,
+    ) -> Result<Self> {
+        config.topology = topology;
+        let response_timeout = response_timeout.unwrap_or(Some(config.response_timeout));
+        let conn = match topology {
+            Topology::Cluster => {
+                let mut builder = ClusterClient::builder(config.urls.clone())
+                    .connection_timeout(config.connect_timeout);
+                if let Some(timeout) = response_timeout {
+                    builder = builder.response_timeout(timeout);
+                }
+                let client = builder.build().map_err(|err| connect_error(&config, err))?;
+                Conn::Cluster(
+                    client
+                        .get_async_connection()
+                        .await
+                        .map_err(|err| connect_error(&config, err))?,
+                )
+            }
+            Topology::Single | Topology::Auto => {
+                let client = redis::Client::open(config.urls[0].as_str())
+                    .map_err(|err| connect_error(&config, err))?;
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(response_timeout)
+                    // Batches of scripts are pipelined by many tasks at once.
+                    .set_pipeline_buffer_size(1024);
+                Conn::Single(
+                    client
+                        .get_connection_manager_with_config(manager_config)
+                        .await
+                        .map_err(|err| connect_error(&config, err))?,
+                )
+            }
+        };
+        Ok(Self {
+            conn,
+            config: Arc::new(config),
+        })
+    }
+
+    /// Opens a separate connection of the same topology, for blocking
+    /// commands. `response_timeout` must exceed the longest block.
+    pub async fn dedicated(&self, response_timeout: Option<Duration>) -> Result<Self> {
+        let topology = if self.is_cluster() {
+            Topology::Cluster
+        } else {
+            Topology::Single
+        };
+        Self::open((*self.config).clone(), topology, Some(response_timeout)).await
+    }
+
+    /// Whether this handle talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
+    }
+
+    /// The configuration this handle was made from.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// Runs one command and converts the reply.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
+        let mut conn = self.clone();
+        Ok(cmd.query_async(&mut conn).await?)
+    }
+}
+
+async fn detect_topology(config: &RedisConfig) -> Result<Topology> {
+    let probe = Redis::open(config.clone(), Topology::Single, None).await?;
+    let info: String = probe.query(redis::cmd("INFO").arg("cluster")).await?;
+    let cluster = info
+        .lines()
+        .any(|line| line.trim_end() == "cluster_enabled:1");
+    Ok(if cluster {
+        Topology::Cluster
+    } else {
+        Topology::Single
+    })
+}
+
+fn connect_error(config: &RedisConfig, err: redis::RedisError) -> Error {
+    let urls = config.redacted_urls().join(",");
+    let mut error = Error::from(err);
+    error = Error::new(
+        error.kind(),
+        format!("cannot connect to {urls}: {}", error.message()),
+    );
+    error
+}
+
+impl ConnectionLike for Redis {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.conn {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.conn {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.conn {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://user:secret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact("redis://secret@host"), "redis://***@host");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn bad_urls_name_the_url() {
+        let err = RedisConfig::new("http://nope").unwrap_err();
+        assert!(err.to_string().contains("http://nope"), "{err}");
+        assert!(RedisConfig::new(" ").is_err());
+    }
+
+    #[test]
+    fn several_urls_mean_a_cluster() {
+        let config = RedisConfig::new("redis://a:1,redis://b:2").unwrap();
+        assert_eq!(config.topology, Topology::Cluster);
+    }
+}

@@ -1,0 +1,250 @@
+//! Every Redis key Plimsoll writes is named here, and only here.
+//!
+//! Each key's doc comment states its type and its bound: the promise that
+//! nothing Plimsoll writes grows without limit (`docs/keyspace.md` is the same
+//! table for operators, and a test compares a long run's keyspace with it).
+//!
+//! All keys of one queue share the hash tag `{<queue>}`, so on a Redis
+//! Cluster they live in one slot and every Lua script of that queue can reach
+//! all of them; different queues spread over the shards.
+//!
+//! Layout choices that keep a waiting job small (see `docs/keyspace.md`):
+//! there is no key per job. A job is one field of the queue's `jobs` hash
+//! (its record: a 24-byte header and the payload, compressed when that pays),
+//! plus an integer entry in one waiting list. Integer ids keep list entries
+//! at a few bytes inside Redis' listpacks.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// The prefix of every key, so that Plimsoll's keys are easy to find and to
+/// tell apart from an application's.
+pub const DEFAULT_PREFIX: &str = "plimsoll";
+
+/// Longest queue name accepted; names appear in every key of the queue.
+pub const MAX_QUEUE_NAME_LEN: usize = 64;
+
+/// Number of priority levels; each level is one waiting list.
+pub const PRIORITY_LEVELS: usize = 10;
+
+/// A validated queue name: 1 to 64 characters from `A-Z a-z 0-9 _ - .`.
+///
+/// Braces would break the hash tag and colons would blur key families in
+/// the memory report, so neither is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueName(String);
+
+impl QueueName {
+    /// Checks `name` and wraps it.
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        if name.is_empty() || name.len() > MAX_QUEUE_NAME_LEN {
+            return Err(Error::invalid(format!(
+                "queue name {name:?} must be 1 to {MAX_QUEUE_NAME_LEN} characters long"
+            )));
+        }
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        {
+            return Err(Error::invalid(format!(
+                "queue name {name:?} contains {bad:?}; use letters, digits, '_', '-' and '.'"
+            )));
+        }
+        Ok(Self(name))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks a key prefix: non-empty, no braces, no whitespace.
+pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty()
+        || prefix.len() > 64
+        || prefix
+            .chars()
+            .any(|c| c == '{' || c == '}' || c.is_whitespace())
+    {
+        return Err(Error::invalid(format!(
+            "key prefix {prefix:?} must be 1 to 64 characters without braces or spaces"
+        )));
+    }
+    Ok(())
+}
+
+/// The set of all queue names: `<prefix>:queues`.
+///
+/// Type: set of queue names. Bound: one member per queue; removed by
+/// `Queue::delete` (`plimsoll queue delete`). It is the one key outside any
+/// queue's hash tag, so it is written with a plain command, never in a script.
+pub fn queues_registry(prefix: &str) -> String {
+    format!("{prefix}:queues")
+}
+
+/// The keys of one queue, computed once.
+#[derive(Debug, Clone)]
+pub struct QueueKeys {
+    base: String,
+    jobs: String,
+    waiting: [String; PRIORITY_LEVELS],
+    scheduled: String,
+    workers: String,
+    completed: String,
+    dead: String,
+    meta: String,
+    stats: String,
+    notify: String,
+}
+
+impl QueueKeys {
+    /// Keys of `queue` under `prefix`.
+    pub fn new(prefix: &str, queue: &QueueName) -> Self {
+        let base = format!("{prefix}:{{{queue}}}");
+        Self {
+            jobs: format!("{base}:jobs"),
+            waiting: std::array::from_fn(|p| format!("{base}:waiting:{p}")),
+            scheduled: format!("{base}:scheduled"),
+            workers: format!("{base}:workers"),
+            completed: format!("{base}:completed"),
+            dead: format!("{base}:dead"),
+            meta: format!("{base}:meta"),
+            stats: format!("{base}:stats"),
+            notify: format!("{base}:notify"),
+            base,
+        }
+    }
+
+    /// `<prefix>:{<queue>}`: the start every key of the queue shares; also the
+    /// pattern the memory report and `trim` use to recognise a queue.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `…:jobs` — hash, job id → job record (header, payload, last error).
+    ///
+    /// Bound: one field per job that is waiting, scheduled, active, dead
+    /// (dead-set caps) or retained as completed (retention caps). Completed
+    /// jobs are removed by default.
+    pub fn jobs(&self) -> &str {
+        &self.jobs
+    }
+
+    /// `…:waiting:<p>` — list of job ids ready to run at priority `p`
+    /// (0 runs first). Bound: the jobs enqueued and not yet fetched; each has a
+    /// record in `jobs`, which the payload limit bounds in bytes.
+    pub fn waiting(&self, priority: usize) -> &str {
+        &self.waiting[priority]
+    }
+
+    /// All waiting lists, priority 0 first.
+    pub fn waiting_all(&self) -> &[String; PRIORITY_LEVELS] {
+        &self.waiting
+    }
+
+    /// `…:scheduled` — sorted set, job id scored by the time (ms) it becomes
+    /// due: delayed jobs and retries waiting for their backoff. Bound: those
+    /// jobs; the promoter moves due ones to `waiting`.
+    pub fn scheduled(&self) -> &str {
+        &self.scheduled
+    }
+
+    /// `…:workers` — sorted set, worker id scored by the earliest lease
+    /// deadline (ms) among its jobs (or its own liveness deadline when idle).
+    /// Bound: live workers; the rescuer removes a worker whose leases expired.
+    pub fn workers(&self) -> &str {
+        &self.workers
+    }
+
+    /// `…:active:<worker>` — hash, job id → lease deadline (ms), the jobs that
+    /// `worker` has fetched and not yet settled. Bound: the worker's
+    /// concurrency plus prefetch; removed when it is empty, by the worker at
+    /// shutdown or by the rescuer once the worker's leases expired.
+    pub fn active(&self, worker: &str) -> String {
+        format!("{}:active:{worker}", self.base)
+    }
+
+    /// `…:completed` — sorted set, job id scored by completion time (ms). Only
+    /// written when retention of completed jobs is switched on, and then bound
+    /// by its count, age and byte limits.
+    pub fn completed(&self) -> &str {
+        &self.completed
+    }
+
+    /// `…:dead` — sorted set, job id scored by the time (ms) it died. Bound by
+    /// the dead-set caps (default 10,000 jobs, 7 days, 64 MiB).
+    pub fn dead(&self) -> &str {
+        &self.dead
+    }
+
+    /// `…:meta` — hash of queue settings: `next_id`, `paused`, `created_at`,
+    /// `retention` (the policy the workers apply, for operators). Bound: a
+    /// fixed set of fields.
+    pub fn meta(&self) -> &str {
+        &self.meta
+    }
+
+    /// `…:stats` — hash of counters (`enqueued`, `completed`, `retried`,
+    /// `dead`, `cancelled`, `rescued`) and byte totals of the retained sets
+    /// (`completed_bytes`, `dead_bytes`). Bound: a fixed set of fields.
+    pub fn stats(&self) -> &str {
+        &self.stats
+    }
+
+    /// `…:notify` — list holding at most one token, pushed when jobs become
+    /// ready, so that idle workers wake from `BLPOP` at once instead of
+    /// polling. Bound: one element (pushed only onto an empty list).
+    pub fn notify(&self) -> &str {
+        &self.notify
+    }
+
+    /// `…:idem:<key>` — string, the id of the first job enqueued with this
+    /// idempotency key. Bound: its TTL, the idempotency window (default 24 h,
+    /// at most 30 days).
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{key}", self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_carries_the_queue_hash_tag() {
+        let keys = QueueKeys::new("plimsoll", &QueueName::new("mail").unwrap());
+        for key in [
+            keys.jobs().to_string(),
+            keys.waiting(0).to_string(),
+            keys.scheduled().to_string(),
+            keys.workers().to_string(),
+            keys.active("w1"),
+            keys.completed().to_string(),
+            keys.dead().to_string(),
+            keys.meta().to_string(),
+            keys.stats().to_string(),
+            keys.notify().to_string(),
+            keys.idempotency("abc"),
+        ] {
+            assert!(key.starts_with("plimsoll:{mail}:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn queue_names_are_checked() {
+        assert!(QueueName::new("webhooks.github-v2_x").is_ok());
+        for bad in ["", "a{b}", "a:b", "a b", &"x".repeat(65)] {
+            let err = QueueName::new(bad).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidInput, "{bad:?}");
+        }
+    }
+}

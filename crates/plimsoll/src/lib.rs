@@ -1,0 +1,43 @@
+//! Plimsoll: a Redis job queue, cache client and memory guard that keep Redis
+//! from filling up unnoticed and from taking the rest of a system down with it.
+//!
+//! - [`Queue`] and [`Worker`]: background jobs with retention bounded by
+//!   construction (completed jobs are removed by default, dead jobs capped),
+//!   at-least-once delivery, retries with backoff, delays, priorities,
+//!   idempotency keys and crash recovery; on one Redis or a Redis Cluster.
+//! - [`keyspace`]: the one place that names every key and states its bound.
+//!
+//! ```no_run
+//! use plimsoll::{NewJob, Outcome, Queue, Redis, Worker};
+//!
+//! # async fn demo() -> plimsoll::Result<()> {
+//! let redis = Redis::connect_url("redis://127.0.0.1:6379/").await?;
+//! let queue = Queue::with_defaults(redis, "webhooks")?;
+//! queue.enqueue(NewJob::json(&serde_json::json!({"event": "push"}))?).await?;
+//!
+//! let worker = Worker::builder(queue.clone())
+//!     .concurrency(50)
+//!     .start(|job: plimsoll::Job| async move {
+//!         println!("job {} says {:?}", job.id(), job.payload_str());
+//!         Outcome::Done
+//!     })?;
+//! worker.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod clock;
+pub mod connection;
+pub mod error;
+pub mod keyspace;
+pub mod queue;
+pub mod worker;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use connection::{Redis, RedisConfig, Topology};
+pub use error::{Error, ErrorKind, Result};
+pub use queue::{
+    Bounds, BulkError, CancelOutcome, CompletedRetention, Compression, DeadSelection, Enqueued,
+    JobId, JobInfo, JobState, NewJob, Queue, QueueConfig, QueueCounts, Retention,
+};
+pub use worker::{Backoff, Job, Outcome, Worker, WorkerBuilder, WorkerHandle};

@@ -1,0 +1,320 @@
+//! Queue settings and retention rules, each default a named constant.
+//!
+//! Retention is the reason Plimsoll exists: in the outage behind it, finished
+//! jobs piled up for three weeks because a flag that deletes them was lost.
+//! Here completed jobs are removed unless retention is switched on, and then
+//! always within a count, an age and a byte budget; dead jobs are always
+//! capped. There is no value that means "forever": every bound is finite and
+//! checked when the queue is created.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::keyspace::{DEFAULT_PREFIX, validate_prefix};
+use crate::queue::record::{Compression, DEFAULT_COMPRESSION};
+
+/// Largest payload accepted by default: 512 KiB.
+pub const DEFAULT_PAYLOAD_LIMIT: usize = 512 * 1024;
+/// The highest payload limit a queue may set: 64 MiB (a job is not a file store).
+pub const MAX_PAYLOAD_LIMIT: usize = 64 * 1024 * 1024;
+/// Priority of jobs that do not set one: the middle of 0..=9, so a job can be
+/// made both more and less urgent than the rest.
+pub const DEFAULT_PRIORITY: u8 = 5;
+/// Runs a job gets before it goes to the dead set. With the default backoff
+/// the last retry comes about 8.5 minutes after the first failure.
+pub const DEFAULT_MAX_ATTEMPTS: u16 = 10;
+/// The most attempts a job may ask for.
+pub const MAX_ATTEMPTS_LIMIT: u16 = 1000;
+/// Time one run may take before it counts as failed.
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The longest timeout a job may ask for (the record holds it in u32 ms).
+pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long an idempotency key is remembered.
+pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest idempotency window.
+pub const MAX_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+/// Dead jobs kept per queue, at most.
+pub const DEFAULT_DEAD_MAX_COUNT: u64 = 10_000;
+/// Age after which a dead job is removed.
+pub const DEFAULT_DEAD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// Record bytes of dead jobs kept per queue, at most: 64 MiB.
+pub const DEFAULT_DEAD_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// The longest any retention may keep a job: a year. Finite on purpose.
+pub const MAX_RETENTION_AGE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// The most jobs a retention set may hold.
+pub const MAX_RETENTION_COUNT: u64 = 100_000_000;
+/// The most record bytes a retention set may hold: 64 GiB.
+pub const MAX_RETENTION_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+
+/// Limits on a set of finished jobs; whichever is reached first applies,
+/// oldest jobs first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Bounds {
+    max_count: u64,
+    #[serde(rename = "max_age_ms", serialize_with = "serialize_ms")]
+    max_age: Duration,
+    max_bytes: u64,
+}
+
+fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(crate::clock::ms(*d))
+}
+
+impl Bounds {
+    /// Keeps at most `max_count` jobs, none older than `max_age`, and at most
+    /// `max_bytes` of their records. Every bound must be positive and finite
+    /// (at most 100 million jobs, a year, 64 GiB).
+    pub fn new(max_count: u64, max_age: Duration, max_bytes: u64) -> Result<Self> {
+        if !(1..=MAX_RETENTION_COUNT).contains(&max_count) {
+            return Err(Error::invalid(format!(
+                "retention max_count {max_count} must be 1 to {MAX_RETENTION_COUNT}"
+            )));
+        }
+        if max_age < Duration::from_secs(1) || max_age > MAX_RETENTION_AGE {
+            return Err(Error::invalid(format!(
+                "retention max_age {max_age:?} must be 1 s to 365 days"
+            )));
+        }
+        if !(1..=MAX_RETENTION_BYTES).contains(&max_bytes) {
+            return Err(Error::invalid(format!(
+                "retention max_bytes {max_bytes} must be 1 to {MAX_RETENTION_BYTES}"
+            )));
+        }
+        Ok(Self {
+            max_count,
+            max_age,
+            max_bytes,
+        })
+    }
+
+    /// The count bound.
+    pub fn max_count(&self) -> u64 {
+        self.max_count
+    }
+
+    /// The age bound.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// The byte bound (record bytes: header, stored payload, last error).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+}
+
+/// The dead-set caps every queue has unless it sets its own.
+pub const DEFAULT_DEAD_BOUNDS: Bounds = Bounds {
+    max_count: DEFAULT_DEAD_MAX_COUNT,
+    max_age: DEFAULT_DEAD_MAX_AGE,
+    max_bytes: DEFAULT_DEAD_MAX_BYTES,
+};
+
+/// What happens to a job that completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum CompletedRetention {
+    /// Removed in the same script that completes it (the default).
+    #[default]
+    Remove,
+    /// Kept for inspection within these bounds.
+    Keep(Bounds),
+}
+
+/// Retention rules of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Retention {
+    /// Completed jobs: removed by default.
+    pub completed: CompletedRetention,
+    /// Dead jobs: always bounded; [`DEFAULT_DEAD_BOUNDS`] by default.
+    pub dead: Bounds,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            completed: CompletedRetention::Remove,
+            dead: DEFAULT_DEAD_BOUNDS,
+        }
+    }
+}
+
+impl Retention {
+    /// The completed bounds as script arguments: count (0 = remove), age ms, bytes.
+    pub(crate) fn completed_args(&self) -> [u64; 3] {
+        match self.completed {
+            CompletedRetention::Remove => [0, 0, 0],
+            CompletedRetention::Keep(b) => bounds_args(&b),
+        }
+    }
+
+    /// The dead bounds as script arguments: count, age ms, bytes.
+    pub(crate) fn dead_args(&self) -> [u64; 3] {
+        bounds_args(&self.dead)
+    }
+}
+
+fn bounds_args(b: &Bounds) -> [u64; 3] {
+    [b.max_count, crate::clock::ms(b.max_age), b.max_bytes]
+}
+
+/// Settings of one queue, shared by its producers and workers. Checked by
+/// [`Queue::new`](crate::Queue::new).
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Prefix of every key (default `plimsoll`).
+    pub prefix: String,
+    /// Largest payload accepted, in bytes before compression.
+    pub payload_limit: usize,
+    /// How payloads are stored.
+    pub compression: Compression,
+    /// Priority of jobs that set none (0..=9).
+    pub default_priority: u8,
+    /// Runs a job gets unless it sets its own number.
+    pub default_max_attempts: u16,
+    /// Time a run may take unless the job sets its own.
+    pub default_timeout: Duration,
+    /// How long idempotency keys are remembered unless a job sets its own.
+    pub idempotency_window: Duration,
+    /// What to keep of finished jobs, and how much.
+    pub retention: Retention,
+    /// The clock passed to scripts.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_string(),
+            payload_limit: DEFAULT_PAYLOAD_LIMIT,
+            compression: DEFAULT_COMPRESSION,
+            default_priority: DEFAULT_PRIORITY,
+            default_max_attempts: DEFAULT_MAX_ATTEMPTS,
+            default_timeout: DEFAULT_JOB_TIMEOUT,
+            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
+            retention: Retention::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Checks every setting, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        validate_prefix(&self.prefix)?;
+        if self.payload_limit == 0 || self.payload_limit > MAX_PAYLOAD_LIMIT {
+            return Err(Error::invalid(format!(
+                "payload_limit {} must be 1 to {MAX_PAYLOAD_LIMIT} bytes",
+                self.payload_limit
+            )));
+        }
+        if let Compression::Zstd { level } = self.compression
+            && !(1..=19).contains(&level)
+        {
+            return Err(Error::invalid(format!(
+                "compression level {level} must be 1 to 19"
+            )));
+        }
+        check_priority(self.default_priority)?;
+        check_max_attempts(self.default_max_attempts)?;
+        check_timeout(self.default_timeout)?;
+        check_idempotency_window(self.idempotency_window)?;
+        Ok(())
+    }
+}
+
+pub(crate) fn check_priority(priority: u8) -> Result<()> {
+    if priority > crate::queue::job::LOWEST_PRIORITY {
+        return Err(Error::invalid(format!(
+            "priority {priority} must be 0 (runs first) to 9"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_max_attempts(attempts: u16) -> Result<()> {
+    if !(1..=MAX_ATTEMPTS_LIMIT).contains(&attempts) {
+        return Err(Error::invalid(format!(
+            "max_attempts {attempts} must be 1 to {MAX_ATTEMPTS_LIMIT}"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_timeout(timeout: Duration) -> Result<()> {
+    if timeout < Duration::from_millis(1) || timeout > MAX_JOB_TIMEOUT {
+        return Err(Error::invalid(format!(
+            "timeout {timeout:?} must be 1 ms to 24 h"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_idempotency_window(window: Duration) -> Result<()> {
+    if window < Duration::from_secs(1) || window > MAX_IDEMPOTENCY_WINDOW {
+        return Err(Error::invalid(format!(
+            "idempotency window {window:?} must be 1 s to 30 days"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_remove_completed_jobs() {
+        let config = QueueConfig::default();
+        config.validate().unwrap();
+        assert_eq!(config.retention.completed, CompletedRetention::Remove);
+        assert_eq!(config.retention.completed_args(), [0, 0, 0]);
+        assert_eq!(
+            config.retention.dead_args(),
+            [10_000, 7 * 24 * 3600 * 1000, 64 * 1024 * 1024]
+        );
+    }
+
+    #[test]
+    fn there_is_no_unbounded_retention() {
+        assert!(Bounds::new(0, Duration::from_secs(60), 1024).is_err());
+        assert!(Bounds::new(10, Duration::ZERO, 1024).is_err());
+        assert!(Bounds::new(10, Duration::from_secs(60), 0).is_err());
+        assert!(Bounds::new(u64::MAX, Duration::from_secs(60), 1024).is_err());
+        assert!(Bounds::new(10, Duration::MAX, 1024).is_err());
+        assert!(Bounds::new(10, Duration::from_secs(60), u64::MAX).is_err());
+        assert!(Bounds::new(10, Duration::from_secs(60), 1024).is_ok());
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let config = QueueConfig {
+            default_priority: 12,
+            ..QueueConfig::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("priority 12")
+        );
+        let config = QueueConfig {
+            payload_limit: 0,
+            ..QueueConfig::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("payload_limit")
+        );
+    }
+}

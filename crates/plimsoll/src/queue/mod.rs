@@ -1,0 +1,163 @@
+//! The job queue: producer and inspector API over the queue's Lua scripts.
+//!
+//! A [`Queue`] is a cheap-to-clone handle for one named queue. Producers call
+//! [`Queue::enqueue`] or [`Queue::enqueue_bulk`]; operators inspect counts,
+//! jobs and the dead set, cancel jobs, pause and resume; a
+//! [`Worker`](crate::Worker) built from the same handle runs the jobs.
+//!
+//! Every state change is one Lua script (`lua/queue/*.lua`, listed in
+//! `docs/state_machine.md`), so a job is never half-moved, and every script
+//! reaches its keys through `KEYS` under the queue's hash tag, so the same
+//! code runs on a Redis Cluster.
+//!
+//! Single enqueues from many tasks are coalesced: while one batch is on its
+//! way to Redis, the next one gathers, and each batch is one script call.
+//! Callers still get their own result, and a batch is atomic, so one caller's
+//! Ok means its job is in Redis.
+
+mod config;
+mod enqueue;
+mod inspect;
+pub(crate) mod job;
+pub(crate) mod record;
+pub(crate) mod scripts;
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{OnceCell, mpsc};
+
+pub use config::{
+    Bounds, CompletedRetention, DEFAULT_DEAD_BOUNDS, DEFAULT_DEAD_MAX_AGE, DEFAULT_DEAD_MAX_BYTES,
+    DEFAULT_DEAD_MAX_COUNT, DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_JOB_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PAYLOAD_LIMIT, DEFAULT_PRIORITY, MAX_ATTEMPTS_LIMIT, MAX_IDEMPOTENCY_KEY_LEN,
+    MAX_IDEMPOTENCY_WINDOW, MAX_JOB_TIMEOUT, MAX_PAYLOAD_LIMIT, MAX_RETENTION_AGE,
+    MAX_RETENTION_BYTES, MAX_RETENTION_COUNT, QueueConfig, Retention,
+};
+pub use enqueue::{BulkError, MAX_BATCH_BYTES, MAX_BATCH_JOBS};
+pub use inspect::{CancelOutcome, DeadSelection, QueueCounts, QueueTotals, WorkerInfo};
+pub use job::{Enqueued, HIGHEST_PRIORITY, JobId, JobInfo, JobState, LOWEST_PRIORITY, NewJob};
+pub use record::{Compression, DEFAULT_COMPRESSION};
+
+use crate::connection::Redis;
+use crate::error::Result;
+use crate::keyspace::{QueueKeys, QueueName, queues_registry};
+
+/// A handle for one queue; clones share one connection and one batcher.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    redis: Redis,
+    name: QueueName,
+    keys: QueueKeys,
+    config: QueueConfig,
+    batcher: OnceLock<mpsc::Sender<enqueue::Pending>>,
+    registered: OnceCell<()>,
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.inner.name)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    /// A handle for the queue `name` with `config`, checked here: an invalid
+    /// name or setting is an [`InvalidInput`](crate::ErrorKind::InvalidInput)
+    /// error that names it. Nothing is written until the first enqueue.
+    pub fn new(redis: Redis, name: &str, config: QueueConfig) -> Result<Self> {
+        let name = QueueName::new(name)?;
+        config.validate()?;
+        let keys = QueueKeys::new(&config.prefix, &name);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                redis,
+                name,
+                keys,
+                config,
+                batcher: OnceLock::new(),
+                registered: OnceCell::new(),
+            }),
+        })
+    }
+
+    /// A handle with the default settings.
+    pub fn with_defaults(redis: Redis, name: &str) -> Result<Self> {
+        Self::new(redis, name, QueueConfig::default())
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &QueueName {
+        &self.inner.name
+    }
+
+    /// The queue's keys.
+    pub fn keys(&self) -> &QueueKeys {
+        &self.inner.keys
+    }
+
+    /// The queue's settings.
+    pub fn config(&self) -> &QueueConfig {
+        &self.inner.config
+    }
+
+    /// The connection the queue uses.
+    pub fn redis(&self) -> &Redis {
+        &self.inner.redis
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.inner.config.clock.now_ms()
+    }
+
+    /// Names of the queues that have been used under `prefix`.
+    pub async fn list(redis: &Redis, prefix: &str) -> Result<Vec<QueueName>> {
+        let names: Vec<String> = redis
+            .query(redis::cmd("SMEMBERS").arg(queues_registry(prefix)))
+            .await?;
+        let mut names: Vec<QueueName> = names
+            .into_iter()
+            .filter_map(|n| QueueName::new(n).ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Records the queue in the registry once per handle, so that `plimsoll`
+    /// and the dashboard can list it. The registry is the one key outside the
+    /// queue's hash tag, hence a plain command and not part of a script.
+    async fn register(&self) -> Result<()> {
+        self.inner
+            .registered
+            .get_or_try_init(|| async {
+                let _: () = self
+                    .inner
+                    .redis
+                    .query(
+                        redis::cmd("SADD")
+                            .arg(queues_registry(&self.inner.config.prefix))
+                            .arg(self.inner.name.as_str()),
+                    )
+                    .await?;
+                let _: () = self
+                    .inner
+                    .redis
+                    .query(
+                        redis::cmd("HSETNX")
+                            .arg(self.inner.keys.meta())
+                            .arg("created_at")
+                            .arg(self.now_ms()),
+                    )
+                    .await?;
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,57 @@
+//! The queue's Lua scripts, one file per state transition, loaded from
+//! `crates/plimsoll/lua/queue/`.
+//!
+//! Each file starts with its shebang (`#!lua` with the flags it needs) and a
+//! header naming every KEYS and ARGV entry and the reply. The helpers in
+//! `lib.lua` are inserted right after the shebang line, so every script is
+//! self-contained on the server: redis-rs sends it by SHA (`EVALSHA`) and
+//! loads it again on `NOSCRIPT` after a restart or `SCRIPT FLUSH`.
+//!
+//! Scripts without `allow-oom` (only `enqueue`) are refused as a whole by a
+//! full Redis, so a job is never half-written. The rest may run on a full
+//! Redis because they move or remove data: completing jobs frees memory.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+const LIB: &str = include_str!("../../lua/queue/lib.lua");
+
+/// Builds a script from its file: shebang line, then `lib.lua`, then the body.
+fn with_lib(source: &str) -> Script {
+    let (shebang, body) = source
+        .split_once('\n')
+        .expect("a script file starts with its shebang line");
+    assert!(shebang.starts_with("#!lua"), "script lacks a shebang");
+    Script::new(&format!("{shebang}\n{LIB}\n{body}"))
+}
+
+macro_rules! scripts {
+    ($($name:ident => $file:literal,)*) => {
+        /// Every queue script, compiled into the binary.
+        pub(crate) struct Scripts {
+            $(pub(crate) $name: Script,)*
+        }
+
+        pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+            $($name: with_lib(include_str!(concat!("../../lua/queue/", $file))),)*
+        });
+    };
+}
+
+scripts! {
+    enqueue => "enqueue.lua",
+    fetch => "fetch.lua",
+    complete => "complete.lua",
+    fail => "fail.lua",
+    hand_back => "hand_back.lua",
+    heartbeat => "heartbeat.lua",
+    rescue => "rescue.lua",
+    promote => "promote.lua",
+    cancel => "cancel.lua",
+    inspect_job => "inspect_job.lua",
+    counts => "counts.lua",
+    retry_dead => "retry_dead.lua",
+    purge_dead => "purge_dead.lua",
+    trim => "trim.lua",
+}

@@ -1,0 +1,226 @@
+//! The fetch loop: leases jobs in batches and starts a task per job while a
+//! concurrency slot is free.
+//!
+//! It keeps up to `concurrency + prefetch` jobs leased. A fetch starts when
+//! the jobs in hand fall to half the prefetch, and runs while handlers keep
+//! working, so a finishing handler finds its next job in memory. When a fetch
+//! comes back empty the loop waits on the queue's wake-up list (`BLPOP` on a
+//! connection of its own) for at most the poll interval.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use redis::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::services::error_backoff;
+use super::settler::Settle;
+use super::{Handler, Lease, MAX_FETCH, Shared, run_job};
+use crate::clock::ms;
+use crate::connection::Redis;
+use crate::error::{Error, Result};
+use crate::queue::scripts::SCRIPTS;
+
+type Fetched = Vec<(u64, Vec<u8>)>;
+
+/// Runs until `stop`; returns the ids of jobs leased but never started.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    handler: Arc<dyn Handler>,
+    settle: mpsc::UnboundedSender<Settle>,
+    stop: CancellationToken,
+) -> Vec<u64> {
+    let target = shared.config.concurrency + shared.config.prefetch;
+    let low_water = shared.config.prefetch / 2;
+    let mut buffer: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
+    let mut fetching: Option<BoxFuture<'static, Result<Fetched>>> = None;
+    let mut waiting: Option<BoxFuture<'static, (Option<Redis>, Result<()>)>> = None;
+    let mut pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut waker_conn: Option<Redis> = None;
+    let mut idle = false;
+    let mut failures = 0u32;
+
+    loop {
+        // Start every buffered job a slot is free for.
+        while !buffer.is_empty() {
+            let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let (id, rec) = buffer.pop_front().expect("checked non-empty");
+            tokio::spawn(run_job(
+                shared.clone(),
+                handler.clone(),
+                id,
+                rec,
+                settle.clone(),
+                permit,
+            ));
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+        if fetching.is_none() && waiting.is_none() && pause.is_none() {
+            if idle {
+                waiting = Some(Box::pin(wait_for_work(shared.clone(), waker_conn.take())));
+            } else {
+                let room = target.saturating_sub(shared.leases().len());
+                if buffer.len() <= low_water && room > 0 {
+                    fetching = Some(Box::pin(fetch(shared.clone(), room.min(MAX_FETCH))));
+                }
+            }
+        }
+
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            result = poll_some(&mut fetching) => {
+                fetching = None;
+                match result {
+                    Ok(jobs) if jobs.is_empty() => idle = true,
+                    Ok(jobs) => {
+                        failures = 0;
+                        accept(&shared, &jobs);
+                        buffer.extend(jobs);
+                    }
+                    Err(err) => {
+                        failures += 1;
+                        tracing::warn!(worker = %shared.id, error = %err, "fetch failed; backing off");
+                        pause = Some(Box::pin(tokio::time::sleep(error_backoff(failures))));
+                    }
+                }
+            }
+            (conn, result) = poll_some(&mut waiting) => {
+                waiting = None;
+                waker_conn = conn;
+                idle = false;
+                if let Err(err) = result {
+                    failures += 1;
+                    tracing::warn!(worker = %shared.id, error = %err, "waiting for work failed; backing off");
+                    pause = Some(Box::pin(tokio::time::sleep(error_backoff(failures))));
+                }
+            }
+            () = poll_sleep(&mut pause) => pause = None,
+            permit = shared.slots.clone().acquire_owned(), if !buffer.is_empty() => {
+                let Ok(permit) = permit else { break };
+                let (id, rec) = buffer.pop_front().expect("checked non-empty");
+                tokio::spawn(run_job(shared.clone(), handler.clone(), id, rec, settle.clone(), permit));
+            }
+            () = shared.settled.notified(), if buffer.is_empty() && fetching.is_none() && waiting.is_none() => {}
+        }
+    }
+
+    // A fetch on its way has leased jobs in Redis already: take them, so they
+    // are handed back now rather than rescued after their lease.
+    if let Some(fetch) = fetching
+        && let Ok(jobs) = fetch.await
+    {
+        accept(&shared, &jobs);
+        buffer.extend(jobs);
+    }
+    buffer.into_iter().map(|(id, _)| id).collect()
+}
+
+/// Records the leases of fetched jobs.
+fn accept(shared: &Shared, jobs: &Fetched) {
+    let deadline_ms = shared.now_ms() + ms(shared.config.lease);
+    let mut leases = shared.leases();
+    for (id, _) in jobs {
+        leases.insert(
+            *id,
+            Lease {
+                started: None,
+                timeout: Duration::ZERO,
+                deadline_ms,
+                cancel: None,
+            },
+        );
+    }
+    drop(leases);
+    shared
+        .counters
+        .fetched
+        .fetch_add(jobs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// One call of `fetch.lua`.
+async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetched> {
+    let keys = shared.queue.keys();
+    let mut invocation = SCRIPTS.fetch.prepare_invoke();
+    invocation
+        .key(keys.meta())
+        .key(keys.jobs())
+        .key(keys.workers())
+        .key(&shared.active_key)
+        .key(keys.notify());
+    for list in keys.waiting_all() {
+        invocation.key(list);
+    }
+    invocation
+        .arg(shared.now_ms())
+        .arg(count)
+        .arg(&shared.id)
+        .arg(ms(shared.config.lease));
+    let reply: Vec<Value> = invocation
+        .invoke_async(&mut shared.queue.redis().clone())
+        .await?;
+    if !reply.len().is_multiple_of(2) {
+        return Err(Error::corrupt("fetch returned an odd number of values"));
+    }
+    let mut jobs = Vec::with_capacity(reply.len() / 2);
+    let mut values = reply.into_iter();
+    while let (Some(id), Some(rec)) = (values.next(), values.next()) {
+        let id: u64 = redis::from_redis_value(id)?;
+        let rec: Vec<u8> = redis::from_redis_value(rec)?;
+        jobs.push((id, rec));
+    }
+    Ok(jobs)
+}
+
+/// Waits for a wake-up token, or the poll interval. Hands the connection
+/// back so the next wait reuses it.
+async fn wait_for_work(shared: Arc<Shared>, conn: Option<Redis>) -> (Option<Redis>, Result<()>) {
+    let poll = shared.config.poll_interval;
+    let conn = match conn {
+        Some(conn) => conn,
+        // Blocking commands get a connection of their own, with a reply
+        // timeout beyond the block.
+        None => match shared
+            .queue
+            .redis()
+            .dedicated(Some(poll + Duration::from_secs(5)))
+            .await
+        {
+            Ok(conn) => conn,
+            Err(err) => return (None, Err(err)),
+        },
+    };
+    let result: Result<Option<(String, String)>> = conn
+        .query(
+            redis::cmd("BLPOP")
+                .arg(shared.queue.keys().notify())
+                .arg(poll.as_secs_f64()),
+        )
+        .await;
+    match result {
+        Ok(_) => (Some(conn), Ok(())),
+        Err(err) => (None, Err(err)),
+    }
+}
+
+async fn poll_some<T>(future: &mut Option<BoxFuture<'static, T>>) -> T {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_sleep(sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match sleep {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending::<()>().await,
+    }
+}

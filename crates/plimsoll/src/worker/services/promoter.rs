@@ -1,0 +1,91 @@
+//! The promoter moves due jobs from `scheduled` to their waiting lists:
+//! delayed jobs whose time has come and retries whose backoff has passed.
+//!
+//! It sleeps until the next job is due (known from the script's reply) or the
+//! interval, whichever is sooner, so a delay is kept to within the interval
+//! even when new scheduled jobs arrive while it sleeps.
+
+use std::time::Duration;
+
+use super::Service;
+use crate::error::{Error, Result};
+use crate::queue::Queue;
+use crate::queue::scripts::SCRIPTS;
+
+/// Longest sleep between two promotion rounds: the worst lateness of a
+/// delayed job that was scheduled while the promoter slept.
+pub const DEFAULT_PROMOTE_INTERVAL: Duration = Duration::from_millis(250);
+/// Jobs moved per script call.
+pub const DEFAULT_PROMOTE_BATCH: usize = 1000;
+
+/// Promoter settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromoterConfig {
+    /// Longest sleep between rounds.
+    pub interval: Duration,
+    /// Jobs moved per script call (1 to 1,000).
+    pub batch: usize,
+}
+
+impl Default for PromoterConfig {
+    fn default() -> Self {
+        Self {
+            interval: DEFAULT_PROMOTE_INTERVAL,
+            batch: DEFAULT_PROMOTE_BATCH,
+        }
+    }
+}
+
+impl PromoterConfig {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.interval < Duration::from_millis(10) || !(1..=1000).contains(&self.batch) {
+            return Err(Error::invalid(format!(
+                "promoter interval {:?} must be at least 10 ms and batch {} 1 to 1000",
+                self.interval, self.batch
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct Promoter {
+    queue: Queue,
+    config: PromoterConfig,
+}
+
+impl Promoter {
+    pub(crate) fn new(queue: Queue, config: PromoterConfig) -> Self {
+        Self { queue, config }
+    }
+
+    /// One call of `promote.lua`: (moved, next due time in ms if any).
+    pub(crate) async fn promote(queue: &Queue, batch: usize) -> Result<(u64, Option<u64>)> {
+        let keys = queue.keys();
+        let mut invocation = SCRIPTS.promote.prepare_invoke();
+        invocation
+            .key(keys.scheduled())
+            .key(keys.jobs())
+            .key(keys.notify());
+        for list in keys.waiting_all() {
+            invocation.key(list);
+        }
+        invocation.arg(queue.now_ms()).arg(batch);
+        let (moved, next): (u64, i64) = invocation.invoke_async(&mut queue.redis().clone()).await?;
+        Ok((moved, u64::try_from(next).ok()))
+    }
+}
+
+impl Service for Promoter {
+    const NAME: &'static str = "promoter";
+
+    async fn run_once(&mut self) -> Result<Duration> {
+        let (moved, next_due) = Self::promote(&self.queue, self.config.batch).await?;
+        if moved as usize >= self.config.batch {
+            return Ok(Duration::ZERO);
+        }
+        let until_next = next_due
+            .map(|due| Duration::from_millis(due.saturating_sub(self.queue.now_ms())))
+            .unwrap_or(self.config.interval);
+        Ok(until_next.min(self.config.interval))
+    }
+}

@@ -1,0 +1,114 @@
+//! The rescuer gives jobs whose lease expired to other workers.
+//!
+//! A worker's score in the `workers` set is its earliest lease deadline, so
+//! one range query finds the workers to look at: crashed ones (no heartbeat)
+//! and live ones holding a stuck job (a handler past its timeout plus grace,
+//! which the heartbeat stopped renewing). `rescue.lua` then moves each
+//! expired job back to the front of its waiting list, counting the lost run
+//! as an attempt, or to the dead set when attempts are used up.
+
+use std::time::Duration;
+
+use super::Service;
+use crate::error::{Error, Result};
+use crate::queue::Queue;
+use crate::queue::scripts::SCRIPTS;
+
+/// How often the rescuer looks for expired leases. A crashed worker's job
+/// runs again at most the lease plus this long after the crash.
+pub const DEFAULT_RESCUE_INTERVAL: Duration = Duration::from_secs(5);
+/// Workers looked at per round.
+const WORKERS_PER_ROUND: usize = 100;
+
+/// Rescuer settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RescuerConfig {
+    /// Time between rounds.
+    pub interval: Duration,
+}
+
+impl Default for RescuerConfig {
+    fn default() -> Self {
+        Self {
+            interval: DEFAULT_RESCUE_INTERVAL,
+        }
+    }
+}
+
+impl RescuerConfig {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.interval < Duration::from_millis(10) {
+            return Err(Error::invalid(format!(
+                "rescuer interval {:?} must be at least 10 ms",
+                self.interval
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct Rescuer {
+    queue: Queue,
+    config: RescuerConfig,
+}
+
+impl Rescuer {
+    pub(crate) fn new(queue: Queue, config: RescuerConfig) -> Self {
+        Self { queue, config }
+    }
+
+    /// Rescues the expired leases of every worker due for a look. Returns
+    /// (rescued, dead, workers looked at).
+    pub(crate) async fn rescue(queue: &Queue) -> Result<(u64, u64, usize)> {
+        let keys = queue.keys();
+        let now = queue.now_ms();
+        let mut redis = queue.redis().clone();
+        let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(keys.workers())
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(WORKERS_PER_ROUND)
+            .query_async(&mut redis)
+            .await
+            .map_err(Error::from)?;
+        let dead_bounds = queue.config().retention.dead_args();
+        let (mut rescued, mut dead) = (0, 0);
+        for worker in &due {
+            let mut invocation = SCRIPTS.rescue.prepare_invoke();
+            invocation
+                .key(keys.workers())
+                .key(keys.active(worker))
+                .key(keys.jobs())
+                .key(keys.stats())
+                .key(keys.dead())
+                .key(keys.notify());
+            for list in keys.waiting_all() {
+                invocation.key(list);
+            }
+            invocation.arg(now).arg(worker).arg(&dead_bounds[..]);
+            let (r, d): (u64, u64) = invocation.invoke_async(&mut redis).await?;
+            if r + d > 0 {
+                tracing::warn!(queue = %queue.name(), worker = %worker, rescued = r, dead = d,
+                    "rescued jobs whose lease expired");
+            }
+            rescued += r;
+            dead += d;
+        }
+        Ok((rescued, dead, due.len()))
+    }
+}
+
+impl Service for Rescuer {
+    const NAME: &'static str = "rescuer";
+
+    async fn run_once(&mut self) -> Result<Duration> {
+        let (_, _, looked_at) = Self::rescue(&self.queue).await?;
+        Ok(if looked_at >= WORKERS_PER_ROUND {
+            Duration::ZERO
+        } else {
+            self.config.interval
+        })
+    }
+}

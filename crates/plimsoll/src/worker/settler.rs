@@ -1,0 +1,327 @@
+//! The settler writes handler outcomes back to Redis in batches.
+//!
+//! Outcomes arrive on a channel; whatever arrived while the previous batch
+//! was on its way forms the next one, so under load a batch is hundreds of
+//! jobs and one round trip, and when idle a single outcome goes out at once.
+//! Completions, failures and cancels of one batch go out as separate scripts
+//! sent together (pipelined on the shared connection).
+//!
+//! A lease is released (removed from the worker's map) only once its outcome
+//! is written. If Redis is unreachable the batch is kept and retried with
+//! backoff; if the worker dies first, the leases expire and the jobs run
+//! again: at-least-once, never lost.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::future::join_all;
+use redis::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::services::error_backoff;
+use crate::error::{Error, Result};
+use crate::queue::scripts::SCRIPTS;
+
+/// The most outcomes one flush writes (each script call takes up to 1,000).
+const MAX_FLUSH: usize = 5_000;
+/// Ids per script call.
+const PER_CALL: usize = 1_000;
+/// How often the final flush at shutdown is tried before the settler gives
+/// up (the leases then expire and the jobs run again).
+const FINAL_FLUSH_ATTEMPTS: u32 = 5;
+
+/// An outcome to write.
+#[derive(Debug)]
+pub(super) enum Settle {
+    Complete(u64),
+    /// `retry_at` in ms; -1 sends the job to the dead set.
+    Fail {
+        id: u64,
+        retry_at: i64,
+        error: String,
+    },
+    Cancel {
+        id: u64,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Batch {
+    complete: Vec<u64>,
+    fail: Vec<(u64, i64, String)>,
+    cancel: Vec<(u64, String)>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.complete.len() + self.fail.len() + self.cancel.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, settle: Settle) {
+        match settle {
+            Settle::Complete(id) => self.complete.push(id),
+            Settle::Fail {
+                id,
+                retry_at,
+                error,
+            } => self.fail.push((id, retry_at, error)),
+            Settle::Cancel { id, reason } => self.cancel.push((id, reason)),
+        }
+    }
+}
+
+/// Runs until `stop`, then writes what is left and returns.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Settle>,
+    stop: CancellationToken,
+) {
+    let mut batch = Batch::default();
+    let mut failures = 0u32;
+    loop {
+        if batch.is_empty() {
+            tokio::select! {
+                biased;
+                message = rx.recv() => match message {
+                    Some(message) => batch.push(message),
+                    None => break,
+                },
+                () = stop.cancelled() => break,
+            }
+        }
+        while batch.len() < MAX_FLUSH {
+            match rx.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        if flush(&shared, &mut batch).await.is_ok() {
+            failures = 0;
+            continue;
+        }
+        failures += 1;
+        tokio::select! {
+            () = tokio::time::sleep(error_backoff(failures)) => {}
+            () = stop.cancelled() => break,
+        }
+    }
+
+    // Final flush: everything that arrived, a few tries.
+    while let Ok(message) = rx.try_recv() {
+        batch.push(message);
+    }
+    for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
+        if batch.is_empty() || flush(&shared, &mut batch).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(error_backoff(attempt)).await;
+    }
+    tracing::error!(
+        worker = %shared.id,
+        outcomes = batch.len(),
+        "could not write outcomes before stopping; those jobs run again when their leases expire"
+    );
+}
+
+/// Writes a batch; what fails stays in `batch` for the next try.
+async fn flush(shared: &Shared, batch: &mut Batch) -> Result<()> {
+    let taken = std::mem::take(batch);
+    let now = shared.now_ms();
+    let retention = shared.queue.config().retention;
+    let keys = shared.queue.keys();
+
+    let completes = taken.complete.chunks(PER_CALL).map(|ids| {
+        let mut invocation = SCRIPTS.complete.prepare_invoke();
+        invocation
+            .key(keys.jobs())
+            .key(&shared.active_key)
+            .key(keys.stats())
+            .key(keys.completed())
+            .arg(now)
+            .arg(&retention.completed_args()[..])
+            .arg(ids);
+        let mut redis = shared.queue.redis().clone();
+        async move {
+            let lost: Result<Vec<u64>> = invocation
+                .invoke_async(&mut redis)
+                .await
+                .map_err(Error::from);
+            (ids, lost)
+        }
+    });
+    let fails = taken.fail.chunks(PER_CALL).map(|jobs| {
+        let mut invocation = SCRIPTS.fail.prepare_invoke();
+        invocation
+            .key(keys.jobs())
+            .key(&shared.active_key)
+            .key(keys.stats())
+            .key(keys.scheduled())
+            .key(keys.dead())
+            .key(keys.notify());
+        for list in keys.waiting_all() {
+            invocation.key(list);
+        }
+        invocation.arg(now).arg(&retention.dead_args()[..]);
+        for (id, retry_at, error) in jobs {
+            invocation.arg(id).arg(retry_at).arg(truncate_error(error));
+        }
+        let mut redis = shared.queue.redis().clone();
+        async move {
+            let reply: Result<Vec<Value>> = invocation
+                .invoke_async(&mut redis)
+                .await
+                .map_err(Error::from);
+            (jobs, reply)
+        }
+    });
+    let cancels = taken.cancel.iter().map(|(id, reason)| {
+        let mut invocation = SCRIPTS.cancel.prepare_invoke();
+        invocation
+            .key(keys.jobs())
+            .key(keys.scheduled())
+            .key(keys.dead())
+            .key(keys.completed())
+            .key(keys.stats());
+        for list in keys.waiting_all() {
+            invocation.key(list);
+        }
+        invocation.key(&shared.active_key).arg(id);
+        let mut redis = shared.queue.redis().clone();
+        async move {
+            let state: Result<String> = invocation
+                .invoke_async(&mut redis)
+                .await
+                .map_err(Error::from);
+            (*id, reason, state)
+        }
+    });
+    let (completes, fails, cancels) =
+        tokio::join!(join_all(completes), join_all(fails), join_all(cancels));
+
+    let mut settled: Vec<u64> = Vec::with_capacity(taken.len());
+    let mut first_error: Option<Error> = None;
+    let counters = &shared.counters;
+    for (ids, result) in completes {
+        match result {
+            Ok(lost) => {
+                counters
+                    .completed
+                    .fetch_add((ids.len() - lost.len()) as u64, Ordering::Relaxed);
+                note_lost(shared, &lost);
+                settled.extend_from_slice(ids);
+            }
+            Err(err) => {
+                batch.complete.extend_from_slice(ids);
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    for (jobs, result) in fails {
+        match result.and_then(parse_fail_reply) {
+            Ok((retried, dead, lost)) => {
+                counters.retried.fetch_add(retried, Ordering::Relaxed);
+                counters.dead.fetch_add(dead, Ordering::Relaxed);
+                note_lost(shared, &lost);
+                settled.extend(jobs.iter().map(|(id, _, _)| *id));
+            }
+            Err(err) => {
+                batch.fail.extend_from_slice(jobs);
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    for (id, reason, result) in cancels {
+        match result {
+            Ok(state) if state == "active" => {
+                counters.cancelled.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(worker = %shared.id, job = id, %reason, "job cancelled by its handler");
+                settled.push(id);
+            }
+            Ok(_) => {
+                note_lost(shared, &[id]);
+                settled.push(id);
+            }
+            Err(err) => {
+                batch.cancel.push((id, reason.clone()));
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+
+    {
+        let mut leases = shared.leases();
+        for id in &settled {
+            leases.remove(id);
+        }
+    }
+    shared.settled.notify_one();
+    match first_error {
+        None => Ok(()),
+        Some(err) => {
+            tracing::warn!(worker = %shared.id, error = %err, pending = batch.len(),
+                "could not write job outcomes; will retry");
+            Err(err)
+        }
+    }
+}
+
+fn parse_fail_reply(reply: Vec<Value>) -> Result<(u64, u64, Vec<u64>)> {
+    let mut values = reply.into_iter();
+    let retried: u64 = redis::from_redis_value(values.next().unwrap_or(Value::Nil))?;
+    let dead: u64 = redis::from_redis_value(values.next().unwrap_or(Value::Nil))?;
+    let lost = values
+        .map(redis::from_redis_value::<u64>)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((retried, dead, lost))
+}
+
+fn note_lost(shared: &Shared, lost: &[u64]) {
+    if lost.is_empty() {
+        return;
+    }
+    shared
+        .counters
+        .lost
+        .fetch_add(lost.len() as u64, Ordering::Relaxed);
+    tracing::warn!(
+        worker = %shared.id,
+        jobs = ?lost,
+        "outcome dropped: the lease was gone (the job was cancelled, or rescued after the lease expired)"
+    );
+}
+
+/// The longest error text kept with a job.
+pub(crate) const MAX_ERROR_LEN: usize = 1024;
+
+/// Cuts an error message to [`MAX_ERROR_LEN`] bytes at a character boundary.
+fn truncate_error(error: &str) -> &str {
+    if error.len() <= MAX_ERROR_LEN {
+        return error;
+    }
+    let mut end = MAX_ERROR_LEN;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    &error[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_errors_are_cut_at_a_character_boundary() {
+        let error = "é".repeat(MAX_ERROR_LEN);
+        let cut = truncate_error(&error);
+        assert!(cut.len() <= MAX_ERROR_LEN);
+        assert!(cut.chars().all(|c| c == 'é'));
+        assert_eq!(truncate_error("short"), "short");
+    }
+}
