@@ -1,0 +1,10 @@
+//! Integration tests of the plimsoll library, each against a private
+//! `redis-server` (or a local 3-primary cluster) started by the test.
+
+mod support;
+
+mod cluster;
+mod memory;
+mod queue;
+mod retention;
+mod worker;
