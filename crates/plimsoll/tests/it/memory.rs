@@ -1,1 +1,142 @@
-//! placeholder
+//! Memory: a long run through default settings leaves nothing behind, and a
+//! full Redis refuses new jobs cleanly while workers keep draining it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use plimsoll::worker::WorkerConfig;
+use plimsoll::{ErrorKind, NewJob, Outcome, Queue, Redis, Worker};
+
+use crate::support::{self, RedisServer, eventually, fast_worker, queue_keys};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_jobs_through_default_settings_leave_nothing_behind() {
+    const JOBS: usize = 1_000_000;
+    const CHUNK: usize = 10_000;
+    let server = RedisServer::start();
+    let start = server.used_memory();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let queue = Queue::with_defaults(redis, "million").unwrap();
+    let worker = Worker::builder(queue.clone())
+        .concurrency(50)
+        .start(|job: plimsoll::Job| async move {
+            // Read the payload as a real handler would.
+            assert_eq!(job.payload().len(), 64);
+            Outcome::Done
+        })
+        .unwrap();
+    let payload = vec![b'p'; 64];
+    for _ in 0..JOBS / CHUNK {
+        let jobs = (0..CHUNK).map(|_| NewJob::bytes(payload.clone())).collect();
+        queue.enqueue_bulk(jobs).await.unwrap();
+        // Keep the backlog modest, as a producer with backpressure would.
+        eventually(Duration::from_secs(60), "the backlog to drain", || async {
+            queue.counts().await.unwrap().waiting < 2 * CHUNK as u64
+        })
+        .await;
+    }
+    eventually(
+        Duration::from_secs(120),
+        "a million completions",
+        || async { queue.counts().await.unwrap().totals.completed == JOBS as u64 },
+    )
+    .await;
+    worker.shutdown().await.unwrap();
+
+    let end = server.used_memory();
+    let grown = end.saturating_sub(start);
+    assert!(
+        grown < 1 << 20,
+        "used_memory grew by {grown} bytes (from {start} to {end})"
+    );
+    let mut keys = queue_keys(&server, "million");
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["plimsoll:{million}:meta", "plimsoll:{million}:stats"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_refuses_new_jobs_whole_and_workers_keep_draining_it() {
+    // Room for a few thousand 1 KiB jobs above an empty server's ~1 MB.
+    let server = RedisServer::builder().maxmemory(4 << 20).start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let queue = Queue::with_defaults(redis, "full").unwrap();
+
+    // Incompressible payloads, so the fill is predictable.
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut payload = move || -> Vec<u8> {
+        (0..1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let mut accepted = 0u64;
+    let err = loop {
+        let batch: Vec<NewJob> = (0..50).map(|_| NewJob::bytes(payload())).collect();
+        match queue.enqueue_bulk(batch).await {
+            Ok(done) => accepted += done.len() as u64,
+            Err(err) => break err,
+        }
+        assert!(accepted < 100_000, "Redis never filled up");
+    };
+    assert_eq!(err.error.kind(), ErrorKind::OutOfMemory, "{}", err.error);
+    assert!(err.error.is_out_of_memory());
+    assert!(err.error.to_string().contains("OOM"), "{}", err.error);
+    assert_eq!(err.written(), 0, "a refused batch writes nothing");
+    // Single enqueues hit the same wall (a refused big command frees its
+    // buffer, so a few small ones may still fit first).
+    let single = loop {
+        match queue.enqueue(NewJob::bytes(payload())).await {
+            Ok(_) => accepted += 1,
+            Err(err) => break err,
+        }
+        assert!(accepted < 100_000, "Redis never filled up");
+    };
+    assert_eq!(single.kind(), ErrorKind::OutOfMemory, "{single}");
+
+    // No job is half-written: every accepted job has its record and its
+    // place in a list, and nothing else does.
+    let counts = queue.counts().await.unwrap();
+    assert_eq!(counts.waiting, accepted);
+    assert_eq!(counts.totals.enqueued, accepted);
+    let records: u64 = server.cmd(&["HLEN", queue.keys().jobs()]).parse().unwrap();
+    assert_eq!(records, accepted);
+
+    // Workers keep completing jobs on the full Redis; completing frees memory.
+    let ran = Arc::new(AtomicUsize::new(0));
+    let seen = ran.clone();
+    let worker = Worker::builder(queue.clone())
+        .config(WorkerConfig {
+            concurrency: 20,
+            prefetch: 20,
+            ..fast_worker()
+        })
+        .start(move |_job: plimsoll::Job| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { Outcome::Done }
+        })
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "every accepted job to complete",
+        || async { queue.counts().await.unwrap().totals.completed == accepted },
+    )
+    .await;
+    assert_eq!(ran.load(Ordering::SeqCst) as u64, accepted);
+    // And there is room again.
+    queue.enqueue(NewJob::bytes(payload())).await.unwrap();
+    worker.shutdown().await.unwrap();
+    let oom_errors = server.info("errorstats");
+    assert!(
+        oom_errors.contains_key("errorstat_OOM"),
+        "Redis counted the refusals"
+    );
+    assert!(queue_keys(&server, "full").len() <= 4);
+}

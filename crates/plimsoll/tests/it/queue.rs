@@ -19,7 +19,10 @@ async fn an_enqueued_job_waits_with_its_payload_and_defaults() {
 
     let job = queue.job(enqueued.id).await.unwrap().expect("job exists");
     assert_eq!(job.state, JobState::Waiting);
-    assert_eq!(job.payload_json::<serde_json::Value>().unwrap(), json!({"to": "a@example.com"}));
+    assert_eq!(
+        job.payload_json::<serde_json::Value>().unwrap(),
+        json!({"to": "a@example.com"})
+    );
     assert_eq!(job.priority, plimsoll::queue::DEFAULT_PRIORITY);
     assert_eq!(job.max_attempts, plimsoll::queue::DEFAULT_MAX_ATTEMPTS);
     assert_eq!(job.attempts, 0);
@@ -31,7 +34,10 @@ async fn an_enqueued_job_waits_with_its_payload_and_defaults() {
     assert!(queue.memory_bytes().await.unwrap() > 0);
 
     let names = Queue::list(queue.redis(), "plimsoll").await.unwrap();
-    assert_eq!(names.iter().map(|n| n.as_str()).collect::<Vec<_>>(), ["mail"]);
+    assert_eq!(
+        names.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+        ["mail"]
+    );
 }
 
 #[tokio::test]
@@ -46,7 +52,10 @@ async fn a_payload_over_the_limit_is_refused_and_nothing_is_written() {
     assert!(queue_keys(&server, "big").is_empty());
 
     // Exactly at the limit is fine.
-    queue.enqueue(NewJob::bytes(vec![b'x'; 512 * 1024])).await.unwrap();
+    queue
+        .enqueue(NewJob::bytes(vec![b'x'; 512 * 1024]))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -65,7 +74,10 @@ async fn bad_options_are_refused_with_what_was_wrong() {
     for (job, expected) in cases {
         let err = queue.enqueue(job).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
-        assert!(err.to_string().contains(expected), "{err} lacks {expected:?}");
+        assert!(
+            err.to_string().contains(expected),
+            "{err} lacks {expected:?}"
+        );
     }
     assert_eq!(queue.counts().await.unwrap().totals.enqueued, 0);
 
@@ -102,10 +114,15 @@ async fn a_duplicate_idempotency_key_returns_the_first_id_within_its_window() {
     // Once the window has passed, the key is free again.
     let key = queue.keys().idempotency("order-7");
     let ttl: i64 = server.cmd(&["PTTL", &key]).parse().unwrap();
-    assert!(ttl > 0 && ttl <= 1000, "the key lives for its window, got {ttl} ms");
-    support::eventually(Duration::from_secs(3), "the idempotency key to expire", || async {
-        server.cmd(&["EXISTS", &key]) == "0"
-    })
+    assert!(
+        ttl > 0 && ttl <= 1000,
+        "the key lives for its window, got {ttl} ms"
+    );
+    support::eventually(
+        Duration::from_secs(3),
+        "the idempotency key to expire",
+        || async { server.cmd(&["EXISTS", &key]) == "0" },
+    )
     .await;
     let third = queue
         .enqueue(NewJob::bytes("e").idempotency_key_for("order-7", Duration::from_secs(1)))
@@ -123,12 +140,18 @@ async fn a_hundred_thousand_jobs_go_in_one_bulk_call() {
         .collect();
     let enqueued = queue.enqueue_bulk(jobs).await.unwrap();
     assert_eq!(enqueued.len(), 100_000);
-    assert!(enqueued.windows(2).all(|w| w[0].id < w[1].id), "ids rise in input order");
+    assert!(
+        enqueued.windows(2).all(|w| w[0].id < w[1].id),
+        "ids rise in input order"
+    );
     let counts = queue.counts().await.unwrap();
     assert_eq!(counts.waiting, 100_000);
     assert_eq!(counts.totals.enqueued, 100_000);
     let last = queue.job(enqueued[99_999].id).await.unwrap().unwrap();
-    assert_eq!(last.payload_json::<serde_json::Value>().unwrap(), json!({"seq": 99_999}));
+    assert_eq!(
+        last.payload_json::<serde_json::Value>().unwrap(),
+        json!({"seq": 99_999})
+    );
 }
 
 #[tokio::test]
@@ -146,12 +169,21 @@ async fn a_bulk_call_with_one_bad_job_writes_nothing() {
 #[tokio::test]
 async fn delayed_jobs_are_scheduled_and_listed_by_due_time() {
     let (_server, queue) = support::queue("later").await;
-    let late = queue.enqueue(NewJob::bytes("late").delay(Duration::from_secs(7200))).await.unwrap();
-    let soon = queue.enqueue(NewJob::bytes("soon").delay(Duration::from_secs(3600))).await.unwrap();
+    let late = queue
+        .enqueue(NewJob::bytes("late").delay(Duration::from_secs(7200)))
+        .await
+        .unwrap();
+    let soon = queue
+        .enqueue(NewJob::bytes("soon").delay(Duration::from_secs(3600)))
+        .await
+        .unwrap();
     let counts = queue.counts().await.unwrap();
     assert_eq!((counts.waiting, counts.scheduled), (0, 2));
     let listed = queue.jobs(JobState::Scheduled, 0, 10).await.unwrap();
-    assert_eq!(listed.iter().map(|j| j.id).collect::<Vec<_>>(), [soon.id, late.id]);
+    assert_eq!(
+        listed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [soon.id, late.id]
+    );
     let info = &listed[0];
     let due = info.state_time_ms.unwrap();
     assert!(due >= info.enqueued_at_ms + 3_600_000 && due < info.enqueued_at_ms + 3_601_000);
@@ -160,10 +192,16 @@ async fn delayed_jobs_are_scheduled_and_listed_by_due_time() {
 #[tokio::test]
 async fn waiting_jobs_are_listed_by_priority_then_in_order() {
     let (_server, queue) = support::queue("prio").await;
-    let low = queue.enqueue(NewJob::bytes("low").priority(9)).await.unwrap();
+    let low = queue
+        .enqueue(NewJob::bytes("low").priority(9))
+        .await
+        .unwrap();
     let mid1 = queue.enqueue(NewJob::bytes("mid1")).await.unwrap();
     let mid2 = queue.enqueue(NewJob::bytes("mid2")).await.unwrap();
-    let high = queue.enqueue(NewJob::bytes("high").priority(0)).await.unwrap();
+    let high = queue
+        .enqueue(NewJob::bytes("high").priority(0))
+        .await
+        .unwrap();
     let order: Vec<_> = queue
         .jobs(JobState::Waiting, 0, 10)
         .await
@@ -187,7 +225,10 @@ async fn cancel_removes_waiting_and_scheduled_jobs() {
     let (server, queue) = support::queue("cancel").await;
     let waiting = queue.enqueue(NewJob::bytes("w")).await.unwrap();
     let keep = queue.enqueue(NewJob::bytes("k")).await.unwrap();
-    let scheduled = queue.enqueue(NewJob::bytes("s").delay(Duration::from_secs(60))).await.unwrap();
+    let scheduled = queue
+        .enqueue(NewJob::bytes("s").delay(Duration::from_secs(60)))
+        .await
+        .unwrap();
 
     assert_eq!(
         queue.cancel(waiting.id).await.unwrap(),
@@ -197,14 +238,23 @@ async fn cancel_removes_waiting_and_scheduled_jobs() {
         queue.cancel(scheduled.id).await.unwrap(),
         CancelOutcome::Cancelled(JobState::Scheduled)
     );
-    assert_eq!(queue.cancel(waiting.id).await.unwrap(), CancelOutcome::NotFound);
-    assert_eq!(queue.cancel(plimsoll::JobId(999)).await.unwrap(), CancelOutcome::NotFound);
+    assert_eq!(
+        queue.cancel(waiting.id).await.unwrap(),
+        CancelOutcome::NotFound
+    );
+    assert_eq!(
+        queue.cancel(plimsoll::JobId(999)).await.unwrap(),
+        CancelOutcome::NotFound
+    );
     assert!(queue.job(waiting.id).await.unwrap().is_none());
 
     let counts = queue.counts().await.unwrap();
     assert_eq!((counts.waiting, counts.scheduled), (1, 0));
     assert_eq!(counts.totals.cancelled, 2);
-    assert_eq!(queue.jobs(JobState::Waiting, 0, 10).await.unwrap()[0].id, keep.id);
+    assert_eq!(
+        queue.jobs(JobState::Waiting, 0, 10).await.unwrap()[0].id,
+        keep.id
+    );
     let jobs: String = server.cmd(&["HLEN", queue.keys().jobs()]);
     assert_eq!(jobs, "1", "the cancelled records are gone");
 }
@@ -239,5 +289,9 @@ async fn a_custom_prefix_names_every_key() {
     };
     let queue = Queue::new(redis, "jobs", config).unwrap();
     queue.enqueue(NewJob::bytes("x")).await.unwrap();
-    assert!(server.keys().iter().all(|k| k.starts_with("acme:")), "{:?}", server.keys());
+    assert!(
+        server.keys().iter().all(|k| k.starts_with("acme:")),
+        "{:?}",
+        server.keys()
+    );
 }

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plimsoll::worker::WorkerConfig;
-use plimsoll::{CancelOutcome, DeadSelection, Job, JobId, JobState, NewJob, Outcome, Queue, Worker};
+use plimsoll::{
+    CancelOutcome, DeadSelection, Job, JobId, JobState, NewJob, Outcome, Queue, Worker,
+};
 use tokio::sync::{Notify, mpsc};
 
 use crate::support::{self, eventually, fast_worker, queue_keys};
@@ -18,7 +20,10 @@ fn recording_worker(
     queue: &Queue,
     config: WorkerConfig,
     outcome: impl Fn(&Job) -> Outcome + Send + Sync + 'static,
-) -> (plimsoll::WorkerHandle, mpsc::UnboundedReceiver<(JobId, u16)>) {
+) -> (
+    plimsoll::WorkerHandle,
+    mpsc::UnboundedReceiver<(JobId, u16)>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let outcome = Arc::new(outcome);
     let worker = Worker::builder(queue.clone())
@@ -65,7 +70,11 @@ async fn jobs_run_by_priority_then_in_order() {
     let (_server, queue) = support::queue("order").await;
     let mut expected = Vec::new();
     for (payload, priority) in [("low", 9), ("mid-a", 5), ("high", 0), ("mid-b", 5)] {
-        let id = queue.enqueue(NewJob::bytes(payload).priority(priority)).await.unwrap().id;
+        let id = queue
+            .enqueue(NewJob::bytes(payload).priority(priority))
+            .await
+            .unwrap()
+            .id;
         expected.push((priority, id));
     }
     expected.sort();
@@ -80,7 +89,10 @@ async fn jobs_run_by_priority_then_in_order() {
         seen.push(rx.recv().await.unwrap().0);
     }
     worker.shutdown().await.unwrap();
-    assert_eq!(seen, expected.into_iter().map(|(_, id)| id).collect::<Vec<_>>());
+    assert_eq!(
+        seen,
+        expected.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -140,7 +152,13 @@ async fn a_job_that_uses_up_its_attempts_goes_dead_and_can_be_retried() {
 
     // Sent back, it gets a fresh set of attempts.
     fail.store(false, Ordering::SeqCst);
-    assert_eq!(queue.retry_dead(DeadSelection::Ids(vec![id])).await.unwrap(), 1);
+    assert_eq!(
+        queue
+            .retry_dead(DeadSelection::Ids(vec![id]))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(rx.recv().await.unwrap(), (id, 1));
     eventually(WAIT, "the completion", || async {
         queue.counts().await.unwrap().totals.completed == 1
@@ -174,7 +192,8 @@ async fn fail_for_good_skips_the_remaining_attempts_and_purge_removes_it() {
 async fn a_handler_can_cancel_its_job() {
     let (_server, queue) = support::queue("selfcancel").await;
     let id = queue.enqueue(NewJob::bytes("obsolete")).await.unwrap().id;
-    let (worker, mut rx) = recording_worker(&queue, fast_worker(), |_| Outcome::cancel("superseded"));
+    let (worker, mut rx) =
+        recording_worker(&queue, fast_worker(), |_| Outcome::cancel("superseded"));
     assert_eq!(rx.recv().await.unwrap(), (id, 1));
     eventually(WAIT, "the cancel", || async {
         queue.counts().await.unwrap().totals.cancelled == 1
@@ -189,7 +208,11 @@ async fn a_handler_can_cancel_its_job() {
 async fn timeouts_and_panics_count_as_failed_attempts() {
     let (_server, queue) = support::queue("faults").await;
     let slow = queue
-        .enqueue(NewJob::bytes("slow").timeout(Duration::from_millis(50)).max_attempts(1))
+        .enqueue(
+            NewJob::bytes("slow")
+                .timeout(Duration::from_millis(50))
+                .max_attempts(1),
+        )
         .await
         .unwrap()
         .id;
@@ -217,7 +240,12 @@ async fn timeouts_and_panics_count_as_failed_attempts() {
     let slow = queue.job(slow).await.unwrap().unwrap();
     assert!(slow.last_error.unwrap().contains("timed out after 50ms"));
     let panicky = queue.job(panicky).await.unwrap().unwrap();
-    assert!(panicky.last_error.unwrap().contains("handler panicked: bad state in handler"));
+    assert!(
+        panicky
+            .last_error
+            .unwrap()
+            .contains("handler panicked: bad state in handler")
+    );
 }
 
 #[tokio::test]
@@ -237,7 +265,10 @@ async fn delayed_jobs_run_when_due() {
     // Not due: a few promoter rounds pass and nothing runs.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(rx.try_recv().is_err());
-    assert_eq!(queue.job(id).await.unwrap().unwrap().state, JobState::Scheduled);
+    assert_eq!(
+        queue.job(id).await.unwrap().unwrap().state,
+        JobState::Scheduled
+    );
     clock.advance(Duration::from_secs(3601));
     assert_eq!(rx.recv().await.unwrap(), (id, 1));
     worker.shutdown().await.unwrap();
@@ -296,7 +327,10 @@ async fn a_worker_killed_mid_job_has_its_job_run_again_and_completed_once() {
         });
     }
     started.notified().await;
-    assert_eq!(queue.job(id).await.unwrap().unwrap().state, JobState::Active);
+    assert_eq!(
+        queue.job(id).await.unwrap().unwrap().state,
+        JobState::Active
+    );
     doomed.shutdown_background();
 
     let runs = Arc::new(AtomicUsize::new(0));
@@ -307,7 +341,11 @@ async fn a_worker_killed_mid_job_has_its_job_run_again_and_completed_once() {
             Outcome::Done
         })
     };
-    assert_eq!(rx.recv().await.unwrap(), (id, 2), "the lost run counts as an attempt");
+    assert_eq!(
+        rx.recv().await.unwrap(),
+        (id, 2),
+        "the lost run counts as an attempt"
+    );
     eventually(WAIT, "the completion", || async {
         queue.counts().await.unwrap().totals.completed == 1
     })
@@ -315,12 +353,21 @@ async fn a_worker_killed_mid_job_has_its_job_run_again_and_completed_once() {
     let totals = queue.counts().await.unwrap().totals;
     assert_eq!((totals.rescued, totals.completed), (1, 1));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "completed exactly once after the rescue");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "completed exactly once after the rescue"
+    );
     worker.shutdown().await.unwrap();
     // The dead worker's registration and active hash are gone.
     let workers = queue.workers().await.unwrap();
     assert!(workers.is_empty(), "{workers:?}");
-    assert_eq!(queue_keys(&server, "crash").len(), 2, "{:?}", queue_keys(&server, "crash"));
+    assert_eq!(
+        queue_keys(&server, "crash").len(),
+        2,
+        "{:?}",
+        queue_keys(&server, "crash")
+    );
 }
 
 // Two runtime threads: the stuck handler blocks one, the heartbeat and the
@@ -350,7 +397,10 @@ async fn a_handler_stuck_past_its_timeout_loses_its_lease_to_another_worker() {
             }
         })
         .unwrap();
-    eventually(WAIT, "a second run", || async { runs.load(Ordering::SeqCst) >= 2 }).await;
+    eventually(WAIT, "a second run", || async {
+        runs.load(Ordering::SeqCst) >= 2
+    })
+    .await;
     eventually(WAIT, "the completion", || async {
         queue.counts().await.unwrap().totals.completed == 1
     })
@@ -384,8 +434,13 @@ async fn cancelling_an_active_job_stops_its_handler() {
         queue.cancel(id).await.unwrap(),
         CancelOutcome::Cancelled(JobState::Active)
     );
-    tokio::time::timeout(WAIT, stopped.notified()).await.expect("handler told to stop");
-    eventually(WAIT, "the dropped outcome", || async { worker.stats().lost == 1 }).await;
+    tokio::time::timeout(WAIT, stopped.notified())
+        .await
+        .expect("handler told to stop");
+    eventually(WAIT, "the dropped outcome", || async {
+        worker.stats().lost == 1
+    })
+    .await;
     let totals = queue.counts().await.unwrap().totals;
     assert_eq!((totals.cancelled, totals.completed), (1, 0));
     worker.shutdown().await.unwrap();
@@ -417,7 +472,10 @@ async fn shutdown_lets_handlers_finish_and_hands_back_unstarted_jobs() {
             }
         })
         .unwrap();
-    eventually(WAIT, "two running handlers", || async { started.load(Ordering::SeqCst) == 2 }).await;
+    eventually(WAIT, "two running handlers", || async {
+        started.load(Ordering::SeqCst) == 2
+    })
+    .await;
     eventually(WAIT, "8 jobs in hand", || async {
         queue.counts().await.unwrap().active == 8
     })
@@ -468,7 +526,11 @@ async fn shutdown_signals_handlers_that_outlive_the_grace_and_hands_their_jobs_b
     worker.shutdown().await.unwrap();
     assert!(*signalled.lock().unwrap(), "the handler was told to stop");
     let job = queue.job(id).await.unwrap().unwrap();
-    assert_eq!(job.state, JobState::Waiting, "handed back for another worker");
+    assert_eq!(
+        job.state,
+        JobState::Waiting,
+        "handed back for another worker"
+    );
     assert_eq!(job.attempts, 0);
 }
 
