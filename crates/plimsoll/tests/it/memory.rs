@@ -8,7 +8,7 @@ use std::time::Duration;
 use plimsoll::worker::WorkerConfig;
 use plimsoll::{ErrorKind, NewJob, Outcome, Queue, Redis, Worker};
 
-use crate::support::{self, RedisServer, eventually, fast_worker, queue_keys};
+use crate::support::{RedisServer, eventually, fast_worker, queue_keys};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_jobs_through_default_settings_leave_nothing_behind() {

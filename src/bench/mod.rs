@@ -1,0 +1,181 @@
+//! `plimsoll bench`: the workloads of shared/BENCH.md, one JSON line each.
+//!
+//! Without `--redis` it starts a private `redis-server` as BENCH.md sets it
+//! up (`--save "" --appendonly no --maxmemory 0`, loopback). Every
+//! repetition starts from `FLUSHALL` + `SCRIPT FLUSH`; each figure printed is
+//! the median over the repetitions. Because a given Redis is flushed, a
+//! `--redis` that holds keys is refused unless `--flush` says that is fine.
+
+mod queue;
+mod sys;
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use plimsoll::Redis;
+use serde_json::{Map, Value, json};
+
+use crate::local_redis::{LocalRedis, LocalRedisOptions};
+use crate::util::{info, parse_duration};
+
+/// The workloads `plimsoll bench` knows, in the order they run.
+pub const WORKLOADS: &[&str] = &[
+    "W1-single",
+    "W1-bulk",
+    "W2-drain",
+    "W3-waiting",
+    "W3-retained",
+    "W4-latency",
+    "W5-soak",
+];
+
+/// Settings of a benchmark run.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Redis to run against (flushed before each repetition!). Default: a
+    /// private redis-server started for the run.
+    #[arg(long)]
+    redis: Option<String>,
+
+    /// Allow flushing a `--redis` that holds keys.
+    #[arg(long)]
+    flush: bool,
+
+    /// Comma-separated workloads (see shared/BENCH.md).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "W1-single,W1-bulk,W2-drain,W3-waiting,W3-retained,W4-latency"
+    )]
+    workload: Vec<String>,
+
+    /// Jobs per workload (default 100,000; W5-soak: 10,000,000).
+    #[arg(long)]
+    n: Option<u64>,
+
+    /// Repetitions; figures are medians.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+
+    /// Calls in flight (W1-single) and worker concurrency (W2, W4, W5).
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+
+    /// W4: producer rate, jobs per second.
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
+
+    /// W4: how long the producer runs.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    duration: std::time::Duration,
+}
+
+/// What a workload measured in one repetition: named figures.
+pub type Figures = BTreeMap<&'static str, f64>;
+
+pub async fn run(args: BenchArgs) -> Result<()> {
+    for workload in &args.workload {
+        if !WORKLOADS.contains(&workload.as_str()) {
+            bail!(
+                "unknown workload {workload:?}; known: {}",
+                WORKLOADS.join(", ")
+            );
+        }
+    }
+    if args.reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    let (_local, url, redis_pid) = match &args.redis {
+        Some(url) => (None, url.clone(), None),
+        None => {
+            let local = LocalRedis::start(&LocalRedisOptions {
+                dir: None,
+                maxmemory: 0,
+                persist: false,
+            })?;
+            let (url, pid) = (local.url(), local.pid());
+            (Some(local), url, Some(pid))
+        }
+    };
+    let redis = Redis::connect_url(&url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let keys: u64 = redis.query(&redis::cmd("DBSIZE")).await?;
+    if keys > 0 && args.redis.is_some() && !args.flush {
+        bail!("{url} holds {keys} keys and the benchmark flushes it; pass --flush if that is fine");
+    }
+    let server = info(&redis, "server").await?;
+    let redis_version = server.get("redis_version").cloned().unwrap_or_default();
+    let bench = queue::Bench::new(redis, &args, redis_pid);
+
+    for workload in &args.workload {
+        let mut reps: Vec<Figures> = Vec::new();
+        let mut extra = Map::new();
+        for _ in 0..args.reps {
+            let (figures, details) = bench.run(workload).await?;
+            reps.push(figures);
+            extra = details;
+        }
+        let mut line = json!({
+            "workload": workload,
+            "n": bench.n(workload),
+            "reps": args.reps,
+            "payload_bytes": queue::payload(0, 0.0).len(),
+            "plimsoll_version": env!("CARGO_PKG_VERSION"),
+            "redis_version": redis_version,
+        });
+        let object = line.as_object_mut().expect("an object");
+        for (name, value) in medians(&reps) {
+            object.insert(name.to_string(), round(value));
+        }
+        object.extend(extra);
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Per figure, the median over repetitions.
+fn medians(reps: &[Figures]) -> BTreeMap<&'static str, f64> {
+    let mut out = BTreeMap::new();
+    for name in reps.iter().flat_map(|r| r.keys()) {
+        let mut values: Vec<f64> = reps.iter().filter_map(|r| r.get(name).copied()).collect();
+        values.sort_by(f64::total_cmp);
+        let mid = values.len() / 2;
+        let median = if !values.len().is_multiple_of(2) {
+            values[mid]
+        } else {
+            (values[mid - 1] + values[mid]) / 2.0
+        };
+        out.insert(*name, median);
+    }
+    out
+}
+
+fn round(value: f64) -> Value {
+    let rounded = if value.abs() >= 100.0 {
+        value.round()
+    } else {
+        (value * 1000.0).round() / 1000.0
+    };
+    json!(rounded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_take_the_middle_value_per_figure() {
+        let reps: Vec<Figures> = [3.0, 1.0, 2.0]
+            .into_iter()
+            .map(|v| Figures::from([("jobs_per_s", v)]))
+            .collect();
+        assert_eq!(medians(&reps)["jobs_per_s"], 2.0);
+        let even: Vec<Figures> = [4.0, 1.0]
+            .into_iter()
+            .map(|v| Figures::from([("x", v)]))
+            .collect();
+        assert_eq!(medians(&even)["x"], 2.5);
+    }
+}

@@ -1,0 +1,337 @@
+//! The queue workloads W1–W5 of shared/BENCH.md.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Result, bail};
+use futures::{StreamExt, TryStreamExt};
+use hdrhistogram::Histogram;
+use plimsoll::{Job, NewJob, Outcome, Queue, Redis, Worker};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::sys::CpuMeter;
+use super::{BenchArgs, Figures};
+use crate::util::used_memory;
+
+/// The 854 characters of shared/bench/payload_body.txt: random base64, so
+/// compression gains only what it honestly can.
+const BODY: &str = include_str!("../../bench/payload_body.txt");
+const QUEUE: &str = "bench";
+const DEFAULT_N: u64 = 100_000;
+const DEFAULT_SOAK_N: u64 = 10_000_000;
+const BULK_CALL: usize = 1000;
+
+#[derive(Serialize)]
+struct Payload<'a> {
+    ts: f64,
+    seq: u64,
+    issue: Issue<'a>,
+}
+
+#[derive(Serialize)]
+struct Issue<'a> {
+    id: u64,
+    repo: &'a str,
+    title: &'a str,
+    labels: [&'a str; 2],
+    body: &'a str,
+}
+
+/// The benchmark payload for job `seq` created at `ts` (epoch ms).
+pub fn payload(seq: u64, ts: f64) -> Vec<u8> {
+    serde_json::to_vec(&Payload {
+        ts,
+        seq,
+        issue: Issue {
+            id: seq,
+            repo: "acme/widgets",
+            title: "Crash when opening settings panel on startup",
+            labels: ["bug", "triage"],
+            body: BODY,
+        },
+    })
+    .expect("the payload serializes")
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+pub struct Bench {
+    redis: Redis,
+    n: Option<u64>,
+    concurrency: usize,
+    rate: u64,
+    duration: Duration,
+}
+
+impl Bench {
+    pub fn new(redis: Redis, args: &BenchArgs, _redis_pid: Option<u32>) -> Self {
+        Self {
+            redis,
+            n: args.n,
+            concurrency: args.concurrency,
+            rate: args.rate,
+            duration: args.duration,
+        }
+    }
+
+    pub fn n(&self, workload: &str) -> u64 {
+        match (self.n, workload) {
+            (Some(n), _) => n,
+            (None, "W5-soak") => DEFAULT_SOAK_N,
+            (None, "W4-latency") => self.rate * self.duration.as_secs(),
+            (None, _) => DEFAULT_N,
+        }
+    }
+
+    /// One repetition of `workload`: its figures, and details that are not
+    /// medians (W5's memory series).
+    pub async fn run(&self, workload: &str) -> Result<(Figures, Map<String, Value>)> {
+        let empty = self.reset().await?;
+        let n = self.n(workload);
+        let queue = Queue::with_defaults(self.redis.clone(), QUEUE)?;
+        let mut figures = Figures::new();
+        let mut details = Map::new();
+        match workload {
+            "W1-single" | "W1-bulk" | "W3-waiting" => {
+                let meter = CpuMeter::start(&self.redis).await?;
+                let started = Instant::now();
+                if workload == "W1-single" {
+                    self.enqueue_singles(&queue, n).await?;
+                } else {
+                    enqueue_bulk(&queue, 0, n).await?;
+                }
+                let elapsed = started.elapsed().as_secs_f64();
+                let (client, redis) = meter.stop(&self.redis).await?;
+                let bytes = used_memory(&self.redis).await?.saturating_sub(empty);
+                let bytes_per_job = bytes as f64 / n as f64;
+                if workload == "W3-waiting" {
+                    figures.insert("bytes_per_job", bytes_per_job);
+                } else {
+                    figures.insert("jobs_per_s", n as f64 / elapsed);
+                    figures.insert("cpu_client_pct", client);
+                    figures.insert("cpu_redis_pct", redis);
+                    figures.insert("bytes_per_waiting_job", bytes_per_job);
+                }
+            }
+            "W2-drain" | "W3-retained" => {
+                enqueue_bulk(&queue, 0, n).await?;
+                let meter = CpuMeter::start(&self.redis).await?;
+                let started = Instant::now();
+                let worker = Worker::builder(queue.clone())
+                    .concurrency(self.concurrency)
+                    .start(|_job: Job| async { Outcome::Done })?;
+                while worker.stats().completed < n {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                let elapsed = started.elapsed().as_secs_f64();
+                let (client, redis) = meter.stop(&self.redis).await?;
+                worker.shutdown().await?;
+                let bytes = used_memory(&self.redis).await?.saturating_sub(empty);
+                if workload == "W3-retained" {
+                    figures.insert("bytes_per_job", bytes as f64 / n as f64);
+                } else {
+                    figures.insert("jobs_per_s", n as f64 / elapsed);
+                    figures.insert("cpu_worker_pct", client);
+                    figures.insert("cpu_redis_pct", redis);
+                }
+            }
+            "W4-latency" => self.latency(&queue, &mut figures).await?,
+            "W5-soak" => {
+                self.soak(&queue, n, empty, &mut figures, &mut details)
+                    .await?
+            }
+            other => bail!("unknown workload {other}"),
+        }
+        Ok((figures, details))
+    }
+
+    /// FLUSHALL + SCRIPT FLUSH; returns `used_memory` of the empty instance.
+    async fn reset(&self) -> Result<u64> {
+        let _: () = self.redis.query(&redis::cmd("FLUSHALL")).await?;
+        let _: () = self.redis.query(redis::cmd("SCRIPT").arg("FLUSH")).await?;
+        used_memory(&self.redis).await
+    }
+
+    /// W1-single: one call per job, `concurrency` calls in flight.
+    async fn enqueue_singles(&self, queue: &Queue, n: u64) -> Result<()> {
+        futures::stream::iter(0..n)
+            .map(|seq| {
+                let queue = queue.clone();
+                async move { queue.enqueue(NewJob::bytes(payload(seq, now_ms()))).await }
+            })
+            .buffer_unordered(self.concurrency)
+            .try_for_each(|_| async { Ok(()) })
+            .await?;
+        Ok(())
+    }
+
+    /// W4: a worker running; single jobs at a fixed rate on an absolute
+    /// schedule; latency from the payload's `ts` to the handler's start.
+    async fn latency(&self, queue: &Queue, figures: &mut Figures) -> Result<()> {
+        #[derive(Deserialize)]
+        struct Stamp {
+            ts: f64,
+        }
+        let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+        let handled = Arc::new(AtomicU64::new(0));
+        let (hist, count) = (histogram.clone(), handled.clone());
+        let worker = Worker::builder(queue.clone())
+            .concurrency(self.concurrency)
+            .start(move |job: Job| {
+                let latency_us = job
+                    .json::<Stamp>()
+                    .map(|s| ((now_ms() - s.ts) * 1000.0).max(0.0) as u64)
+                    .unwrap_or(u64::MAX);
+                let _ = hist
+                    .lock()
+                    .expect("histogram lock")
+                    .record(latency_us.min(60_000_000));
+                count.fetch_add(1, Ordering::Relaxed);
+                async { Outcome::Done }
+            })?;
+        // Let the worker reach its idle wait before the clock starts.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let total = self.rate * self.duration.as_secs();
+        let interval = Duration::from_secs_f64(1.0 / self.rate as f64);
+        let started = tokio::time::Instant::now();
+        let mut producers = Vec::with_capacity(total as usize);
+        for seq in 0..total {
+            tokio::time::sleep_until(started + interval.mul_f64(seq as f64)).await;
+            let queue = queue.clone();
+            producers.push(tokio::spawn(async move {
+                queue.enqueue(NewJob::bytes(payload(seq, now_ms()))).await
+            }));
+        }
+        let produced_in = started.elapsed().as_secs_f64();
+        for producer in producers {
+            producer.await??;
+        }
+        while handled.load(Ordering::Relaxed) < total {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        worker.shutdown().await?;
+        let histogram = histogram.lock().expect("histogram lock");
+        figures.insert("p50_ms", histogram.value_at_quantile(0.50) as f64 / 1000.0);
+        figures.insert("p99_ms", histogram.value_at_quantile(0.99) as f64 / 1000.0);
+        figures.insert("max_ms", histogram.max() as f64 / 1000.0);
+        figures.insert("achieved_rate", total as f64 / produced_in);
+        Ok(())
+    }
+
+    /// W5: `n` jobs through enqueue → complete at the highest steady rate with
+    /// default settings; half fail once and are retried, 1% fail for good.
+    /// At every checkpoint the producer lets the queue settle and
+    /// `used_memory` is read.
+    async fn soak(
+        &self,
+        queue: &Queue,
+        n: u64,
+        empty: u64,
+        figures: &mut Figures,
+        details: &mut Map<String, Value>,
+    ) -> Result<()> {
+        let checkpoint = if n >= 2_000_000 {
+            1_000_000
+        } else {
+            (n / 10).max(1)
+        };
+        let worker = Worker::builder(queue.clone())
+            .concurrency(self.concurrency)
+            .start(|job: Job| async move {
+                // The seq is the job's number in the run: deterministic fates.
+                let seq = job.id().0;
+                if seq % 100 == 1 {
+                    Outcome::fail("fails for good (1%)")
+                } else if seq.is_multiple_of(2) && job.attempt() == 1 {
+                    Outcome::retry("fails once (50%)")
+                } else {
+                    Outcome::Done
+                }
+            })?;
+        let mut series = vec![json!({"jobs": 0, "used_memory": used_memory(&self.redis).await?})];
+        let started = Instant::now();
+        let mut produced = 0u64;
+        while produced < n {
+            let until = (produced + checkpoint).min(n);
+            while produced < until {
+                let chunk = (until - produced).min(BULK_CALL as u64 * 10);
+                enqueue_bulk(queue, produced, chunk).await?;
+                produced += chunk;
+                // Backpressure: keep the backlog under 50,000 jobs.
+                while queue.counts().await?.waiting > 50_000 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            loop {
+                let counts = queue.counts().await?;
+                if counts.totals.completed + counts.totals.dead >= produced {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            series.push(json!({"jobs": produced, "used_memory": used_memory(&self.redis).await?}));
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        worker.shutdown().await?;
+        let end = used_memory(&self.redis).await?;
+        let keys: Vec<String> = self.redis.query(redis::cmd("KEYS").arg("*")).await?;
+        let mut kinds: std::collections::BTreeMap<String, u64> = Default::default();
+        for key in keys {
+            let kind = key
+                .split_once("}:")
+                .map(|(_, rest)| rest.split(':').next().unwrap_or(rest).to_string())
+                .unwrap_or(key);
+            *kinds.entry(kind).or_default() += 1;
+        }
+        let first = series
+            .get(1)
+            .and_then(|p| p["used_memory"].as_u64())
+            .unwrap_or(end);
+        let max_after_first = series[1..]
+            .iter()
+            .filter_map(|p| p["used_memory"].as_u64())
+            .max()
+            .unwrap_or(end);
+        let min_after_first = series[1..]
+            .iter()
+            .filter_map(|p| p["used_memory"].as_u64())
+            .min()
+            .unwrap_or(end);
+        figures.insert("jobs_per_s", n as f64 / elapsed);
+        figures.insert(
+            "used_memory_start",
+            series[0]["used_memory"].as_u64().unwrap_or(0) as f64,
+        );
+        figures.insert("used_memory_first_checkpoint", first as f64);
+        figures.insert("used_memory_end", end as f64);
+        figures.insert("empty_used_memory", empty as f64);
+        figures.insert(
+            "drift_pct_after_first_checkpoint",
+            (max_after_first - min_after_first) as f64 / first as f64 * 100.0,
+        );
+        details.insert("used_memory_series".into(), Value::Array(series));
+        details.insert("keys_at_end".into(), json!(kinds));
+        Ok(())
+    }
+}
+
+/// Enqueues `n` benchmark jobs numbered from `first`, 1,000 per call.
+async fn enqueue_bulk(queue: &Queue, first: u64, n: u64) -> Result<()> {
+    let mut seq = first;
+    while seq < first + n {
+        let end = (seq + BULK_CALL as u64).min(first + n);
+        let ts = now_ms();
+        let jobs: Vec<NewJob> = (seq..end).map(|i| NewJob::bytes(payload(i, ts))).collect();
+        queue.enqueue_bulk(jobs).await?;
+        seq = end;
+    }
+    Ok(())
+}
