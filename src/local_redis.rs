@@ -98,11 +98,6 @@ impl LocalRedis {
         &self.dir
     }
 
-    /// The server's process id (for CPU accounting in the benchmarks).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     fn wait_ready(&mut self, log: &Path) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {

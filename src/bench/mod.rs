@@ -62,6 +62,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 50)]
     concurrency: usize,
 
+    /// Payload compression of the queue: `zstd` (the default) or `off`.
+    #[arg(long, default_value = "zstd", value_parser = ["zstd", "off"])]
+    compression: String,
+
     /// W4: producer rate, jobs per second.
     #[arg(long, default_value_t = 2000)]
     rate: u64,
@@ -86,16 +90,16 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    let (_local, url, redis_pid) = match &args.redis {
-        Some(url) => (None, url.clone(), None),
+    let (_local, url) = match &args.redis {
+        Some(url) => (None, url.clone()),
         None => {
             let local = LocalRedis::start(&LocalRedisOptions {
                 dir: None,
                 maxmemory: 0,
                 persist: false,
             })?;
-            let (url, pid) = (local.url(), local.pid());
-            (Some(local), url, Some(pid))
+            let url = local.url();
+            (Some(local), url)
         }
     };
     let redis = Redis::connect_url(&url)
@@ -107,7 +111,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     let server = info(&redis, "server").await?;
     let redis_version = server.get("redis_version").cloned().unwrap_or_default();
-    let bench = queue::Bench::new(redis, &args, redis_pid);
+    let bench = queue::Bench::new(redis, &args);
 
     for workload in &args.workload {
         let mut reps: Vec<Figures> = Vec::new();
@@ -123,6 +127,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             "reps": args.reps,
             "payload_bytes": queue::payload(0, 0.0).len(),
             "plimsoll_version": env!("CARGO_PKG_VERSION"),
+            "compression": args.compression,
             "redis_version": redis_version,
         });
         let object = line.as_object_mut().expect("an object");
