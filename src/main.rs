@@ -5,8 +5,8 @@
 
 mod bench;
 mod demo;
-mod local_redis;
 mod queue_cmd;
+mod serve;
 mod util;
 
 use std::process::ExitCode;
@@ -29,6 +29,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the server: HTTP API, webhook intake, push delivery, dashboard,
+    /// metrics.
+    Serve(serve::ServeArgs),
     /// Enqueue and process webhook-like jobs on a private Redis, then show
     /// that Redis holds nothing left over.
     Demo(demo::DemoArgs),
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<()> {
     match command {
+        Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Queue(command) => queue_cmd::run(command).await,
         Command::Enqueue(args) => queue_cmd::enqueue(args).await,

@@ -16,8 +16,8 @@ use clap::Args;
 use plimsoll::Redis;
 use serde_json::{Map, Value, json};
 
-use crate::local_redis::{LocalRedis, LocalRedisOptions};
 use crate::util::{info, parse_duration};
+use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 
 /// The workloads `plimsoll bench` knows, in the order they run.
 pub const WORKLOADS: &[&str] = &[
@@ -97,6 +97,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 dir: None,
                 maxmemory: 0,
                 persist: false,
+                port: None,
             })?;
             let url = local.url();
             (Some(local), url)

@@ -187,7 +187,8 @@ impl Queue {
                 let queue = self.clone();
                 let write: BoxFuture<'static, _> = Box::pin(async move {
                     let len = prepared.len();
-                    let result = write_batch(&queue.inner.redis, &queue.inner.keys, now, &prepared).await;
+                    let result =
+                        write_batch(&queue.inner.redis, &queue.inner.keys, now, &prepared).await;
                     if result.is_ok() {
                         queue.inner.scripts_loaded.store(true, Ordering::Relaxed);
                     }

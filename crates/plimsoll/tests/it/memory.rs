@@ -187,9 +187,16 @@ async fn acknowledged_jobs_survive_a_redis_crash_and_restart_when_redis_persists
 
     // The same worker reconnects (and reloads its scripts) and finishes them.
     queue.resume().await.unwrap();
-    eventually(Duration::from_secs(30), "every job to complete after the restart", || async {
-        queue.counts().await.is_ok_and(|c| c.totals.completed == acked.len() as u64)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "every job to complete after the restart",
+        || async {
+            queue
+                .counts()
+                .await
+                .is_ok_and(|c| c.totals.completed == acked.len() as u64)
+        },
+    )
     .await;
     worker.shutdown().await.unwrap();
     assert!(ran.load(Ordering::SeqCst) >= acked.len());
