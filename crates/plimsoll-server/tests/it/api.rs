@@ -35,11 +35,16 @@ async fn the_api_wants_a_valid_bearer_token_or_the_login_cookie() {
         )
         .await;
     assert_eq!(cookie.status, StatusCode::OK);
-    assert_eq!(s.call("GET", "/v1/queues", None).await.status, StatusCode::OK);
+    assert_eq!(
+        s.call("GET", "/v1/queues", None).await.status,
+        StatusCode::OK
+    );
 
     // Health checks and the API description need no token.
     for open in ["/healthz", "/readyz", "/v1/openapi.json"] {
-        let reply = s.send(Request::get(open).body(Body::empty()).unwrap()).await;
+        let reply = s
+            .send(Request::get(open).body(Body::empty()).unwrap())
+            .await;
         assert_eq!(reply.status, StatusCode::OK, "{open}");
     }
 }
@@ -51,8 +56,10 @@ async fn jobs_go_through_their_whole_life_over_http() {
         .call(
             "POST",
             "/v1/queues/mail/jobs",
-            Some(json!({"payload": {"to": "a@example.com"}, "priority": 1, "max_attempts": 3,
-                        "timeout_ms": 5000, "idempotency_key": "m-1"})),
+            Some(
+                json!({"payload": {"to": "a@example.com"}, "priority": 1, "max_attempts": 3,
+                        "timeout_ms": 5000, "idempotency_key": "m-1"}),
+            ),
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
@@ -69,7 +76,9 @@ async fn jobs_go_through_their_whole_life_over_http() {
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(again.json, json!({"id": id, "duplicate": true}));
 
-    let job = s.call("GET", &format!("/v1/queues/mail/jobs/{id}"), None).await;
+    let job = s
+        .call("GET", &format!("/v1/queues/mail/jobs/{id}"), None)
+        .await;
     assert_eq!(job.status, StatusCode::OK);
     assert_eq!(job.json["state"], "waiting");
     assert_eq!(job.json["priority"], 1);
@@ -93,12 +102,18 @@ async fn jobs_go_through_their_whole_life_over_http() {
         .map(|j| j["id"].as_u64().unwrap())
         .collect();
     assert_eq!(ids.len(), 3);
-    let binary = s.call("GET", &format!("/v1/queues/mail/jobs/{}", ids[1]), None).await;
+    let binary = s
+        .call("GET", &format!("/v1/queues/mail/jobs/{}", ids[1]), None)
+        .await;
     assert_eq!(binary.json["payload_base64"], "AAEC");
 
-    let waiting = s.call("GET", "/v1/queues/mail/jobs?state=waiting&limit=10", None).await;
+    let waiting = s
+        .call("GET", "/v1/queues/mail/jobs?state=waiting&limit=10", None)
+        .await;
     assert_eq!(waiting.json.as_array().unwrap().len(), 3);
-    let scheduled = s.call("GET", "/v1/queues/mail/jobs?state=scheduled", None).await;
+    let scheduled = s
+        .call("GET", "/v1/queues/mail/jobs?state=scheduled", None)
+        .await;
     assert_eq!(scheduled.json[0]["id"], ids[2]);
 
     let queue = s.call("GET", "/v1/queues/mail", None).await;
@@ -109,13 +124,29 @@ async fn jobs_go_through_their_whole_life_over_http() {
     let all = s.call("GET", "/v1/queues", None).await;
     assert_eq!(all.json[0]["name"], "mail");
 
-    assert_eq!(s.call("POST", "/v1/queues/mail/pause", None).await.status, StatusCode::NO_CONTENT);
-    assert_eq!(s.call("GET", "/v1/queues/mail", None).await.json["paused"], true);
-    assert_eq!(s.call("POST", "/v1/queues/mail/resume", None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        s.call("POST", "/v1/queues/mail/pause", None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.call("GET", "/v1/queues/mail", None).await.json["paused"],
+        true
+    );
+    assert_eq!(
+        s.call("POST", "/v1/queues/mail/resume", None).await.status,
+        StatusCode::NO_CONTENT
+    );
 
-    let cancel = s.call("DELETE", &format!("/v1/queues/mail/jobs/{}", ids[2]), None).await;
-    assert_eq!(cancel.json, json!({"cancelled": true, "state": "scheduled"}));
-    let gone = s.call("DELETE", &format!("/v1/queues/mail/jobs/{}", ids[2]), None).await;
+    let cancel = s
+        .call("DELETE", &format!("/v1/queues/mail/jobs/{}", ids[2]), None)
+        .await;
+    assert_eq!(
+        cancel.json,
+        json!({"cancelled": true, "state": "scheduled"})
+    );
+    let gone = s
+        .call("DELETE", &format!("/v1/queues/mail/jobs/{}", ids[2]), None)
+        .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&gone), "not_found");
 }
@@ -124,14 +155,24 @@ async fn jobs_go_through_their_whole_life_over_http() {
 async fn dead_jobs_are_listed_retried_and_purged_over_http() {
     let s = server("").await;
     let queue = s.state.queue("reports").unwrap();
-    let first = queue.enqueue(plimsoll::NewJob::bytes("a").max_attempts(1)).await.unwrap().id;
-    let second = queue.enqueue(plimsoll::NewJob::bytes("b").max_attempts(1)).await.unwrap().id;
+    let first = queue
+        .enqueue(plimsoll::NewJob::bytes("a").max_attempts(1))
+        .await
+        .unwrap()
+        .id;
+    let second = queue
+        .enqueue(plimsoll::NewJob::bytes("b").max_attempts(1))
+        .await
+        .unwrap()
+        .id;
     let worker = plimsoll::Worker::builder(queue.clone())
         .start(|_job: plimsoll::Job| async { plimsoll::Outcome::fail("broken") })
         .unwrap();
-    crate::support::eventually(std::time::Duration::from_secs(10), "two dead jobs", || async {
-        queue.counts().await.unwrap().dead == 2
-    })
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "two dead jobs",
+        || async { queue.counts().await.unwrap().dead == 2 },
+    )
     .await;
     worker.shutdown().await.unwrap();
 
@@ -139,20 +180,49 @@ async fn dead_jobs_are_listed_retried_and_purged_over_http() {
     assert_eq!(dead.json.as_array().unwrap().len(), 2);
     assert_eq!(dead.json[0]["last_error"], "broken");
 
-    let retried = s.call("POST", &format!("/v1/queues/reports/jobs/{first}/retry"), None).await;
+    let retried = s
+        .call(
+            "POST",
+            &format!("/v1/queues/reports/jobs/{first}/retry"),
+            None,
+        )
+        .await;
     assert_eq!(retried.json, json!({"count": 1}));
-    let not_dead = s.call("POST", &format!("/v1/queues/reports/jobs/{first}/retry"), None).await;
+    let not_dead = s
+        .call(
+            "POST",
+            &format!("/v1/queues/reports/jobs/{first}/retry"),
+            None,
+        )
+        .await;
     assert_eq!(not_dead.status, StatusCode::NOT_FOUND);
 
     let purged = s
-        .call("POST", "/v1/queues/reports/dead/purge", Some(json!({"ids": [second]})))
+        .call(
+            "POST",
+            "/v1/queues/reports/dead/purge",
+            Some(json!({"ids": [second]})),
+        )
         .await;
     assert_eq!(purged.json, json!({"count": 1}));
     let ambiguous = s
-        .call("POST", "/v1/queues/reports/dead/retry", Some(json!({"ids": [1], "all": true})))
+        .call(
+            "POST",
+            "/v1/queues/reports/dead/retry",
+            Some(json!({"ids": [1], "all": true})),
+        )
         .await;
     assert_eq!(ambiguous.status, StatusCode::BAD_REQUEST);
-    assert_eq!(s.call("POST", "/v1/queues/reports/dead/retry", Some(json!({"all": true}))).await.json["count"], 0);
+    assert_eq!(
+        s.call(
+            "POST",
+            "/v1/queues/reports/dead/retry",
+            Some(json!({"all": true}))
+        )
+        .await
+        .json["count"],
+        0
+    );
 }
 
 #[tokio::test]
@@ -196,7 +266,10 @@ async fn every_error_is_json_with_a_stable_code_and_says_what_was_wrong() {
             "queue name",
         ),
         (
-            post("/v1/queues/q/jobs", &format!(r#"{{"payload": "{}"}}"#, "x".repeat(5000))),
+            post(
+                "/v1/queues/q/jobs",
+                &format!(r#"{{"payload": "{}"}}"#, "x".repeat(5000)),
+            ),
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             "larger",
@@ -210,12 +283,35 @@ async fn every_error_is_json_with_a_stable_code_and_says_what_was_wrong() {
             "unsupported_media_type",
             "Content-Type",
         ),
-        (get("/v1/queues/q/jobs/zero"), StatusCode::BAD_REQUEST, "invalid_input", "job id"),
-        (get("/v1/queues/q/jobs?state=lost"), StatusCode::BAD_REQUEST, "invalid_input", "lost"),
-        (get("/v1/queues/q/jobs?limit=ten"), StatusCode::BAD_REQUEST, "invalid_input", "limit"),
-        (get("/v1/nothing-here"), StatusCode::NOT_FOUND, "not_found", "openapi"),
         (
-            Request::put("/v1/queues").header("Authorization", format!("Bearer {TOKEN}")).body(Body::empty()).unwrap(),
+            get("/v1/queues/q/jobs/zero"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "job id",
+        ),
+        (
+            get("/v1/queues/q/jobs?state=lost"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "lost",
+        ),
+        (
+            get("/v1/queues/q/jobs?limit=ten"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "limit",
+        ),
+        (
+            get("/v1/nothing-here"),
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "openapi",
+        ),
+        (
+            Request::put("/v1/queues")
+                .header("Authorization", format!("Bearer {TOKEN}"))
+                .body(Body::empty())
+                .unwrap(),
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "method",
@@ -227,7 +323,10 @@ async fn every_error_is_json_with_a_stable_code_and_says_what_was_wrong() {
         assert_eq!(reply.status, status, "{uri}: {}", reply.text);
         assert_eq!(error_code(&reply), code, "{uri}");
         let message = reply.json["error"]["message"].as_str().unwrap();
-        assert!(message.contains(mention), "{uri}: {message:?} lacks {mention:?}");
+        assert!(
+            message.contains(mention),
+            "{uri}: {message:?} lacks {mention:?}"
+        );
     }
 }
 
@@ -235,14 +334,31 @@ async fn every_error_is_json_with_a_stable_code_and_says_what_was_wrong() {
 async fn a_down_redis_is_a_503_that_names_no_internals() {
     let mut s = server("").await;
     s.redis_server.kill();
-    let reply = s.call("POST", "/v1/queues/q/jobs", Some(json!({"payload": 1}))).await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text);
+    let reply = s
+        .call("POST", "/v1/queues/q/jobs", Some(json!({"payload": 1})))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text
+    );
     assert_eq!(error_code(&reply), "redis_unavailable");
     assert!(reply.headers.contains_key("retry-after"));
-    assert!(!reply.text.contains("127.0.0.1"), "no internal detail: {}", reply.text);
-    let ready = s.send(Request::get("/readyz").body(Body::empty()).unwrap()).await;
     assert!(
-        ready.json["degraded"].as_array().unwrap().iter().any(|d| d.as_str().unwrap().starts_with("redis")),
+        !reply.text.contains("127.0.0.1"),
+        "no internal detail: {}",
+        reply.text
+    );
+    let ready = s
+        .send(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await;
+    assert!(
+        ready.json["degraded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().starts_with("redis")),
         "{}",
         ready.text
     );
@@ -251,7 +367,13 @@ async fn a_down_redis_is_a_503_that_names_no_internals() {
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let s = server("").await;
-    let doc = s.send(Request::get("/v1/openapi.json").body(Body::empty()).unwrap()).await;
+    let doc = s
+        .send(
+            Request::get("/v1/openapi.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
     let paths = doc.json["paths"].as_object().unwrap();
     for path in [
         "/v1/queues",
@@ -270,9 +392,15 @@ async fn the_openapi_document_describes_every_route() {
         "/healthz",
         "/readyz",
     ] {
-        assert!(paths.contains_key(path), "{path} missing from the OpenAPI document");
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from the OpenAPI document"
+        );
     }
-    assert_eq!(doc.json["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        doc.json["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
 }
 
 fn post(uri: &str, body: &str) -> Request<Body> {

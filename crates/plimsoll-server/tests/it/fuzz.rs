@@ -38,7 +38,9 @@ fn any_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         ".{0,40}".prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
@@ -74,7 +76,8 @@ fn any_body() -> impl Strategy<Value = Vec<u8>> {
             text.into_bytes()[..cut].to_vec()
         }),
         prop::collection::vec(any::<u8>(), 0..256),
-        (1usize..200_000).prop_map(|n| format!("{{\"payload\":\"{}\"}}", "z".repeat(n)).into_bytes()),
+        (1usize..200_000)
+            .prop_map(|n| format!("{{\"payload\":\"{}\"}}", "z".repeat(n)).into_bytes()),
     ]
 }
 
@@ -86,8 +89,17 @@ fn check(reply: &crate::support::Reply) -> Result<(), TestCaseError> {
     );
     if !reply.status.is_success() {
         let code = reply.json["error"]["code"].as_str();
-        prop_assert!(code.is_some_and(|c| !c.is_empty()), "not a JSON error: {} {}", reply.status, reply.text);
-        prop_assert!(reply.json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        prop_assert!(
+            code.is_some_and(|c| !c.is_empty()),
+            "not a JSON error: {} {}",
+            reply.status,
+            reply.text
+        );
+        prop_assert!(
+            reply.json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     Ok(())
 }
@@ -153,7 +165,10 @@ fn a_valid_signature_is_accepted_for_any_json_body() {
     let s = shared();
     let body = json!({"any": ["thing", 1, null]}).to_string();
     let request = Request::post("/hooks/github")
-        .header("X-Hub-Signature-256", sign(b"fuzzing-secret", body.as_bytes(), "sha256="))
+        .header(
+            "X-Hub-Signature-256",
+            sign(b"fuzzing-secret", body.as_bytes(), "sha256="),
+        )
         .body(Body::from(body))
         .unwrap();
     let reply = runtime().block_on(s.send(request));

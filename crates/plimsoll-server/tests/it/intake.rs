@@ -27,7 +27,10 @@ fn github(body: &str, delivery: &str) -> Request<Body> {
         .header("Content-Type", "application/json")
         .header("X-GitHub-Event", "push")
         .header("X-GitHub-Delivery", delivery)
-        .header("X-Hub-Signature-256", sign(SECRET.as_bytes(), body.as_bytes(), "sha256="))
+        .header(
+            "X-Hub-Signature-256",
+            sign(SECRET.as_bytes(), body.as_bytes(), "sha256="),
+        )
         .body(Body::from(body.to_string()))
         .unwrap()
 }
@@ -54,7 +57,9 @@ async fn waiting_payloads(s: &TestServer, queue: &str) -> Vec<Value> {
 #[tokio::test]
 async fn a_signed_webhook_is_enqueued_in_an_envelope() {
     let s = server(CONFIG).await;
-    let reply = s.send(github(r#"{"ref":"refs/heads/main"}"#, "abc-1")).await;
+    let reply = s
+        .send(github(r#"{"ref":"refs/heads/main"}"#, "abc-1"))
+        .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
     assert_eq!(reply.json["spooled"], false);
     assert!(reply.json["id"].as_u64().is_some());
@@ -65,7 +70,10 @@ async fn a_signed_webhook_is_enqueued_in_an_envelope() {
     assert_eq!(envelope["source"], "github");
     assert_eq!(envelope["delivery"], "abc-1");
     assert_eq!(envelope["headers"]["x-github-event"], "push");
-    assert!(envelope["headers"].get("x-hub-signature-256").is_none(), "the signature is not passed on");
+    assert!(
+        envelope["headers"].get("x-hub-signature-256").is_none(),
+        "the signature is not passed on"
+    );
     assert_eq!(envelope["body"], json!({"ref": "refs/heads/main"}));
 }
 
@@ -92,12 +100,16 @@ async fn unsigned_badly_signed_and_unknown_webhooks_are_refused() {
     *tampered.body_mut() = Body::from("{\"evil\":true}");
     assert_eq!(s.send(tampered).await.status, StatusCode::UNAUTHORIZED);
 
-    let unknown = Request::post("/hooks/gitlab").body(Body::from("{}")).unwrap();
+    let unknown = Request::post("/hooks/gitlab")
+        .body(Body::from("{}"))
+        .unwrap();
     let reply = s.send(unknown).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&reply), "not_found");
 
-    let big = Request::post("/hooks/plain").body(Body::from("x".repeat(4096))).unwrap();
+    let big = Request::post("/hooks/plain")
+        .body(Body::from("x".repeat(4096)))
+        .unwrap();
     assert_eq!(s.send(big).await.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(waiting_payloads(&s, "hooks.github").await.is_empty());
 }
@@ -122,7 +134,10 @@ async fn webhooks_accepted_while_redis_is_down_are_enqueued_in_order_when_it_ret
         .start();
     let mut s = server_on(redis_server, CONFIG).await;
     let stop = CancellationToken::new();
-    let replayer = tokio::spawn(plimsoll_server::intake::replay::run(s.state.clone(), stop.clone()));
+    let replayer = tokio::spawn(plimsoll_server::intake::replay::run(
+        s.state.clone(),
+        stop.clone(),
+    ));
 
     assert_eq!(s.send(plain(0)).await.json["spooled"], false);
     s.redis_server.kill();
@@ -136,7 +151,10 @@ async fn webhooks_accepted_while_redis_is_down_are_enqueued_in_order_when_it_ret
     assert_eq!(s.send(plain(7)).await.status, StatusCode::ACCEPTED);
 
     s.redis_server.restart();
-    eventually(Duration::from_secs(20), "the spool to drain", || async { s.state.spool().is_empty() }).await;
+    eventually(Duration::from_secs(20), "the spool to drain", || async {
+        s.state.spool().is_empty()
+    })
+    .await;
     // Accepted after Redis came back: behind the spooled ones.
     assert_eq!(s.send(plain(51)).await.status, StatusCode::ACCEPTED);
 
@@ -145,7 +163,11 @@ async fn webhooks_accepted_while_redis_is_down_are_enqueued_in_order_when_it_ret
         .iter()
         .map(|e| e["body"]["n"].as_u64().unwrap())
         .collect();
-    assert_eq!(order, (0..=51).collect::<Vec<_>>(), "every accepted webhook, once, in order");
+    assert_eq!(
+        order,
+        (0..=51).collect::<Vec<_>>(),
+        "every accepted webhook, once, in order"
+    );
     stop.cancel();
     replayer.await.unwrap();
 }
@@ -156,7 +178,11 @@ async fn a_full_redis_sends_webhooks_to_the_spool_not_to_the_floor() {
     let s = server_on(redis_server, CONFIG).await;
     // Fill Redis with something else until writes are refused.
     let mut i = 0;
-    while s.redis_server.command(&["SET", &format!("filler:{i}"), &"x".repeat(10_000)]).is_ok() {
+    while s
+        .redis_server
+        .command(&["SET", &format!("filler:{i}"), &"x".repeat(10_000)])
+        .is_ok()
+    {
         i += 1;
     }
     let reply = s.send(plain(1)).await;
@@ -166,8 +192,14 @@ async fn a_full_redis_sends_webhooks_to_the_spool_not_to_the_floor() {
     // Make room; the replayer moves it into the queue.
     s.redis_server.cmd(&["FLUSHALL"]);
     let stop = CancellationToken::new();
-    let replayer = tokio::spawn(plimsoll_server::intake::replay::run(s.state.clone(), stop.clone()));
-    eventually(Duration::from_secs(20), "the replay", || async { s.state.spool().is_empty() }).await;
+    let replayer = tokio::spawn(plimsoll_server::intake::replay::run(
+        s.state.clone(),
+        stop.clone(),
+    ));
+    eventually(Duration::from_secs(20), "the replay", || async {
+        s.state.spool().is_empty()
+    })
+    .await;
     assert_eq!(waiting_payloads(&s, "hooks.plain").await.len(), 1);
     stop.cancel();
     replayer.await.unwrap();
@@ -194,5 +226,9 @@ async fn past_the_spool_bound_webhooks_get_503_so_the_sender_retries() {
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_code(&refused), "spool_full");
     assert!(refused.headers.contains_key("retry-after"));
-    assert_eq!(s.state.spool().stats().records, accepted, "every 202 is on disk, nothing more");
+    assert_eq!(
+        s.state.spool().stats().records,
+        accepted,
+        "every 202 is on disk, nothing more"
+    );
 }

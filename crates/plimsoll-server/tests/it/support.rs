@@ -116,7 +116,9 @@ pub fn error_code(reply: &Reply) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("not a JSON error body ({}): {}", reply.status, reply.text));
     assert!(
-        reply.json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        reply.json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "error without a message: {}",
         reply.text
     );
