@@ -77,7 +77,7 @@ async fn jobs_are_posted_signed_retried_on_5xx_and_dead_on_4xx() {
     .await;
     worker.shutdown().await.unwrap();
 
-    let received = received.0.lock().unwrap();
+    let received = received.0.lock().unwrap().clone();
     assert_eq!(received.len(), 4, "ok once, flaky twice, rejected once");
     for (headers, body) in received.iter() {
         let signature = headers["x-plimsoll-signature-256"].to_str().unwrap();
