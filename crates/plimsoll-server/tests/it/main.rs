@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod dashboard;
 mod fuzz;
 mod intake;
 mod push;
