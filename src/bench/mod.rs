@@ -7,6 +7,7 @@
 //! `--redis` that holds keys is refused unless `--flush` says that is fine.
 
 mod queue;
+mod server;
 mod sys;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,8 @@ pub const WORKLOADS: &[&str] = &[
     "W3-retained",
     "W4-latency",
     "W5-soak",
+    "H1-intake",
+    "H2-intake-redis-down",
 ];
 
 /// Settings of a benchmark run.
@@ -65,6 +68,15 @@ pub struct BenchArgs {
     /// Payload compression of the queue: `zstd` (the default) or `off`.
     #[arg(long, default_value = "zstd", value_parser = ["zstd", "off"])]
     compression: String,
+
+    /// H1/H2: concurrent connections posting webhooks.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+
+    /// H1/H2: how long the webhooks are posted (H2 kills Redis a third in,
+    /// for 10 s).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    http_duration: std::time::Duration,
 
     /// W4: producer rate, jobs per second.
     #[arg(long, default_value_t = 2000)]
@@ -118,13 +130,22 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let mut reps: Vec<Figures> = Vec::new();
         let mut extra = Map::new();
         for _ in 0..args.reps {
-            let (figures, details) = bench.run(workload).await?;
+            let (figures, details) = if workload.starts_with('H') {
+                server::run(workload, args.http_duration, args.connections).await?
+            } else {
+                bench.run(workload).await?
+            };
             reps.push(figures);
             extra = details;
         }
+        let n = if workload.starts_with('H') {
+            medians(&reps).get("accepted").copied().unwrap_or(0.0) as u64
+        } else {
+            bench.n(workload)
+        };
         let mut line = json!({
             "workload": workload,
-            "n": bench.n(workload),
+            "n": n,
             "reps": args.reps,
             "payload_bytes": queue::payload(0, 0.0).len(),
             "plimsoll_version": env!("CARGO_PKG_VERSION"),

@@ -46,7 +46,10 @@ pub struct LocalRedisOptions {
     /// `maxmemory` in bytes; 0 leaves Redis unbounded, which only the
     /// benchmarks ask for (shared/BENCH.md's set-up).
     pub maxmemory: u64,
-    /// Append-only persistence (fsync every second).
+    /// Append-only persistence with an fsync before every reply
+    /// (`appendfsync always`): what Redis acknowledged survives a crash of
+    /// Redis or the machine, which is what lets the intake promise that an
+    /// accepted webhook is never lost.
     pub persist: bool,
     /// Port; a free one when `None`.
     pub port: Option<u16>,
@@ -140,6 +143,7 @@ impl LocalRedis {
                 "--appendonly",
                 if self.options.persist { "yes" } else { "no" },
             ])
+            .args(["--appendfsync", "always"])
             .args(["--maxmemory", &self.options.maxmemory.to_string()])
             .args(["--maxmemory-policy", "noeviction"])
             .args(["--protected-mode", "yes"])
