@@ -21,7 +21,7 @@ use super::Queue;
 use super::config::{check_idempotency_window, check_max_attempts, check_priority, check_timeout};
 use super::job::{Enqueued, JobId, NewJob, RunAt, system_time_ms};
 use super::record::{self, Header};
-use super::scripts::SCRIPTS;
+use super::scripts::{self, SCRIPTS};
 use crate::clock::ms;
 use crate::connection::Redis;
 use crate::error::{Error, ErrorKind, Result};
@@ -402,9 +402,7 @@ async fn write_batch(
         .key(keys.scheduled())
         .key(keys.stats())
         .key(keys.notify());
-    for list in keys.waiting_all() {
-        invocation.key(list);
-    }
+    scripts::waiting_keys(&mut invocation, keys);
     invocation.arg(now).arg(batch.len());
     let mut next_key_index = 5 + PRIORITY_LEVELS;
     for group in group_batch(batch, now) {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::Queue;
 use super::job::{JobId, JobInfo, JobState};
 use super::record;
-use super::scripts::SCRIPTS;
+use super::scripts::{self, SCRIPTS};
 use crate::error::{Error, Result};
 use crate::keyspace::PRIORITY_LEVELS;
 
@@ -141,9 +141,7 @@ impl Queue {
             .key(keys.dead())
             .key(keys.completed())
             .key(keys.workers());
-        for list in keys.waiting_all() {
-            invocation.key(list);
-        }
+        scripts::waiting_keys(&mut invocation, keys);
         for worker in &workers {
             invocation.key(keys.active(worker));
         }
@@ -344,20 +342,7 @@ impl Queue {
         let keys = self.keys();
         for _ in 0..CANCEL_ATTEMPTS {
             let workers = self.worker_ids().await?;
-            let mut invocation = SCRIPTS.cancel.prepare_invoke();
-            invocation
-                .key(keys.jobs())
-                .key(keys.scheduled())
-                .key(keys.dead())
-                .key(keys.completed())
-                .key(keys.stats());
-            for list in keys.waiting_all() {
-                invocation.key(list);
-            }
-            for worker in &workers {
-                invocation.key(keys.active(worker));
-            }
-            invocation.arg(id.0);
+            let invocation = scripts::cancel(keys, workers.iter().map(|w| keys.active(w)), id.0);
             let state: String = invocation.invoke_async(&mut self.redis().clone()).await?;
             return Ok(match state.as_str() {
                 "missing" => CancelOutcome::NotFound,
@@ -392,9 +377,7 @@ impl Queue {
                 .key(keys.jobs())
                 .key(keys.stats())
                 .key(keys.notify());
-            for list in keys.waiting_all() {
-                invocation.key(list);
-            }
+            scripts::waiting_keys(&mut invocation, keys);
             invocation.arg(limit);
             for id in ids {
                 invocation.arg(id.0);

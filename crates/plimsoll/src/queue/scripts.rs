@@ -13,7 +13,9 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Script, ScriptInvocation};
+
+use crate::keyspace::QueueKeys;
 
 const LIB: &str = include_str!("../../lua/queue/lib.lua");
 
@@ -54,4 +56,34 @@ scripts! {
     retry_dead => "retry_dead.lua",
     purge_dead => "purge_dead.lua",
     trim => "trim.lua",
+}
+
+/// Adds the queue's ten waiting lists, priority 0 first, as the next keys:
+/// the `waiting` block most scripts take.
+pub(crate) fn waiting_keys(invocation: &mut ScriptInvocation<'_>, keys: &QueueKeys) {
+    for list in keys.waiting_all() {
+        invocation.key(list);
+    }
+}
+
+/// `cancel.lua` for job `id`, looking for it in the given workers' active
+/// hashes.
+pub(crate) fn cancel<'a>(
+    keys: &QueueKeys,
+    active: impl IntoIterator<Item = String>,
+    id: u64,
+) -> ScriptInvocation<'a> {
+    let mut invocation = SCRIPTS.cancel.prepare_invoke();
+    invocation
+        .key(keys.jobs())
+        .key(keys.scheduled())
+        .key(keys.dead())
+        .key(keys.completed())
+        .key(keys.stats());
+    waiting_keys(&mut invocation, keys);
+    for key in active {
+        invocation.key(key);
+    }
+    invocation.arg(id);
+    invocation
 }

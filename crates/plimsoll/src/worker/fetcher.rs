@@ -22,7 +22,7 @@ use super::{Handler, Lease, MAX_FETCH, MAX_IN_HAND, Shared, run_job};
 use crate::clock::ms;
 use crate::connection::Redis;
 use crate::error::{Error, Result};
-use crate::queue::scripts::SCRIPTS;
+use crate::queue::scripts::{self, SCRIPTS};
 
 type Fetched = Vec<(u64, Vec<u8>)>;
 
@@ -160,9 +160,7 @@ async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetched> {
         .key(keys.workers())
         .key(&shared.active_key)
         .key(keys.notify());
-    for list in keys.waiting_all() {
-        invocation.key(list);
-    }
+    scripts::waiting_keys(&mut invocation, keys);
     invocation
         .arg(shared.now_ms())
         .arg(count)

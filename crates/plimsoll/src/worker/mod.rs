@@ -61,8 +61,8 @@ pub use services::{JanitorConfig, PromoterConfig, RescuerConfig};
 
 use crate::clock::ms;
 use crate::error::{Error, Result};
-use crate::queue::record;
 use crate::queue::{JobId, Queue};
+use crate::queue::{record, scripts};
 use settler::Settle;
 
 /// Handlers running at once, by default.
@@ -518,14 +518,12 @@ impl WorkerHandle {
 async fn hand_back(shared: &Shared, ids: &[u64]) -> Result<()> {
     let keys = shared.queue.keys();
     for chunk in ids.chunks(MAX_FETCH) {
-        let mut invocation = crate::queue::scripts::SCRIPTS.hand_back.prepare_invoke();
+        let mut invocation = scripts::SCRIPTS.hand_back.prepare_invoke();
         invocation
             .key(keys.jobs())
             .key(&shared.active_key)
             .key(keys.notify());
-        for list in keys.waiting_all() {
-            invocation.key(list);
-        }
+        scripts::waiting_keys(&mut invocation, keys);
         for id in chunk {
             invocation.arg(id);
         }

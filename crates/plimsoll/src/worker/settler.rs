@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::services::error_backoff;
 use crate::error::{Error, Result};
-use crate::queue::scripts::SCRIPTS;
+use crate::queue::scripts::{self, SCRIPTS};
 
 /// The most outcomes one flush writes (each script call takes up to 1,000).
 const MAX_FLUSH: usize = 5_000;
@@ -165,9 +165,7 @@ async fn flush(shared: &Shared, batch: &mut Batch) -> Result<()> {
             .key(keys.scheduled())
             .key(keys.dead())
             .key(keys.notify());
-        for list in keys.waiting_all() {
-            invocation.key(list);
-        }
+        scripts::waiting_keys(&mut invocation, keys);
         invocation.arg(now).arg(&retention.dead_args()[..]);
         for (id, retry_at, error) in jobs {
             invocation.arg(id).arg(retry_at).arg(truncate_error(error));
@@ -182,17 +180,7 @@ async fn flush(shared: &Shared, batch: &mut Batch) -> Result<()> {
         }
     });
     let cancels = taken.cancel.iter().map(|(id, reason)| {
-        let mut invocation = SCRIPTS.cancel.prepare_invoke();
-        invocation
-            .key(keys.jobs())
-            .key(keys.scheduled())
-            .key(keys.dead())
-            .key(keys.completed())
-            .key(keys.stats());
-        for list in keys.waiting_all() {
-            invocation.key(list);
-        }
-        invocation.key(&shared.active_key).arg(id);
+        let invocation = scripts::cancel(keys, [shared.active_key.clone()], *id);
         let mut redis = shared.queue.redis().clone();
         async move {
             let state: Result<String> = invocation

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::Service;
 use crate::error::{Error, Result};
 use crate::queue::Queue;
-use crate::queue::scripts::SCRIPTS;
+use crate::queue::scripts::{self, SCRIPTS};
 
 /// Longest sleep between two promotion rounds: the worst lateness of a
 /// delayed job that was scheduled while the promoter slept.
@@ -66,9 +66,7 @@ impl Promoter {
             .key(keys.scheduled())
             .key(keys.jobs())
             .key(keys.notify());
-        for list in keys.waiting_all() {
-            invocation.key(list);
-        }
+        scripts::waiting_keys(&mut invocation, keys);
         invocation.arg(queue.now_ms()).arg(batch);
         let (moved, next): (u64, i64) = invocation.invoke_async(&mut queue.redis().clone()).await?;
         Ok((moved, u64::try_from(next).ok()))

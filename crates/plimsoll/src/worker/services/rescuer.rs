@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::Service;
 use crate::error::{Error, Result};
 use crate::queue::Queue;
-use crate::queue::scripts::SCRIPTS;
+use crate::queue::scripts::{self, SCRIPTS};
 
 /// How often the rescuer looks for expired leases. A crashed worker's job
 /// runs again at most the lease plus this long after the crash.
@@ -84,9 +84,7 @@ impl Rescuer {
                 .key(keys.stats())
                 .key(keys.dead())
                 .key(keys.notify());
-            for list in keys.waiting_all() {
-                invocation.key(list);
-            }
+            scripts::waiting_keys(&mut invocation, keys);
             invocation.arg(now).arg(worker).arg(&dead_bounds[..]);
             let (r, d): (u64, u64) = invocation.invoke_async(&mut redis).await?;
             if r + d > 0 {
