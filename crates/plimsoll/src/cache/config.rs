@@ -41,18 +41,20 @@ pub const MAX_VALUE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 /// at least 1/16. Smaller ones are stored as they are: compressing a
 /// kilobyte costs more time than it saves memory.
 pub const DEFAULT_COMPRESS_ABOVE: usize = 4 * 1024;
-/// Calls of one cache that may be waiting on Redis at once. Past it a call
-/// skips Redis at once (counted as `shed`) instead of queueing behind the
-/// others: when Redis freezes, this caps what piles up before the breaker
-/// opens.
+/// Requests of one cache that may be out at Redis unanswered at once,
+/// including those whose callers ran out of budget (they keep their slot
+/// until the client lets go of them: a reply, the connection's response
+/// timeout, or a broken connection). Past it a call skips Redis at once
+/// (counted as `shed`, and as a breaker failure) instead of queueing: when
+/// Redis freezes, this caps what piles up while the breaker opens.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 /// How long [`Cache::connect`](super::Cache::connect) waits for one TCP
 /// connection attempt. It connects in the background: calls never wait for
 /// it.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The reply timeout of the cache's own connection. Every call has the much
-/// shorter [`DEFAULT_TIMEOUT`]; this backstop only frees the client's slot of
-/// a request that a caller gave up on and Redis never answers.
+/// shorter [`DEFAULT_TIMEOUT`]; this backstop frees the in-flight slot of a
+/// request that its caller gave up on and Redis does not answer.
 pub const CONNECTION_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Failure rate (0–1] at or above which the breaker opens.

@@ -14,11 +14,12 @@
 //!   enough calls failed in a sliding window, calls skip Redis entirely and
 //!   cost nothing; a few probes close it again when Redis is back. A full
 //!   Redis (`OOM` on SET) is not a failure: reads go on.
-//! - **Bounded waiting**: at most [`DEFAULT_MAX_IN_FLIGHT`] calls of a cache
-//!   wait on Redis at once; past that a call skips Redis instead of queueing.
-//!   Together with the breaker this keeps a frozen Redis from piling up
-//!   requests: before the breaker opens, at most that many are waiting;
-//!   after, none are sent but a few probes.
+//! - **Bounded pile-up**: at most [`DEFAULT_MAX_IN_FLIGHT`] requests of a
+//!   cache are out at Redis unanswered — counting those whose callers gave
+//!   up, which are held until the client lets go of them — and past that a
+//!   call skips Redis at once instead of queueing. Together with the
+//!   breaker this keeps a frozen Redis from piling up requests: before the
+//!   breaker opens, at most that many are out; after, only a few probes.
 //! - **An optional in-process tier** ([`LocalConfig`], on `moka`): hot keys
 //!   from memory, and stale values for a bounded time while Redis cannot
 //!   answer (stale-if-error).
@@ -189,7 +190,7 @@ impl Cache {
                 .map(|local| Local::new(local, settings.clock.clone())),
             flights: Flights::default(),
             counters: Counters::default(),
-            in_flight: Semaphore::new(settings.max_in_flight),
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             endpoint,
             settings,
         };
@@ -227,7 +228,7 @@ impl Cache {
         if let Some(local) = &inner.local {
             local.insert(key, bytes.clone(), ttl_ms).await;
         }
-        Ok(inner.write(&set_command(&redis_key, &bytes, ttl_ms)).await)
+        Ok(inner.write(set_command(&redis_key, &bytes, ttl_ms)).await)
     }
 
     /// Removes `key` from both tiers. If Redis cannot be reached, its copy
@@ -238,7 +239,7 @@ impl Cache {
         if let Some(local) = &inner.local {
             local.remove(key).await;
         }
-        Ok(inner.write(redis::cmd("DEL").arg(&redis_key)).await)
+        Ok(inner.write(single("DEL", &redis_key)).await)
     }
 
     /// Read-through: the cached value of `key`, or the loader's.
@@ -377,8 +378,9 @@ struct Inner {
     local: Option<Local>,
     flights: Flights,
     counters: Counters,
-    /// Permits for calls waiting on Redis; see [`DEFAULT_MAX_IN_FLIGHT`].
-    in_flight: Semaphore,
+    /// Slots for requests sent to Redis and not yet let go of; see
+    /// [`Inner::call`] and [`DEFAULT_MAX_IN_FLIGHT`].
+    in_flight: Arc<Semaphore>,
 }
 
 impl Inner {
@@ -405,23 +407,37 @@ impl Inner {
 
     /// One command to Redis, within the budget, through the breaker and the
     /// in-flight bound. Counts what happened.
-    async fn call<T: FromRedisValue>(&self, cmd: &Cmd) -> Reply<T> {
+    ///
+    /// A request that runs out of budget is not dropped but handed to a
+    /// task that holds its in-flight slot until the client lets go of it (a
+    /// reply, the connection's own response timeout, or a broken
+    /// connection). So `max_in_flight` bounds the requests a frozen Redis
+    /// has been sent and not answered, not only those a caller still waits
+    /// for; past it, calls skip Redis at once.
+    async fn call<T: FromRedisValue + Send + 'static>(&self, cmd: Cmd) -> Reply<T> {
         let Some(permit) = self.breaker.try_acquire() else {
             bump(&self.counters.breaker_skips);
             return Reply::Skipped;
         };
-        let Ok(_waiting) = self.in_flight.try_acquire() else {
+        let Ok(slot) = self.in_flight.clone().try_acquire_owned() else {
+            // Redis is not keeping up: a failure for the breaker too.
+            permit.failure();
             bump(&self.counters.shed);
             return Reply::Skipped;
         };
-        let Some(redis) = self.endpoint.redis() else {
+        let Some(redis) = self.endpoint.redis().cloned() else {
             permit.failure();
             self.counters.redis_error(ErrorKind::Connection);
             return Reply::Failed(ErrorKind::Connection);
         };
         bump(&self.counters.redis_calls);
         let started = Instant::now();
-        let result = tokio::time::timeout(self.settings.timeout, redis.query::<T>(cmd)).await;
+        let mut request = Box::pin(async move {
+            let result = redis.query::<T>(&cmd).await;
+            drop(slot);
+            result
+        });
+        let result = tokio::time::timeout(self.settings.timeout, &mut request).await;
         self.counters.redis_time(started.elapsed());
         match result {
             Ok(Ok(value)) => {
@@ -444,6 +460,9 @@ impl Inner {
                 Reply::Failed(kind)
             }
             Err(_elapsed) => {
+                tokio::spawn(async move {
+                    let _ = request.await;
+                });
                 permit.failure();
                 self.counters.redis_error(ErrorKind::Timeout);
                 Reply::Failed(ErrorKind::Timeout)
@@ -451,7 +470,7 @@ impl Inner {
         }
     }
 
-    async fn write(&self, cmd: &Cmd) -> CacheWrite {
+    async fn write(&self, cmd: Cmd) -> CacheWrite {
         match self.call::<redis::Value>(cmd).await {
             Reply::Done(_) => {
                 bump(&self.counters.redis_writes);
@@ -476,10 +495,7 @@ impl Inner {
             bump(&self.counters.local_hits);
             return Read::Hit(value);
         }
-        match self
-            .call::<Option<Vec<u8>>>(redis::cmd("GET").arg(redis_key))
-            .await
-        {
+        match self.call::<Option<Vec<u8>>>(single("GET", redis_key)).await {
             Reply::Done(Some(bytes)) => match self.codec.decode(&bytes) {
                 Ok(value) => {
                     bump(&self.counters.redis_hits);
@@ -574,7 +590,7 @@ impl Inner {
     ) {
         let inner = self.clone();
         tokio::spawn(async move {
-            inner.write(&set_command(&redis_key, &bytes, ttl_ms)).await;
+            inner.write(set_command(&redis_key, &bytes, ttl_ms)).await;
             drop(lead);
         });
     }
@@ -593,6 +609,13 @@ impl Inner {
         }
         result
     }
+}
+
+/// `GET key`, `DEL key`.
+fn single(name: &str, redis_key: &str) -> Cmd {
+    let mut cmd = redis::cmd(name);
+    cmd.arg(redis_key);
+    cmd
 }
 
 /// `SET key value PX ttl`: the value and its expiry in one command.

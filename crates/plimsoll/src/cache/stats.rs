@@ -63,7 +63,7 @@ pub struct CacheStats {
     pub redis_writes: u64,
     /// Calls that skipped Redis because the breaker was open.
     pub breaker_skips: u64,
-    /// Calls that skipped Redis because `max_in_flight` calls were waiting.
+    /// Calls that skipped Redis because `max_in_flight` requests were out.
     pub shed: u64,
     /// Values in Redis that did not decode (foreign, or another type).
     pub corrupt: u64,
