@@ -33,6 +33,7 @@ pub struct LocalRedis {
     child: Child,
     port: u16,
     dir: PathBuf,
+    options: LocalRedisOptions,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -53,38 +54,41 @@ impl LocalRedis {
             }
         };
         let port = free_port()?;
-        let log = dir.join("redis.log");
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--dir", &dir.display().to_string()])
-            .args(["--logfile", &log.display().to_string()])
-            .args(["--save", ""])
-            .args(["--appendonly", if options.persist { "yes" } else { "no" }])
-            .args(["--maxmemory", &options.maxmemory.to_string()])
-            .args(["--maxmemory-policy", "noeviction"])
-            .args(["--protected-mode", "yes"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let child = command.spawn().map_err(|err| {
-            if err.kind() == std::io::ErrorKind::NotFound {
-                anyhow::anyhow!(
-                    "redis-server is not installed: install it (Debian/Ubuntu: `sudo apt-get install redis-server`, \
-                     or run ./scripts/run which does) or pass --redis URL"
-                )
-            } else {
-                anyhow::anyhow!("could not start redis-server: {err}")
-            }
-        })?;
+        let child = spawn(options, port, &dir)?;
         let mut server = Self {
             child,
             port,
             dir,
+            options: options.clone(),
             _temp: temp,
         };
-        server.wait_ready(&log)?;
+        server.wait_ready()?;
         Ok(server)
+    }
+
+    /// Kills the server with SIGKILL, as a crash would (the cache benchmark's
+    /// outage). [`restart`](Self::restart) brings it back on the same port.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and folder (killing it
+    /// first if it runs), and waits until it answers.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            self.child = spawn(&self.options, self.port, &self.dir)?;
+            match self.wait_ready() {
+                Ok(()) => return Ok(()),
+                // The old socket may linger for a moment.
+                Err(err) if Instant::now() < deadline && format!("{err:#}").contains("in use") => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// `redis://127.0.0.1:<port>/`.
@@ -103,11 +107,11 @@ impl LocalRedis {
         self.child.id()
     }
 
-    fn wait_ready(&mut self, log: &Path) -> Result<()> {
+    fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                let log = std::fs::read_to_string(log).unwrap_or_default();
+                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
                 bail!("redis-server exited with {status}:\n{log}");
             }
             if ping(self.port) {
@@ -137,6 +141,34 @@ impl Drop for LocalRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Spawns `redis-server` with Plimsoll's settings on `port`, in `dir`.
+fn spawn(options: &LocalRedisOptions, port: u16, dir: &Path) -> Result<Child> {
+    let log = dir.join("redis.log");
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--dir", &dir.display().to_string()])
+        .args(["--logfile", &log.display().to_string()])
+        .args(["--save", ""])
+        .args(["--appendonly", if options.persist { "yes" } else { "no" }])
+        .args(["--maxmemory", &options.maxmemory.to_string()])
+        .args(["--maxmemory-policy", "noeviction"])
+        .args(["--protected-mode", "yes"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command.spawn().map_err(|err| {
+        if err.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "redis-server is not installed: install it (Debian/Ubuntu: `sudo apt-get install redis-server`, \
+                 or run ./scripts/run which does) or pass --redis URL"
+            )
+        } else {
+            anyhow::anyhow!("could not start redis-server: {err}")
+        }
+    })
 }
 
 fn free_port() -> Result<u16> {

@@ -6,6 +6,7 @@
 //! the median over the repetitions. Because a given Redis is flushed, a
 //! `--redis` that holds keys is refused unless `--flush` says that is fine.
 
+mod cache;
 mod queue;
 mod sys;
 
@@ -28,6 +29,8 @@ pub const WORKLOADS: &[&str] = &[
     "W3-retained",
     "W4-latency",
     "W5-soak",
+    "C1-hit",
+    "C2-down",
 ];
 
 /// Settings of a benchmark run.
@@ -86,7 +89,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    let (_local, url, redis_pid) = match &args.redis {
+    let (mut local, url, redis_pid) = match &args.redis {
         Some(url) => (None, url.clone(), None),
         None => {
             let local = LocalRedis::start(&LocalRedisOptions {
@@ -107,19 +110,24 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     let server = info(&redis, "server").await?;
     let redis_version = server.get("redis_version").cloned().unwrap_or_default();
-    let bench = queue::Bench::new(redis, &args, redis_pid);
+    let bench = queue::Bench::new(redis.clone(), &args, redis_pid);
 
     for workload in &args.workload {
         let mut reps: Vec<Figures> = Vec::new();
         let mut extra = Map::new();
         for _ in 0..args.reps {
-            let (figures, details) = bench.run(workload).await?;
+            let (figures, details) = if cache::WORKLOADS.contains(&workload.as_str()) {
+                let local = local.as_mut();
+                cache::run(workload, &redis, &url, local, args.n, args.concurrency).await?
+            } else {
+                bench.run(workload).await?
+            };
             reps.push(figures);
             extra = details;
         }
         let mut line = json!({
             "workload": workload,
-            "n": bench.n(workload),
+            "n": cache::reads(workload, args.n).unwrap_or_else(|| bench.n(workload)),
             "reps": args.reps,
             "payload_bytes": queue::payload(0, 0.0).len(),
             "plimsoll_version": env!("CARGO_PKG_VERSION"),

@@ -133,6 +133,11 @@ pub(crate) struct Permit<'a> {
 }
 
 impl Permit<'_> {
+    /// Whether this is one of a half-open breaker's probes.
+    pub(crate) fn is_probe(&self) -> bool {
+        self.probe
+    }
+
     /// Redis answered (any reply, error replies included).
     pub(crate) fn success(mut self) {
         self.reported = true;

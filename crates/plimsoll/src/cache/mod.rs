@@ -204,8 +204,8 @@ impl Cache {
     /// Redis trouble is never an error here; the only error is an invalid
     /// key (empty, or over [`MAX_CACHE_KEY_LEN`] bytes).
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let redis_key = self.inner.redis_key(key)?;
-        Ok(match self.inner.read(key, &redis_key).await {
+        self.inner.check_key(key)?;
+        Ok(match self.inner.read(key).await {
             Read::Hit(value) => Some(value),
             Read::Miss | Read::Unavailable => None,
         })
@@ -222,24 +222,26 @@ impl Cache {
         ttl: impl Into<Ttl>,
     ) -> Result<CacheWrite> {
         let inner = &self.inner;
-        let redis_key = inner.redis_key(key)?;
+        inner.check_key(key)?;
         let ttl_ms = inner.ttl_ms(ttl.into())?;
         let bytes = inner.codec.encode(value)?;
         if let Some(local) = &inner.local {
             local.insert(key, bytes.clone(), ttl_ms).await;
         }
-        Ok(inner.write(set_command(&redis_key, &bytes, ttl_ms)).await)
+        Ok(inner
+            .write(set_command(&inner.redis_key(key), &bytes, ttl_ms))
+            .await)
     }
 
     /// Removes `key` from both tiers. If Redis cannot be reached, its copy
     /// lives until its TTL (the returned [`CacheWrite`] says so).
     pub async fn delete(&self, key: &str) -> Result<CacheWrite> {
         let inner = &self.inner;
-        let redis_key = inner.redis_key(key)?;
+        inner.check_key(key)?;
         if let Some(local) = &inner.local {
             local.remove(key).await;
         }
-        Ok(inner.write(single("DEL", &redis_key)).await)
+        Ok(inner.write(single("DEL", &inner.redis_key(key))).await)
     }
 
     /// Read-through: the cached value of `key`, or the loader's.
@@ -266,22 +268,22 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let inner = &self.inner;
-        let (redis_key, ttl_ms) = match (inner.redis_key(key), inner.ttl_ms(ttl.into())) {
-            (Ok(redis_key), Ok(ttl_ms)) => (redis_key, ttl_ms),
+        let ttl_ms = match (inner.check_key(key), inner.ttl_ms(ttl.into())) {
+            (Ok(()), Ok(ttl_ms)) => ttl_ms,
             (Err(err), _) | (_, Err(err)) => {
                 tracing::warn!(error = %err, "cache: value loaded and not cached");
                 bump(&inner.counters.not_cached);
                 return inner.run_loader(loader).await;
             }
         };
-        let store = match inner.read(key, &redis_key).await {
+        let store = match inner.read(key).await {
             Read::Hit(value) => return Ok(value),
             Read::Miss => true,
             // Redis just failed or is skipped: writing to it now would only
             // add load to a sick server.
             Read::Unavailable => false,
         };
-        inner.load(key, redis_key, ttl_ms, store, loader).await
+        inner.load(key, ttl_ms, store, loader).await
     }
 
     /// A snapshot of what this cache (and its clones) did.
@@ -384,18 +386,24 @@ struct Inner {
 }
 
 impl Inner {
-    fn redis_key(&self, key: &str) -> Result<String> {
+    fn check_key(&self, key: &str) -> Result<()> {
         if key.is_empty() || key.len() > MAX_CACHE_KEY_LEN {
             return Err(Error::invalid(format!(
                 "cache key must be 1 to {MAX_CACHE_KEY_LEN} bytes, not {}",
                 key.len()
             )));
         }
+        Ok(())
+    }
+
+    /// The Redis key of a checked `key`; made only when Redis is asked, so
+    /// that a local hit allocates nothing for it.
+    fn redis_key(&self, key: &str) -> String {
         let base = &self.settings.key_base;
         let mut redis_key = String::with_capacity(base.len() + key.len());
         redis_key.push_str(base);
         redis_key.push_str(key);
-        Ok(redis_key)
+        redis_key
     }
 
     fn ttl_ms(&self, ttl: Ttl) -> Result<u64> {
@@ -410,18 +418,25 @@ impl Inner {
     ///
     /// A request that runs out of budget is not dropped but handed to a
     /// task that holds its in-flight slot until the client lets go of it (a
-    /// reply, the connection's own response timeout, or a broken
-    /// connection). So `max_in_flight` bounds the requests a frozen Redis
-    /// has been sent and not answered, not only those a caller still waits
-    /// for; past it, calls skip Redis at once.
+    /// reply, a broken connection) or the connection's response timeout
+    /// ([`CONNECTION_RESPONSE_TIMEOUT`], 1 s) passes. So `max_in_flight`
+    /// bounds the requests a frozen Redis has been sent in the last second
+    /// and not answered, not only those a caller still waits for; past it,
+    /// calls skip Redis at once.
     async fn call<T: FromRedisValue + Send + 'static>(&self, cmd: Cmd) -> Reply<T> {
         let Some(permit) = self.breaker.try_acquire() else {
             bump(&self.counters.breaker_skips);
             return Reply::Skipped;
         };
         let Ok(slot) = self.in_flight.clone().try_acquire_owned() else {
-            // Redis is not keeping up: a failure for the breaker too.
-            permit.failure();
+            // Redis is not keeping up: a failure for the breaker too — but
+            // a probe that could not be sent proves nothing, and gives its
+            // slot back for a later call.
+            if permit.is_probe() {
+                drop(permit);
+            } else {
+                permit.failure();
+            }
             bump(&self.counters.shed);
             return Reply::Skipped;
         };
@@ -460,9 +475,10 @@ impl Inner {
                 Reply::Failed(kind)
             }
             Err(_elapsed) => {
-                tokio::spawn(async move {
-                    let _ = request.await;
-                });
+                // Keep the slot while the client still holds the request,
+                // but no longer than the connection's response timeout: a
+                // request waiting for a reconnect is not out at Redis.
+                tokio::spawn(tokio::time::timeout(CONNECTION_RESPONSE_TIMEOUT, request));
                 permit.failure();
                 self.counters.redis_error(ErrorKind::Timeout);
                 Reply::Failed(ErrorKind::Timeout)
@@ -482,7 +498,7 @@ impl Inner {
     }
 
     /// Local tier, then Redis, then a stale local copy.
-    async fn read<T: DeserializeOwned>(&self, key: &str, redis_key: &str) -> Read<T> {
+    async fn read<T: DeserializeOwned>(&self, key: &str) -> Read<T> {
         let clock = &self.settings.clock;
         let local_entry = match &self.local {
             Some(local) => local.get(key).await,
@@ -495,7 +511,10 @@ impl Inner {
             bump(&self.counters.local_hits);
             return Read::Hit(value);
         }
-        match self.call::<Option<Vec<u8>>>(single("GET", redis_key)).await {
+        match self
+            .call::<Option<Vec<u8>>>(single("GET", &self.redis_key(key)))
+            .await
+        {
             Reply::Done(Some(bytes)) => match self.codec.decode(&bytes) {
                 Ok(value) => {
                     bump(&self.counters.redis_hits);
@@ -533,7 +552,6 @@ impl Inner {
     async fn load<T, E, F, Fut>(
         self: &Arc<Self>,
         key: &str,
-        redis_key: String,
         ttl_ms: u64,
         store: bool,
         loader: F,
@@ -568,7 +586,7 @@ impl Inner {
                     local.insert(key, bytes.clone(), ttl_ms).await;
                 }
                 if store {
-                    self.store_behind(redis_key, bytes, ttl_ms, lead);
+                    self.store_behind(self.redis_key(key), bytes, ttl_ms, lead);
                 }
             }
             Err(err) => {
