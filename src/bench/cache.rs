@@ -92,12 +92,14 @@ async fn load(id: u64) -> Result<Issue, Infallible> {
 /// One repetition of `workload`.
 pub async fn run(
     workload: &str,
-    redis: &Redis,
     url: &str,
     local: Option<&mut LocalRedis>,
     n: Option<u64>,
     concurrency: usize,
 ) -> Result<(Figures, Map<String, Value>)> {
+    // A fresh connection per repetition: C2 kills the server under the
+    // bench's own.
+    let redis = &Redis::connect_url(url).await?;
     let _: () = redis.query(&redis::cmd("FLUSHALL")).await?;
     match workload {
         "C1-hit" => hit(redis, n.unwrap_or(DEFAULT_READS), concurrency).await,
@@ -372,7 +374,7 @@ async fn down(
 
     phase.store(3, Ordering::Relaxed);
     let pause_ms = PHASE.as_millis().to_string();
-    // A connection of its own: the bench's was broken by the kill.
+    // A connection of its own: the other one was broken by the kill.
     let admin = Redis::connect_url(url).await?;
     let _: () = admin
         .query(redis::cmd("CLIENT").arg("PAUSE").arg(&pause_ms).arg("ALL"))

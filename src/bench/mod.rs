@@ -110,7 +110,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     let server = info(&redis, "server").await?;
     let redis_version = server.get("redis_version").cloned().unwrap_or_default();
-    let bench = queue::Bench::new(redis.clone(), &args, redis_pid);
+    let bench = queue::Bench::new(redis, &args, redis_pid);
 
     for workload in &args.workload {
         let mut reps: Vec<Figures> = Vec::new();
@@ -118,7 +118,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         for _ in 0..args.reps {
             let (figures, details) = if cache::WORKLOADS.contains(&workload.as_str()) {
                 let local = local.as_mut();
-                cache::run(workload, &redis, &url, local, args.n, args.concurrency).await?
+                cache::run(workload, &url, local, args.n, args.concurrency).await?
             } else {
                 bench.run(workload).await?
             };

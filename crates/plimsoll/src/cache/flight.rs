@@ -6,9 +6,9 @@
 //! (or a Redis that goes away) does not send a stampede to the database.
 //!
 //! What is shared is the encoded value, not the typed one: the leader encodes
-//! it anyway to store it, and followers decode their own copy, so values need
-//! not be `Clone` and the loader's future need not be `'static` (it runs in
-//! the leader's task, not a spawned one).
+//! it anyway to store it, followers decode their own copy, and the flight
+//! map needs no type parameter. The loader's future need not be `'static`:
+//! it runs in the leader's task, not a spawned one.
 //!
 //! A leader whose loader fails, or whose caller goes away mid-load, lands
 //! nothing; its followers then run their own loaders. Sharing the failure

@@ -25,7 +25,7 @@
 //!   answer (stale-if-error).
 //! - **Single-flight**: concurrent misses of one key run the loader once.
 //! - **Typed values** through serde, stored compactly (postcard, zstd when
-//!   large), with a size limit per value.
+//!   large), with a size limit per value; see [`Value`] for the bounds.
 //! - **Stats** ([`CacheStats`]): hits per tier, misses, loader calls, Redis
 //!   errors by kind, breaker state and transitions, time spent.
 //!
@@ -41,7 +41,7 @@
 //! use std::time::Duration;
 //! use plimsoll::{Cache, CacheConfig, RedisConfig};
 //!
-//! # #[derive(serde::Serialize, serde::Deserialize)] struct User { name: String }
+//! # #[derive(Clone, serde::Serialize, serde::Deserialize)] struct User { name: String }
 //! # async fn load_user(id: u64) -> Result<User, std::io::Error> { todo!() }
 //! # async fn demo() -> plimsoll::Result<()> {
 //! let cache = Cache::connect(
@@ -85,11 +85,19 @@ use self::breaker::Breaker;
 use self::codec::Codec;
 use self::config::{CONNECTION_RESPONSE_TIMEOUT, Settings, check_ttl};
 use self::flight::{Flights, Lead, Role};
-use self::local::Local;
+use self::local::{Decoded, Entry, Local};
 use self::stats::{Counters, bump};
 use crate::connection::{Redis, RedisConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keyspace::MAX_CACHE_KEY_LEN;
+
+/// What a cached value must be: serde both ways (for Redis), and `Clone +
+/// Send + Sync + 'static` so that the in-process tier can hand out copies
+/// of its decoded value instead of decoding on every hit. Implemented for
+/// every such type.
+pub trait Value: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Value for T {}
 
 /// How long a value lives: the cache's default, or a given time (1 ms to
 /// [`MAX_TTL`]). A `Duration` converts into it.
@@ -203,7 +211,7 @@ impl Cache {
     /// cannot say within the budget and no stale local copy may stand in.
     /// Redis trouble is never an error here; the only error is an invalid
     /// key (empty, or over [`MAX_CACHE_KEY_LEN`] bytes).
-    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+    pub async fn get<T: Value>(&self, key: &str) -> Result<Option<T>> {
         self.inner.check_key(key)?;
         Ok(match self.inner.read(key).await {
             Read::Hit(value) => Some(value),
@@ -226,7 +234,7 @@ impl Cache {
         let ttl_ms = inner.ttl_ms(ttl.into())?;
         let bytes = inner.codec.encode(value)?;
         if let Some(local) = &inner.local {
-            local.insert(key, bytes.clone(), ttl_ms).await;
+            local.insert(key, bytes.clone(), None, ttl_ms).await;
         }
         Ok(inner
             .write(set_command(&inner.redis_key(key), &bytes, ttl_ms))
@@ -263,7 +271,7 @@ impl Cache {
         loader: F,
     ) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned,
+        T: Value,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -290,8 +298,8 @@ impl Cache {
     pub fn stats(&self) -> CacheStats {
         let inner = &self.inner;
         let local = inner.local.as_ref().map(|local| {
-            let (entries, bytes) = local.usage();
-            LocalUsage { entries, bytes }
+            let (entries, weight) = local.usage();
+            LocalUsage { entries, weight }
         });
         inner.counters.snapshot(inner.breaker.stats(), local)
     }
@@ -497,8 +505,24 @@ impl Inner {
         }
     }
 
+    /// The value of the local entry of `key`: a clone of the decoded copy
+    /// when it is a `T`, else decoded from the bytes (and the decoded copy
+    /// kept for next time, when the entry had none).
+    async fn decode_local<T: Value>(&self, key: &str, entry: &Entry) -> Option<T> {
+        if let Some(value) = entry.decoded.as_deref().and_then(|v| v.downcast_ref::<T>()) {
+            return Some(value.clone());
+        }
+        let value: T = self.codec.decode(&entry.bytes).ok()?;
+        if entry.decoded.is_none()
+            && let Some(local) = &self.local
+        {
+            local.remember(key, entry, Arc::new(value.clone())).await;
+        }
+        Some(value)
+    }
+
     /// Local tier, then Redis, then a stale local copy.
-    async fn read<T: DeserializeOwned>(&self, key: &str) -> Read<T> {
+    async fn read<T: Value>(&self, key: &str) -> Read<T> {
         let clock = &self.settings.clock;
         let local_entry = match &self.local {
             Some(local) => local.get(key).await,
@@ -506,7 +530,7 @@ impl Inner {
         };
         if let Some(entry) = &local_entry
             && entry.is_fresh(clock.now_ms())
-            && let Ok(value) = self.codec.decode(&entry.bytes)
+            && let Some(value) = self.decode_local(key, entry).await
         {
             bump(&self.counters.local_hits);
             return Read::Hit(value);
@@ -519,7 +543,10 @@ impl Inner {
                 Ok(value) => {
                     bump(&self.counters.redis_hits);
                     if let Some(local) = &self.local {
-                        local.insert(key, Bytes::from(bytes), u64::MAX).await;
+                        let decoded: Decoded = Arc::new(T::clone(&value));
+                        local
+                            .insert(key, Bytes::from(bytes), Some(decoded), u64::MAX)
+                            .await;
                     }
                     Read::Hit(value)
                 }
@@ -537,7 +564,7 @@ impl Inner {
             Reply::Skipped | Reply::Failed(_) => {
                 if let Some(entry) = &local_entry
                     && entry.is_servable_stale(clock.now_ms())
-                    && let Ok(value) = self.codec.decode(&entry.bytes)
+                    && let Some(value) = self.decode_local(key, entry).await
                 {
                     bump(&self.counters.stale_hits);
                     return Read::Hit(value);
@@ -557,7 +584,7 @@ impl Inner {
         loader: F,
     ) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned,
+        T: Value,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -583,7 +610,10 @@ impl Inner {
                     lead.land(bytes.clone());
                 }
                 if let Some(local) = &self.local {
-                    local.insert(key, bytes.clone(), ttl_ms).await;
+                    let decoded: Decoded = Arc::new(value.clone());
+                    local
+                        .insert(key, bytes.clone(), Some(decoded), ttl_ms)
+                        .await;
                 }
                 if store {
                     self.store_behind(self.redis_key(key), bytes, ttl_ms, lead);

@@ -33,8 +33,10 @@ pub struct RedisErrors {
 pub struct LocalUsage {
     /// Entries held.
     pub entries: u64,
-    /// Their weight in bytes (keys, encoded values, bookkeeping).
-    pub bytes: u64,
+    /// Their weight, the measure the byte bound applies to: each entry's
+    /// key and encoded value plus 64 bytes, but at least `max_bytes /
+    /// max_entries` (the floor that lets one weigher enforce both bounds).
+    pub weight: u64,
 }
 
 /// A snapshot of a cache's counters since it was made (shared by clones).

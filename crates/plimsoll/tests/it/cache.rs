@@ -160,7 +160,7 @@ async fn wait_for_recovery(cache: &Cache) {
 async fn values_round_trip_and_every_key_has_a_ttl() {
     let server = RedisServer::start();
     let cache = cache_on(&server, config()).await;
-    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
     struct User {
         id: u64,
         name: String,
@@ -526,4 +526,23 @@ async fn a_cache_made_while_redis_is_down_connects_later() {
         "a u8 under that key does not decode as a String"
     );
     assert_eq!(cache.get::<u8>("after").await.unwrap(), Some(1));
+}
+
+#[tokio::test]
+async fn the_local_tier_serves_copies_and_checks_their_type() {
+    let server = RedisServer::start();
+    let cache = cache_on(&server, CacheConfig::with_local_tier()).await;
+    let loaded: Vec<String> = cache
+        .get_or_compute("list", MINUTE, || async {
+            Ok::<_, Infallible>(vec!["a".to_string(), "b".to_string()])
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded, ["a", "b"]);
+    // Served from memory, as a copy of the decoded value.
+    let again: Option<Vec<String>> = cache.get("list").await.unwrap();
+    assert_eq!(again.as_deref(), Some(&loaded[..]));
+    assert_eq!(cache.stats().local_hits, 1);
+    // Asked as another type, the bytes decide: no panic, no wrong value.
+    assert_eq!(cache.get::<u64>("list").await.unwrap(), None);
 }
