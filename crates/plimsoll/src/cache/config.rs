@@ -1,7 +1,7 @@
 //! Cache settings, each default a named constant, checked once.
 //!
 //! [`CacheConfig`] is what a caller fills in (plain fields, `Default`);
-//! [`Settings`] is what the cache runs on: made by [`Settings::new`], which
+//! `Settings` is what the cache runs on: made by `Settings::new`, which
 //! checks every field and names the first bad one, so that nothing past the
 //! constructor has to wonder whether a timeout is zero or a rate is 3.
 //!

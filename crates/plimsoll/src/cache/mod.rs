@@ -10,10 +10,13 @@
 //!   without Redis. The budget wraps the whole Redis step (waiting for a
 //!   connection included) in `tokio::time::timeout`, so it holds whatever
 //!   the connection below does.
-//! - **A circuit breaker per endpoint** ([`breaker`](self::breaker)): once
-//!   enough calls failed in a sliding window, calls skip Redis entirely and
-//!   cost nothing; a few probes close it again when Redis is back. A full
-//!   Redis (`OOM` on SET) is not a failure: reads go on.
+//! - **A circuit breaker per endpoint**: once enough calls failed in a
+//!   sliding window, calls skip Redis entirely and cost nothing; a few
+//!   probes close it again when Redis is back. A full Redis (`OOM` on SET)
+//!   is not a failure: reads go on. The endpoint is what a cache (and its
+//!   clones) talks to: one server, or a cluster as a whole — redis-rs routes
+//!   each key to its shard out of sight, so one sick shard opens the breaker
+//!   for all; per-shard breakers would need the slot map.
 //! - **Bounded pile-up**: at most [`DEFAULT_MAX_IN_FLIGHT`] requests of a
 //!   cache are out at Redis unanswered — counting those whose callers gave
 //!   up, which are held until the client lets go of them — and past that a
@@ -35,7 +38,7 @@
 //! The pieces have one shape each, as tower's layers do: [`config`] turns
 //! settings into checked ones, `breaker`, `local`, `flight` and `codec` each
 //! own one concern with its own tests, and this module only composes them
-//! around one Redis call ([`Inner::call`]).
+//! around one Redis call (`Inner::call`).
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -137,6 +137,14 @@ impl Readers {
     }
 }
 
+/// A cache on `server` with 8 readers that have been reading for 200 ms.
+async fn reading(server: &RedisServer, config: CacheConfig) -> (Cache, Readers) {
+    let cache = cache_on(server, config).await;
+    let readers = Readers::start(&cache, 8);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (cache, readers)
+}
+
 fn assert_within_budget(report: &ReadReport) {
     let bound = BUDGET + LOADER + MARGIN;
     assert!(report.reads > 0, "{report:?}");
@@ -257,9 +265,7 @@ async fn caller_mistakes_are_typed_errors_and_redis_trouble_is_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_under_readers() {
     let server = RedisServer::start();
-    let cache = cache_on(&server, config()).await;
-    let readers = Readers::start(&cache, 8);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (cache, readers) = reading(&server, config()).await;
 
     let (server, ()) = off_runtime(server, |s| s.kill()).await;
     eventually(WAIT, "the breaker to open", || async {
@@ -282,9 +288,7 @@ async fn redis_killed_and_restarted_under_readers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_pause_costs_readers_at_most_the_budget() {
     let server = RedisServer::start();
-    let cache = cache_on(&server, config()).await;
-    let readers = Readers::start(&cache, 8);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (cache, readers) = reading(&server, config()).await;
 
     server.cmd(&["CLIENT", "PAUSE", "2000", "ALL"]);
     eventually(WAIT, "the breaker to open", || async {
@@ -303,9 +307,7 @@ async fn client_pause_costs_readers_at_most_the_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_sleep_slows_redis_not_readers() {
     let server = RedisServer::start();
-    let cache = cache_on(&server, config()).await;
-    let readers = Readers::start(&cache, 8);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (cache, readers) = reading(&server, config()).await;
 
     // DEBUG SLEEP blocks the whole server, and the test's command with it.
     let (_server, slept) = off_runtime(server, |s| s.command(&["DEBUG", "SLEEP", "2"])).await;
@@ -327,16 +329,11 @@ async fn debug_sleep_slows_redis_not_readers() {
 async fn a_frozen_redis_is_sent_a_bounded_number_of_calls() {
     const MAX_IN_FLIGHT: u64 = 16;
     let server = RedisServer::start();
-    let cache = cache_on(
-        &server,
-        CacheConfig {
-            max_in_flight: MAX_IN_FLIGHT as usize,
-            ..config()
-        },
-    )
-    .await;
-    let readers = Readers::start(&cache, 8);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let config = CacheConfig {
+        max_in_flight: MAX_IN_FLIGHT as usize,
+        ..config()
+    };
+    let (cache, readers) = reading(&server, config).await;
 
     server.freeze();
     let before = cache.stats();
@@ -545,4 +542,44 @@ async fn the_local_tier_serves_copies_and_checks_their_type() {
     assert_eq!(cache.stats().local_hits, 1);
     // Asked as another type, the bytes decide: no panic, no wrong value.
     assert_eq!(cache.get::<u64>("list").await.unwrap(), None);
+}
+
+/// On a cluster, cache keys carry no hash tag and spread over the shards;
+/// the breaker covers the cluster as a whole (the endpoint the cache talks
+/// to).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_spreads_over_a_cluster() {
+    let cluster = plimsoll_test_support::RedisCluster::start();
+    let cache = Cache::connect(RedisConfig::new(&cluster.urls()[0]).unwrap(), config()).unwrap();
+    eventually(WAIT, "the cache to connect", || async {
+        cache.set("warm", &1u8, MINUTE).await.unwrap() == CacheWrite::Applied
+    })
+    .await;
+    let mut ports = std::collections::HashSet::new();
+    for i in 0..30 {
+        let key = format!("user:{i}");
+        assert!(
+            cache
+                .set(&key, &value_of(&key), MINUTE)
+                .await
+                .unwrap()
+                .is_applied()
+        );
+        assert_eq!(
+            cache.get::<String>(&key).await.unwrap(),
+            Some(value_of(&key))
+        );
+        let node = cluster.node_for_key(&format!("plimsoll:cache:default:{key}"));
+        ports.insert(node.port());
+        let ttl: i64 = node
+            .cmd(&["PTTL", &format!("plimsoll:cache:default:{key}")])
+            .parse()
+            .unwrap();
+        assert!(ttl > 0, "{key} has PTTL {ttl}");
+    }
+    assert!(
+        ports.len() >= 2,
+        "cache keys landed on {} node(s)",
+        ports.len()
+    );
 }
