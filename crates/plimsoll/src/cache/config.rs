@@ -270,7 +270,6 @@ impl LocalSettings {
         if config.max_entries == 0 {
             return Err(Error::invalid("local.max_entries must be at least 1"));
         }
-        // moka weighs entries in u32; the tier's total is a u64.
         if config.max_bytes < config.max_entries || config.max_bytes > 1 << 40 {
             return Err(Error::invalid(format!(
                 "local.max_bytes {} must be at least local.max_entries ({}) and at most 1 TiB",

@@ -23,7 +23,7 @@
 //!   call skips Redis at once instead of queueing. Together with the
 //!   breaker this keeps a frozen Redis from piling up requests: before the
 //!   breaker opens, at most that many are out; after, only a few probes.
-//! - **An optional in-process tier** ([`LocalConfig`], on `moka`): hot keys
+//! - **An optional in-process tier** ([`LocalConfig`], on `quick_cache`): hot keys
 //!   from memory, and stale values for a bounded time while Redis cannot
 //!   answer (stale-if-error).
 //! - **Single-flight**: concurrent misses of one key run the loader once.
@@ -237,7 +237,7 @@ impl Cache {
         let ttl_ms = inner.ttl_ms(ttl.into())?;
         let bytes = inner.codec.encode(value)?;
         if let Some(local) = &inner.local {
-            local.insert(key, bytes.clone(), None, ttl_ms).await;
+            local.insert(key, bytes.clone(), None, ttl_ms);
         }
         Ok(inner
             .write(set_command(&inner.redis_key(key), &bytes, ttl_ms))
@@ -250,7 +250,7 @@ impl Cache {
         let inner = &self.inner;
         inner.check_key(key)?;
         if let Some(local) = &inner.local {
-            local.remove(key).await;
+            local.remove(key);
         }
         Ok(inner.write(single("DEL", &inner.redis_key(key))).await)
     }
@@ -519,7 +519,7 @@ impl Inner {
         if entry.decoded.is_none()
             && let Some(local) = &self.local
         {
-            local.remember(key, entry, Arc::new(value.clone())).await;
+            local.remember(key, entry, Arc::new(value.clone()));
         }
         Some(value)
     }
@@ -528,7 +528,7 @@ impl Inner {
     async fn read<T: Value>(&self, key: &str) -> Read<T> {
         let clock = &self.settings.clock;
         let local_entry = match &self.local {
-            Some(local) => local.get(key).await,
+            Some(local) => local.get(key),
             None => None,
         };
         if let Some(entry) = &local_entry
@@ -547,9 +547,7 @@ impl Inner {
                     bump(&self.counters.redis_hits);
                     if let Some(local) = &self.local {
                         let decoded: Decoded = Arc::new(T::clone(&value));
-                        local
-                            .insert(key, Bytes::from(bytes), Some(decoded), u64::MAX)
-                            .await;
+                        local.insert(key, Bytes::from(bytes), Some(decoded), u64::MAX);
                     }
                     Read::Hit(value)
                 }
@@ -614,9 +612,7 @@ impl Inner {
                 }
                 if let Some(local) = &self.local {
                     let decoded: Decoded = Arc::new(value.clone());
-                    local
-                        .insert(key, bytes.clone(), Some(decoded), ttl_ms)
-                        .await;
+                    local.insert(key, bytes.clone(), Some(decoded), ttl_ms);
                 }
                 if store {
                     self.store_behind(self.redis_key(key), bytes, ttl_ms, lead);
