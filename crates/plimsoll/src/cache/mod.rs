@@ -68,6 +68,7 @@ mod stats;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -75,7 +76,6 @@ use bytes::Bytes;
 use redis::{Cmd, FromRedisValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
 
 pub use breaker::{BreakerState, BreakerStats};
 pub use config::{
@@ -201,7 +201,7 @@ impl Cache {
                 .map(|local| Local::new(local, settings.clock.clone())),
             flights: Flights::default(),
             counters: Counters::default(),
-            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             endpoint,
             settings,
         };
@@ -391,9 +391,9 @@ struct Inner {
     local: Option<Local>,
     flights: Flights,
     counters: Counters,
-    /// Slots for requests sent to Redis and not yet let go of; see
-    /// [`Inner::call`] and [`DEFAULT_MAX_IN_FLIGHT`].
-    in_flight: Arc<Semaphore>,
+    /// Requests sent to Redis and not yet let go of; see `Inner::call` and
+    /// [`DEFAULT_MAX_IN_FLIGHT`].
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Inner {
@@ -439,7 +439,7 @@ impl Inner {
             bump(&self.counters.breaker_skips);
             return Reply::Skipped;
         };
-        let Ok(slot) = self.in_flight.clone().try_acquire_owned() else {
+        let Some(slot) = Slot::take(&self.in_flight, self.settings.max_in_flight) else {
             // Redis is not keeping up: a failure for the breaker too — but
             // a probe that could not be sent proves nothing, and gives its
             // slot back for a later call.
@@ -451,18 +451,15 @@ impl Inner {
             bump(&self.counters.shed);
             return Reply::Skipped;
         };
-        let Some(redis) = self.endpoint.redis().cloned() else {
+        let Some(mut redis) = self.endpoint.redis().cloned() else {
             permit.failure();
             self.counters.redis_error(ErrorKind::Connection);
             return Reply::Failed(ErrorKind::Connection);
         };
         bump(&self.counters.redis_calls);
         let started = Instant::now();
-        let mut request = Box::pin(async move {
-            let result = redis.query::<T>(&cmd).await;
-            drop(slot);
-            result
-        });
+        let mut request =
+            Box::pin(async move { cmd.query_async::<T>(&mut redis).await.map_err(Error::from) });
         let result = tokio::time::timeout(self.settings.timeout, &mut request).await;
         self.counters.redis_time(started.elapsed());
         match result {
@@ -489,7 +486,11 @@ impl Inner {
                 // Keep the slot while the client still holds the request,
                 // but no longer than the connection's response timeout: a
                 // request waiting for a reconnect is not out at Redis.
-                tokio::spawn(tokio::time::timeout(CONNECTION_RESPONSE_TIMEOUT, request));
+                let in_flight = slot.hand_over();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(CONNECTION_RESPONSE_TIMEOUT, request).await;
+                    in_flight.fetch_sub(1, Ordering::Release);
+                });
                 permit.failure();
                 self.counters.redis_error(ErrorKind::Timeout);
                 Reply::Failed(ErrorKind::Timeout)
@@ -655,6 +656,34 @@ impl Inner {
             bump(&self.counters.loader_errors);
         }
         result
+    }
+}
+
+/// One of `max_in_flight` slots for a request out at Redis; given back on
+/// drop, or handed to the task that waits out a request its caller gave
+/// up on. (A semaphore would do, at the price of an `Arc` clone per call.)
+struct Slot<'a>(&'a Arc<AtomicUsize>);
+
+impl<'a> Slot<'a> {
+    fn take(in_flight: &'a Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        if in_flight.fetch_add(1, Ordering::Acquire) >= max {
+            in_flight.fetch_sub(1, Ordering::Release);
+            return None;
+        }
+        Some(Self(in_flight))
+    }
+
+    /// The counter to give the slot back to, later.
+    fn hand_over(self) -> Arc<AtomicUsize> {
+        let in_flight = self.0.clone();
+        std::mem::forget(self);
+        in_flight
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
     }
 }
 
