@@ -1,15 +1,18 @@
 //! The cache workloads C1-hit and C2-down of shared/BENCH.md.
 //!
-//! Values are the benchmark payload as a typed struct (the issue of
-//! BENCH.md's payload, about 1 KiB), as a service would cache a record it
-//! loaded from its database. Keys are spread over the 10,000 hot keys by a
-//! fixed stride, so every run reads the same sequence.
+//! Values are BENCH.md's 1 KiB JSON payload, cached as its text (a
+//! `String`), as a service caches a rendered response; C1 also reads the
+//! same issue as a typed record (a struct of five fields, about 930 bytes
+//! stored), as a service caches a row it loaded, because decoding a record
+//! costs a client more than taking a string. Keys are spread over the
+//! 10,000 hot keys by a fixed stride, so every run reads the same sequence.
 //!
-//! - C1-hit: every key is cached; `n` reads (default 1,000,000), `concurrency`
-//!   (50) in flight, three ways in one repetition: plain `GET`s on the
-//!   bench's connection, `Cache::get_or_compute` on that same connection
-//!   with the in-process tier off, and with it on. The ratios compare
-//!   throughputs within the repetition.
+//! - C1-hit: every key is cached; `n` reads (default 1,000,000),
+//!   `concurrency` (50) in flight, in one repetition: plain `GET`s of the
+//!   payload keys on the bench's connection; `Cache::get_or_compute` on that
+//!   same connection with the in-process tier off, and with it on; and the
+//!   same two for the typed records. The ratios compare throughputs within
+//!   the repetition.
 //! - C2-down: the same readers, with the cache on a connection of its own
 //!   (`Cache::connect`, default settings: 5 ms budget), while the private
 //!   redis-server is killed, restarted, paused with `CLIENT PAUSE` and
@@ -84,8 +87,23 @@ fn key_id(i: u64) -> u64 {
     (i * 7919) % HOT_KEYS
 }
 
+/// Key of the typed record `id`.
 fn key(id: u64) -> String {
     format!("issue:{id}")
+}
+
+/// Key of the payload text `id`.
+fn payload_key(id: u64) -> String {
+    format!("payload:{id}")
+}
+
+/// BENCH.md's 1 KiB JSON payload for each hot key, as text.
+fn payloads() -> Arc<Vec<String>> {
+    Arc::new(
+        (0..HOT_KEYS)
+            .map(|id| String::from_utf8(super::queue::payload(id, 0.0)).expect("JSON is UTF-8"))
+            .collect(),
+    )
 }
 
 /// The loader: yields once, as any loader that does I/O does, and builds
@@ -123,9 +141,10 @@ pub async fn run(
     }
 }
 
-/// Caches every hot key (50 writes in flight), through a cache with a
-/// generous budget: the fill is not measured.
-async fn fill(redis: &Redis) -> Result<()> {
+/// Caches every hot key, as a record and as payload text (50 writes in
+/// flight), through a cache with a generous budget: the fill is not
+/// measured.
+async fn fill(redis: &Redis, payloads: &Arc<Vec<String>>) -> Result<()> {
     let cache = Cache::new(
         redis.clone(),
         CacheConfig {
@@ -134,10 +153,17 @@ async fn fill(redis: &Redis) -> Result<()> {
         },
     )?;
     let cache = &cache;
-    let results: Vec<_> = futures::stream::iter(0..HOT_KEYS)
-        .map(|id| {
-            let cache = cache.clone();
-            async move { cache.set(&key(id), &issue(id), TTL).await }
+    let results: Vec<_> = futures::stream::iter(0..HOT_KEYS * 2)
+        .map(|i| {
+            let (cache, id) = (cache.clone(), i / 2);
+            async move {
+                if i % 2 == 0 {
+                    cache.set(&key(id), &issue(id), TTL).await
+                } else {
+                    let text = &payloads[id as usize];
+                    cache.set(&payload_key(id), text, TTL).await
+                }
+            }
         })
         .buffer_unordered(50)
         .collect()
@@ -146,8 +172,8 @@ async fn fill(redis: &Redis) -> Result<()> {
         .into_iter()
         .filter(|r| matches!(r, Ok(w) if w.is_applied()))
         .count();
-    if applied as u64 != HOT_KEYS {
-        bail!("only {applied} of {HOT_KEYS} values were cached");
+    if applied as u64 != HOT_KEYS * 2 {
+        bail!("only {applied} of {} values were cached", HOT_KEYS * 2);
     }
     Ok(())
 }
@@ -187,9 +213,36 @@ impl Reader for PlainGet {
     }
 }
 
-impl Reader for Cache {
+/// `get_or_compute` of the payload text.
+#[derive(Clone)]
+struct CachedText {
+    cache: Cache,
+    payloads: Arc<Vec<String>>,
+}
+
+impl Reader for CachedText {
     async fn read(&self, i: u64) -> bool {
-        cached_read(self, i).await
+        let id = key_id(i);
+        let expected = &self.payloads[id as usize];
+        let loader = || async { Ok::<_, Infallible>(expected.clone()) };
+        match self
+            .cache
+            .get_or_compute(&payload_key(id), TTL, loader)
+            .await
+        {
+            Ok(text) => text == *expected,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// `get_or_compute` of the typed record.
+#[derive(Clone)]
+struct CachedRecord(Cache);
+
+impl Reader for CachedRecord {
+    async fn read(&self, i: u64) -> bool {
+        cached_read(&self.0, i).await
     }
 }
 
@@ -243,7 +296,12 @@ fn us(ns: u64) -> f64 {
 async fn hit(redis: &Redis, n: u64, concurrency: usize) -> Result<(Figures, Map<String, Value>)> {
     let off = Cache::new(redis.clone(), CacheConfig::default())?;
     let on = Cache::new(redis.clone(), CacheConfig::with_local_tier())?;
-    fill(redis).await?;
+    // A tier of its own for the records: the payloads' 10,000 entries fill
+    // the first one, and its eviction policy rightly keeps them over a scan
+    // of new keys.
+    let typed_on = Cache::new(redis.clone(), CacheConfig::with_local_tier())?;
+    let payloads = payloads();
+    fill(redis, &payloads).await?;
     // The same keys the cache reads, as plain GETs return them.
     let raw_keys: Arc<Vec<String>> = Arc::new(
         (0..HOT_KEYS)
@@ -251,49 +309,80 @@ async fn hit(redis: &Redis, n: u64, concurrency: usize) -> Result<(Figures, Map<
                 format!(
                     "{}:cache:default:{}",
                     plimsoll::keyspace::DEFAULT_PREFIX,
-                    key(id)
+                    payload_key(id)
                 )
             })
             .collect(),
     );
-    let plain = timed_reads(
-        n,
-        concurrency,
-        &PlainGet {
-            redis: redis.clone(),
-            keys: raw_keys.clone(),
-        },
-    )
-    .await?;
-    let tier_off = timed_reads(n, concurrency, &off).await?;
+    let text = |cache: &Cache| CachedText {
+        cache: cache.clone(),
+        payloads: payloads.clone(),
+    };
+    let plain = PlainGet {
+        redis: redis.clone(),
+        keys: raw_keys.clone(),
+    };
+    let mut runs = Vec::new();
+    runs.push(("get", timed_reads(n, concurrency, &plain).await?));
+    runs.push(("off", timed_reads(n, concurrency, &text(&off)).await?));
+    runs.push((
+        "typed_off",
+        timed_reads(n, concurrency, &CachedRecord(off.clone())).await?,
+    ));
     // Warm the in-process tier with one pass (not measured), just before
-    // its run: local copies are fresh for 5 s (`DEFAULT_LOCAL_TTL`).
-    timed_reads(HOT_KEYS, concurrency, &on).await?;
-    let tier_on = timed_reads(n, concurrency, &on).await?;
+    // each run: local copies are fresh for 5 s (`DEFAULT_LOCAL_TTL`).
+    timed_reads(HOT_KEYS, concurrency, &text(&on)).await?;
+    runs.push(("on", timed_reads(n, concurrency, &text(&on)).await?));
+    timed_reads(HOT_KEYS, concurrency, &CachedRecord(typed_on.clone())).await?;
+    runs.push((
+        "typed_on",
+        timed_reads(n, concurrency, &CachedRecord(typed_on.clone())).await?,
+    ));
 
     let mut figures = Figures::new();
-    for (name, reads) in [("get", &plain), ("off", &tier_off), ("on", &tier_on)] {
-        let (rate, p99, failed) = match name {
-            "get" => ("get_reads_per_s", "get_p99_us", "get_failed"),
-            "off" => ("off_reads_per_s", "off_p99_us", "off_failed"),
-            _ => ("on_reads_per_s", "on_p99_us", "on_failed"),
+    let get_rate = runs[0].1.per_second();
+    for (name, reads) in &runs {
+        let (rate, p99, failed, ratio) = match *name {
+            "get" => ("get_reads_per_s", "get_p99_us", "get_failed", ""),
+            "off" => ("off_reads_per_s", "off_p99_us", "off_failed", "off_vs_get"),
+            "on" => ("on_reads_per_s", "on_p99_us", "on_failed", "on_vs_get"),
+            "typed_off" => (
+                "typed_off_reads_per_s",
+                "typed_off_p99_us",
+                "typed_off_failed",
+                "typed_off_vs_get",
+            ),
+            _ => (
+                "typed_on_reads_per_s",
+                "typed_on_p99_us",
+                "typed_on_failed",
+                "typed_on_vs_get",
+            ),
         };
         figures.insert(rate, reads.per_second());
         figures.insert(p99, us(reads.latency_ns.value_at_quantile(0.99)));
         figures.insert(failed, reads.failed as f64);
+        if !ratio.is_empty() {
+            figures.insert(ratio, reads.per_second() / get_rate);
+        }
     }
-    figures.insert("off_vs_get", tier_off.per_second() / plain.per_second());
-    figures.insert("on_vs_get", tier_on.per_second() / plain.per_second());
     let (off_stats, on_stats) = (off.stats(), on.stats());
     figures.insert(
         "loader_calls",
-        (off_stats.loader_calls + on_stats.loader_calls) as f64,
+        (off_stats.loader_calls + on_stats.loader_calls + typed_on.stats().loader_calls) as f64,
     );
     let mut details = Map::new();
     details.insert("hot_keys".into(), json!(HOT_KEYS));
     details.insert("concurrency".into(), json!(concurrency));
     let stored: u64 = redis.query(redis::cmd("STRLEN").arg(&raw_keys[0])).await?;
     details.insert("value_bytes".into(), json!(stored));
+    let record_key = format!(
+        "{}:cache:default:{}",
+        plimsoll::keyspace::DEFAULT_PREFIX,
+        key(0)
+    );
+    let stored: u64 = redis.query(redis::cmd("STRLEN").arg(&record_key)).await?;
+    details.insert("typed_value_bytes".into(), json!(stored));
     details.insert("cache_off_stats".into(), serde_json::to_value(off_stats)?);
     details.insert("cache_on_stats".into(), serde_json::to_value(on_stats)?);
     Ok((figures, details))
@@ -350,7 +439,7 @@ async fn down(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    fill(redis).await?;
+    fill(redis, &payloads()).await?;
 
     let phase = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));

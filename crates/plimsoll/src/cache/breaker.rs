@@ -23,9 +23,11 @@
 //! exponential moving average; both read `std::time::Instant` directly, so
 //! tests could only sleep, not move an injected clock; neither exposes its
 //! state or transition counts for the stats without their tracing hooks.
-//! The state machine is small enough to own: one mutex-guarded struct, with
-//! an atomic copy of the state so that the closed path decides without the
-//! lock.
+//! The state machine is small enough to own: a mutex-guarded struct for
+//! the transitions, an atomic copy of the state so that the closed path
+//! decides without the lock, and window buckets of atomics so that a
+//! successful call records itself without it too (the lock is taken when a
+//! bucket turns over, once per bucket width, and on failures).
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -88,18 +90,17 @@ pub struct BreakerStats {
     pub window_failures: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 struct Bucket {
     /// `now_ms / bucket_ms` of the calls counted here.
-    id: u64,
-    calls: u64,
-    failures: u64,
+    id: AtomicU64,
+    calls: AtomicU64,
+    failures: AtomicU64,
 }
 
 #[derive(Debug)]
 struct Inner {
     state: BreakerState,
-    buckets: [Bucket; WINDOW_BUCKETS],
     /// When an open breaker may go half-open (ms).
     open_until: u64,
     /// Probes handed out in this half-open period, and their results.
@@ -115,6 +116,8 @@ pub(crate) struct Breaker {
     clock: Arc<dyn Clock>,
     /// A copy of `inner.state`, so that the closed path needs no lock.
     state: AtomicU8,
+    /// The sliding window; written without the lock, turned over with it.
+    buckets: [Bucket; WINDOW_BUCKETS],
     inner: Mutex<Inner>,
     opened: AtomicU64,
     half_opened: AtomicU64,
@@ -165,9 +168,9 @@ impl Breaker {
             settings,
             clock,
             state: AtomicU8::new(BreakerState::Closed.to_u8()),
+            buckets: Default::default(),
             inner: Mutex::new(Inner {
                 state: BreakerState::Closed,
-                buckets: [Bucket::default(); WINDOW_BUCKETS],
                 open_until: 0,
                 probes_out: 0,
                 probe_successes: 0,
@@ -210,7 +213,7 @@ impl Breaker {
 
     pub(crate) fn stats(&self) -> BreakerStats {
         let inner = self.lock();
-        let (window_calls, window_failures) = self.window_totals(&inner);
+        let (window_calls, window_failures) = self.window_totals();
         BreakerStats {
             state: inner.state,
             opened: self.opened.load(Ordering::Relaxed),
@@ -236,8 +239,8 @@ impl Breaker {
     }
 
     fn record(&self, probe: bool, failed: bool) {
-        let mut inner = self.lock();
         if probe {
+            let mut inner = self.lock();
             // A probe from an earlier half-open period no longer decides.
             if inner.state != BreakerState::HalfOpen {
                 return;
@@ -257,27 +260,31 @@ impl Breaker {
         }
         // A call that started while closed and ends after the breaker moved
         // on is not counted: the window restarts when the breaker closes.
-        if inner.state != BreakerState::Closed {
+        if self.state() != BreakerState::Closed {
             return;
         }
         let id = self.clock.now_ms() / self.settings.bucket_ms;
-        let slot = &mut inner.buckets[(id % WINDOW_BUCKETS as u64) as usize];
-        if slot.id != id {
-            *slot = Bucket {
-                id,
-                calls: 0,
-                failures: 0,
-            };
-        }
-        slot.calls += 1;
-        if failed {
-            slot.failures += 1;
-            let (calls, failures) = self.window_totals(&inner);
-            if calls >= self.settings.min_calls
-                && failures as f64 >= self.settings.failure_rate * calls as f64
-            {
-                self.transition(&mut inner, BreakerState::Open);
+        let bucket = &self.buckets[(id % WINDOW_BUCKETS as u64) as usize];
+        if bucket.id.load(Ordering::Acquire) != id {
+            let _turning = self.lock();
+            if bucket.id.load(Ordering::Acquire) != id {
+                bucket.calls.store(0, Ordering::Relaxed);
+                bucket.failures.store(0, Ordering::Relaxed);
+                bucket.id.store(id, Ordering::Release);
             }
+        }
+        bucket.calls.fetch_add(1, Ordering::Relaxed);
+        if !failed {
+            return;
+        }
+        bucket.failures.fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.lock();
+        let (calls, failures) = self.window_totals();
+        if inner.state == BreakerState::Closed
+            && calls >= self.settings.min_calls
+            && failures as f64 >= self.settings.failure_rate * calls as f64
+        {
+            self.transition(&mut inner, BreakerState::Open);
         }
     }
 
@@ -289,14 +296,18 @@ impl Breaker {
     }
 
     /// Calls and failures in the buckets of the current window.
-    fn window_totals(&self, inner: &Inner) -> (u64, u64) {
+    fn window_totals(&self) -> (u64, u64) {
         let now_id = self.clock.now_ms() / self.settings.bucket_ms;
         let oldest = now_id.saturating_sub(WINDOW_BUCKETS as u64 - 1);
-        inner
-            .buckets
+        self.buckets
             .iter()
-            .filter(|b| b.id >= oldest && b.id <= now_id && b.calls > 0)
-            .fold((0, 0), |(c, f), b| (c + b.calls, f + b.failures))
+            .filter(|b| (oldest..=now_id).contains(&b.id.load(Ordering::Acquire)))
+            .fold((0, 0), |(c, f), b| {
+                (
+                    c + b.calls.load(Ordering::Relaxed),
+                    f + b.failures.load(Ordering::Relaxed),
+                )
+            })
     }
 
     fn transition(&self, inner: &mut Inner, to: BreakerState) {
@@ -320,7 +331,11 @@ impl Breaker {
                 tracing::info!("cache circuit breaker half-open: probing Redis");
             }
             BreakerState::Closed => {
-                inner.buckets = [Bucket::default(); WINDOW_BUCKETS];
+                for bucket in &self.buckets {
+                    bucket.id.store(0, Ordering::Relaxed);
+                    bucket.calls.store(0, Ordering::Relaxed);
+                    bucket.failures.store(0, Ordering::Relaxed);
+                }
                 self.closed.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("cache circuit breaker closed: Redis is back");
             }
