@@ -19,13 +19,14 @@
 //!   for all; per-shard breakers would need the slot map.
 //! - **Bounded pile-up**: at most [`DEFAULT_MAX_IN_FLIGHT`] requests of a
 //!   cache are out at Redis unanswered — counting those whose callers gave
-//!   up, which are held until the client lets go of them — and past that a
-//!   call skips Redis at once instead of queueing. Together with the
-//!   breaker this keeps a frozen Redis from piling up requests: before the
-//!   breaker opens, at most that many are out; after, only a few probes.
-//! - **An optional in-process tier** ([`LocalConfig`], on `quick_cache`): hot keys
-//!   from memory, and stale values for a bounded time while Redis cannot
-//!   answer (stale-if-error).
+//!   up, which keep their slot until the client lets go of them or a second
+//!   passes — and past that a call skips Redis at once instead of queueing.
+//!   Together with the breaker this keeps a frozen Redis from piling up
+//!   requests: before the breaker opens, at most that many are out; after,
+//!   only a few probes.
+//! - **An optional in-process tier** ([`LocalConfig`], on `quick_cache`):
+//!   hot keys from memory, and stale values for a bounded time while Redis
+//!   cannot answer (stale-if-error).
 //! - **Single-flight**: concurrent misses of one key run the loader once.
 //! - **Typed values** through serde, stored compactly (postcard, zstd when
 //!   large), with a size limit per value; see [`Value`] for the bounds.
