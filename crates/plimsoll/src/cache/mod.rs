@@ -513,7 +513,7 @@ impl Inner {
     /// The value of the local entry of `key`: a clone of the decoded copy
     /// when it is a `T`, else decoded from the bytes (and the decoded copy
     /// kept for next time, when the entry had none).
-    async fn decode_local<T: Value>(&self, key: &str, entry: &Entry) -> Option<T> {
+    fn decode_local<T: Value>(&self, key: &str, entry: &Entry) -> Option<T> {
         if let Some(value) = entry.decoded.as_deref().and_then(|v| v.downcast_ref::<T>()) {
             return Some(value.clone());
         }
@@ -535,7 +535,7 @@ impl Inner {
         };
         if let Some(entry) = &local_entry
             && entry.is_fresh(clock.now_ms())
-            && let Some(value) = self.decode_local(key, entry).await
+            && let Some(value) = self.decode_local(key, entry)
         {
             bump(&self.counters.local_hits);
             return Read::Hit(value);
@@ -567,7 +567,7 @@ impl Inner {
             Reply::Skipped | Reply::Failed(_) => {
                 if let Some(entry) = &local_entry
                     && entry.is_servable_stale(clock.now_ms())
-                    && let Some(value) = self.decode_local(key, entry).await
+                    && let Some(value) = self.decode_local(key, entry)
                 {
                     bump(&self.counters.stale_hits);
                     return Read::Hit(value);
