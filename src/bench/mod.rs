@@ -6,6 +6,7 @@
 //! the median over the repetitions. Because a given Redis is flushed, a
 //! `--redis` that holds keys is refused unless `--flush` says that is fine.
 
+mod cache;
 mod queue;
 mod server;
 mod sys;
@@ -29,6 +30,8 @@ pub const WORKLOADS: &[&str] = &[
     "W3-retained",
     "W4-latency",
     "W5-soak",
+    "C1-hit",
+    "C2-down",
     "H1-intake",
     "H2-intake-redis-down",
 ];
@@ -102,7 +105,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    let (_local, url) = match &args.redis {
+    let (mut local, url) = match &args.redis {
         Some(url) => (None, url.clone()),
         None => {
             let local = LocalRedis::start(&LocalRedisOptions {
@@ -132,6 +135,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         for _ in 0..args.reps {
             let (figures, details) = if workload.starts_with('H') {
                 server::run(workload, args.http_duration, args.connections).await?
+            } else if cache::WORKLOADS.contains(&workload.as_str()) {
+                let local = local.as_mut();
+                cache::run(workload, &url, local, args.n, args.concurrency).await?
             } else {
                 bench.run(workload).await?
             };
@@ -141,7 +147,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let n = if workload.starts_with('H') {
             medians(&reps).get("accepted").copied().unwrap_or(0.0) as u64
         } else {
-            bench.n(workload)
+            cache::reads(workload, args.n).unwrap_or_else(|| bench.n(workload))
         };
         let mut line = json!({
             "workload": workload,

@@ -17,7 +17,7 @@ use crate::util::used_memory;
 
 /// The 854 characters of shared/bench/payload_body.txt: random base64, so
 /// compression gains only what it honestly can.
-const BODY: &str = include_str!("../../bench/payload_body.txt");
+pub(super) const BODY: &str = include_str!("../../bench/payload_body.txt");
 const QUEUE: &str = "bench";
 const DEFAULT_N: u64 = 100_000;
 const DEFAULT_SOAK_N: u64 = 10_000_000;

@@ -39,19 +39,7 @@ impl QueueName {
     /// Checks `name` and wraps it.
     pub fn new(name: impl Into<String>) -> Result<Self> {
         let name = name.into();
-        if name.is_empty() || name.len() > MAX_QUEUE_NAME_LEN {
-            return Err(Error::invalid(format!(
-                "queue name {name:?} must be 1 to {MAX_QUEUE_NAME_LEN} characters long"
-            )));
-        }
-        if let Some(bad) = name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-        {
-            return Err(Error::invalid(format!(
-                "queue name {name:?} contains {bad:?}; use letters, digits, '_', '-' and '.'"
-            )));
-        }
+        check_name("queue name", &name, MAX_QUEUE_NAME_LEN)?;
         Ok(Self(name))
     }
 
@@ -65,6 +53,25 @@ impl fmt::Display for QueueName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Checks a name that becomes part of keys: 1 to `max_len` characters from
+/// `A-Z a-z 0-9 _ - .`; `what` names it in the error.
+fn check_name(what: &str, name: &str, max_len: usize) -> Result<()> {
+    if name.is_empty() || name.len() > max_len {
+        return Err(Error::invalid(format!(
+            "{what} {name:?} must be 1 to {max_len} characters long"
+        )));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(Error::invalid(format!(
+            "{what} {name:?} contains {bad:?}; use letters, digits, '_', '-' and '.'"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a key prefix: non-empty, no braces, no whitespace.
@@ -89,6 +96,54 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
 /// queue's hash tag, so it is written with a plain command, never in a script.
 pub fn queues_registry(prefix: &str) -> String {
     format!("{prefix}:queues")
+}
+
+/// Longest cache namespace accepted; it appears in every key of the cache.
+pub const MAX_CACHE_NAMESPACE_LEN: usize = 64;
+
+/// Longest cache key accepted, in bytes (the caller's part, before the
+/// prefix and namespace are added). Keys are sent with every call; a cache
+/// keyed by kilobytes of text wants a hash of it instead.
+pub const MAX_CACHE_KEY_LEN: usize = 1024;
+
+/// A validated cache namespace: 1 to 64 characters from `A-Z a-z 0-9 _ - .`,
+/// so that the memory report can attribute a cache's keys to it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheNamespace(String);
+
+impl CacheNamespace {
+    /// Checks `name` and wraps it.
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        check_name("cache namespace", &name, MAX_CACHE_NAMESPACE_LEN)?;
+        Ok(Self(name))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CacheNamespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The start of every key of one cache: `<prefix>:cache:<namespace>:`. A
+/// cache key is this followed by the caller's key (1 to
+/// [`MAX_CACHE_KEY_LEN`] bytes, any bytes).
+///
+/// `…:cache:<namespace>:<key>` — string, one encoded value (a format byte
+/// and the postcard-encoded value, zstd-compressed when large). Bound: its
+/// TTL. The cache writes every key with `SET … PX <ttl>` in one command, so
+/// no cache key ever exists without an expiry; the TTL is at most 30 days
+/// (`cache::MAX_TTL`) and each value at most its size limit (1 MiB by
+/// default). Keys have no hash tag: each cache command touches one key, so
+/// on a cluster they spread over all shards.
+pub fn cache_base(prefix: &str, namespace: &CacheNamespace) -> String {
+    format!("{prefix}:cache:{namespace}:")
 }
 
 /// The keys of one queue, computed once.
@@ -236,6 +291,16 @@ mod tests {
             keys.idempotency("abc"),
         ] {
             assert!(key.starts_with("plimsoll:{mail}:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn cache_keys_are_prefixed_by_namespace() {
+        let ns = CacheNamespace::new("users").unwrap();
+        assert_eq!(cache_base("plimsoll", &ns), "plimsoll:cache:users:");
+        for bad in ["", "a:b", "a{b}", &"x".repeat(65)] {
+            let err = CacheNamespace::new(bad).unwrap_err();
+            assert!(err.to_string().contains("cache namespace"), "{err}");
         }
     }
 

@@ -5,6 +5,9 @@
 //!   construction (completed jobs are removed by default, dead jobs capped),
 //!   at-least-once delivery, retries with backoff, delays, priorities,
 //!   idempotency keys and crash recovery; on one Redis or a Redis Cluster.
+//! - [`Cache`]: read-through caching on Redis that never fails its caller
+//!   because of Redis: a time budget per call, a circuit breaker, an
+//!   optional in-process tier with stale-if-error, single-flight loads.
 //! - [`keyspace`]: the one place that names every key and states its bound.
 //!
 //! ```no_run
@@ -26,6 +29,7 @@
 //! # }
 //! ```
 
+pub mod cache;
 pub mod clock;
 pub mod connection;
 pub mod error;
@@ -33,6 +37,10 @@ pub mod keyspace;
 pub mod queue;
 pub mod worker;
 
+pub use cache::{
+    BreakerConfig, BreakerState, BreakerStats, Cache, CacheConfig, CacheStats, CacheWrite,
+    LocalConfig, Ttl,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connection::{Redis, RedisConfig, Topology};
 pub use error::{Error, ErrorKind, Result};

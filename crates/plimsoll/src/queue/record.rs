@@ -68,8 +68,8 @@ thread_local! {
 }
 
 /// Compresses with a per-thread zstd context (creating one costs more than
-/// compressing a kilobyte).
-fn zstd_compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
+/// compressing a kilobyte). Shared with the cache's codec.
+pub(crate) fn zstd_compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -81,9 +81,15 @@ fn zstd_compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn zstd_decompress(data: &[u8]) -> Result<Vec<u8>> {
+    zstd_decompress_at_most(data, MAX_DECOMPRESSED, "job payload")
+}
+
+/// Decompresses one zstd frame of at most `max` bytes with a per-thread
+/// context; `what` names the data in errors. Shared with the cache's codec.
+pub(crate) fn zstd_decompress_at_most(data: &[u8], max: u64, what: &str) -> Result<Vec<u8>> {
     let size = match zstd::zstd_safe::get_frame_content_size(data) {
-        Ok(Some(size)) if size <= MAX_DECOMPRESSED => size as usize,
-        _ => return Err(Error::corrupt("job payload is not a valid zstd frame")),
+        Ok(Some(size)) if size <= max => size as usize,
+        _ => return Err(Error::corrupt(format!("{what} is not a valid zstd frame"))),
     };
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -96,7 +102,7 @@ fn zstd_decompress(data: &[u8]) -> Result<Vec<u8>> {
         let decompressor = slot.as_mut().expect("set above");
         decompressor
             .decompress(data, size)
-            .map_err(|e| Error::corrupt(format!("job payload does not decompress: {e}")))
+            .map_err(|e| Error::corrupt(format!("{what} does not decompress: {e}")))
     })
 }
 

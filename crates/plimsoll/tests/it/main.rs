@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cache;
 mod cluster;
 mod memory;
 mod queue;
