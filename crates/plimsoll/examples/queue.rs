@@ -58,7 +58,7 @@ async fn main() -> plimsoll::Result<()> {
                 Err(err) => return Outcome::fail(err),
             };
             // Every hundredth delivery fails once, as a flaky endpoint would.
-            if delivery.id % 100 == 0 && job.attempt() == 1 {
+            if delivery.id.is_multiple_of(100) && job.attempt() == 1 {
                 return Outcome::retry("endpoint answered 503");
             }
             Outcome::Done
