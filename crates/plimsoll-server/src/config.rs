@@ -64,6 +64,33 @@ pub struct RawConfig {
     pub spool: RawSpool,
     pub queues: BTreeMap<String, RawQueue>,
     pub hooks: BTreeMap<String, RawHook>,
+    pub cache: RawCache,
+}
+
+/// The HTTP cache (`/v1/cache/{key}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCache {
+    /// Keys are `<prefix>:cache:<namespace>:<key>`.
+    pub namespace: String,
+    /// The most one cache call spends waiting on Redis.
+    pub timeout: String,
+    /// TTL of values written without one.
+    pub default_ttl: String,
+    /// Keep hot values in the server's memory too (and serve them, stale for
+    /// a bounded time, while Redis is down).
+    pub local_tier: bool,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            namespace: "http".into(),
+            timeout: "5ms".into(),
+            default_ttl: "5m".into(),
+            local_tier: false,
+        }
+    }
 }
 
 impl Default for RawConfig {
@@ -79,6 +106,7 @@ impl Default for RawConfig {
             spool: RawSpool::default(),
             queues: BTreeMap::new(),
             hooks: BTreeMap::new(),
+            cache: RawCache::default(),
         }
     }
 }
@@ -234,6 +262,8 @@ pub struct ServerConfig {
     pub spool_warn_at: f64,
     pub queues: BTreeMap<QueueName, QueueSettings>,
     pub hooks: BTreeMap<String, HookSettings>,
+    /// The cache behind `/v1/cache` (checked: its settings are valid).
+    pub cache: plimsoll::CacheConfig,
 }
 
 /// Settings of one configured queue.
@@ -468,7 +498,24 @@ impl ServerConfig {
             );
         }
 
+        let cache = plimsoll::CacheConfig {
+            prefix: raw.redis.prefix.clone(),
+            namespace: raw.cache.namespace.clone(),
+            timeout: parse_duration(&raw.cache.timeout).map_err(|m| bad("cache.timeout", m))?,
+            default_ttl: parse_duration(&raw.cache.default_ttl)
+                .map_err(|m| bad("cache.default_ttl", m))?,
+            local: raw
+                .cache
+                .local_tier
+                .then(plimsoll::cache::LocalConfig::default),
+            ..plimsoll::CacheConfig::default()
+        };
+        cache
+            .validate()
+            .map_err(|e| bad("cache", e.message().to_string()))?;
+
         Ok(Self {
+            cache,
             listen,
             metrics_listen,
             tokens: raw.tokens,

@@ -78,6 +78,12 @@ pub fn app(state: AppState) -> Router {
         .route("/queues/{queue}/dead/retry", post(api::retry_dead))
         .route("/queues/{queue}/dead/purge", post(api::purge_dead))
         .route("/spool", get(api::spool_status))
+        .route(
+            "/cache/{key}",
+            get(api::cache_get)
+                .put(api::cache_put)
+                .delete(api::cache_delete),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

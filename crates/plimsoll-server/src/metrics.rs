@@ -66,6 +66,12 @@ pub struct Snapshots {
     pub spool_records: u64,
     pub spool_bytes: u64,
     pub spool_max_bytes: u64,
+    pub cache: Option<plimsoll::CacheStats>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -272,6 +278,10 @@ impl Collector for SnapshotCollector {
             ConstGauge::new(s.running as i64).encode(workers.encode_family(&labels)?)?;
         }
 
+        if let Some(cache) = &snap.cache {
+            encode_cache(&mut encoder, cache)?;
+        }
+
         for (name, help, value) in [
             (
                 "spool_records",
@@ -294,6 +304,87 @@ impl Collector for SnapshotCollector {
         }
         Ok(())
     }
+}
+
+/// The cache's stats: reads by result, loader calls, Redis errors by kind,
+/// the breaker's state and transitions, time spent.
+fn encode_cache(
+    encoder: &mut DescriptorEncoder,
+    cache: &plimsoll::CacheStats,
+) -> Result<(), std::fmt::Error> {
+    let families: [(&str, &str, Vec<(&str, u64)>); 4] = [
+        (
+            "cache_reads",
+            "Cache reads, by what served them",
+            vec![
+                ("local_hit", cache.local_hits),
+                ("redis_hit", cache.redis_hits),
+                ("stale_hit", cache.stale_hits),
+                ("miss", cache.misses),
+                ("fallback", cache.fallbacks),
+            ],
+        ),
+        (
+            "cache_redis_errors",
+            "Redis errors the cache absorbed, by kind (none reached a reader)",
+            vec![
+                ("timeout", cache.redis_errors.timeout),
+                ("connection", cache.redis_errors.connection),
+                ("unavailable", cache.redis_errors.unavailable),
+                ("out_of_memory", cache.redis_errors.out_of_memory),
+                ("other", cache.redis_errors.other),
+            ],
+        ),
+        (
+            "cache_breaker_transitions",
+            "Times the cache's circuit breaker moved to a state",
+            vec![
+                ("open", cache.breaker.opened),
+                ("half_open", cache.breaker.half_opened),
+                ("closed", cache.breaker.closed),
+            ],
+        ),
+        (
+            "cache_calls",
+            "Cache calls by what they did besides reading",
+            vec![
+                ("loader", cache.loader_calls),
+                ("loader_error", cache.loader_errors),
+                ("flight_join", cache.flight_joins),
+                ("redis_write", cache.redis_writes),
+                ("breaker_skip", cache.breaker_skips),
+                ("shed", cache.shed),
+            ],
+        ),
+    ];
+    for (name, help, values) in families {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (kind, value) in values {
+            let labels = KindLabels { kind: kind.into() };
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut state = encoder.encode_descriptor(
+        "cache_breaker_state",
+        "1 for the state the cache's circuit breaker is in",
+        None,
+        MetricType::Gauge,
+    )?;
+    for candidate in ["closed", "open", "half_open"] {
+        let labels = KindLabels {
+            kind: candidate.into(),
+        };
+        let on = i64::from(cache.breaker.state.as_str() == candidate);
+        ConstGauge::new(on).encode(state.encode_family(&labels)?)?;
+    }
+    let seconds = ConstCounter::new(cache.redis_time_us as f64 / 1e6);
+    seconds.encode(encoder.encode_descriptor(
+        "cache_redis_seconds",
+        "Time the cache spent waiting on Redis",
+        None,
+        seconds.metric_type(),
+    )?)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -37,7 +37,9 @@ async fn sample(
     }
     let spool = state.spool().stats();
     let max = state.config().spool_max_bytes;
+    let cache = state.cache().stats();
     state.metrics().update(|s| {
+        s.cache = Some(cache);
         s.spool_records = spool.records;
         s.spool_bytes = spool.bytes;
         s.spool_max_bytes = max;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use plimsoll::{Queue, QueueConfig, Redis};
+use plimsoll::{Cache, Queue, QueueConfig, Redis};
 
 use crate::config::ServerConfig;
 use crate::error::{ApiError, ApiResult};
@@ -35,6 +35,7 @@ struct Inner {
     tokens: Vec<String>,
     queues: RwLock<HashMap<String, Queue>>,
     spool: Spool,
+    cache: Cache,
     metrics: Metrics,
     rates: Rates,
     shutting_down: AtomicBool,
@@ -57,10 +58,16 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     /// State over a connected Redis and an opened spool. `tokens` are the
-    /// bearer tokens the API accepts (configured or generated).
+    /// bearer tokens the API accepts (configured or generated). The cache
+    /// gets a connection of its own, so that its few-millisecond budget is
+    /// not spent behind the queue's batches. Must be called inside a Tokio
+    /// runtime.
     pub fn new(config: ServerConfig, redis: Redis, tokens: Vec<String>, spool: Spool) -> Self {
+        let cache = Cache::connect(redis.config().clone(), config.cache.clone())
+            .expect("the cache settings were checked with the configuration");
         Self {
             inner: Arc::new(Inner {
+                cache,
                 config,
                 redis,
                 tokens,
@@ -90,6 +97,10 @@ impl AppState {
 
     pub fn spool(&self) -> &Spool {
         &self.inner.spool
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
     }
 
     pub fn metrics(&self) -> &Metrics {

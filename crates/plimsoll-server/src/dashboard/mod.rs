@@ -176,8 +176,11 @@ async fn overview(State(state): State<AppState>, request: Request) -> Response {
         Err(err) => page.push(&format!("<p class=\"bad\">{}</p>", escape(err.message()))),
     }
 
+    page.push("<h2>Cache</h2>");
+    page.push(&cache_card(&state.cache().stats()));
+
     let spool = api::spool_view(&state);
-    page.push("<h2>Webhook spool</h2><section class=\"card\">");
+    page.push("<h2>Webhook spool</h2><section class=\"card\" id=\"spool\">");
     page.push(&format!(
         "<p><span class=\"{}\">{} webhooks waiting for Redis</span> · {} of {} ({:.0}%)</p></section>",
         if spool.records == 0 { "ok" } else if spool.filling { "bad" } else { "warn" },
@@ -187,6 +190,34 @@ async fn overview(State(state): State<AppState>, request: Request) -> Response {
         spool.fill * 100.0
     ));
     respond(&headers, page)
+}
+
+fn cache_card(stats: &plimsoll::CacheStats) -> String {
+    let state = stats.breaker.state;
+    let class = match state {
+        plimsoll::BreakerState::Closed => "ok",
+        plimsoll::BreakerState::HalfOpen => "warn",
+        plimsoll::BreakerState::Open => "bad",
+    };
+    let errors = stats.redis_errors;
+    format!(
+        "<section class=\"card\" id=\"breakers\"><table><tr><th>Endpoint</th><th>Breaker</th>\
+         <th class=\"num\">Hits</th><th class=\"num\">Misses</th><th class=\"num\">Served without Redis</th>\
+         <th class=\"num\">Redis errors</th><th class=\"num\">Opened</th></tr>\
+         <tr data-breaker=\"{state}\"><td>Redis</td><td><span class=\"pill {class}\">{state}</span></td>\
+         <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+         <td class=\"num\">{}</td></tr></table></section>",
+        stats.local_hits + stats.redis_hits + stats.stale_hits,
+        stats.misses,
+        stats.fallbacks + stats.stale_hits,
+        errors.timeout
+            + errors.connection
+            + errors.unavailable
+            + errors.out_of_memory
+            + errors.other,
+        stats.breaker.opened,
+        state = state.as_str(),
+    )
 }
 
 fn memory_summary(memory: &api::RedisMemory) -> String {

@@ -417,3 +417,61 @@ fn get(uri: &str) -> Request<Body> {
         .body(Body::empty())
         .unwrap()
 }
+
+#[tokio::test]
+async fn the_cache_is_served_over_http_and_never_fails_because_of_redis() {
+    let mut s = server("[cache]\ntimeout = \"50ms\"\n").await;
+    // The cache connects in the background.
+    crate::support::eventually(
+        std::time::Duration::from_secs(5),
+        "the cache to connect",
+        || async {
+            s.call(
+                "PUT",
+                "/v1/cache/greeting",
+                Some(json!({"value": {"hello": "world"}, "ttl_ms": 60000})),
+            )
+            .await
+            .json["written"]
+                == "applied"
+        },
+    )
+    .await;
+    let got = s.call("GET", "/v1/cache/greeting", None).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.json["value"], json!({"hello": "world"}));
+    let ttl: i64 = s
+        .redis_server
+        .cmd(&["PTTL", "plimsoll:cache:http:greeting"])
+        .parse()
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "the key has its TTL: {ttl}");
+
+    let miss = s.call("GET", "/v1/cache/nothing", None).await;
+    assert_eq!(miss.status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&miss), "cache_miss");
+    let bad_ttl = s
+        .call("PUT", "/v1/cache/x", Some(json!({"value": 1, "ttl_ms": 0})))
+        .await;
+    assert_eq!(bad_ttl.status, StatusCode::BAD_REQUEST);
+
+    assert_eq!(
+        s.call("DELETE", "/v1/cache/greeting", None).await.json["written"],
+        "applied"
+    );
+
+    // Redis gone: reads are misses, writes say they were not applied.
+    s.redis_server.kill();
+    let started = std::time::Instant::now();
+    let read = s.call("GET", "/v1/cache/greeting", None).await;
+    assert_eq!(read.status, StatusCode::NOT_FOUND);
+    let write = s
+        .call("PUT", "/v1/cache/k", Some(json!({"value": 2})))
+        .await;
+    assert_eq!(write.status, StatusCode::OK);
+    assert_ne!(write.json["written"], "applied");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "within the budget"
+    );
+}
