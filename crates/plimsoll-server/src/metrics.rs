@@ -312,7 +312,9 @@ fn encode_cache(
     encoder: &mut DescriptorEncoder,
     cache: &plimsoll::CacheStats,
 ) -> Result<(), std::fmt::Error> {
-    let families: [(&str, &str, Vec<(&str, u64)>); 4] = [
+    /// A counter family: name, help, and a value per `kind` label.
+    type CounterFamily<'a> = (&'a str, &'a str, Vec<(&'a str, u64)>);
+    let families: [CounterFamily; 4] = [
         (
             "cache_reads",
             "Cache reads, by what served them",
