@@ -5,6 +5,9 @@
 //!   construction (completed jobs are removed by default, dead jobs capped),
 //!   at-least-once delivery, retries with backoff, delays, priorities,
 //!   idempotency keys and crash recovery; on one Redis or a Redis Cluster.
+//! - [`Guard`]: the memory guard — watches any Redis, forecasts time to
+//!   full, alerts at 20/50/90% and on shrinking leeway, attributes memory to
+//!   key families and trims them ([`guard`]).
 //! - [`keyspace`]: the one place that names every key and states its bound.
 //!
 //! ```no_run
@@ -29,13 +32,19 @@
 pub mod clock;
 pub mod connection;
 pub mod error;
+pub mod guard;
 pub mod keyspace;
 pub mod queue;
 pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use connection::{Redis, RedisConfig, Topology};
+pub use connection::{Primary, Redis, RedisConfig, Topology};
 pub use error::{Error, ErrorKind, Result};
+pub use guard::trim::{BullMqSet, Selection, SidekiqSet, TrimOptions, TrimReport, TrimTarget};
+pub use guard::{
+    Alert, AlertKind, AlertSink, AttributeConfig, FamilyReport, Forecast, ForecastConfig, Guard,
+    GuardConfig, GuardStats, LogSink, MemoryReport, ReportHistory, WebhookSink,
+};
 pub use queue::{
     Bounds, BulkError, CancelOutcome, CompletedRetention, Compression, DeadSelection, Enqueued,
     JobId, JobInfo, JobState, NewJob, Queue, QueueConfig, QueueCounts, Retention,
