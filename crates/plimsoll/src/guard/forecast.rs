@@ -21,9 +21,13 @@
 //!   its full rate to every pair.
 //!
 //! The interval is the rank-based confidence interval of Sen (1968) for the
-//! median slope, with its variance scaled to the pairs actually used. It
-//! assumes independent residuals, which a saw-tooth is not, so it is a guide
-//! to the fit's spread rather than a guarantee.
+//! median slope, computed for the *effective* number of points: residuals
+//! that follow each other (a saw-tooth, a daily wave) are worth fewer
+//! independent points than there are readings, `n (1 − ρ) / (1 + ρ)` with ρ
+//! their lag-1 autocorrelation. With only a few teeth in the window the
+//! interval is therefore wide and includes zero, and the guard does not
+//! raise a leeway alert on it (leeway alerts need growth whose interval is
+//! above zero); a clean leak has a tight interval from the start.
 //!
 //! Time-to-full counts from the fitted level now plus a peak allowance (the
 //! 90th percentile of residuals above the line): on a saw-tooth, Redis is
@@ -199,8 +203,9 @@ pub fn fit(
     }
     slopes.sort_by(f64::total_cmp);
     let slope = median_sorted(&slopes);
-    let (low, high) = sen_interval(&slopes, xs.len());
-    let mut residuals: Vec<f64> = xs.iter().map(|(x, y)| y - slope * x).collect();
+    let in_order: Vec<f64> = xs.iter().map(|(x, y)| y - slope * x).collect();
+    let (low, high) = sen_interval(&slopes, effective_points(&in_order));
+    let mut residuals = in_order;
     residuals.sort_by(f64::total_cmp);
     let intercept = median_sorted(&residuals);
     let level = intercept; // x = 0 is now
@@ -248,15 +253,36 @@ fn bucket(points: &[(u64, f64)], max: usize) -> Vec<(u64, f64)> {
     out
 }
 
-/// Sen's rank interval for the median of `slopes` (sorted), from `n` points.
-fn sen_interval(slopes: &[f64], n: usize) -> (f64, f64) {
+/// The number of independent points the residuals are worth: a series
+/// whose residuals follow each other (a saw-tooth, a slow wave) carries less
+/// information than its length, `n (1 − ρ) / (1 + ρ)` with ρ the lag-1
+/// autocorrelation (the usual correction for trend tests on serially
+/// correlated data). At least 3.
+fn effective_points(residuals: &[f64]) -> f64 {
+    let n = residuals.len() as f64;
+    let mean = residuals.iter().sum::<f64>() / n;
+    let var: f64 = residuals.iter().map(|r| (r - mean).powi(2)).sum();
+    if var <= f64::EPSILON {
+        return n;
+    }
+    let lag1: f64 = residuals
+        .windows(2)
+        .map(|w| (w[0] - mean) * (w[1] - mean))
+        .sum();
+    let rho = (lag1 / var).clamp(0.0, 0.99);
+    (n * (1.0 - rho) / (1.0 + rho)).max(3.0)
+}
+
+/// Sen's rank interval for the median of `slopes` (sorted), for a series
+/// worth `n` independent points. The offset from the median is a share of
+/// the slopes, so it carries over to the pairs actually used.
+fn sen_interval(slopes: &[f64], n: f64) -> (f64, f64) {
     let total = slopes.len() as f64;
-    let n = n as f64;
     let all_pairs = n * (n - 1.0) / 2.0;
     let var = n * (n - 1.0) * (2.0 * n + 5.0) / 18.0;
-    let c = Z_95 * var.sqrt() * (total / all_pairs);
-    let lo = ((total - c) / 2.0).floor().max(0.0) as usize;
-    let hi = ((total + c) / 2.0).ceil().min(total - 1.0) as usize;
+    let share = (Z_95 * var.sqrt() / all_pairs).min(1.0);
+    let lo = ((total - share * total) / 2.0).floor().max(0.0) as usize;
+    let hi = ((total + share * total) / 2.0).ceil().min(total - 1.0) as usize;
     (slopes[lo.min(slopes.len() - 1)], slopes[hi])
 }
 
@@ -348,6 +374,24 @@ mod tests {
         let f = fit(&config(), &points, 360 * MIN, 2000e6).unwrap();
         let per_min = f.growth_bytes_per_sec * 60.0;
         assert!((per_min - 0.5e6).abs() < 0.1e6, "{per_min}");
+    }
+
+    #[test]
+    fn a_few_teeth_of_a_saw_tooth_are_not_significant_growth() {
+        // An hour of history ending near the top of the third tooth.
+        let points: Vec<(u64, f64)> = (1..=63)
+            .map(|m| {
+                let phase = m % 22;
+                let tooth = if phase < 20 {
+                    phase as f64 * 150e3
+                } else {
+                    0.0
+                };
+                (m * MIN, 1e6 + tooth)
+            })
+            .collect();
+        let f = fit(&config(), &points, 63 * MIN, 16e6).unwrap();
+        assert!(f.growth_low <= 0.0, "{f:?}");
     }
 
     #[test]

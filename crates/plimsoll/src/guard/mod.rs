@@ -660,7 +660,11 @@ fn node_changes(
             }
         });
     }
+    // Leeway alerts need growth the fit is sure of (the low end of its 95%
+    // interval above zero): with too few teeth of a saw-tooth in the window,
+    // the point estimate can read a fill phase as a trend.
     let ttf = forecast
+        .filter(|f| f.growth_low > 0.0)
         .and_then(|f| f.time_to_full_secs)
         .unwrap_or(f64::INFINITY);
     let most_urgent = settings.leeway.levels().len().saturating_sub(1);

@@ -321,17 +321,36 @@ async fn used_memory(redis: &Redis) -> Result<u64> {
     Ok(total)
 }
 
-/// Mean `MEMORY USAGE` of `keys` (missing keys count 0), and commands used.
+/// Runs `cmds`: pipelined on one server; on a cluster, where a pipeline
+/// may not cross slots, as concurrent single commands (each routed to its
+/// node). Replies in order.
+async fn each<T: redis::FromRedisValue>(redis: &Redis, cmds: Vec<redis::Cmd>) -> Result<Vec<T>> {
+    if redis.is_cluster() {
+        let calls = cmds.iter().map(|cmd| redis.query::<T>(cmd));
+        return futures::future::try_join_all(calls).await;
+    }
+    let mut pipe = redis::pipe();
+    for cmd in cmds {
+        pipe.add_command(cmd);
+    }
+    let mut conn = redis.clone();
+    Ok(pipe.query_async(&mut conn).await?)
+}
+
+/// Mean `MEMORY USAGE` of `keys` (keys gone since count 0).
 async fn mean_usage(redis: &Redis, keys: &[String]) -> Result<f64> {
     if keys.is_empty() {
         return Ok(0.0);
     }
-    let mut pipe = redis::pipe();
-    for key in keys {
-        pipe.cmd("MEMORY").arg("USAGE").arg(key);
-    }
-    let mut conn = redis.clone();
-    let sizes: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
+    let cmds = keys
+        .iter()
+        .map(|key| {
+            let mut cmd = redis::cmd("MEMORY");
+            cmd.arg("USAGE").arg(key);
+            cmd
+        })
+        .collect();
+    let sizes: Vec<Option<u64>> = each(redis, cmds).await?;
     Ok(sizes.iter().map(|s| s.unwrap_or(0) as f64).sum::<f64>() / keys.len() as f64)
 }
 
@@ -423,25 +442,24 @@ async fn bullmq(
         if ids.is_empty() {
             break;
         }
-        let mut pipe = redis::pipe();
+        let mut cmds = Vec::with_capacity(ids.len() * (1 + BULLMQ_JOB_SUFFIXES.len()));
         for id in &ids {
             let job = format!("{base}:{id}");
-            pipe.cmd("UNLINK").arg(&job);
-            for suffix in BULLMQ_JOB_SUFFIXES {
-                pipe.cmd("UNLINK").arg(format!("{job}{suffix}"));
+            for suffix in [""].into_iter().chain(BULLMQ_JOB_SUFFIXES) {
+                let mut cmd = redis::cmd("UNLINK");
+                cmd.arg(format!("{job}{suffix}"));
+                cmds.push(cmd);
             }
         }
-        pipe.cmd("ZREM").arg(&zkey).arg(&ids);
-        pacer
-            .take((ids.len() * (1 + BULLMQ_JOB_SUFFIXES.len()) + 1) as u64)
-            .await;
-        let mut conn = redis.clone();
-        let replies: Vec<u64> = pipe.query_async(&mut conn).await?;
-        let (unlinked, zrem) = replies.split_at(replies.len() - 1);
+        pacer.take(cmds.len() as u64 + 1).await;
+        // Keys first, then the ids: a crash in between leaves ids whose
+        // hashes are gone, which BullMQ tolerates, never hashes nobody lists.
+        let unlinked: Vec<u64> = each(redis, cmds).await?;
         report.keys += unlinked.iter().sum::<u64>();
-        removed += zrem[0];
+        let gone: u64 = redis.query(redis::cmd("ZREM").arg(&zkey).arg(&ids)).await?;
+        removed += gone;
         report.batches += 1;
-        if zrem[0] == 0 {
+        if gone == 0 {
             break;
         }
     }
@@ -648,11 +666,13 @@ async fn family(
     // Pass 1: count the family and how long each key has been idle.
     let mut idle_histogram: BTreeMap<u64, u64> = BTreeMap::new();
     let mut total = 0u64;
-    let mut sample: Vec<String> = Vec::new();
+    let mut examples: Vec<String> = Vec::new();
+    let (mut sampled, mut sampled_bytes) = (0usize, 0.0);
     let pass_started = Instant::now();
     for primary in &primaries {
         let mut pacer = Pacer::new(options.budget, DEFAULT_BUSY_LATENCY);
         let mut walker = Walker::new(&primary.redis, &glob, pattern);
+        let mut sample: Vec<String> = Vec::new();
         while let Some(batch) = walker.next(&mut pacer).await? {
             for (key, idle) in batch {
                 total += 1;
@@ -662,7 +682,13 @@ async fn family(
                 }
             }
         }
+        // Measured on the node that holds them.
+        pacer.take(sample.len() as u64).await;
+        sampled_bytes += mean_usage(&primary.redis, &sample).await? * sample.len() as f64;
+        sampled += sample.len();
         report.commands += pacer.commands;
+        let room = 10usize.saturating_sub(examples.len());
+        examples.extend(sample.into_iter().take(room));
     }
     // What goes: every key idle for `older_than` or longer, and the longest
     // idle beyond `keep`.
@@ -686,16 +712,14 @@ async fn family(
     } else if let Some(age) = age_secs {
         (cutoff, quota) = (age.saturating_sub(1), 0);
     }
-    let sample_node = if primaries.len() == 1 {
-        &primaries[0].redis
+    let mean = if sampled > 0 {
+        sampled_bytes / sampled as f64
     } else {
-        redis
+        0.0
     };
-    let mean = mean_usage(sample_node, &sample).await?;
-    report.commands += sample.len() as u64;
     report.bytes_estimated = (mean * to_remove as f64) as u64;
     report.keys = to_remove;
-    report.examples = sample.iter().take(10).cloned().collect();
+    report.examples = examples;
     if !options.apply || to_remove == 0 {
         return Ok(());
     }

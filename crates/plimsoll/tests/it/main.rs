@@ -4,6 +4,10 @@
 mod support;
 
 mod cluster;
+mod guard;
+mod guard_attribute;
+mod guard_layouts;
+mod guard_trim;
 mod memory;
 mod queue;
 mod retention;
