@@ -428,7 +428,6 @@ async fn bullmq(
     };
     report.bytes_estimated = (per_job * to_remove as f64 + set_share) as u64;
     report.jobs = to_remove;
-    report.keys = if options.apply { 0 } else { to_remove };
     if !options.apply {
         return Ok(());
     }

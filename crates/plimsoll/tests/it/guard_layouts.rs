@@ -236,7 +236,11 @@ pub fn rq(pipe: &mut redis::Pipeline, jobs: u64) {
         pipe.cmd("HSET")
             .arg(format!("rq:job:{id}"))
             .arg("status")
-            .arg(if i.is_multiple_of(2) { "finished" } else { "queued" })
+            .arg(if i.is_multiple_of(2) {
+                "finished"
+            } else {
+                "queued"
+            })
             .arg("origin")
             .arg("default")
             .arg("description")
