@@ -570,4 +570,51 @@ mod tests {
         let _: serde_json::Value =
             serde_json::from_str(include_str!("../deploy/grafana/plimsoll-guard.json")).unwrap();
     }
+
+    /// GET `path` from `addr` with a bare HTTP/1.1 request.
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn a_running_guard_serves_its_metrics() {
+        let server = plimsoll_test_support::RedisServer::builder()
+            .maxmemory(64 << 20)
+            .start();
+        let redis = plimsoll::Redis::connect_url(&server.url()).await.unwrap();
+        let guard = Guard::new(
+            redis,
+            plimsoll::GuardConfig {
+                sinks: vec![],
+                attribute_interval: None,
+                ..plimsoll::GuardConfig::default()
+            },
+        )
+        .unwrap();
+        guard.sample_once().await.unwrap();
+        guard.attribute_once().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app(guard)).await.unwrap() });
+        let metrics = get(addr, "/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(metrics.contains("text/plain; version=0.0.4"), "{metrics}");
+        let line = format!(
+            "plimsoll_guard_maxmemory_bytes{{node=\"127.0.0.1:{}\"}} 67108864",
+            server.port()
+        );
+        assert!(metrics.contains(&line), "{metrics}");
+        assert!(
+            metrics.contains("plimsoll_guard_report_commands "),
+            "{metrics}"
+        );
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/stats").await.contains("\"total_used_bytes\""));
+    }
 }
