@@ -6,6 +6,7 @@
 //! the median over the repetitions. Because a given Redis is flushed, a
 //! `--redis` that holds keys is refused unless `--flush` says that is fine.
 
+mod guard;
 mod queue;
 mod sys;
 
@@ -28,6 +29,8 @@ pub const WORKLOADS: &[&str] = &[
     "W3-retained",
     "W4-latency",
     "W5-soak",
+    "G1-attribute",
+    "G2-forecast",
 ];
 
 /// Settings of a benchmark run.
@@ -69,6 +72,10 @@ pub struct BenchArgs {
     /// W4: how long the producer runs.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     duration: std::time::Duration,
+
+    /// G2: the time the producer takes to fill Redis' 256 MB.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    fill_time: std::time::Duration,
 }
 
 /// What a workload measured in one repetition: named figures.
@@ -107,19 +114,24 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     let server = info(&redis, "server").await?;
     let redis_version = server.get("redis_version").cloned().unwrap_or_default();
+    let guard_bench = guard::GuardBench::new(redis.clone(), &args);
     let bench = queue::Bench::new(redis, &args, redis_pid);
 
     for workload in &args.workload {
         let mut reps: Vec<Figures> = Vec::new();
         let mut extra = Map::new();
         for _ in 0..args.reps {
-            let (figures, details) = bench.run(workload).await?;
+            let (figures, details) = if guard::handles(workload) {
+                guard_bench.run(workload).await?
+            } else {
+                bench.run(workload).await?
+            };
             reps.push(figures);
             extra = details;
         }
         let mut line = json!({
             "workload": workload,
-            "n": bench.n(workload),
+            "n": if guard::handles(workload) { guard_bench.n(workload) } else { bench.n(workload) },
             "reps": args.reps,
             "payload_bytes": queue::payload(0, 0.0).len(),
             "plimsoll_version": env!("CARGO_PKG_VERSION"),
