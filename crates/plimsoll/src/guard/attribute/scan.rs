@@ -41,9 +41,15 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// Commands per second per node the walk may send.
 pub const DEFAULT_COMMAND_BUDGET: u32 = 4000;
+/// Keys per second per node the walk may visit: a SCAN returning 500 keys
+/// costs Redis (and the walker) far more than one small command, so the
+/// walk is paced by keys as well as by commands: 1 million keys take 20 s
+/// of walking, which keeps Redis busy for about 1% of the time.
+pub const DEFAULT_KEYS_PER_SECOND: u32 = 50_000;
 /// `SCAN … COUNT`: buckets examined per call. Small enough that one call
-/// holds Redis for well under a millisecond.
-pub const DEFAULT_SCAN_COUNT: u32 = 500;
+/// holds Redis for a few tens of microseconds, so that a request arriving
+/// meanwhile waits little.
+pub const DEFAULT_SCAN_COUNT: u32 = 200;
 /// Keys measured per family at least (all of them when there are fewer).
 pub const DEFAULT_SAMPLES_PER_FAMILY: usize = 200;
 /// Keys measured per family at most.
@@ -62,7 +68,7 @@ pub const DEFAULT_MAX_FAMILIES: usize = 2000;
 /// `MEMORY USAGE … SAMPLES`: elements of an aggregate sampled (Redis' default).
 pub const DEFAULT_MEMORY_USAGE_SAMPLES: u32 = 5;
 /// Measured keys per pipeline.
-const SAMPLE_BATCH: usize = 64;
+const SAMPLE_BATCH: usize = 16;
 /// Families beyond this many (after merging) are pooled as `<other>`.
 const HARD_FAMILY_CAP: usize = 20_000;
 
@@ -71,6 +77,8 @@ const HARD_FAMILY_CAP: usize = 20_000;
 pub struct AttributeConfig {
     /// Commands per second per node (10 to 1,000,000).
     pub budget: u32,
+    /// Keys per second per node the walk may visit (100 to 10,000,000).
+    pub keys_per_sec: u32,
     /// `SCAN … COUNT` (10 to 10,000).
     pub scan_count: u32,
     /// Keys measured per family at least.
@@ -97,6 +105,7 @@ impl Default for AttributeConfig {
     fn default() -> Self {
         Self {
             budget: DEFAULT_COMMAND_BUDGET,
+            keys_per_sec: DEFAULT_KEYS_PER_SECOND,
             scan_count: DEFAULT_SCAN_COUNT,
             samples_per_family: DEFAULT_SAMPLES_PER_FAMILY,
             max_samples_per_family: DEFAULT_MAX_SAMPLES_PER_FAMILY,
@@ -119,6 +128,12 @@ impl AttributeConfig {
             return bad(format!(
                 "attribute budget {} must be 10 to 1000000 commands per second",
                 self.budget
+            ));
+        }
+        if !(100..=10_000_000).contains(&self.keys_per_sec) {
+            return bad(format!(
+                "attribute keys_per_sec {} must be 100 to 10000000",
+                self.keys_per_sec
             ));
         }
         if !(10..=10_000).contains(&self.scan_count) {
@@ -290,6 +305,9 @@ pub(crate) async fn scan_node(
     let started = Instant::now();
     let redis = &primary.redis;
     let mut pacer = Pacer::new(config.budget, config.busy_latency);
+    // Keys visited, paced separately (see DEFAULT_KEYS_PER_SECOND); its
+    // back-offs follow the command pacer's.
+    let mut walk = Pacer::new(config.keys_per_sec, config.busy_latency);
     pacer.take(2).await;
     let dbsize: u64 = redis.query(&redis::cmd("DBSIZE")).await?;
     let info: String = redis.query(redis::cmd("INFO").arg("memory")).await?;
@@ -305,6 +323,7 @@ pub(crate) async fn scan_node(
     let mut pending: Vec<(Vec<u8>, String)> = Vec::new();
     let mut pending_per_family: HashMap<String, u64> = HashMap::new();
     loop {
+        walk.take(u64::from(config.scan_count)).await;
         pacer.take(1).await;
         let sent = Instant::now();
         let reply: (u64, Vec<Vec<u8>>) = retry_busy(|| async {
@@ -318,7 +337,9 @@ pub(crate) async fn scan_node(
                 .await
         })
         .await?;
-        pacer.observe(sent.elapsed());
+        let round_trip = sent.elapsed();
+        pacer.observe(round_trip);
+        walk.observe(round_trip);
         cursor = reply.0;
         for key in reply.1 {
             scanned += 1;
@@ -348,6 +369,9 @@ pub(crate) async fn scan_node(
         if tallies.len() > config.max_families {
             merge_rare(classifier, &mut tallies);
         }
+        // Classifying a batch is CPU work: let other tasks of this process
+        // (an application's requests, when the guard runs inside it) go first.
+        tokio::task::yield_now().await;
         if cursor == 0 {
             complete = true;
             break;
