@@ -10,8 +10,8 @@ use clap::Args;
 use plimsoll::{Job, NewJob, Outcome, Queue, Redis, Worker};
 use serde::{Deserialize, Serialize};
 
-use crate::local_redis::{LocalRedis, LocalRedisOptions};
 use crate::util::{human_bytes, used_memory};
+use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 
 /// Settings of the demo.
 #[derive(Debug, Args)]
@@ -45,6 +45,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 dir: None,
                 maxmemory: 256 << 20,
                 persist: false,
+                port: None,
             })?;
             let url = local.url();
             println!("Started a private redis-server at {url} (maxmemory 256 MiB, noeviction).");

@@ -7,9 +7,9 @@ mod bench;
 mod demo;
 mod guard_cmd;
 mod guard_metrics;
-mod local_redis;
 mod memory_cmd;
 mod queue_cmd;
+mod serve;
 mod trim_cmd;
 mod util;
 
@@ -33,6 +33,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the server: HTTP API, webhook intake, push delivery, dashboard,
+    /// metrics.
+    Serve(serve::ServeArgs),
     /// Enqueue and process webhook-like jobs on a private Redis, then show
     /// that Redis holds nothing left over.
     Demo(demo::DemoArgs),
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<()> {
     match command {
+        Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Queue(command) => queue_cmd::run(command).await,
         Command::Enqueue(args) => queue_cmd::enqueue(args).await,

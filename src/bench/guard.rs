@@ -31,8 +31,8 @@ use plimsoll::{AlertKind, Guard, GuardConfig, Redis, SystemClock};
 use serde_json::{Map, Value, json};
 
 use super::{BenchArgs, Figures};
-use crate::local_redis::{LocalRedis, LocalRedisOptions};
 use crate::util::used_memory;
+use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 
 /// G1: keys in the keyspace.
 const G1_KEYS: u64 = 1_000_000;
@@ -176,6 +176,7 @@ impl GuardBench {
             dir: None,
             maxmemory: G2_MAXMEMORY,
             persist: false,
+            port: None,
         })?;
         let redis = Redis::connect_url(&local.url()).await?;
         // Bytes a 1 KiB key costs, measured, to set the rate.

@@ -8,6 +8,7 @@
 
 mod guard;
 mod queue;
+mod server;
 mod sys;
 
 use std::collections::BTreeMap;
@@ -17,8 +18,8 @@ use clap::Args;
 use plimsoll::Redis;
 use serde_json::{Map, Value, json};
 
-use crate::local_redis::{LocalRedis, LocalRedisOptions};
 use crate::util::{info, parse_duration};
+use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 
 /// The workloads `plimsoll bench` knows, in the order they run.
 pub const WORKLOADS: &[&str] = &[
@@ -31,6 +32,8 @@ pub const WORKLOADS: &[&str] = &[
     "W5-soak",
     "G1-attribute",
     "G2-forecast",
+    "H1-intake",
+    "H2-intake-redis-down",
 ];
 
 /// Settings of a benchmark run.
@@ -65,6 +68,19 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 50)]
     concurrency: usize,
 
+    /// Payload compression of the queue: `zstd` (the default) or `off`.
+    #[arg(long, default_value = "zstd", value_parser = ["zstd", "off"])]
+    compression: String,
+
+    /// H1/H2: concurrent connections posting webhooks.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+
+    /// H1/H2: how long the webhooks are posted (H2 kills Redis a third in,
+    /// for 10 s).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    http_duration: std::time::Duration,
+
     /// W4: producer rate, jobs per second.
     #[arg(long, default_value_t = 2000)]
     rate: u64,
@@ -93,16 +109,17 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    let (_local, url, redis_pid) = match &args.redis {
-        Some(url) => (None, url.clone(), None),
+    let (_local, url) = match &args.redis {
+        Some(url) => (None, url.clone()),
         None => {
             let local = LocalRedis::start(&LocalRedisOptions {
                 dir: None,
                 maxmemory: 0,
                 persist: false,
+                port: None,
             })?;
-            let (url, pid) = (local.url(), local.pid());
-            (Some(local), url, Some(pid))
+            let url = local.url();
+            (Some(local), url)
         }
     };
     let redis = Redis::connect_url(&url)
@@ -115,7 +132,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let server = info(&redis, "server").await?;
     let redis_version = server.get("redis_version").cloned().unwrap_or_default();
     let guard_bench = guard::GuardBench::new(redis.clone(), &args);
-    let bench = queue::Bench::new(redis, &args, redis_pid);
+    let bench = queue::Bench::new(redis, &args);
 
     for workload in &args.workload {
         let mut reps: Vec<Figures> = Vec::new();
@@ -123,18 +140,28 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         for _ in 0..args.reps {
             let (figures, details) = if guard::handles(workload) {
                 guard_bench.run(workload).await?
+            } else if workload.starts_with('H') {
+                server::run(workload, args.http_duration, args.connections).await?
             } else {
                 bench.run(workload).await?
             };
             reps.push(figures);
             extra = details;
         }
+        let n = if guard::handles(workload) {
+            guard_bench.n(workload)
+        } else if workload.starts_with('H') {
+            medians(&reps).get("accepted").copied().unwrap_or(0.0) as u64
+        } else {
+            bench.n(workload)
+        };
         let mut line = json!({
             "workload": workload,
-            "n": if guard::handles(workload) { guard_bench.n(workload) } else { bench.n(workload) },
+            "n": n,
             "reps": args.reps,
             "payload_bytes": queue::payload(0, 0.0).len(),
             "plimsoll_version": env!("CARGO_PKG_VERSION"),
+            "compression": args.compression,
             "redis_version": redis_version,
         });
         let object = line.as_object_mut().expect("an object");

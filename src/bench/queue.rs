@@ -64,6 +64,7 @@ fn now_ms() -> f64 {
 
 pub struct Bench {
     redis: Redis,
+    compression: plimsoll::Compression,
     n: Option<u64>,
     concurrency: usize,
     rate: u64,
@@ -71,9 +72,14 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub fn new(redis: Redis, args: &BenchArgs, _redis_pid: Option<u32>) -> Self {
+    pub fn new(redis: Redis, args: &BenchArgs) -> Self {
         Self {
             redis,
+            compression: if args.compression == "off" {
+                plimsoll::Compression::Off
+            } else {
+                plimsoll::queue::DEFAULT_COMPRESSION
+            },
             n: args.n,
             concurrency: args.concurrency,
             rate: args.rate,
@@ -95,7 +101,11 @@ impl Bench {
     pub async fn run(&self, workload: &str) -> Result<(Figures, Map<String, Value>)> {
         let empty = self.reset().await?;
         let n = self.n(workload);
-        let queue = Queue::with_defaults(self.redis.clone(), QUEUE)?;
+        let config = plimsoll::QueueConfig {
+            compression: self.compression,
+            ..plimsoll::QueueConfig::default()
+        };
+        let queue = Queue::new(self.redis.clone(), QUEUE, config)?;
         let mut figures = Figures::new();
         let mut details = Map::new();
         match workload {

@@ -23,10 +23,13 @@ if #ARGV - 4 > 1000 then
   return redis.error_reply('ERR plimsoll complete: more than 1000 ids')
 end
 
+if #ARGV < 5 then return {} end
+-- One HMGET checks every lease at once: per-id calls cost a redis.call each.
+local leases = redis.call('HMGET', KEYS[2], unpack(ARGV, 5, #ARGV))
 local done = {}
 local lost = {}
 for i = 5, #ARGV do
-  if redis.call('HDEL', KEYS[2], ARGV[i]) == 1 then
+  if leases[i - 4] then
     done[#done + 1] = ARGV[i]
   else
     lost[#lost + 1] = ARGV[i]
@@ -34,6 +37,7 @@ for i = 5, #ARGV do
 end
 
 if #done > 0 then
+  call_chunked('HDEL', KEYS[2], done, 1)
   if keep_count == 0 then
     call_chunked('HDEL', KEYS[1], done, 1)
   else

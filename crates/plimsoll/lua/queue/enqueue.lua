@@ -13,61 +13,109 @@
 -- KEYS[16..]   idempotency keys, one per job that has one
 -- ARGV[1]      now (ms)
 -- ARGV[2]      n, the number of jobs (1..1000)
--- then 4 values per job:
---   run_at (ms; 0 or <= now: ready now), idempotency key index into KEYS
---   (0: none), idempotency window (ms), record
+-- ARGV[3..]    groups of jobs, in the order of their ids:
+--   'R', count, priority, then count records        ready now, one priority
+--   'S', count, then count pairs (due ms, record)    scheduled for later
+--   'I', count, then count quads (due ms or 0, idempotency key index into
+--        KEYS, window ms, record)                    with an idempotency key
+-- Most batches are one 'R' group: one argument per job keeps the cost of
+-- building ARGV, about a quarter of a microsecond per argument, low.
 -- Returns: n integers, per job its new id, or -id of the job first enqueued
 -- with the same idempotency key within its window.
 
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
-if n < 1 or n > 1000 or #ARGV ~= 2 + 4 * n then
+if n < 1 or n > 1000 then
   return redis.error_reply('ERR plimsoll enqueue: bad batch of ' .. tostring(n))
 end
 
+-- Check the groups before writing anything.
+local ARGS_PER_JOB = { R = 1, S = 2, I = 4 }
+local HEADER = { R = 3, S = 2, I = 2 }
+local total, at = 0, 3
+while at <= #ARGV do
+  local per_job = ARGS_PER_JOB[ARGV[at]]
+  local count = tonumber(ARGV[at + 1])
+  if not per_job or not count or count < 1 then
+    return redis.error_reply('ERR plimsoll enqueue: bad group at argument ' .. at)
+  end
+  total = total + count
+  at = at + HEADER[ARGV[at]] + per_job * count
+end
+if total ~= n or at ~= #ARGV + 1 then
+  return redis.error_reply('ERR plimsoll enqueue: groups hold ' .. total .. ' jobs, not ' .. n)
+end
+
 local last = redis.call('HINCRBY', KEYS[1], 'next_id', n)
-local first = last - n + 1
+local id = last - n
 local result = {}
 local records = {}
 local ready = {}
 local scheduled = {}
-local added = 0
 
-for i = 1, n do
-  local arg = 3 + (i - 1) * 4
-  local id = first + i - 1
-  local idem = tonumber(ARGV[arg + 1])
-  local existing = false
-  if idem > 0 then
-    existing = redis.call('GET', KEYS[idem])
-    if not existing then
-      redis.call('SET', KEYS[idem], id, 'PX', ARGV[arg + 2])
-    end
+local function add_ready(p, job_id)
+  local list = ready[p]
+  if not list then
+    list = {}
+    ready[p] = list
   end
-  if existing then
-    result[i] = -tonumber(existing)
+  list[#list + 1] = job_id
+end
+
+local function add(due, rec, job_id)
+  local sid = tostring(job_id)
+  records[#records + 1] = sid
+  records[#records + 1] = rec
+  if due > now then
+    scheduled[#scheduled + 1] = due
+    scheduled[#scheduled + 1] = sid
   else
-    result[i] = id
-    added = added + 1
-    local rec = ARGV[arg + 3]
-    records[#records + 1] = id
-    records[#records + 1] = rec
-    local run_at = tonumber(ARGV[arg])
-    if run_at > now then
-      scheduled[#scheduled + 1] = run_at
-      scheduled[#scheduled + 1] = id
-    else
-      local p = rec_priority(rec)
-      local list = ready[p]
-      if not list then
-        list = {}
-        ready[p] = list
-      end
-      list[#list + 1] = id
+    add_ready(rec_priority(rec), sid)
+  end
+  result[#result + 1] = job_id
+end
+
+local i = 3
+while i <= #ARGV do
+  local kind, count = ARGV[i], tonumber(ARGV[i + 1])
+  if kind == 'R' then
+    local list_p = tonumber(ARGV[i + 2])
+    i = i + 3
+    for j = i, i + count - 1 do
+      id = id + 1
+      -- Converted once here: redis.call would format the number twice.
+      local sid = tostring(id)
+      records[#records + 1] = sid
+      records[#records + 1] = ARGV[j]
+      add_ready(list_p, sid)
+      result[#result + 1] = id
     end
+    i = i + count
+  elseif kind == 'S' then
+    i = i + 2
+    for j = i, i + 2 * (count - 1), 2 do
+      id = id + 1
+      add(tonumber(ARGV[j]), ARGV[j + 1], id)
+    end
+    i = i + 2 * count
+  elseif kind == 'I' then
+    i = i + 2
+    for j = i, i + 4 * (count - 1), 4 do
+      id = id + 1
+      local key = KEYS[tonumber(ARGV[j + 1])]
+      local existing = redis.call('GET', key)
+      if existing then
+        result[#result + 1] = -tonumber(existing)
+      else
+        redis.call('SET', key, id, 'PX', ARGV[j + 2])
+        add(tonumber(ARGV[j]), ARGV[j + 3], id)
+      end
+    end
+    i = i + 4 * count
   end
 end
 
+local added = #records / 2
 if added > 0 then
   call_chunked('HSET', KEYS[2], records, 2)
   if #scheduled > 0 then

@@ -10,6 +10,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+
+use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -32,6 +36,12 @@ pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Batches of one queue on their way to Redis at once. More pipelines better
 /// but lets a slow Redis build a longer backlog.
 const BATCHES_IN_FLIGHT: usize = 4;
+/// Jobs per script call within a bulk enqueue: small enough that encoding
+/// the next batch overlaps Redis running the last, large enough that the
+/// per-call cost stays small.
+const PIPELINED_BATCH_JOBS: usize = 250;
+/// Below this many jobs, encoding on the calling task beats a thread hop.
+const PARALLEL_ENCODE_MIN_JOBS: usize = 64;
 /// Single enqueues that may wait for the batcher before callers wait too.
 const BATCHER_CAPACITY: usize = 16 * MAX_BATCH_JOBS;
 
@@ -40,6 +50,7 @@ const BATCHER_CAPACITY: usize = 16 * MAX_BATCH_JOBS;
 pub(crate) struct Prepared {
     /// When it becomes due, ms; 0 when it is ready now.
     run_at_ms: u64,
+    priority: u8,
     /// Full key name and window (ms) of its idempotency key.
     idempotency: Option<(String, u64)>,
     record: Vec<u8>,
@@ -148,24 +159,42 @@ impl Queue {
         let now = self.now_ms();
         let mut outcomes: Vec<Option<Enqueued>> = Vec::with_capacity(total);
         let mut first_error: Option<Error> = None;
-        let mut in_flight = FuturesOrdered::new();
+        let mut in_flight: FuturesOrdered<BoxFuture<'static, (usize, Result<Vec<Enqueued>>)>> =
+            FuturesOrdered::new();
         let mut jobs = jobs.into_iter().peekable();
-        while jobs.peek().is_some() || !in_flight.is_empty() {
-            if jobs.peek().is_some() && in_flight.len() < BATCHES_IN_FLIGHT {
+        loop {
+            // Encode the next batch while the last ones are on their way, and
+            // queue its write on the connection before the next batch's, so
+            // Redis runs them in input order. Until a write has succeeded on
+            // this handle the scripts may not be loaded; then one batch goes
+            // first, so that NOSCRIPT retries cannot overtake each other.
+            let room = if self.inner.scripts_loaded.load(Ordering::Relaxed) {
+                BATCHES_IN_FLIGHT
+            } else {
+                1
+            };
+            if jobs.peek().is_some() && in_flight.len() < room {
                 let mut batch = Vec::new();
                 let mut bytes = 0;
                 while let Some(job) = jobs.next_if(|_| {
-                    batch.len() < MAX_BATCH_JOBS && (batch.is_empty() || bytes < MAX_BATCH_BYTES)
+                    batch.len() < PIPELINED_BATCH_JOBS
+                        && (batch.is_empty() || bytes < MAX_BATCH_BYTES)
                 }) {
-                    let prepared = self.encode(job, now);
-                    bytes += prepared.record.len();
-                    batch.push(prepared);
+                    bytes += job.payload.len();
+                    batch.push(job);
                 }
-                let (redis, keys) = (self.inner.redis.clone(), self.inner.keys.clone());
-                in_flight.push_back(async move {
-                    let len = batch.len();
-                    (len, write_batch(&redis, &keys, now, &batch).await)
+                let prepared = self.encode_batch(batch, now).await;
+                let queue = self.clone();
+                let write: BoxFuture<'static, _> = Box::pin(async move {
+                    let len = prepared.len();
+                    let result =
+                        write_batch(&queue.inner.redis, &queue.inner.keys, now, &prepared).await;
+                    if result.is_ok() {
+                        queue.inner.scripts_loaded.store(true, Ordering::Relaxed);
+                    }
+                    (len, result)
                 });
+                in_flight.push_back(queued(write).await);
                 continue;
             }
             let Some((len, result)) = in_flight.next().await else {
@@ -174,6 +203,7 @@ impl Queue {
             match result {
                 Ok(done) => outcomes.extend(done.into_iter().map(Some)),
                 Err(error) => {
+                    self.inner.scripts_loaded.store(false, Ordering::Relaxed);
                     outcomes.extend(std::iter::repeat_n(None, len));
                     first_error.get_or_insert(error);
                 }
@@ -189,6 +219,37 @@ impl Queue {
                 Err(BulkError { outcomes, error })
             }
         }
+    }
+
+    /// Encodes checked jobs, compressing on the blocking pool in parallel
+    /// when there are enough of them to be worth a thread hop.
+    async fn encode_batch(&self, jobs: Vec<NewJob>, now: u64) -> Vec<Prepared> {
+        if jobs.len() < PARALLEL_ENCODE_MIN_JOBS {
+            return jobs.into_iter().map(|job| self.encode(job, now)).collect();
+        }
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let per_thread = jobs.len().div_ceil(threads);
+        let mut jobs = jobs.into_iter();
+        let mut parts = Vec::with_capacity(threads);
+        loop {
+            let part: Vec<NewJob> = jobs.by_ref().take(per_thread).collect();
+            if part.is_empty() {
+                break;
+            }
+            let queue = self.clone();
+            parts.push(tokio::task::spawn_blocking(move || {
+                part.into_iter()
+                    .map(|job| queue.encode(job, now))
+                    .collect::<Vec<_>>()
+            }));
+        }
+        let mut prepared = Vec::new();
+        for part in parts {
+            // Encoding cannot fail or panic on checked jobs; a panic here is
+            // a bug worth surfacing.
+            prepared.extend(part.await.expect("encoding a checked job does not panic"));
+        }
+        prepared
     }
 
     /// Checks a job against the queue's limits without encoding it.
@@ -257,6 +318,7 @@ impl Queue {
         });
         Prepared {
             run_at_ms,
+            priority: header.priority,
             idempotency,
             record: record::encode(&job.payload, &header, config.compression),
         }
@@ -345,20 +407,34 @@ async fn write_batch(
     }
     invocation.arg(now).arg(batch.len());
     let mut next_key_index = 5 + PRIORITY_LEVELS;
-    for job in batch {
-        let (key_index, window) = match &job.idempotency {
-            Some((key, window)) => {
-                invocation.key(key);
-                next_key_index += 1;
-                (next_key_index, *window)
+    for group in group_batch(batch, now) {
+        match group {
+            Group::Ready { priority, jobs } => {
+                invocation.arg("R").arg(jobs.len()).arg(priority);
+                for job in jobs {
+                    invocation.arg(&job.record[..]);
+                }
             }
-            None => (0, 0),
-        };
-        invocation
-            .arg(job.run_at_ms)
-            .arg(key_index)
-            .arg(window)
-            .arg(&job.record[..]);
+            Group::Scheduled(jobs) => {
+                invocation.arg("S").arg(jobs.len());
+                for job in jobs {
+                    invocation.arg(job.run_at_ms).arg(&job.record[..]);
+                }
+            }
+            Group::Idempotent(jobs) => {
+                invocation.arg("I").arg(jobs.len());
+                for job in jobs {
+                    let (key, window) = job.idempotency.as_ref().expect("grouped by key");
+                    invocation.key(key);
+                    next_key_index += 1;
+                    invocation
+                        .arg(job.run_at_ms)
+                        .arg(next_key_index)
+                        .arg(*window)
+                        .arg(&job.record[..]);
+                }
+            }
+        }
     }
     let ids: Vec<i64> = invocation.invoke_async(&mut redis.clone()).await?;
     if ids.len() != batch.len() {
@@ -375,4 +451,61 @@ async fn write_batch(
             duplicate: id < 0,
         })
         .collect())
+}
+
+/// A run of consecutive jobs that `enqueue.lua` takes the same way.
+#[derive(Debug)]
+enum Group<'a> {
+    /// Ready now, all at one priority: one argument per job.
+    Ready { priority: u8, jobs: &'a [Prepared] },
+    /// Due later.
+    Scheduled(&'a [Prepared]),
+    /// With an idempotency key.
+    Idempotent(&'a [Prepared]),
+}
+
+/// Splits a batch into groups, keeping the jobs' order (their ids follow it).
+fn group_batch(batch: &[Prepared], now: u64) -> Vec<Group<'_>> {
+    #[derive(PartialEq)]
+    enum Kind {
+        Ready(u8),
+        Scheduled,
+        Idempotent,
+    }
+    let kind = |job: &Prepared| {
+        if job.idempotency.is_some() {
+            Kind::Idempotent
+        } else if job.run_at_ms > now {
+            Kind::Scheduled
+        } else {
+            Kind::Ready(job.priority)
+        }
+    };
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < batch.len() {
+        let first = kind(&batch[start]);
+        let len = batch[start..]
+            .iter()
+            .take_while(|job| kind(job) == first)
+            .count();
+        let jobs = &batch[start..start + len];
+        groups.push(match first {
+            Kind::Ready(priority) => Group::Ready { priority, jobs },
+            Kind::Scheduled => Group::Scheduled(jobs),
+            Kind::Idempotent => Group::Idempotent(jobs),
+        });
+        start += len;
+    }
+    groups
+}
+
+/// Polls a write once, which puts its command on the connection's queue, and
+/// returns it to be awaited later. Writes queued this way reach Redis in the
+/// order they were queued.
+async fn queued<T: Send + 'static>(mut write: BoxFuture<'static, T>) -> BoxFuture<'static, T> {
+    match futures::poll!(&mut write) {
+        Poll::Ready(output) => Box::pin(std::future::ready(output)),
+        Poll::Pending => write,
+    }
 }

@@ -23,6 +23,7 @@ pub(crate) mod record;
 pub(crate) mod scripts;
 
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{OnceCell, mpsc};
@@ -56,6 +57,9 @@ struct Inner {
     config: QueueConfig,
     batcher: OnceLock<mpsc::Sender<enqueue::Pending>>,
     registered: OnceCell<()>,
+    /// A write succeeded since the last failure: the scripts are loaded, so
+    /// bulk enqueues may pipeline from their first batch.
+    scripts_loaded: AtomicBool,
 }
 
 impl fmt::Debug for Queue {
@@ -83,6 +87,7 @@ impl Queue {
                 config,
                 batcher: OnceLock::new(),
                 registered: OnceCell::new(),
+                scripts_loaded: AtomicBool::new(false),
             }),
         })
     }

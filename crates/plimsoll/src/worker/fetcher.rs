@@ -13,13 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use redis::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::services::error_backoff;
 use super::settler::Settle;
-use super::{Handler, Lease, MAX_FETCH, Shared, run_job};
+use super::{Handler, Lease, MAX_FETCH, MAX_IN_HAND, Shared, run_job};
 use crate::clock::ms;
 use crate::connection::Redis;
 use crate::error::{Error, Result};
@@ -67,7 +66,13 @@ pub(super) async fn run(
             if idle {
                 waiting = Some(Box::pin(wait_for_work(shared.clone(), waker_conn.take())));
             } else {
-                let room = target.saturating_sub(shared.leases().len());
+                // Jobs whose outcome waits to be written count against the
+                // worker's hard bound, not against its concurrency: a handler
+                // that finished has made room.
+                let running = shared.config.concurrency - shared.slots.available_permits();
+                let room = target
+                    .saturating_sub(buffer.len() + running)
+                    .min(MAX_IN_HAND.saturating_sub(shared.leases().len()));
                 if buffer.len() <= low_water && room > 0 {
                     fetching = Some(Box::pin(fetch(shared.clone(), room.min(MAX_FETCH))));
                 }
@@ -146,13 +151,12 @@ fn accept(shared: &Shared, jobs: &Fetched) {
         .fetch_add(jobs.len() as u64, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// One call of `fetch.lua`.
+/// One call of `fetch.lua` (leases), then the records by a plain HMGET.
 async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetched> {
     let keys = shared.queue.keys();
     let mut invocation = SCRIPTS.fetch.prepare_invoke();
     invocation
         .key(keys.meta())
-        .key(keys.jobs())
         .key(keys.workers())
         .key(&shared.active_key)
         .key(keys.notify());
@@ -164,20 +168,24 @@ async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetched> {
         .arg(count)
         .arg(&shared.id)
         .arg(ms(shared.config.lease));
-    let reply: Vec<Value> = invocation
-        .invoke_async(&mut shared.queue.redis().clone())
-        .await?;
-    if !reply.len().is_multiple_of(2) {
-        return Err(Error::corrupt("fetch returned an odd number of values"));
+    let mut redis = shared.queue.redis().clone();
+    let ids: Vec<u64> = invocation.invoke_async(&mut redis).await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    let mut jobs = Vec::with_capacity(reply.len() / 2);
-    let mut values = reply.into_iter();
-    while let (Some(id), Some(rec)) = (values.next(), values.next()) {
-        let id: u64 = redis::from_redis_value(id)?;
-        let rec: Vec<u8> = redis::from_redis_value(rec)?;
-        jobs.push((id, rec));
-    }
-    Ok(jobs)
+    let records: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+        .arg(keys.jobs())
+        .arg(&ids)
+        .query_async(&mut redis)
+        .await
+        .map_err(Error::from)?;
+    // A record can only be missing if the job was cancelled in the instant
+    // since the lease was taken (the cancel removed the lease too).
+    Ok(ids
+        .into_iter()
+        .zip(records)
+        .filter_map(|(id, rec)| rec.map(|rec| (id, rec)))
+        .collect())
 }
 
 /// Waits for a wake-up token, or the poll interval. Hands the connection

@@ -87,7 +87,11 @@ impl Job {
 
     /// Resolves when the run should stop: the job was cancelled, its lease
     /// was lost, or the worker is shutting down past its grace period. A
-    /// long handler should `select!` on this and return.
+    /// long handler should `select!` on this and return
+    /// [`Outcome::retry`](crate::Outcome::retry): after a cancel or a lost
+    /// lease the outcome is dropped anyway, and at shutdown the job runs
+    /// again. (Returning [`Outcome::Cancel`](crate::Outcome::Cancel) here
+    /// would delete a job that was merely interrupted.)
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await;
     }

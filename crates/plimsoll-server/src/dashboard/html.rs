@@ -1,0 +1,124 @@
+//! HTML helpers: the page layout, escaping, and number formatting.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+/// A page: its title and the inside of `<main>`.
+#[derive(Debug)]
+pub struct Page {
+    title: String,
+    pub body: String,
+}
+
+impl Page {
+    pub fn new(title: &str) -> Self {
+        Self {
+            title: title.to_string(),
+            body: String::new(),
+        }
+    }
+
+    pub fn push(&mut self, html: &str) {
+        self.body.push_str(html);
+    }
+
+    /// The whole document.
+    pub fn render(&self) -> String {
+        format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{} · Plimsoll</title><link rel=\"stylesheet\" href=\"/static/app.css\"></head><body>\
+             <header><a class=\"brand\" href=\"/\">Plimsoll</a><a href=\"/\">Overview</a>\
+             <a href=\"/v1/openapi.json\">API</a><span class=\"right\"><a href=\"/logout\">Log out</a></span></header>\
+             <main>{}</main><div id=\"flash\"></div><script src=\"/static/app.js\"></script></body></html>",
+            escape(&self.title),
+            self.body
+        )
+    }
+}
+
+/// Escapes text for HTML content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encodes one URL path segment (queue names are already plain;
+/// this also keeps user-typed ids safe).
+pub fn url_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `1.5 MiB`.
+pub fn fmt_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A rate per second, short.
+pub fn fmt_rate(per_s: f64) -> String {
+    if per_s == 0.0 {
+        "0".into()
+    } else if per_s < 10.0 {
+        format!("{per_s:.2}")
+    } else {
+        format!("{per_s:.0}")
+    }
+}
+
+/// Epoch milliseconds as `2026-11-25 02:40:01Z`.
+pub fn fmt_time(ms: u64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(time)
+        .to_string()
+        .replace('T', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_is_escaped() {
+        assert_eq!(
+            escape("<script>alert('x') & \"y\"</script>"),
+            "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
+        );
+        assert_eq!(url_segment("a b/c?"), "a%20b%2Fc%3F");
+    }
+
+    #[test]
+    fn figures_read_well() {
+        assert_eq!(fmt_bytes(1536), "1.5 KiB");
+        assert_eq!(fmt_rate(0.5), "0.50");
+        assert_eq!(fmt_rate(1234.4), "1234");
+        assert_eq!(fmt_time(0), "1970-01-01 00:00:00Z");
+    }
+}

@@ -1,0 +1,187 @@
+//! The API's one error type: a status, a stable machine-readable code, and a
+//! message that says what was wrong, as a JSON body. Internal detail (Redis
+//! replies, file paths) is logged, never sent.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use plimsoll::ErrorKind;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code, e.g. `invalid_input`, `not_found`, `redis_out_of_memory`.
+    pub code: &'static str,
+    /// What was wrong, for a human.
+    pub message: String,
+}
+
+/// An error answered to an API caller.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// Asks the caller to retry after `seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<plimsoll::Error> for ApiError {
+    fn from(err: plimsoll::Error) -> Self {
+        let (status, code, message) = match err.kind() {
+            ErrorKind::InvalidInput => (
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                err.message().to_string(),
+            ),
+            ErrorKind::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                err.message().to_string(),
+            ),
+            ErrorKind::Serialization => (
+                StatusCode::BAD_REQUEST,
+                "invalid_payload",
+                err.message().to_string(),
+            ),
+            ErrorKind::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                err.message().to_string(),
+            ),
+            ErrorKind::OutOfMemory => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "redis_out_of_memory",
+                "Redis is out of memory and refused the write; nothing was written".to_string(),
+            ),
+            ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "redis_unavailable",
+                "Redis cannot be reached right now; retry later".to_string(),
+            ),
+            ErrorKind::ShuttingDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down".to_string(),
+            ),
+            _ => {
+                tracing::error!(error = %err, "internal error answering an API call");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; the server log has the details".to_string(),
+                )
+            }
+        };
+        let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
+        Self {
+            status,
+            code,
+            message,
+            retry_after,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_str(&seconds.to_string()).expect("digits are a valid header"),
+            );
+        }
+        response
+    }
+}
+
+/// A `Result` whose error is an [`ApiError`].
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_failures_map_to_stable_codes_without_internals() {
+        let oom = ApiError::from(plimsoll::Error::new(
+            ErrorKind::OutOfMemory,
+            "OOM command not allowed when used memory > 'maxmemory'",
+        ));
+        assert_eq!(oom.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(oom.code(), "redis_out_of_memory");
+        assert!(!oom.message.contains("maxmemory'"));
+
+        let down = ApiError::from(plimsoll::Error::new(
+            ErrorKind::Connection,
+            "refused 10.0.0.3",
+        ));
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            !down.message.contains("10.0.0.3"),
+            "no internal detail leaks"
+        );
+
+        let internal = ApiError::from(plimsoll::Error::new(
+            ErrorKind::Corrupt,
+            "record v9 at key x",
+        ));
+        assert_eq!(internal.code(), "internal");
+        assert!(!internal.message.contains("key x"));
+    }
+}

@@ -1,0 +1,333 @@
+//! Prometheus metrics, served as text on a port of their own
+//! (`metrics_listen`, default 127.0.0.1:9464).
+//!
+//! Counters the server owns (HTTP requests, intake outcomes, replays) are
+//! prometheus-client metrics updated in place. Figures that live in Redis or
+//! in the library (queue counts and totals, worker stats) are snapshots: a
+//! sampler refreshes them every few seconds and a collector writes the last
+//! snapshot at scrape time, so a scrape never waits on Redis.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use plimsoll::queue::QueueCounts;
+use plimsoll::worker::WorkerStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IntakeLabels {
+    source: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueStateLabels {
+    queue: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueEventLabels {
+    queue: String,
+    event: String,
+}
+
+/// Snapshots written at scrape time.
+#[derive(Debug, Default)]
+pub struct Snapshots {
+    pub queues: BTreeMap<String, QueueCounts>,
+    pub queue_memory: BTreeMap<String, u64>,
+    pub push_workers: BTreeMap<String, WorkerStats>,
+    pub spool_records: u64,
+    pub spool_bytes: u64,
+    pub spool_max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct SnapshotCollector(Arc<Mutex<Snapshots>>);
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<HttpLabels, Counter>,
+    http_seconds: Family<RouteLabels, Histogram>,
+    intake: Family<IntakeLabels, Counter>,
+    replayed: Counter,
+    snapshots: Arc<Mutex<Snapshots>>,
+    up: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("plimsoll");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status",
+            http_requests.clone(),
+        );
+        let http_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+            ])
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by route",
+            http_seconds.clone(),
+        );
+        let intake = Family::<IntakeLabels, Counter>::default();
+        registry.register(
+            "intake_webhooks",
+            "Webhooks received, by source and outcome (enqueued, spooled, or the error code)",
+            intake.clone(),
+        );
+        let replayed = Counter::default();
+        registry.register(
+            "spool_replayed",
+            "Spooled webhooks handed to Redis",
+            replayed.clone(),
+        );
+        let up = Gauge::default();
+        up.set(1);
+        registry.register("up", "1 while the server runs", up.clone());
+        let snapshots = Arc::new(Mutex::new(Snapshots::default()));
+        registry.register_collector(Box::new(SnapshotCollector(snapshots.clone())));
+        Self {
+            registry,
+            http_requests,
+            http_seconds,
+            intake,
+            replayed,
+            snapshots,
+            up,
+        }
+    }
+
+    /// Records one answered HTTP request.
+    pub fn http(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+                status,
+            })
+            .inc();
+        self.http_seconds
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// Records a webhook's outcome: `Ok(spooled)` or `Err(error code)`.
+    pub fn intake(&self, source: &str, outcome: Result<bool, &str>) {
+        let outcome = match outcome {
+            Ok(true) => "spooled",
+            Ok(false) => "enqueued",
+            Err(code) => code,
+        };
+        self.intake
+            .get_or_create(&IntakeLabels {
+                source: source.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts spooled webhooks handed to Redis.
+    pub fn replayed(&self, n: u64) {
+        self.replayed.inc_by(n);
+    }
+
+    /// Replaces the snapshots with `update`'s changes.
+    pub fn update(&self, update: impl FnOnce(&mut Snapshots)) {
+        update(&mut self.snapshots.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Marks the server as stopping.
+    pub fn stopping(&self) {
+        self.up.set(0);
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snap = self.0.lock().unwrap_or_else(|e| e.into_inner());
+
+        let mut jobs = encoder.encode_descriptor(
+            "queue_jobs",
+            "Jobs in a queue, by state",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (queue, c) in &snap.queues {
+            for (state, n) in [
+                ("waiting", c.waiting),
+                ("scheduled", c.scheduled),
+                ("active", c.active),
+                ("dead", c.dead),
+                ("completed", c.completed),
+            ] {
+                let labels = QueueStateLabels {
+                    queue: queue.clone(),
+                    state: state.into(),
+                };
+                ConstGauge::new(n as i64).encode(jobs.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut events = encoder.encode_descriptor(
+            "queue_events",
+            "Jobs that went through a queue since it was created, by event",
+            None,
+            MetricType::Counter,
+        )?;
+        for (queue, c) in &snap.queues {
+            let t = &c.totals;
+            for (event, n) in [
+                ("enqueued", t.enqueued),
+                ("completed", t.completed),
+                ("retried", t.retried),
+                ("dead", t.dead),
+                ("cancelled", t.cancelled),
+                ("rescued", t.rescued),
+            ] {
+                let labels = QueueEventLabels {
+                    queue: queue.clone(),
+                    event: event.into(),
+                };
+                ConstCounter::new(n).encode(events.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut bytes = encoder.encode_descriptor(
+            "queue_memory_bytes",
+            "Bytes a queue's keys take in Redis (MEMORY USAGE, sampled)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (queue, n) in &snap.queue_memory {
+            let labels = QueueLabels {
+                queue: queue.clone(),
+            };
+            ConstGauge::new(*n as i64).encode(bytes.encode_family(&labels)?)?;
+        }
+
+        let mut workers = encoder.encode_descriptor(
+            "push_running",
+            "Push deliveries in progress, by queue",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (queue, s) in &snap.push_workers {
+            let labels = QueueLabels {
+                queue: queue.clone(),
+            };
+            ConstGauge::new(s.running as i64).encode(workers.encode_family(&labels)?)?;
+        }
+
+        for (name, help, value) in [
+            (
+                "spool_records",
+                "Webhooks in the local spool, waiting for Redis",
+                snap.spool_records,
+            ),
+            (
+                "spool_bytes",
+                "Bytes of webhooks in the local spool",
+                snap.spool_bytes,
+            ),
+            (
+                "spool_max_bytes",
+                "The spool's bound; past it webhooks are refused with 503",
+                snap.spool_max_bytes,
+            ),
+        ] {
+            let gauge = ConstGauge::new(value as i64);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_carries_counters_and_snapshots() {
+        let metrics = Metrics::new();
+        metrics.http("/v1/queues", "GET", 200, 0.003);
+        metrics.intake("github", Ok(true));
+        metrics.update(|s| {
+            s.queues.insert(
+                "mail".into(),
+                QueueCounts {
+                    waiting: 7,
+                    ..QueueCounts::default()
+                },
+            );
+            s.spool_records = 3;
+        });
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "plimsoll_http_requests_total{route=\"/v1/queues\",method=\"GET\",status=\"200\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "plimsoll_intake_webhooks_total{source=\"github\",outcome=\"spooled\"} 1"
+            )
+        );
+        assert!(text.contains("plimsoll_queue_jobs{queue=\"mail\",state=\"waiting\"} 7"));
+        assert!(text.contains("plimsoll_spool_records 3"));
+    }
+}

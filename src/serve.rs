@@ -1,0 +1,82 @@
+//! `plimsoll serve`: the main job.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use plimsoll_server::config::{Overrides, ServerConfig};
+
+/// Settings of `plimsoll serve` given as flags; the file and `PLIMSOLL_…`
+/// variables hold the rest (see README.md, "Configuration").
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The configuration file (TOML). Without one, defaults and
+    /// `PLIMSOLL_…` variables apply.
+    #[arg(long, short = 'c', env = "PLIMSOLL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the API and dashboard (default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Address of /metrics (default 127.0.0.1:9464; "" turns it off).
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Redis URL. Without one: 127.0.0.1:6379 if it answers, else a private
+    /// redis-server in the data folder.
+    #[arg(long)]
+    redis: Option<String>,
+    /// Data folder: embedded Redis, webhook spool, generated token.
+    #[arg(long)]
+    data_dir: Option<String>,
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        redis_url: args.redis,
+        data_dir: args.data_dir,
+        tokens: Vec::new(),
+    };
+    let config = ServerConfig::load(args.config.as_deref(), &overrides)?;
+    plimsoll_server::run(config, shutdown_signal(), |started| {
+        println!("Plimsoll is serving.");
+        if started.redis_embedded {
+            println!(
+                "  Redis      {} (a private redis-server this process started; data in its data folder)",
+                started.redis
+            );
+        } else {
+            println!("  Redis      {}", started.redis);
+        }
+        println!("  API        http://{}/v1  (OpenAPI: /v1/openapi.json)", started.api);
+        println!("  Dashboard  http://{}/login?token={}", started.api, started.token);
+        if let Some(metrics) = started.metrics {
+            println!("  Metrics    http://{metrics}/metrics");
+        }
+        if let Some(token) = &started.generated_token {
+            println!("  Token      {token}  (generated and saved in the data folder; send it as Authorization: Bearer)");
+        }
+        println!("Stop with Ctrl-C.");
+    })
+    .await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

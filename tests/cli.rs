@@ -1,0 +1,247 @@
+//! The `plimsoll` binary, run as a process against private redis-servers.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use plimsoll_test_support::RedisServer;
+
+fn plimsoll() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `plimsoll serve`, killed on drop if still running.
+struct Served {
+    child: Child,
+    api: String,
+    token: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(redis: &RedisServer, data: &std::path::Path, extra: &[&str]) -> Served {
+    let port = free_port();
+    let mut child = plimsoll()
+        .args([
+            "serve",
+            "--redis",
+            &redis.url(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--data-dir", &data.display().to_string()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut token = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("Token") {
+            token = rest.split_whitespace().next().unwrap().to_string();
+        }
+        if line.starts_with("Stop with") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "serve did not start");
+    }
+    assert!(!token.is_empty(), "serve printed its generated token");
+    // Keep reading stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Served {
+        child,
+        api: format!("http://127.0.0.1:{port}"),
+        token,
+    }
+}
+
+#[test]
+fn the_help_lists_the_subcommands() {
+    let out = plimsoll().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["serve", "demo", "queue", "enqueue", "bench"] {
+        assert!(text.contains(sub), "{sub} in {text}");
+    }
+}
+
+#[test]
+fn serve_refuses_a_bad_configuration_and_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("plimsoll.toml");
+    std::fs::write(&config, "[hooks.github]\nsecret = \"short\"\n").unwrap();
+    let out = plimsoll()
+        .args(["serve", "--config", &config.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hooks.github.secret"), "{err}");
+
+    let out = plimsoll()
+        .args(["serve", "--config", "/nonexistent/plimsoll.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_over_http_and_stops_cleanly_on_sigterm() {
+    let redis = RedisServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let mut served = serve(&redis, data.path(), &[]);
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("{}/healthz", served.api))
+        .send()
+        .await
+        .unwrap();
+    assert!(health.status().is_success());
+
+    let created = client
+        .post(format!("{}/v1/queues/mail/jobs", served.api))
+        .bearer_auth(&served.token)
+        .json(&serde_json::json!({"payload": {"to": "x@example.com"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let counts = client
+        .get(format!("{}/v1/queues/mail", served.api))
+        .bearer_auth(&served.token)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(counts["counts"]["waiting"], 1);
+    // The dashboard logs in with the printed token.
+    let login = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/login?token={}", served.api, served.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    assert!(
+        login.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("HttpOnly")
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = served.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "clean exit: {exit}");
+    // The token persists for the next start.
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("token"))
+            .unwrap()
+            .trim(),
+        served.token
+    );
+}
+
+#[test]
+fn the_demo_leaves_nothing_but_the_queue_counters() {
+    let redis = RedisServer::start();
+    let out = plimsoll()
+        .args(["demo", "--redis", &redis.url(), "--jobs", "500"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Processed 500 webhooks"), "{text}");
+    assert!(
+        text.contains("Keys of the queue left in Redis: 2"),
+        "{text}"
+    );
+    let mut keys = redis.keys();
+    keys.retain(|k| k.contains("webhooks.demo"));
+    assert_eq!(keys.len(), 2, "{keys:?}");
+}
+
+#[test]
+fn enqueue_and_queue_stats_work_from_the_command_line() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let out = plimsoll()
+        .args([
+            "enqueue",
+            "--redis",
+            &url,
+            "reports",
+            "{\"week\":47}",
+            "--priority",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+
+    let out = plimsoll()
+        .args(["queue", "stats", "--redis", &url, "reports", "--json"])
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["counts"]["waiting"], 1);
+    assert_eq!(stats["counts"]["waiting_by_priority"][1], 1);
+
+    let out = plimsoll()
+        .args([
+            "enqueue",
+            "--redis",
+            &url,
+            "reports",
+            "x",
+            "--priority",
+            "12",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("priority 12"));
+}
