@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::attribute::report::{append_line, io_error};
+use super::attribute::report::{append_line, count_lines, io_error};
 use super::thresholds::LevelState;
 use crate::error::Result;
 
@@ -66,6 +66,7 @@ pub struct History {
     max_points: usize,
     max_age_ms: u64,
     points: VecDeque<HistoryPoint>,
+    file_lines: usize,
 }
 
 impl History {
@@ -76,9 +77,11 @@ impl History {
             max_points: max_points.max(10),
             max_age_ms: crate::clock::ms(max_age),
             points: VecDeque::new(),
+            file_lines: 0,
         };
         if let Some(dir) = dir {
             std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+            history.file_lines = count_lines(&dir.join("samples.jsonl"));
             if let Ok(file) = std::fs::File::open(dir.join("samples.jsonl")) {
                 for line in std::io::BufReader::new(file).lines() {
                     let Ok(line) = line else { break };
@@ -114,7 +117,13 @@ impl History {
         let now = point.t;
         if let Some(dir) = &self.dir {
             let all = || self.points.iter().cloned().chain([point.clone()]).collect();
-            append_line(&dir.join("samples.jsonl"), &point, self.max_points, all)?;
+            append_line(
+                &dir.join("samples.jsonl"),
+                &point,
+                &mut self.file_lines,
+                self.max_points,
+                all,
+            )?;
         }
         self.points.push_back(point);
         self.trim(now);

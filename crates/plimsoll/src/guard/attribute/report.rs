@@ -395,6 +395,7 @@ pub struct ReportHistory {
     snapshots: VecDeque<ReportSnapshot>,
     limit: usize,
     path: Option<PathBuf>,
+    file_lines: usize,
 }
 
 impl ReportHistory {
@@ -404,6 +405,7 @@ impl ReportHistory {
             snapshots: VecDeque::new(),
             limit: limit.max(1),
             path: None,
+            file_lines: 0,
         }
     }
 
@@ -420,6 +422,7 @@ impl ReportHistory {
                 }
             }
         }
+        history.file_lines = count_lines(&path);
         history.path = Some(path);
         Ok(history)
     }
@@ -494,7 +497,7 @@ impl ReportHistory {
                 .collect(),
         };
         if let Some(path) = &self.path {
-            append_line(path, &snapshot, self.limit, || {
+            append_line(path, &snapshot, &mut self.file_lines, self.limit, || {
                 self.snapshots
                     .iter()
                     .cloned()
@@ -507,20 +510,21 @@ impl ReportHistory {
     }
 }
 
-/// Appends `item` as a JSON line; when the file holds more than twice
-/// `limit` lines, rewrites it with the last `limit` (write + rename, so a
-/// crash leaves the old file or the new, never half of one).
+/// Appends `item` as a JSON line to the file that holds `*lines` lines;
+/// when it would hold more than twice `limit`, rewrites it with the last
+/// `limit` of `all()` instead (write + rename, so a crash leaves the old
+/// file or the new, never half of one).
 pub(crate) fn append_line<T: Serialize>(
     path: &Path,
     item: &T,
+    lines: &mut usize,
     limit: usize,
     all: impl FnOnce() -> Vec<T>,
 ) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io_error(path, e))?;
     }
-    let file_lines = count_lines(path);
-    if file_lines + 1 > 2 * limit.max(1) {
+    if *lines + 1 > 2 * limit.max(1) {
         let items = all();
         let skip = items.len().saturating_sub(limit);
         let tmp = path.with_extension("tmp");
@@ -530,6 +534,7 @@ pub(crate) fn append_line<T: Serialize>(
         }
         out.sync_all().map_err(|e| io_error(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
+        *lines = items.len() - skip;
         return Ok(());
     }
     let mut out = std::fs::OpenOptions::new()
@@ -538,10 +543,11 @@ pub(crate) fn append_line<T: Serialize>(
         .open(path)
         .map_err(|e| io_error(path, e))?;
     writeln!(out, "{}", serde_json::to_string(item)?).map_err(|e| io_error(path, e))?;
+    *lines += 1;
     Ok(())
 }
 
-fn count_lines(path: &Path) -> usize {
+pub(crate) fn count_lines(path: &Path) -> usize {
     std::fs::File::open(path)
         .map(|f| std::io::BufReader::new(f).lines().count())
         .unwrap_or(0)
