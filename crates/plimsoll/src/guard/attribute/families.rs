@@ -718,3 +718,30 @@ mod tests {
         format!("{}{}", letters[i % 8], "x".repeat(i / 8))
     }
 }
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn classify_cost_per_key() {
+        let keys: Vec<String> = (0..200_000u64)
+            .map(|i| match i % 5 {
+                0 => format!("session:{:08x}-aaaa-4bbb-8ccc-{:012x}", i, i),
+                1 => format!("user:{i}:profile"),
+                2 => format!("bull:mail:{i}"),
+                3 => format!("cache:page:{i:032x}"),
+                _ => format!("celery-task-meta-{:08x}-aaaa-4bbb-8ccc-{:012x}", i, i),
+            })
+            .collect();
+        let c = Classifier::default();
+        let start = std::time::Instant::now();
+        let mut n = 0;
+        for k in &keys {
+            n += c.classify(k.as_bytes()).pattern.len();
+        }
+        let per_key = start.elapsed().as_nanos() as f64 / keys.len() as f64;
+        eprintln!("classify: {per_key:.0} ns per key ({n})");
+    }
+}
