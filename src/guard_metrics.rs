@@ -50,6 +50,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "plimsoll_guard_report_keys",
     "plimsoll_guard_report_keys_scanned",
     "plimsoll_guard_report_errors_total",
+    "plimsoll_guard_history_errors_total",
     "plimsoll_guard_family_bytes",
     "plimsoll_guard_family_bytes_error",
     "plimsoll_guard_family_keys",
@@ -310,10 +311,18 @@ pub fn render(stats: &GuardStats) -> String {
     );
     w.sample(
         "plimsoll_guard_report_errors_total",
+        "plimsoll_guard_history_errors_total",
         "counter",
         "Memory reports that failed.",
         &[],
         stats.report_errors_total as f64,
+    );
+    w.sample(
+        "plimsoll_guard_history_errors_total",
+        "counter",
+        "Writes of the guard's local history that failed.",
+        &[],
+        stats.history_errors_total as f64,
     );
     if let Some(r) = &stats.report {
         w.sample(
@@ -525,6 +534,7 @@ mod tests {
                 }],
             }),
             report_errors_total: 0,
+            history_errors_total: 0,
         }
     }
 

@@ -112,22 +112,24 @@ impl History {
         self.points.is_empty()
     }
 
-    /// Adds a reading (and appends it to the file).
+    /// Adds a reading, in memory always, and to the file when there is
+    /// one (an error writing it is returned after the reading is kept).
     pub fn push(&mut self, point: HistoryPoint) -> Result<()> {
         let now = point.t;
+        let mut written = Ok(());
         if let Some(dir) = &self.dir {
             let all = || self.points.iter().cloned().chain([point.clone()]).collect();
-            append_line(
+            written = append_line(
                 &dir.join("samples.jsonl"),
                 &point,
                 &mut self.file_lines,
                 self.max_points,
                 all,
-            )?;
+            );
         }
         self.points.push_back(point);
         self.trim(now);
-        Ok(())
+        written
     }
 
     fn trim(&mut self, now: u64) {

@@ -292,6 +292,7 @@ struct Core {
     recent_alerts: VecDeque<Alert>,
     report: Option<Arc<MemoryReport>>,
     report_errors: u64,
+    history_errors: u64,
 }
 
 impl fmt::Debug for Guard {
@@ -341,6 +342,7 @@ impl Guard {
                     recent_alerts: VecDeque::new(),
                     report: None,
                     report_errors: 0,
+                    history_errors: 0,
                 }),
                 dispatcher: tokio::sync::Mutex::new(Dispatcher::new(
                     config.sinks.clone(),
@@ -508,13 +510,19 @@ impl Guard {
             return Ok(Vec::new());
         }
         core.last_sample_ms = Some(now);
-        core.history.push(HistoryPoint {
+        // The history file is a convenience: a full or read-only disk must
+        // not stop the alerts. The reading is kept in memory either way.
+        let point = HistoryPoint {
             t: now,
             n: samples
                 .iter()
                 .map(|s| (s.node.clone(), s.used_memory, s.limit))
                 .collect(),
-        })?;
+        };
+        if let Err(err) = core.history.push(point) {
+            core.history_errors += 1;
+            tracing::warn!(error = %err, "guard history not written");
+        }
         let total_used: u64 = samples.iter().map(|s| s.used_memory).sum();
         let total_limit: u64 = samples.iter().map(|s| s.limit).sum();
         let mut alerts = Vec::new();
@@ -554,7 +562,10 @@ impl Guard {
         core.forecasts = forecasts;
         core.last = samples;
         let state = core.state.clone();
-        core.history.save_state(&state)?;
+        if let Err(err) = core.history.save_state(&state) {
+            core.history_errors += 1;
+            tracing::warn!(error = %err, "guard alert state not written");
+        }
         Ok(alerts)
     }
 

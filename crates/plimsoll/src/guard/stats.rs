@@ -116,6 +116,8 @@ pub struct GuardStats {
     pub report: Option<ReportStats>,
     /// Memory reports that failed.
     pub report_errors_total: u64,
+    /// Writes of the local history that failed (the guard goes on).
+    pub history_errors_total: u64,
 }
 
 pub(super) fn snapshot(core: &Core, settings: &Settings) -> GuardStats {
@@ -211,5 +213,6 @@ pub(super) fn snapshot(core: &Core, settings: &Settings) -> GuardStats {
                 .collect(),
         }),
         report_errors_total: core.report_errors,
+        history_errors_total: core.history_errors,
     }
 }
