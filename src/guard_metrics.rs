@@ -311,7 +311,6 @@ pub fn render(stats: &GuardStats) -> String {
     );
     w.sample(
         "plimsoll_guard_report_errors_total",
-        "plimsoll_guard_history_errors_total",
         "counter",
         "Memory reports that failed.",
         &[],
