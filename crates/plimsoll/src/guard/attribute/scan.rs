@@ -264,21 +264,29 @@ impl Pacer {
         }
     }
 
+    /// Waits until `n` tokens are there and takes them. Tokens accrue for
+    /// the time that really passed, so a sleep that the timer rounds up
+    /// (to its millisecond) is not lost: the surplus pays for the next
+    /// calls, and the average rate is the configured one even when each
+    /// call costs less than a millisecond of budget.
     pub(crate) async fn take(&mut self, n: u64) {
-        let now = Instant::now();
-        let burst = (self.rate / 10.0).max(n as f64);
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(burst);
-        self.last = now;
         let n = n as f64;
+        let burst = (self.rate / 10.0).max(n);
+        self.refill(burst);
         if self.tokens < n {
             let wait = (n - self.tokens) / self.rate;
             tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-            self.tokens = n;
-            self.last = Instant::now();
+            self.refill(burst);
         }
         self.tokens -= n;
         self.commands += n as u64;
+    }
+
+    fn refill(&mut self, burst: f64) {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(burst);
+        self.last = now;
     }
 
     pub(crate) fn observe(&mut self, round_trip: Duration) {
