@@ -274,6 +274,40 @@ async fn an_unbounded_redis_is_called_out_once_and_measured_against_the_configur
 }
 
 #[tokio::test]
+async fn evictions_are_an_alert_of_their_own() {
+    let server = RedisServer::builder()
+        .maxmemory(4 << 20)
+        .maxmemory_policy("allkeys-lru")
+        .start();
+    let redis = connect(&server).await;
+    let clock = ManualClock::new(1_700_000_000_000);
+    let guard = Guard::new(redis.clone(), config(&clock)).unwrap();
+    // (An empty Redis is already past 20% of 4 MiB.)
+    guard.sample_once().await.unwrap();
+    // 8 MiB into 4: Redis evicts instead of refusing.
+    let mut seq = 0;
+    for _ in 0..200 {
+        leak(&redis, &mut seq, 40).await.unwrap();
+    }
+    clock.advance(MINUTE);
+    let alerts = guard.sample_once().await.unwrap();
+    let evicted = alerts
+        .iter()
+        .find_map(|a| match a.kind {
+            AlertKind::Evictions { evicted } => Some(evicted),
+            _ => None,
+        })
+        .expect("an evictions alert");
+    assert!(evicted > 1000, "{evicted}");
+    let summary = &alerts
+        .iter()
+        .find(|a| a.kind.name() == "evictions")
+        .unwrap()
+        .summary;
+    assert!(summary.contains("allkeys-lru"), "{summary}");
+}
+
+#[tokio::test]
 async fn an_unreachable_redis_is_an_alert_and_the_guard_recovers() {
     let mut server = RedisServer::builder().maxmemory(MAXMEMORY).start();
     let redis = connect(&server).await;
