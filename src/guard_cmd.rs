@@ -90,6 +90,10 @@ pub struct GuardArgs {
     #[arg(long, default_value_t = plimsoll::guard::attribute::scan::DEFAULT_COMMAND_BUDGET)]
     budget: u32,
 
+    /// Keys per second per node a memory report may walk.
+    #[arg(long, default_value_t = plimsoll::guard::attribute::scan::DEFAULT_KEYS_PER_SECOND)]
+    keys_per_sec: u32,
+
     /// Take one reading (and one memory report unless
     /// --attribute-every off), print the status, and exit.
     #[arg(long)]
@@ -204,6 +208,7 @@ fn config(args: &GuardArgs, redis: &plimsoll::Redis) -> Result<GuardConfig> {
         attribute_interval,
         attribute: AttributeConfig {
             budget: args.budget,
+            keys_per_sec: args.keys_per_sec,
             ..AttributeConfig::default()
         },
         sinks,

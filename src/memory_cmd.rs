@@ -13,7 +13,8 @@ use clap::Args;
 use plimsoll::SystemClock;
 use plimsoll::guard::attribute::report::DEFAULT_REPORT_HISTORY;
 use plimsoll::guard::attribute::scan::{
-    DEFAULT_COMMAND_BUDGET, DEFAULT_MAX_SCAN_KEYS, DEFAULT_SAMPLES_PER_FAMILY, DEFAULT_SCAN_COUNT,
+    DEFAULT_COMMAND_BUDGET, DEFAULT_KEYS_PER_SECOND, DEFAULT_MAX_SCAN_KEYS,
+    DEFAULT_SAMPLES_PER_FAMILY, DEFAULT_SCAN_COUNT,
 };
 use plimsoll::guard::{AttributeConfig, MemoryReport, ReportHistory};
 
@@ -32,6 +33,10 @@ pub struct MemoryArgs {
     /// Commands per second per node the walk may send.
     #[arg(long, default_value_t = DEFAULT_COMMAND_BUDGET)]
     budget: u32,
+
+    /// Keys per second per node the walk may visit.
+    #[arg(long, default_value_t = DEFAULT_KEYS_PER_SECOND)]
+    keys_per_sec: u32,
 
     /// SCAN COUNT per call.
     #[arg(long, default_value_t = DEFAULT_SCAN_COUNT)]
@@ -71,6 +76,7 @@ pub async fn run(args: MemoryArgs) -> Result<()> {
     let redis = args.redis.connect().await?;
     let config = AttributeConfig {
         budget: args.budget,
+        keys_per_sec: args.keys_per_sec,
         scan_count: args.scan_count,
         samples_per_family: args.samples,
         max_samples_per_family: args

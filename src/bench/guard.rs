@@ -41,7 +41,7 @@ const G2_MAXMEMORY: u64 = 256 << 20;
 /// G2: value size.
 const G2_VALUE: usize = 1024;
 /// GET loop: how long each quiet window lasts.
-const QUIET_WINDOW: Duration = Duration::from_secs(5);
+const QUIET_WINDOW: Duration = Duration::from_secs(10);
 
 /// Whether `workload` is one of these.
 pub fn handles(workload: &str) -> bool {

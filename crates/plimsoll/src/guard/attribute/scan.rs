@@ -23,12 +23,15 @@
 //! error of the count). 100 million keys are covered by a 5 million key
 //! sample in minutes, not hours.
 //!
-//! **Budget.** Commands are paced by a token bucket at `budget` commands per
-//! second per node (a SCAN counts as one; each measured key as three). When
-//! a call's round trip exceeds the busy threshold (several times the
-//! fastest seen, and at least [`DEFAULT_BUSY_LATENCY`]), the rate halves;
-//! it recovers by 5% per quick call. The report states the commands sent,
-//! the rate kept and the number of back-offs.
+//! **Budget.** Each node's walk is paced by two token buckets: commands per
+//! second (`budget`; a SCAN counts as one, each measured key as three) and
+//! keys visited per second (`keys_per_sec`), because a SCAN that returns
+//! 200 keys costs Redis far more than one small command. Tokens accrue for
+//! the time that really passed, so the timer's millisecond rounding does
+//! not slow the walk. When a SCAN's round trip exceeds the busy threshold
+//! (4× the fastest seen, and at least [`DEFAULT_BUSY_LATENCY`]), both rates
+//! halve; they recover by 5% per quick call. The report states the
+//! commands sent, the rate kept and the number of back-offs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
