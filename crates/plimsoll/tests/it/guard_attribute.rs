@@ -87,7 +87,16 @@ async fn every_layout_is_named_and_measured_like_a_full_pass() {
     assert_eq!(server.keys(), keys_before, "a report writes nothing");
     assert!(report.complete);
     assert_eq!(report.keys_total, keys_before.len() as u64);
-    assert!(report.commands > 0 && report.nodes[0].commands_per_sec <= 4000.0 * 1.5);
+    // The budget is kept: 4,000 commands a second after a burst of a tenth
+    // of a second's worth.
+    let node = &report.nodes[0];
+    assert!(report.commands > 0);
+    assert!(
+        node.commands as f64 <= 4000.0 * node.duration_secs + 400.0 + 10.0,
+        "{} commands in {:.2} s",
+        node.commands,
+        node.duration_secs
+    );
 
     let name = |pattern: &str| report.family(pattern).map(|f| f.name.clone());
     assert_eq!(
