@@ -336,3 +336,39 @@ async fn a_queue_layout_is_not_trimmed_as_a_generic_family() {
     .unwrap_err();
     assert!(err.to_string().contains("every key"), "{err}");
 }
+
+#[tokio::test]
+async fn a_plimsoll_queue_is_trimmed_by_retention_rules() {
+    use plimsoll::{Bounds, NewJob, Outcome, Queue, Retention, Worker};
+
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let queue = Queue::with_defaults(redis.clone(), "mail").unwrap();
+    let jobs = (0..30)
+        .map(|i| NewJob::bytes(format!("job-{i}")).max_attempts(1))
+        .collect();
+    queue.enqueue_bulk(jobs).await.unwrap();
+    let worker = Worker::builder(queue.clone())
+        .config(crate::support::fast_worker())
+        .start(|_job: plimsoll::Job| async { Outcome::fail("no") })
+        .unwrap();
+    crate::support::eventually(Duration::from_secs(20), "30 dead jobs", || async {
+        queue.counts().await.unwrap().dead == 30
+    })
+    .await;
+    worker.shutdown().await.unwrap();
+    let target = TrimTarget::Plimsoll {
+        prefix: "plimsoll".into(),
+        queue: "mail".into(),
+        retention: Retention {
+            dead: Bounds::new(5, Duration::from_secs(3600), 1 << 30).unwrap(),
+            ..Retention::default()
+        },
+    };
+    let dry = trim(&redis, &target, &TrimOptions::default()).await.unwrap();
+    assert_eq!(dry.jobs, 25);
+    assert_eq!(queue.counts().await.unwrap().dead, 30);
+    let done = trim(&redis, &target, &apply()).await.unwrap();
+    assert_eq!(done.jobs, 25);
+    assert_eq!(queue.counts().await.unwrap().dead, 5);
+}
