@@ -365,7 +365,9 @@ async fn a_plimsoll_queue_is_trimmed_by_retention_rules() {
             ..Retention::default()
         },
     };
-    let dry = trim(&redis, &target, &TrimOptions::default()).await.unwrap();
+    let dry = trim(&redis, &target, &TrimOptions::default())
+        .await
+        .unwrap();
     assert_eq!(dry.jobs, 25);
     assert_eq!(queue.counts().await.unwrap().dead, 30);
     let done = trim(&redis, &target, &apply()).await.unwrap();
