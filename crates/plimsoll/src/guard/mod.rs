@@ -29,6 +29,38 @@
 //! an injected clock, which is how the tests run hours in milliseconds.
 //!
 //! By default the guard writes nothing into the Redis it watches.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use plimsoll::{Guard, GuardConfig, LogSink, Redis, WebhookSink};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn demo() -> plimsoll::Result<()> {
+//! let redis = Redis::connect_url("redis://127.0.0.1:6379/").await?;
+//! let guard = Guard::new(
+//!     redis,
+//!     GuardConfig {
+//!         sinks: vec![
+//!             Arc::new(LogSink),
+//!             Arc::new(WebhookSink::slack("https://hooks.slack.com/services/T0/B0/XXXX")?),
+//!         ],
+//!         history_dir: Some(".plimsoll/guard/cache".into()),
+//!         ..GuardConfig::default()
+//!     },
+//! )?;
+//! let shutdown = CancellationToken::new();
+//! let tasks = guard.start(shutdown.clone());
+//! // guard.stats() is the snapshot a metrics exporter renders.
+//! let used = guard.stats().total_used_bytes;
+//! shutdown.cancel();
+//! for task in tasks {
+//!     let _ = task.await;
+//! }
+//! # let _ = used;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod alerts;
 pub mod attribute;
