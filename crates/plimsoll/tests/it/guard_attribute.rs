@@ -78,7 +78,7 @@ async fn every_layout_is_named_and_measured_like_a_full_pass() {
     shared_redis(&redis).await;
     let keys_before = server.keys();
     let config = AttributeConfig {
-        samples_per_family: 50,
+        samples_per_family: 150,
         ..AttributeConfig::default()
     };
     let report = plimsoll::guard::attribute(&redis, &config, &SystemClock, None)

@@ -96,7 +96,13 @@ async fn trimming_a_bullmq_completed_set_leaves_every_other_key_alone() {
         .unwrap();
     assert!(!dry.applied);
     assert_eq!(dry.jobs, 900);
-    assert!(dry.bytes_estimated > 900 * 900, "{}", dry.bytes_estimated);
+    // About 1 KiB a job; MEMORY USAGE samples 5 fields of a hash, so which
+    // fields Redis' dict order puts first moves the estimate somewhat.
+    assert!(
+        (900 * 400..900 * 3000).contains(&dry.bytes_estimated),
+        "{}",
+        dry.bytes_estimated
+    );
     assert_eq!(dump_all(&server), before);
 
     let done = trim(&redis, &target, &apply()).await.unwrap();
