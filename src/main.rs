@@ -5,8 +5,12 @@
 
 mod bench;
 mod demo;
+mod guard_cmd;
+mod guard_metrics;
+mod memory_cmd;
 mod queue_cmd;
 mod serve;
+mod trim_cmd;
 mod util;
 
 use std::process::ExitCode;
@@ -42,6 +46,14 @@ enum Command {
     Enqueue(queue_cmd::EnqueueArgs),
     /// Run the benchmark workloads of shared/BENCH.md and print JSON lines.
     Bench(bench::BenchArgs),
+    /// Watch Redis memory: alerts at 20/50/90% and on a forecast under
+    /// 72 h / 48 h, OOM and evictions; Prometheus metrics.
+    Guard(guard_cmd::GuardArgs),
+    /// Which key families hold Redis' memory, which grow, which leak.
+    Memory(memory_cmd::MemoryArgs),
+    /// Reclaim memory from one family in bounded batches (dry run unless --yes).
+    #[command(subcommand)]
+    Trim(trim_cmd::TrimCommand),
 }
 
 fn main() -> ExitCode {
@@ -79,5 +91,8 @@ async fn run(command: Command) -> Result<()> {
         Command::Queue(command) => queue_cmd::run(command).await,
         Command::Enqueue(args) => queue_cmd::enqueue(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Guard(args) => guard_cmd::run(args).await,
+        Command::Memory(args) => memory_cmd::run(args).await,
+        Command::Trim(command) => trim_cmd::run(command).await,
     }
 }

@@ -245,3 +245,126 @@ fn enqueue_and_queue_stats_work_from_the_command_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("priority 12"));
 }
+
+// ---- memory guard: `plimsoll memory`, `plimsoll trim`, `plimsoll guard --once` ----
+
+/// Completed BullMQ jobs `bull:mail:<id>` (hash + completed-set entry) and
+/// a few session strings.
+fn bullmq_and_sessions(redis: &RedisServer, jobs: u64) {
+    for id in 1..=jobs {
+        let key = format!("bull:mail:{id}");
+        redis.cmd(&[
+            "HSET",
+            &key,
+            "name",
+            "send",
+            "data",
+            &"x".repeat(500),
+            "finishedOn",
+            &id.to_string(),
+        ]);
+        redis.cmd(&[
+            "ZADD",
+            "bull:mail:completed",
+            &id.to_string(),
+            &id.to_string(),
+        ]);
+    }
+    for i in 0..20 {
+        redis.cmd(&[
+            "SET",
+            &format!("session:{i:08}-aaaa-4bbb-8ccc-dddddddddddd"),
+            "v",
+            "EX",
+            "600",
+        ]);
+    }
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let output = plimsoll().args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "plimsoll {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn memory_names_the_families_as_json_and_writes_nothing() {
+    let redis = RedisServer::start();
+    bullmq_and_sessions(&redis, 50);
+    let before = redis.keys();
+    let out = run_ok(&["memory", "--redis", &redis.url(), "--json", "--no-state"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = report["families"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"BullMQ queue mail: completed jobs"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"session:<uuid>"), "{names:?}");
+    assert_eq!(report["keys_total"], 71);
+    assert_eq!(redis.keys(), before);
+}
+
+#[test]
+fn trim_is_a_dry_run_until_yes() {
+    let redis = RedisServer::start();
+    bullmq_and_sessions(&redis, 30);
+    let args = [
+        "trim",
+        "bullmq",
+        "mail",
+        "--set",
+        "completed",
+        "--keep",
+        "10",
+        "--redis",
+        &redis.url(),
+    ];
+    let dry = run_ok(&args);
+    assert!(dry.contains("Dry run: would remove 20 jobs"), "{dry}");
+    assert_eq!(redis.cmd(&["ZCARD", "bull:mail:completed"]), "30");
+    let done = run_ok(&[&args[..], &["--yes"]].concat());
+    assert!(done.contains("Removed 20 jobs"), "{done}");
+    assert_eq!(redis.cmd(&["ZCARD", "bull:mail:completed"]), "10");
+    assert_eq!(redis.cmd(&["EXISTS", "bull:mail:20"]), "0");
+    assert_eq!(redis.cmd(&["EXISTS", "bull:mail:21"]), "1");
+    assert_eq!(redis.dbsize(), 31);
+}
+
+#[test]
+fn guard_once_prints_the_figures() {
+    let redis = RedisServer::builder().maxmemory(64 << 20).start();
+    bullmq_and_sessions(&redis, 10);
+    let out = run_ok(&[
+        "guard",
+        "--redis",
+        &redis.url(),
+        "--once",
+        "--json",
+        "--no-history",
+    ]);
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let node = &stats["nodes"][0];
+    assert_eq!(node["maxmemory_bytes"], 64 << 20);
+    assert_eq!(node["limit_source"], "maxmemory");
+    assert_eq!(node["up"], true);
+    assert!(stats["report"]["families"].as_array().unwrap().len() >= 2);
+    let human = run_ok(&[
+        "guard",
+        "--redis",
+        &redis.url(),
+        "--once",
+        "--no-history",
+        "--attribute-every",
+        "off",
+    ]);
+    assert!(human.contains("of 64.0 MiB"), "{human}");
+}

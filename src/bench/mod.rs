@@ -7,6 +7,7 @@
 //! `--redis` that holds keys is refused unless `--flush` says that is fine.
 
 mod cache;
+mod guard;
 mod queue;
 mod server;
 mod sys;
@@ -32,6 +33,8 @@ pub const WORKLOADS: &[&str] = &[
     "W5-soak",
     "C1-hit",
     "C2-down",
+    "G1-attribute",
+    "G2-forecast",
     "H1-intake",
     "H2-intake-redis-down",
 ];
@@ -88,6 +91,10 @@ pub struct BenchArgs {
     /// W4: how long the producer runs.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     duration: std::time::Duration,
+
+    /// G2: the time the producer takes to fill Redis' 256 MB.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    fill_time: std::time::Duration,
 }
 
 /// What a workload measured in one repetition: named figures.
@@ -127,13 +134,16 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     let server = info(&redis, "server").await?;
     let redis_version = server.get("redis_version").cloned().unwrap_or_default();
+    let guard_bench = guard::GuardBench::new(redis.clone(), &args);
     let bench = queue::Bench::new(redis, &args);
 
     for workload in &args.workload {
         let mut reps: Vec<Figures> = Vec::new();
         let mut extra = Map::new();
         for _ in 0..args.reps {
-            let (figures, details) = if workload.starts_with('H') {
+            let (figures, details) = if guard::handles(workload) {
+                guard_bench.run(workload).await?
+            } else if workload.starts_with('H') {
                 server::run(workload, args.http_duration, args.connections).await?
             } else if cache::WORKLOADS.contains(&workload.as_str()) {
                 let local = local.as_mut();
@@ -144,7 +154,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             reps.push(figures);
             extra = details;
         }
-        let n = if workload.starts_with('H') {
+        let n = if guard::handles(workload) {
+            guard_bench.n(workload)
+        } else if workload.starts_with('H') {
             medians(&reps).get("accepted").copied().unwrap_or(0.0) as u64
         } else {
             cache::reads(workload, args.n).unwrap_or_else(|| bench.n(workload))

@@ -321,3 +321,131 @@ mod tests {
         assert_eq!(config.topology, Topology::Cluster);
     }
 }
+
+/// One primary of the deployment: its address and a connection to it alone.
+///
+/// The memory guard and `trim` need every primary individually: `INFO`,
+/// `SCAN` and `DBSIZE` answer for one node, and a cluster client would send
+/// them to whichever node it picks.
+#[derive(Debug, Clone)]
+pub struct Primary {
+    /// `host:port`, as the cluster announces it (or as configured for one
+    /// server).
+    pub address: String,
+    /// A single-node connection to this primary.
+    pub redis: Redis,
+}
+
+impl Redis {
+    /// Every primary: this handle itself for one server; for a cluster, a
+    /// new single-node connection per primary, found with `CLUSTER NODES`
+    /// (primaries that are marked failed are skipped). The URLs keep the
+    /// scheme, credentials and database of the first configured URL.
+    pub async fn primaries(&self) -> Result<Vec<Primary>> {
+        if !self.is_cluster() {
+            return Ok(vec![Primary {
+                address: url_address(&self.config.urls[0]),
+                redis: self.clone(),
+            }]);
+        }
+        let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+        let mut addresses = parse_cluster_primaries(&nodes);
+        addresses.sort();
+        addresses.dedup();
+        if addresses.is_empty() {
+            return Err(Error::new(
+                crate::ErrorKind::Unavailable,
+                "CLUSTER NODES lists no healthy primary",
+            ));
+        }
+        let mut primaries = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            let url = with_address(&self.config.urls[0], &address);
+            let mut config = (*self.config).clone();
+            config.urls = vec![url];
+            let redis = Self::open(config, Topology::Single, None).await?;
+            primaries.push(Primary { address, redis });
+        }
+        Ok(primaries)
+    }
+}
+
+/// `host:port` of a URL (`redis+unix` URLs give their path).
+fn url_address(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    if host.is_empty() {
+        rest.to_string()
+    } else if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:6379")
+    }
+}
+
+/// `url` with its `host:port` replaced by `address`.
+fn with_address(url: &str, address: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let (userinfo, hostpart) = match rest.rsplit_once('@') {
+        Some((user, host)) => (Some(user), host),
+        None => (None, rest),
+    };
+    let tail = hostpart.find(['/', '?']).map_or("", |at| &hostpart[at..]);
+    match userinfo {
+        Some(user) => format!("{scheme}://{user}@{address}{tail}"),
+        None => format!("{scheme}://{address}{tail}"),
+    }
+}
+
+/// Addresses of the healthy primaries in `CLUSTER NODES` output:
+/// `<id> <ip:port@cport[,hostname]> <flags> <primary> <ping> <pong> <epoch> <state> <slots>…`.
+fn parse_cluster_primaries(nodes: &str) -> Vec<String> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 8 {
+                return None;
+            }
+            let flags = fields[2];
+            let healthy = flags.split(',').any(|f| f == "master")
+                && !flags.split(',').any(|f| f == "fail" || f == "noaddr");
+            if !healthy || fields[7] != "connected" {
+                return None;
+            }
+            let address = fields[1].split(['@', ',']).next()?;
+            (!address.is_empty() && !address.starts_with(':')).then(|| address.to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod primaries_tests {
+    use super::*;
+
+    #[test]
+    fn cluster_nodes_output_gives_the_healthy_primaries() {
+        let nodes = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001 master - 0 1 2 connected 5461-10922
+c3 127.0.0.1:7002@17002 slave b2 0 1 2 connected
+d4 127.0.0.1:7003@17003 master,fail - 0 1 3 disconnected 10923-16383
+";
+        assert_eq!(
+            parse_cluster_primaries(nodes),
+            ["127.0.0.1:7000", "127.0.0.1:7001"]
+        );
+    }
+
+    #[test]
+    fn node_urls_keep_scheme_credentials_and_database() {
+        assert_eq!(
+            with_address("rediss://u:p@seed:1/2", "10.0.0.5:7001"),
+            "rediss://u:p@10.0.0.5:7001/2"
+        );
+        assert_eq!(with_address("redis://seed:1", "h:2"), "redis://h:2");
+        assert_eq!(url_address("redis://u:p@host:7000/0"), "host:7000");
+        assert_eq!(url_address("redis://host"), "host:6379");
+    }
+}

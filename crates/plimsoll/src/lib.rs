@@ -8,6 +8,9 @@
 //! - [`Cache`]: read-through caching on Redis that never fails its caller
 //!   because of Redis: a time budget per call, a circuit breaker, an
 //!   optional in-process tier with stale-if-error, single-flight loads.
+//! - [`Guard`]: the memory guard — watches any Redis, forecasts time to
+//!   full, alerts at 20/50/90% and on shrinking leeway, attributes memory to
+//!   key families and trims them ([`guard`]).
 //! - [`keyspace`]: the one place that names every key and states its bound.
 //!
 //! ```no_run
@@ -33,6 +36,7 @@ pub mod cache;
 pub mod clock;
 pub mod connection;
 pub mod error;
+pub mod guard;
 pub mod keyspace;
 pub mod queue;
 pub mod worker;
@@ -42,8 +46,13 @@ pub use cache::{
     LocalConfig, Ttl,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use connection::{Redis, RedisConfig, Topology};
+pub use connection::{Primary, Redis, RedisConfig, Topology};
 pub use error::{Error, ErrorKind, Result};
+pub use guard::trim::{BullMqSet, Selection, SidekiqSet, TrimOptions, TrimReport, TrimTarget};
+pub use guard::{
+    Alert, AlertKind, AlertSink, AttributeConfig, FamilyReport, Forecast, ForecastConfig, Guard,
+    GuardConfig, GuardStats, LogSink, MemoryReport, ReportHistory, WebhookSink,
+};
 pub use queue::{
     Bounds, BulkError, CancelOutcome, CompletedRetention, Compression, DeadSelection, Enqueued,
     JobId, JobInfo, JobState, NewJob, Queue, QueueConfig, QueueCounts, Retention,

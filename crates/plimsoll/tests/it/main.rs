@@ -5,6 +5,10 @@ mod support;
 
 mod cache;
 mod cluster;
+mod guard;
+mod guard_attribute;
+mod guard_layouts;
+mod guard_trim;
 mod memory;
 mod queue;
 mod retention;

@@ -1,0 +1,440 @@
+//! Alerts, and the dispatcher that deduplicates and rate-limits them.
+//!
+//! Every alert says what crossed, the figures now, the forecast, and the
+//! key families growing fastest, so that whoever reads it at 3 a.m. knows
+//! where to look without opening a console.
+//!
+//! Escalations (a memory level raised, a leeway level raised, Redis starting
+//! to refuse writes) are always sent. Everything else (clears, repeated OOM
+//! or eviction reports, "Redis is unreachable", "no maxmemory") is sent at
+//! most once per key per [`DEFAULT_DEDUP_WINDOW`] and within a budget of
+//! [`DEFAULT_RATE_LIMIT`] alerts per [`DEFAULT_RATE_WINDOW`].
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::forecast::Forecast;
+use super::sampler::LimitSource;
+use super::sinks::AlertSink;
+
+/// The same non-escalating alert is not repeated within this time.
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// Non-escalating alerts sent per [`DEFAULT_RATE_WINDOW`] at most.
+pub const DEFAULT_RATE_LIMIT: usize = 10;
+/// The window of the rate limit.
+pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// Top growing families named in an alert.
+pub const ALERT_TOP_FAMILIES: usize = 5;
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Memory reached a level (a share of the limit).
+    LevelRaised {
+        /// The level, e.g. 0.5.
+        level: f64,
+    },
+    /// Memory stayed below a level (less the hysteresis band) for the dwell.
+    LevelCleared {
+        /// The level.
+        level: f64,
+    },
+    /// The forecast time to full fell under a leeway.
+    LeewayRaised {
+        /// The leeway, hours.
+        hours: f64,
+    },
+    /// The forecast time to full rose above a leeway again.
+    LeewayCleared {
+        /// The leeway, hours.
+        hours: f64,
+    },
+    /// Redis refused commands because it is full (`errorstat_OOM` grew).
+    OutOfMemory {
+        /// Refusals since the last reading.
+        rejections: u64,
+    },
+    /// Redis evicted keys to stay under `maxmemory`.
+    Evictions {
+        /// Keys evicted since the last reading.
+        evicted: u64,
+    },
+    /// Redis has no `maxmemory`: it will grow until the machine runs out.
+    Unbounded,
+    /// The guard cannot read Redis.
+    Unreachable {
+        /// Why.
+        error: String,
+    },
+}
+
+impl AlertKind {
+    /// A short name, for metrics labels and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::LevelRaised { .. } => "level_raised",
+            Self::LevelCleared { .. } => "level_cleared",
+            Self::LeewayRaised { .. } => "leeway_raised",
+            Self::LeewayCleared { .. } => "leeway_cleared",
+            Self::OutOfMemory { .. } => "out_of_memory",
+            Self::Evictions { .. } => "evictions",
+            Self::Unbounded => "unbounded",
+            Self::Unreachable { .. } => "unreachable",
+        }
+    }
+
+    /// Escalations are never held back.
+    pub fn is_escalation(&self) -> bool {
+        matches!(
+            self,
+            Self::LevelRaised { .. } | Self::LeewayRaised { .. } | Self::OutOfMemory { .. }
+        )
+    }
+}
+
+/// How bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Something cleared.
+    Info,
+    /// Act this week.
+    Warning,
+    /// Act now.
+    Critical,
+}
+
+/// A family in an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FamilyGrowth {
+    /// For people.
+    pub name: String,
+    /// The pattern.
+    pub pattern: String,
+    /// Bytes now.
+    pub bytes: u64,
+    /// Keys now.
+    pub keys: u64,
+    /// Bytes gained since the previous report.
+    pub growth_bytes: i64,
+    /// Suspected of leaking.
+    pub suspected_leak: bool,
+}
+
+/// One alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// What happened.
+    pub kind: AlertKind,
+    /// How bad.
+    pub severity: Severity,
+    /// The node (`host:port`).
+    pub node: String,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// One line for people.
+    pub summary: String,
+    /// `used_memory` now.
+    pub used_bytes: u64,
+    /// The limit measured against.
+    pub limit_bytes: u64,
+    /// Where the limit comes from.
+    pub limit_source: LimitSource,
+    /// `used_bytes / limit_bytes`.
+    pub used_ratio: f64,
+    /// `maxmemory` (0: unbounded).
+    pub maxmemory_bytes: u64,
+    /// Memory used on all nodes.
+    pub total_used_bytes: u64,
+    /// The limits of all nodes, summed.
+    pub total_limit_bytes: u64,
+    /// The node's forecast.
+    pub forecast: Option<Forecast>,
+    /// Families growing fastest (from the latest memory report).
+    pub top_growing: Vec<FamilyGrowth>,
+}
+
+impl Alert {
+    /// The key deduplication works on: kind, level and node.
+    pub fn dedup_key(&self) -> String {
+        let level = match &self.kind {
+            AlertKind::LevelRaised { level } | AlertKind::LevelCleared { level } => {
+                format!("{level}")
+            }
+            AlertKind::LeewayRaised { hours } | AlertKind::LeewayCleared { hours } => {
+                format!("{hours}")
+            }
+            _ => String::new(),
+        };
+        format!("{}:{level}:{}", self.kind.name(), self.node)
+    }
+
+    /// A few lines for people: the summary, the figures, the forecast and
+    /// the growing families. Used by the log and Slack sinks.
+    pub fn text(&self) -> String {
+        let mut out = format!("{}\n", self.summary);
+        let _ = writeln!(
+            out,
+            "{}: {} of {} ({:.1}%, limit from {}){}",
+            self.node,
+            bytes(self.used_bytes),
+            bytes(self.limit_bytes),
+            self.used_ratio * 100.0,
+            self.limit_source.as_str(),
+            if self.maxmemory_bytes == 0 {
+                "; no maxmemory set"
+            } else {
+                ""
+            }
+        );
+        if self.total_limit_bytes != self.limit_bytes {
+            let _ = writeln!(
+                out,
+                "all nodes: {} of {}",
+                bytes(self.total_used_bytes),
+                bytes(self.total_limit_bytes)
+            );
+        }
+        match &self.forecast {
+            Some(f) => {
+                let _ = write!(
+                    out,
+                    "growth {}/h (95%: {} to {}/h)",
+                    signed_bytes(f.growth_bytes_per_sec * 3600.0),
+                    signed_bytes(f.growth_low * 3600.0),
+                    signed_bytes(f.growth_high * 3600.0),
+                );
+                match f.time_to_full_secs {
+                    Some(ttf) => {
+                        let _ = writeln!(
+                            out,
+                            "; full in {} (between {} and {})",
+                            duration(Some(ttf)),
+                            duration(f.time_to_full_low_secs),
+                            duration(f.time_to_full_high_secs)
+                        );
+                    }
+                    None => out.push_str("; not filling\n"),
+                }
+            }
+            None => out.push_str("forecast: not enough history yet\n"),
+        }
+        if !self.top_growing.is_empty() {
+            out.push_str("growing fastest:\n");
+            for f in &self.top_growing {
+                let _ = writeln!(
+                    out,
+                    "  {} — {} in {} keys, {} since the last report{}",
+                    f.name,
+                    bytes(f.bytes),
+                    f.keys,
+                    signed_bytes(f.growth_bytes as f64),
+                    if f.suspected_leak {
+                        " (suspected leak: grows steadily, no TTL)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        out
+    }
+}
+
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn signed_bytes(n: f64) -> String {
+    let sign = if n < 0.0 { "-" } else { "+" };
+    format!("{sign}{}", bytes(n.abs() as u64))
+}
+
+pub(crate) fn duration(secs: Option<f64>) -> String {
+    match secs {
+        None => "never".into(),
+        Some(s) if s >= 2.0 * 86400.0 => format!("{:.1} days", s / 86400.0),
+        Some(s) if s >= 3600.0 => format!("{:.1} h", s / 3600.0),
+        Some(s) if s >= 60.0 => format!("{:.0} min", s / 60.0),
+        Some(s) => format!("{s:.0} s"),
+    }
+}
+
+/// What the dispatcher did with an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Sent to every sink (some may have failed; see the counters).
+    Sent,
+    /// Held back: the same alert was sent within the dedup window.
+    Duplicate,
+    /// Held back: the rate limit was reached.
+    RateLimited,
+}
+
+/// Deduplication, rate limiting and fan-out to the sinks.
+#[derive(Debug)]
+pub struct Dispatcher {
+    sinks: Vec<Arc<dyn AlertSink>>,
+    dedup_window_ms: u64,
+    rate_limit: usize,
+    rate_window_ms: u64,
+    last_sent: HashMap<String, u64>,
+    recent: VecDeque<u64>,
+    /// Deliveries that failed (counted per sink).
+    pub failures: u64,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `sinks`.
+    pub fn new(
+        sinks: Vec<Arc<dyn AlertSink>>,
+        dedup_window: Duration,
+        rate_limit: usize,
+        rate_window: Duration,
+    ) -> Self {
+        Self {
+            sinks,
+            dedup_window_ms: crate::clock::ms(dedup_window),
+            rate_limit,
+            rate_window_ms: crate::clock::ms(rate_window),
+            last_sent: HashMap::new(),
+            recent: VecDeque::new(),
+            failures: 0,
+        }
+    }
+
+    /// Decides whether `alert` goes out, without sending it.
+    pub fn admit(&mut self, alert: &Alert) -> Dispatch {
+        let now = alert.at_ms;
+        let key = alert.dedup_key();
+        if !alert.kind.is_escalation() {
+            if let Some(&last) = self.last_sent.get(&key)
+                && now.saturating_sub(last) < self.dedup_window_ms
+            {
+                return Dispatch::Duplicate;
+            }
+            while self
+                .recent
+                .front()
+                .is_some_and(|t| now.saturating_sub(*t) >= self.rate_window_ms)
+            {
+                self.recent.pop_front();
+            }
+            if self.recent.len() >= self.rate_limit {
+                return Dispatch::RateLimited;
+            }
+            self.recent.push_back(now);
+        }
+        self.last_sent.insert(key, now);
+        Dispatch::Sent
+    }
+
+    /// Sends an admitted alert to every sink at once; a sink that fails is
+    /// logged and counted, and does not stop the others.
+    pub async fn send(&mut self, alert: &Alert) {
+        let sends = self.sinks.iter().map(|sink| async move {
+            let result = sink.send(alert).await;
+            (sink.name().to_string(), result)
+        });
+        for (sink, result) in futures::future::join_all(sends).await {
+            if let Err(err) = result {
+                self.failures += 1;
+                tracing::warn!(sink, error = %err, alert = alert.kind.name(), "alert delivery failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn alert(kind: AlertKind, at_ms: u64) -> Alert {
+        Alert {
+            summary: format!("test {}", kind.name()),
+            kind,
+            severity: Severity::Warning,
+            node: "127.0.0.1:6379".into(),
+            at_ms,
+            used_bytes: 3 << 20,
+            limit_bytes: 16 << 20,
+            limit_source: LimitSource::Maxmemory,
+            used_ratio: 3.0 / 16.0,
+            maxmemory_bytes: 16 << 20,
+            total_used_bytes: 3 << 20,
+            total_limit_bytes: 16 << 20,
+            forecast: None,
+            top_growing: vec![FamilyGrowth {
+                name: "BullMQ queue mail: completed jobs".into(),
+                pattern: "bull:mail:completed".into(),
+                bytes: 2 << 20,
+                keys: 1000,
+                growth_bytes: 1 << 20,
+                suspected_leak: true,
+            }],
+        }
+    }
+
+    #[test]
+    fn escalations_always_pass_and_the_rest_is_deduplicated_and_limited() {
+        let mut d = Dispatcher::new(vec![], Duration::from_secs(60), 2, Duration::from_secs(600));
+        let raised = |t| alert(AlertKind::LevelRaised { level: 0.2 }, t);
+        assert_eq!(d.admit(&raised(0)), Dispatch::Sent);
+        assert_eq!(d.admit(&raised(1)), Dispatch::Sent);
+        let evictions = |t| alert(AlertKind::Evictions { evicted: 5 }, t);
+        assert_eq!(d.admit(&evictions(0)), Dispatch::Sent);
+        assert_eq!(d.admit(&evictions(30_000)), Dispatch::Duplicate);
+        assert_eq!(d.admit(&evictions(61_000)), Dispatch::Sent);
+        assert_eq!(
+            d.admit(&alert(AlertKind::Unbounded, 62_000)),
+            Dispatch::RateLimited
+        );
+        assert_eq!(
+            d.admit(&alert(AlertKind::Unbounded, 700_000)),
+            Dispatch::Sent
+        );
+    }
+
+    #[test]
+    fn the_text_names_figures_forecast_and_families() {
+        let mut a = alert(AlertKind::LevelRaised { level: 0.2 }, 0);
+        a.forecast = Some(Forecast {
+            growth_bytes_per_sec: 100.0,
+            growth_low: 90.0,
+            growth_high: 110.0,
+            level_bytes: 3e6,
+            peak_bytes: 3e6,
+            limit_bytes: 16e6,
+            time_to_full_secs: Some(7200.0),
+            time_to_full_low_secs: Some(6000.0),
+            time_to_full_high_secs: Some(9000.0),
+            points: 20,
+            span_secs: 600.0,
+        });
+        let text = a.text();
+        for needle in [
+            "3.0 MiB of 16.0 MiB",
+            "full in 2.0 h",
+            "BullMQ queue mail",
+            "suspected leak",
+        ] {
+            assert!(text.contains(needle), "{needle:?} in {text}");
+        }
+    }
+}

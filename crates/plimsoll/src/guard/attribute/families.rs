@@ -1,0 +1,747 @@
+//! Key families: which keys belong together, and what to call them.
+//!
+//! A key is split at `:`; every segment that looks like an identifier (a
+//! number, a UUID, a date, a hex hash, a mixed letters-and-digits token such
+//! as a ULID or an ObjectId) collapses to a placeholder, so
+//! `session:3f2a…-…:cart` and `session:9b1c…:cart` are both
+//! `session:<uuid>:cart`. Identifiers embedded in a segment
+//! (`celery-task-meta-<uuid>`, `invoice_2024-01-05`) collapse too.
+//!
+//! Names that do not look like identifiers but are many (user names, host
+//! names) are caught later, by count: when one segment position has more
+//! than [`DEFAULT_MAX_SIBLINGS`] different literal values under the same
+//! pattern, they merge into `<*>` (see [`Classifier::widen`]).
+//!
+//! The layouts of the common Redis job queues are known by name, so that a
+//! report says "BullMQ queue mail: completed jobs" rather than
+//! `bull:mail:completed`:
+//!
+//! - Plimsoll: `<prefix>:{<queue>}:jobs|waiting:<p>|scheduled|completed|dead|…`
+//! - BullMQ: `bull:<queue>:<id>` job hashes (and `:logs`, `:lock`,
+//!   `:dependencies`, `:processed`), `:completed` / `:failed` / `:delayed` /
+//!   `:prioritized` sorted sets, `:wait` / `:active` / `:paused` lists,
+//!   `:events` stream, `:meta`, `:id`, `:marker`, `:pc`, `:stalled-check`,
+//!   `:repeat`, `:de:<id>`, `:metrics:…`.
+//! - Sidekiq (optionally under a namespace): `queue:<name>` lists, `queues`,
+//!   `schedule` / `retry` / `dead` sorted sets, `processes`, `stat:…`.
+//! - Celery (Redis broker and backend): the `celery` list (and priority
+//!   lists `celery\x06\x16<n>`), `celery-task-meta-<uuid>` results,
+//!   `celery-taskset-meta-<id>`, `_kombu.binding.<exchange>`, `unacked`,
+//!   `unacked_index`, `unacked_mutex`.
+//! - RQ: `rq:job:<id>` hashes (and `:dependents`, …), `rq:queue:<name>`,
+//!   registries `rq:wip|finished|failed|deferred|scheduled|canceled:<queue>`,
+//!   `rq:results:<id>` streams, `rq:worker:<name>`, `rq:queues`, `rq:workers`.
+//! - apalis-redis: `<namespace>:active|done|failed|dead|inflight|data|meta|
+//!   scheduled|signal|workers|idempotency`, where the namespace is a queue
+//!   name or a Rust type path such as `email::Email`.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+/// Literal values at one position above which they merge into `<*>`.
+pub const DEFAULT_MAX_SIBLINGS: usize = 32;
+
+/// Whose layout a family follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// Plimsoll's own queues.
+    Plimsoll,
+    /// BullMQ (Node.js).
+    #[serde(rename = "bullmq")]
+    BullMq,
+    /// Sidekiq (Ruby).
+    Sidekiq,
+    /// Celery with the Redis broker or result backend (Python).
+    Celery,
+    /// RQ (Python).
+    Rq,
+    /// apalis-redis (Rust).
+    Apalis,
+    /// Anything else, grouped by the shape of its names.
+    Generic,
+}
+
+/// What part of a queue a family is, where that matters for attribution
+/// and trimming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// BullMQ's completed set.
+    Completed,
+    /// BullMQ's failed set.
+    Failed,
+    /// BullMQ job hashes, whose bytes are apportioned to the job states.
+    JobHashes,
+    /// BullMQ job logs, apportioned like the hashes.
+    JobLogs,
+    /// Anything else.
+    Other,
+}
+
+/// One family: a stable pattern (its identity) and a name for people.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Family {
+    /// Whose layout.
+    pub layout: Layout,
+    /// The collapsed pattern, e.g. `bull:mail:<id>` or `session:<uuid>`.
+    pub pattern: String,
+    /// For people, e.g. "BullMQ queue mail: completed jobs".
+    pub name: String,
+    /// The queue, for queue layouts.
+    pub queue: Option<String>,
+    /// The key prefix of the queue layout (`bull` for BullMQ).
+    pub prefix: Option<String>,
+    /// What part of a queue it is.
+    pub role: Role,
+}
+
+impl Family {
+    fn known(layout: Layout, pattern: String, name: String) -> Self {
+        Self {
+            layout,
+            pattern,
+            name,
+            queue: None,
+            prefix: None,
+            role: Role::Other,
+        }
+    }
+
+    fn generic(pattern: String) -> Self {
+        Self::known(Layout::Generic, pattern.clone(), pattern)
+    }
+
+    fn queue(mut self, prefix: &str, queue: &str, role: Role) -> Self {
+        self.prefix = Some(prefix.to_string());
+        self.queue = Some(queue.to_string());
+        self.role = role;
+        self
+    }
+}
+
+/// Groups keys into families; holds the `<*>` merges learnt so far.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    bullmq_prefixes: Vec<String>,
+    /// Generic patterns that have been widened, e.g. `user:<*>:cart`.
+    wide: HashSet<String>,
+    /// Segment counts of the widened patterns, to skip keys that cannot match.
+    wide_lengths: HashSet<usize>,
+}
+
+impl Default for Classifier {
+    fn default() -> Self {
+        Self::new(&["bull".to_string()])
+    }
+}
+
+impl Classifier {
+    /// A classifier that knows BullMQ under `bullmq_prefixes` (BullMQ's
+    /// `prefix` option; `bull` by default, and its hash-tagged form `{bull}`).
+    pub fn new(bullmq_prefixes: &[String]) -> Self {
+        let mut prefixes: Vec<String> = bullmq_prefixes.to_vec();
+        for p in bullmq_prefixes {
+            prefixes.push(format!("{{{p}}}"));
+        }
+        Self {
+            bullmq_prefixes: prefixes,
+            wide: HashSet::new(),
+            wide_lengths: HashSet::new(),
+        }
+    }
+
+    /// The family of `key`.
+    pub fn classify(&self, key: &[u8]) -> Family {
+        let key = String::from_utf8_lossy(key);
+        if let Some(family) = self.known_layout(&key) {
+            return family;
+        }
+        let segments: Vec<Cow<'_, str>> = key.split(':').map(collapse_segment).collect();
+        if !self.wide.is_empty() && self.wide_lengths.contains(&segments.len()) {
+            for i in 0..segments.len() {
+                let candidate = join_with(&segments, i, "<*>");
+                if self.wide.contains(&candidate) {
+                    return Family::generic(candidate);
+                }
+            }
+        }
+        Family::generic(segments.join(":"))
+    }
+
+    /// Looks for positions where more than `max_siblings` generic patterns
+    /// differ only by one literal segment, and merges each such group into a
+    /// `<*>` pattern. Returns the merges as (old pattern, new pattern); later
+    /// [`classify`](Self::classify) calls apply them to new keys.
+    pub fn widen<'a>(
+        &mut self,
+        patterns: impl Iterator<Item = &'a str>,
+        max_siblings: usize,
+    ) -> Vec<(String, String)> {
+        let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+        for pattern in patterns {
+            let segments: Vec<&str> = pattern.split(':').collect();
+            for (i, segment) in segments.iter().enumerate() {
+                if segment.starts_with('<') || segments.len() < 2 {
+                    continue;
+                }
+                groups
+                    .entry(join_with(&segments, i, "<*>"))
+                    .or_default()
+                    .push(pattern.to_string());
+            }
+        }
+        let mut merges = Vec::new();
+        let mut moved = HashSet::new();
+        let mut candidates: Vec<(String, Vec<String>)> = groups
+            .into_iter()
+            .filter(|(_, members)| members.len() > max_siblings)
+            .collect();
+        // Biggest groups first, so each pattern joins the widest merge.
+        candidates.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
+        for (wide, members) in candidates {
+            self.wide_lengths.insert(wide.split(':').count());
+            self.wide.insert(wide.clone());
+            for member in members {
+                if moved.insert(member.clone()) {
+                    merges.push((member, wide.clone()));
+                }
+            }
+        }
+        merges
+    }
+
+    fn known_layout(&self, key: &str) -> Option<Family> {
+        plimsoll(key)
+            .or_else(|| self.bullmq(key))
+            .or_else(|| celery(key))
+            .or_else(|| rq(key))
+            .or_else(|| apalis(key))
+            .or_else(|| sidekiq(key))
+    }
+
+    fn bullmq(&self, key: &str) -> Option<Family> {
+        let segments: Vec<&str> = key.split(':').collect();
+        if segments.len() < 3 || !self.bullmq_prefixes.iter().any(|p| p == segments[0]) {
+            return None;
+        }
+        let (prefix, queue) = (segments[0], segments[1]);
+        let base = format!("{prefix}:{queue}");
+        let name = |what: &str| format!("BullMQ queue {queue}: {what}");
+        let family = |pattern: String, what: &str, role: Role| {
+            Family::known(Layout::BullMq, pattern, name(what)).queue(prefix, queue, role)
+        };
+        let suffix = segments[2];
+        Some(match (suffix, segments.len()) {
+            ("completed", 3) => family(
+                format!("{base}:completed"),
+                "completed jobs",
+                Role::Completed,
+            ),
+            ("failed", 3) => family(format!("{base}:failed"), "failed jobs", Role::Failed),
+            ("wait" | "paused" | "active" | "prioritized" | "delayed" | "waiting-children", 3) => {
+                family(
+                    format!("{base}:<wait|active|delayed|…>"),
+                    "waiting, active and delayed lists",
+                    Role::Other,
+                )
+            }
+            ("events", 3) => family(format!("{base}:events"), "events stream", Role::Other),
+            ("meta" | "id" | "marker" | "pc" | "stalled" | "stalled-check" | "limiter", 3) => {
+                family(format!("{base}:<state>"), "queue state", Role::Other)
+            }
+            ("repeat", _) => family(format!("{base}:repeat"), "repeatable jobs", Role::Other),
+            ("de", 4) => family(format!("{base}:de:<id>"), "deduplication keys", Role::Other),
+            ("metrics", _) => family(format!("{base}:metrics"), "metrics", Role::Other),
+            (_, 3) => family(format!("{base}:<id>"), "job hashes", Role::JobHashes),
+            (_, 4) if segments[3] == "logs" => {
+                family(format!("{base}:<id>:logs"), "job logs", Role::JobLogs)
+            }
+            (_, 4) if segments[3] == "lock" => {
+                family(format!("{base}:<id>:lock"), "job locks", Role::Other)
+            }
+            (_, 4)
+                if matches!(
+                    segments[3],
+                    "dependencies" | "processed" | "failed" | "unsuccessful"
+                ) =>
+            {
+                family(
+                    format!("{base}:<id>:<dependencies>"),
+                    "job dependencies",
+                    Role::Other,
+                )
+            }
+            _ => return None,
+        })
+    }
+}
+
+fn join_with<S: AsRef<str>>(segments: &[S], at: usize, with: &str) -> String {
+    let mut out = String::new();
+    for (i, s) in segments.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        out.push_str(if i == at { with } else { s.as_ref() });
+    }
+    out
+}
+
+fn plimsoll(key: &str) -> Option<Family> {
+    let segments: Vec<&str> = key.split(':').collect();
+    if segments.len() == 2 && segments[1] == "queues" && segments[0] == "plimsoll" {
+        return Some(Family::known(
+            Layout::Plimsoll,
+            key.to_string(),
+            "Plimsoll queue registry".into(),
+        ));
+    }
+    if segments.len() < 3 {
+        return None;
+    }
+    let queue = segments[1].strip_prefix('{')?.strip_suffix('}')?;
+    let prefix = segments[0];
+    let base = format!("{prefix}:{{{queue}}}");
+    let (suffix, what, pattern) = match (segments[2], segments.len()) {
+        ("jobs", 3) => ("jobs", "job records", format!("{base}:jobs")),
+        ("waiting", 4) => ("waiting", "waiting lists", format!("{base}:waiting:<n>")),
+        ("scheduled", 3) => ("scheduled", "scheduled jobs", format!("{base}:scheduled")),
+        ("completed", 3) => ("completed", "completed jobs", format!("{base}:completed")),
+        ("dead", 3) => ("dead", "dead jobs", format!("{base}:dead")),
+        ("idem", n) if n >= 4 => ("idem", "idempotency keys", format!("{base}:idem:<key>")),
+        ("workers" | "meta" | "stats" | "notify", 3) | ("active", 4) => {
+            ("state", "queue state", format!("{base}:<state>"))
+        }
+        _ => return None,
+    };
+    let role = match suffix {
+        "completed" => Role::Completed,
+        _ => Role::Other,
+    };
+    Some(
+        Family::known(
+            Layout::Plimsoll,
+            pattern,
+            format!("Plimsoll queue {queue}: {what}"),
+        )
+        .queue(prefix, queue, role),
+    )
+}
+
+fn celery(key: &str) -> Option<Family> {
+    let family = |pattern: &str, name: &str| {
+        Some(Family::known(
+            Layout::Celery,
+            pattern.to_string(),
+            name.to_string(),
+        ))
+    };
+    if key == "celery" || key.starts_with("celery\x06\x16") {
+        return family("celery", "Celery queue celery");
+    }
+    if key.starts_with("celery-task-meta-") {
+        return family("celery-task-meta-<id>", "Celery task results");
+    }
+    if key.starts_with("celery-taskset-meta-") {
+        return family("celery-taskset-meta-<id>", "Celery group results");
+    }
+    if key.starts_with("_kombu.binding.") {
+        return family(
+            "_kombu.binding.<exchange>",
+            "Celery (kombu) exchange bindings",
+        );
+    }
+    if matches!(key, "unacked" | "unacked_index" | "unacked_mutex") {
+        return family("unacked*", "Celery unacknowledged messages");
+    }
+    None
+}
+
+fn rq(key: &str) -> Option<Family> {
+    let segments: Vec<&str> = key.split(':').collect();
+    if segments.len() < 2 || segments[0] != "rq" {
+        return None;
+    }
+    let family = |pattern: String, name: String| Some(Family::known(Layout::Rq, pattern, name));
+    match (segments[1], segments.len()) {
+        ("job", 3) => family("rq:job:<id>".into(), "RQ job hashes".into()),
+        ("job", _) => family(
+            "rq:job:<id>:<relation>".into(),
+            "RQ job dependencies".into(),
+        ),
+        ("queue", 3) => family(
+            format!("rq:queue:{}", segments[2]),
+            format!("RQ queue {}: waiting jobs", segments[2]),
+        ),
+        (
+            registry @ ("wip" | "finished" | "failed" | "deferred" | "scheduled" | "canceled"
+            | "intermediate"),
+            3,
+        ) => {
+            let what = if registry == "wip" {
+                "started"
+            } else {
+                registry
+            };
+            family(
+                format!("rq:{registry}:{}", segments[2]),
+                format!("RQ queue {}: {what} registry", segments[2]),
+            )
+        }
+        ("results", _) => family("rq:results:<id>".into(), "RQ job results".into()),
+        ("worker", _) => family("rq:worker:<name>".into(), "RQ workers".into()),
+        ("executions" | "execution", _) => {
+            family("rq:executions:<id>".into(), "RQ executions".into())
+        }
+        _ => family("rq:<state>".into(), "RQ state".into()),
+    }
+}
+
+/// apalis-redis names its keys `<namespace>:<what>`, where the namespace is
+/// the queue (recent versions) or a Rust type path with `::` (older ones).
+fn apalis(key: &str) -> Option<Family> {
+    const ALL: &[&str] = &[
+        "active",
+        "done",
+        "failed",
+        "dead",
+        "inflight",
+        "data",
+        "meta",
+        "scheduled",
+        "signal",
+        "workers",
+        "idempotency",
+        "consumers",
+    ];
+    const DISTINCT: &[&str] = &["done", "inflight", "signal", "data"];
+    let (mut namespace, mut what) = key.rsplit_once(':')?;
+    // Per-worker inflight sets: `<namespace>:inflight:<worker>`.
+    if let Some((ns, middle)) = namespace.rsplit_once(':')
+        && middle == "inflight"
+        && !ALL.contains(&what)
+    {
+        namespace = ns;
+        what = "inflight";
+    }
+    if namespace.is_empty() || namespace.ends_with(':') || !ALL.contains(&what) {
+        return None;
+    }
+    let type_path = namespace.contains("::");
+    let distinct = DISTINCT.contains(&what) && !namespace.contains(':');
+    if !type_path && !distinct {
+        return None;
+    }
+    let label = match what {
+        "done" => "done tasks",
+        "failed" => "failed tasks",
+        "dead" => "dead tasks",
+        "data" => "task data",
+        "active" | "scheduled" | "inflight" => "pending, scheduled and running tasks",
+        _ => "queue state",
+    };
+    let pattern_what = match label {
+        "pending, scheduled and running tasks" => "<active|scheduled|inflight>",
+        "queue state" => "<state>",
+        _ => what,
+    };
+    Some(
+        Family::known(
+            Layout::Apalis,
+            format!("{namespace}:{pattern_what}"),
+            format!("apalis queue {namespace}: {label}"),
+        )
+        .queue(namespace, namespace, Role::Other),
+    )
+}
+
+fn sidekiq(key: &str) -> Option<Family> {
+    let segments: Vec<&str> = key.split(':').collect();
+    let core = |rest: &[&str]| -> Option<(String, String)> {
+        Some(match rest {
+            ["queues"] | ["processes"] => ("<state>".into(), "Sidekiq state".into()),
+            ["schedule"] => ("schedule".into(), "Sidekiq scheduled jobs".into()),
+            ["retry"] => ("retry".into(), "Sidekiq retry set".into()),
+            ["dead"] => ("dead".into(), "Sidekiq dead set".into()),
+            ["queue", name] => (format!("queue:{name}"), format!("Sidekiq queue {name}")),
+            ["stat", "processed" | "failed", ..] => {
+                ("stat:<…>".into(), "Sidekiq statistics".into())
+            }
+            _ => return None,
+        })
+    };
+    if let Some((pattern, name)) = core(&segments) {
+        return Some(Family::known(Layout::Sidekiq, pattern, name));
+    }
+    // redis-namespace puts one segment in front.
+    if segments.len() >= 2
+        && let Some((pattern, name)) = core(&segments[1..])
+    {
+        let ns = segments[0];
+        return Some(Family::known(
+            Layout::Sidekiq,
+            format!("{ns}:{pattern}"),
+            format!("{name} (namespace {ns})"),
+        ));
+    }
+    None
+}
+
+/// A segment with identifiers replaced by placeholders.
+pub fn collapse_segment(segment: &str) -> Cow<'_, str> {
+    if let Some(shape) = shape(segment) {
+        return Cow::Borrowed(shape);
+    }
+    let bytes = segment.as_bytes();
+    // Embedded UUIDs first: their dashes would otherwise split them.
+    let mut out = String::new();
+    let mut changed = false;
+    let mut i = 0;
+    let mut token_start = 0;
+    let flush = |out: &mut String, token: &str, changed: &mut bool| match shape(token) {
+        Some(s) => {
+            out.push_str(s);
+            *changed = true;
+        }
+        None => out.push_str(token),
+    };
+    while i < bytes.len() {
+        if i + 36 <= bytes.len() && is_uuid(&segment[i..i + 36]) {
+            flush(&mut out, &segment[token_start..i], &mut changed);
+            out.push_str("<uuid>");
+            changed = true;
+            i += 36;
+            token_start = i;
+            continue;
+        }
+        let c = bytes[i];
+        if matches!(
+            c,
+            b'-' | b'_' | b'.' | b'|' | b'@' | b'/' | b'=' | b',' | b' ' | 0x06 | 0x16
+        ) {
+            flush(&mut out, &segment[token_start..i], &mut changed);
+            out.push(c as char);
+            token_start = i + 1;
+        }
+        i += 1;
+    }
+    if !changed && token_start == 0 {
+        return Cow::Borrowed(segment);
+    }
+    flush(&mut out, &segment[token_start..], &mut changed);
+    if changed {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(segment)
+    }
+}
+
+/// The placeholder for a token that looks like an identifier.
+fn shape(token: &str) -> Option<&'static str> {
+    let b = token.as_bytes();
+    if b.is_empty() {
+        return None;
+    }
+    if b.iter().all(u8::is_ascii_digit) {
+        return Some("<n>");
+    }
+    if b.len() == 36 && is_uuid(token) {
+        return Some("<uuid>");
+    }
+    if is_date(b) {
+        return Some("<date>");
+    }
+    let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
+    if b.len() >= 12 && b.iter().all(u8::is_ascii_hexdigit) && digits > 0 {
+        return Some("<hash>");
+    }
+    let letters = b.iter().filter(|c| c.is_ascii_alphabetic()).count();
+    if b.len() >= 8
+        && digits >= 2
+        && letters > 0
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
+    {
+        return Some("<id>");
+    }
+    None
+}
+
+fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// `YYYY-MM-DD`, optionally followed by a time (`T…`).
+fn is_date(b: &[u8]) -> bool {
+    b.len() >= 10
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[5..7].iter().all(u8::is_ascii_digit)
+        && b[7] == b'-'
+        && b[8..10].iter().all(u8::is_ascii_digit)
+        && (b.len() == 10 || b[10] == b'T' || b[10] == b' ')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(key: &str) -> String {
+        Classifier::default().classify(key.as_bytes()).pattern
+    }
+
+    fn name(key: &str) -> String {
+        Classifier::default().classify(key.as_bytes()).name
+    }
+
+    #[test]
+    fn identifiers_collapse() {
+        assert_eq!(pattern("user:1234:profile"), "user:<n>:profile");
+        assert_eq!(
+            pattern("session:3f2a9c1e-8b7d-4e6f-a5b4-c3d2e1f0a9b8"),
+            "session:<uuid>"
+        );
+        assert_eq!(
+            pattern("cache:page:5d41402abc4b2a76b9719d911017c592"),
+            "cache:page:<hash>"
+        );
+        assert_eq!(pattern("events:2024-01-05"), "events:<date>");
+        assert_eq!(pattern("upload:01HQZ8M9Z5X3K7V2B4N6P8R0TW"), "upload:<id>");
+        assert_eq!(
+            pattern("order:507f1f77bcf86cd799439011:items"),
+            "order:<hash>:items"
+        );
+        assert_eq!(pattern("invoice_2024-01-05"), "invoice_<n>-<n>-<n>");
+        assert_eq!(pattern("rate.limit.42"), "rate.limit.<n>");
+        assert_eq!(pattern("config"), "config");
+        assert_eq!(pattern("feature-flags"), "feature-flags");
+    }
+
+    #[test]
+    fn queue_layouts_are_named() {
+        assert_eq!(
+            name("bull:mail:completed"),
+            "BullMQ queue mail: completed jobs"
+        );
+        assert_eq!(name("bull:mail:1234"), "BullMQ queue mail: job hashes");
+        assert_eq!(name("bull:mail:1234:logs"), "BullMQ queue mail: job logs");
+        assert_eq!(
+            name("bull:mail:wait"),
+            "BullMQ queue mail: waiting, active and delayed lists"
+        );
+        assert_eq!(name("{bull}:mail:failed"), "BullMQ queue mail: failed jobs");
+        assert_eq!(
+            name("plimsoll:{mail}:dead"),
+            "Plimsoll queue mail: dead jobs"
+        );
+        assert_eq!(
+            name("plimsoll:{mail}:waiting:3"),
+            "Plimsoll queue mail: waiting lists"
+        );
+        assert_eq!(name("queue:default"), "Sidekiq queue default");
+        assert_eq!(name("dead"), "Sidekiq dead set");
+        assert_eq!(name("myapp:retry"), "Sidekiq retry set (namespace myapp)");
+        assert_eq!(name("stat:processed:2024-01-05"), "Sidekiq statistics");
+        assert_eq!(
+            name("celery-task-meta-3f2a9c1e-8b7d-4e6f-a5b4-c3d2e1f0a9b8"),
+            "Celery task results"
+        );
+        assert_eq!(
+            name("_kombu.binding.celery"),
+            "Celery (kombu) exchange bindings"
+        );
+        assert_eq!(name("celery"), "Celery queue celery");
+        assert_eq!(
+            name("rq:job:3f2a9c1e-8b7d-4e6f-a5b4-c3d2e1f0a9b8"),
+            "RQ job hashes"
+        );
+        assert_eq!(
+            name("rq:finished:default"),
+            "RQ queue default: finished registry"
+        );
+        assert_eq!(name("rq:wip:default"), "RQ queue default: started registry");
+        assert_eq!(name("rq:results:abc"), "RQ job results");
+        assert_eq!(
+            name("email::Email:done"),
+            "apalis queue email::Email: done tasks"
+        );
+        assert_eq!(
+            name("apalis::Email:data"),
+            "apalis queue apalis::Email: task data"
+        );
+        assert_eq!(
+            name("mailer:inflight:worker-1"),
+            "apalis queue mailer: pending, scheduled and running tasks"
+        );
+    }
+
+    #[test]
+    fn bullmq_roles_tell_hashes_from_sets() {
+        let c = Classifier::default();
+        let f = c.classify(b"bull:mail:42");
+        assert_eq!(f.role, Role::JobHashes);
+        assert_eq!(f.queue.as_deref(), Some("mail"));
+        assert_eq!(f.prefix.as_deref(), Some("bull"));
+        assert_eq!(c.classify(b"bull:mail:completed").role, Role::Completed);
+    }
+
+    #[test]
+    fn many_literal_names_widen_into_a_wildcard() {
+        let mut c = Classifier::default();
+        let names: Vec<String> = (0..40)
+            .map(|i| format!("cart:{}:items", names_of(i)))
+            .collect();
+        let patterns: Vec<String> = names
+            .iter()
+            .map(|k| c.classify(k.as_bytes()).pattern)
+            .collect();
+        let merges = c.widen(patterns.iter().map(String::as_str), DEFAULT_MAX_SIBLINGS);
+        assert_eq!(merges.len(), 40);
+        assert!(merges.iter().all(|(_, to)| to == "cart:<*>:items"));
+        assert_eq!(c.classify(b"cart:zelda:items").pattern, "cart:<*>:items");
+        // Few siblings stay apart.
+        assert_eq!(c.classify(b"config:mail").pattern, "config:mail");
+    }
+
+    fn names_of(i: usize) -> String {
+        let letters = [
+            "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+        ];
+        format!("{}{}", letters[i % 8], "x".repeat(i / 8))
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn classify_cost_per_key() {
+        let keys: Vec<String> = (0..200_000u64)
+            .map(|i| match i % 5 {
+                0 => format!("session:{:08x}-aaaa-4bbb-8ccc-{:012x}", i, i),
+                1 => format!("user:{i}:profile"),
+                2 => format!("bull:mail:{i}"),
+                3 => format!("cache:page:{i:032x}"),
+                _ => format!("celery-task-meta-{:08x}-aaaa-4bbb-8ccc-{:012x}", i, i),
+            })
+            .collect();
+        let c = Classifier::default();
+        let start = std::time::Instant::now();
+        let mut n = 0;
+        for k in &keys {
+            n += c.classify(k.as_bytes()).pattern.len();
+        }
+        let per_key = start.elapsed().as_nanos() as f64 / keys.len() as f64;
+        eprintln!("classify: {per_key:.0} ns per key ({n})");
+    }
+}

@@ -1,0 +1,58 @@
+//! Attribution: which key families hold the memory, and which grow.
+//!
+//! - [`families`]: grouping keys by the shape of their names, with the
+//!   layouts of Plimsoll, BullMQ, Sidekiq, Celery, RQ and apalis built in;
+//! - [`scan`]: the walk of each primary within a command budget, sampling
+//!   `MEMORY USAGE`;
+//! - [`report`]: the estimates, their errors, growth and suspected leaks.
+//!
+//! [`attribute`] runs one report; `plimsoll memory` calls it once, the
+//! [`Guard`](crate::guard::Guard) on a schedule. It only reads: nothing is
+//! written into the Redis it walks.
+
+pub mod families;
+pub mod report;
+pub mod scan;
+
+use std::time::Instant;
+
+pub use families::{Classifier, Family, Layout, Role};
+pub use report::{FamilyReport, MemoryReport, NodeScanStats, ReportHistory};
+pub use scan::AttributeConfig;
+
+use crate::clock::Clock;
+use crate::connection::Redis;
+use crate::error::Result;
+
+/// Walks every primary of `redis` (at once, each within its own budget) and
+/// reports memory per family. With a `history`, growth since the previous
+/// report and suspected leaks are filled in, and the report is remembered.
+pub async fn attribute(
+    redis: &Redis,
+    config: &AttributeConfig,
+    clock: &dyn Clock,
+    history: Option<&mut ReportHistory>,
+) -> Result<MemoryReport> {
+    config.validate()?;
+    let at_ms = clock.now_ms();
+    let started = Instant::now();
+    let primaries = redis.primaries().await?;
+    let walks = primaries.iter().map(|primary| async move {
+        let mut classifier = Classifier::new(&config.bullmq_prefixes);
+        scan::scan_node(primary, config, &mut classifier).await
+    });
+    let scans = futures::future::try_join_all(walks).await?;
+    let mut report = report::assemble(
+        redis,
+        at_ms,
+        started.elapsed().as_secs_f64(),
+        config.budget,
+        scans,
+    )
+    .await?;
+    report.duration_secs = started.elapsed().as_secs_f64();
+    if let Some(history) = history {
+        history.record(&mut report)?;
+    }
+    Ok(report)
+}

@@ -1,0 +1,543 @@
+//! Walking a keyspace within a budget.
+//!
+//! Each primary is walked with `SCAN … COUNT n`, never `KEYS`: one call
+//! examines about `n` buckets and returns, so Redis serves other clients in
+//! between. Every key is classified into its family; a sample of each
+//! family is measured with `MEMORY USAGE` (and `PTTL`, `TYPE`), pipelined.
+//!
+//! **Sampling.** SCAN visits keys in hash-table order, which is unrelated to
+//! their names, so the first keys of a family that the walk meets are a
+//! random sample of that family. Each family gets its first
+//! `samples_per_family` keys measured, and more (up to
+//! `max_samples_per_family`) while the standard error of its mean size is
+//! above `target_relative_error`. A family's bytes are its key count times
+//! its mean sampled size; the stated error is the 95% interval from the
+//! sample variance (with the finite-population correction when the walk is
+//! complete). `MEMORY USAGE` itself samples 5 elements of an aggregate by
+//! default, as Redis documents; that error is not in the interval.
+//!
+//! **Large keyspaces.** The walk stops after `max_keys` keys or
+//! `max_duration` per node; because the walk order is random with respect
+//! to names, the keys seen are a sample of the keyspace, and counts are
+//! scaled by `DBSIZE / keys seen` (the error then includes the binomial
+//! error of the count). 100 million keys are covered by a 5 million key
+//! sample in minutes, not hours.
+//!
+//! **Budget.** Each node's walk is paced by two token buckets: commands per
+//! second (`budget`; a SCAN counts as one, each measured key as three) and
+//! keys visited per second (`keys_per_sec`), because a SCAN that returns
+//! 200 keys costs Redis far more than one small command. Tokens accrue for
+//! the time that really passed, so the timer's millisecond rounding does
+//! not slow the walk. When a SCAN's round trip exceeds the busy threshold
+//! (4× the fastest seen, and at least [`DEFAULT_BUSY_LATENCY`]), both rates
+//! halve; they recover by 5% per quick call. The report states the
+//! commands sent, the rate kept and the number of back-offs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use redis::Value;
+
+use super::families::{Classifier, DEFAULT_MAX_SIBLINGS, Family};
+use crate::connection::Primary;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Commands per second per node the walk may send.
+pub const DEFAULT_COMMAND_BUDGET: u32 = 4000;
+/// Keys per second per node the walk may visit: a SCAN returning 500 keys
+/// costs Redis (and the walker) far more than one small command, so the
+/// walk is paced by keys as well as by commands: 1 million keys take 20 s
+/// of walking, which keeps Redis busy for about 1% of the time.
+pub const DEFAULT_KEYS_PER_SECOND: u32 = 50_000;
+/// `SCAN … COUNT`: buckets examined per call. Small enough that one call
+/// holds Redis for a few tens of microseconds, so that a request arriving
+/// meanwhile waits little.
+pub const DEFAULT_SCAN_COUNT: u32 = 200;
+/// Keys measured per family at least (all of them when there are fewer).
+pub const DEFAULT_SAMPLES_PER_FAMILY: usize = 200;
+/// Keys measured per family at most.
+pub const DEFAULT_MAX_SAMPLES_PER_FAMILY: usize = 2000;
+/// Standard error of a family's mean key size that stops extra sampling.
+pub const DEFAULT_TARGET_RELATIVE_ERROR: f64 = 0.02;
+/// Keys walked per node before the rest is estimated from the sample.
+pub const DEFAULT_MAX_SCAN_KEYS: u64 = 5_000_000;
+/// Longest walk per node before the rest is estimated from the sample.
+pub const DEFAULT_MAX_SCAN_DURATION: Duration = Duration::from_secs(10 * 60);
+/// A round trip at least this slow (and well above the fastest seen) means
+/// Redis is busy: the walk slows down.
+pub const DEFAULT_BUSY_LATENCY: Duration = Duration::from_millis(20);
+/// Families tracked before rare literal names are merged into `<*>`.
+pub const DEFAULT_MAX_FAMILIES: usize = 2000;
+/// `MEMORY USAGE … SAMPLES`: elements of an aggregate sampled (Redis' default).
+pub const DEFAULT_MEMORY_USAGE_SAMPLES: u32 = 5;
+/// Measured keys per pipeline.
+const SAMPLE_BATCH: usize = 16;
+/// Families beyond this many (after merging) are pooled as `<other>`.
+const HARD_FAMILY_CAP: usize = 20_000;
+
+/// Settings of a walk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributeConfig {
+    /// Commands per second per node (10 to 1,000,000).
+    pub budget: u32,
+    /// Keys per second per node the walk may visit (100 to 10,000,000).
+    pub keys_per_sec: u32,
+    /// `SCAN … COUNT` (10 to 10,000).
+    pub scan_count: u32,
+    /// Keys measured per family at least.
+    pub samples_per_family: usize,
+    /// Keys measured per family at most.
+    pub max_samples_per_family: usize,
+    /// Standard error of the mean size that is good enough.
+    pub target_relative_error: f64,
+    /// Keys walked per node before estimating the rest.
+    pub max_keys: u64,
+    /// Longest walk per node before estimating the rest.
+    pub max_duration: Duration,
+    /// The busy threshold's floor.
+    pub busy_latency: Duration,
+    /// Families tracked before merging rare names.
+    pub max_families: usize,
+    /// `MEMORY USAGE … SAMPLES` (0 measures aggregates exactly, slowly).
+    pub memory_usage_samples: u32,
+    /// BullMQ `prefix` options in use (default `bull`).
+    pub bullmq_prefixes: Vec<String>,
+}
+
+impl Default for AttributeConfig {
+    fn default() -> Self {
+        Self {
+            budget: DEFAULT_COMMAND_BUDGET,
+            keys_per_sec: DEFAULT_KEYS_PER_SECOND,
+            scan_count: DEFAULT_SCAN_COUNT,
+            samples_per_family: DEFAULT_SAMPLES_PER_FAMILY,
+            max_samples_per_family: DEFAULT_MAX_SAMPLES_PER_FAMILY,
+            target_relative_error: DEFAULT_TARGET_RELATIVE_ERROR,
+            max_keys: DEFAULT_MAX_SCAN_KEYS,
+            max_duration: DEFAULT_MAX_SCAN_DURATION,
+            busy_latency: DEFAULT_BUSY_LATENCY,
+            max_families: DEFAULT_MAX_FAMILIES,
+            memory_usage_samples: DEFAULT_MEMORY_USAGE_SAMPLES,
+            bullmq_prefixes: vec!["bull".to_string()],
+        }
+    }
+}
+
+impl AttributeConfig {
+    /// Checks every setting, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::invalid(what));
+        if !(10..=1_000_000).contains(&self.budget) {
+            return bad(format!(
+                "attribute budget {} must be 10 to 1000000 commands per second",
+                self.budget
+            ));
+        }
+        if !(100..=10_000_000).contains(&self.keys_per_sec) {
+            return bad(format!(
+                "attribute keys_per_sec {} must be 100 to 10000000",
+                self.keys_per_sec
+            ));
+        }
+        if !(10..=10_000).contains(&self.scan_count) {
+            return bad(format!(
+                "scan_count {} must be 10 to 10000",
+                self.scan_count
+            ));
+        }
+        if self.samples_per_family == 0 || self.max_samples_per_family < self.samples_per_family {
+            return bad(format!(
+                "samples_per_family {} must be at least 1 and at most max_samples_per_family {}",
+                self.samples_per_family, self.max_samples_per_family
+            ));
+        }
+        if !(self.target_relative_error > 0.0 && self.target_relative_error < 1.0) {
+            return bad(format!(
+                "target_relative_error {} must be between 0 and 1",
+                self.target_relative_error
+            ));
+        }
+        if self.max_keys == 0 || self.max_duration < Duration::from_millis(100) {
+            return bad(format!(
+                "max_keys {} must be positive and max_duration {:?} at least 100 ms",
+                self.max_keys, self.max_duration
+            ));
+        }
+        if self.max_families < 10 {
+            return bad(format!(
+                "max_families {} must be at least 10",
+                self.max_families
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What was measured of one family on one node.
+#[derive(Debug, Clone)]
+pub(crate) struct Tally {
+    pub family: Family,
+    pub keys: u64,
+    pub sampled: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
+    pub no_ttl: u64,
+    pub types: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn new(family: Family) -> Self {
+        Self {
+            family,
+            keys: 0,
+            sampled: 0,
+            sum: 0.0,
+            sum_sq: 0.0,
+            no_ttl: 0,
+            types: BTreeMap::new(),
+        }
+    }
+
+    fn absorb(&mut self, other: Tally) {
+        self.keys += other.keys;
+        self.sampled += other.sampled;
+        self.sum += other.sum;
+        self.sum_sq += other.sum_sq;
+        self.no_ttl += other.no_ttl;
+        for (t, n) in other.types {
+            *self.types.entry(t).or_default() += n;
+        }
+    }
+
+    fn wants_sample(&self, pending: u64, config: &AttributeConfig) -> bool {
+        let n = self.sampled + pending;
+        if n < config.samples_per_family as u64 {
+            return true;
+        }
+        if n >= config.max_samples_per_family as u64 || self.sampled < 2 {
+            return false;
+        }
+        let mean = self.sum / self.sampled as f64;
+        let var = (self.sum_sq / self.sampled as f64 - mean * mean).max(0.0);
+        mean > 0.0
+            && var.sqrt() / mean / (self.sampled as f64).sqrt() > config.target_relative_error
+    }
+}
+
+/// The walk of one node.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeScan {
+    pub node: String,
+    pub dbsize: u64,
+    pub scanned: u64,
+    pub complete: bool,
+    pub commands: u64,
+    pub backoffs: u64,
+    pub duration: Duration,
+    pub used_memory: u64,
+    pub tallies: HashMap<String, Tally>,
+}
+
+/// Token bucket with back-off on slow replies.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    max_rate: f64,
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+    fastest: Option<Duration>,
+    busy_floor: Duration,
+    pub(crate) commands: u64,
+    pub(crate) backoffs: u64,
+}
+
+impl Pacer {
+    pub(crate) fn new(budget: u32, busy_floor: Duration) -> Self {
+        let rate = f64::from(budget);
+        Self {
+            max_rate: rate,
+            rate,
+            // A small burst: a tenth of a second's worth.
+            tokens: (rate / 10.0).max(1.0),
+            last: Instant::now(),
+            fastest: None,
+            busy_floor,
+            commands: 0,
+            backoffs: 0,
+        }
+    }
+
+    /// Waits until `n` tokens are there and takes them. Tokens accrue for
+    /// the time that really passed, so a sleep that the timer rounds up
+    /// (to its millisecond) is not lost: the surplus pays for the next
+    /// calls, and the average rate is the configured one even when each
+    /// call costs less than a millisecond of budget.
+    pub(crate) async fn take(&mut self, n: u64) {
+        let n = n as f64;
+        let burst = (self.rate / 10.0).max(n);
+        self.refill(burst);
+        if self.tokens < n {
+            let wait = (n - self.tokens) / self.rate;
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            self.refill(burst);
+        }
+        self.tokens -= n;
+        self.commands += n as u64;
+    }
+
+    fn refill(&mut self, burst: f64) {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(burst);
+        self.last = now;
+    }
+
+    pub(crate) fn observe(&mut self, round_trip: Duration) {
+        let fastest = *self.fastest.get_or_insert(round_trip);
+        if round_trip < fastest {
+            self.fastest = Some(round_trip);
+        }
+        let busy = round_trip > self.busy_floor.max(fastest * 4);
+        if busy {
+            self.rate = (self.rate / 2.0).max(self.max_rate / 20.0).max(1.0);
+            self.backoffs += 1;
+        } else {
+            self.rate = (self.rate * 1.05).min(self.max_rate);
+        }
+    }
+}
+
+/// Walks one primary.
+pub(crate) async fn scan_node(
+    primary: &Primary,
+    config: &AttributeConfig,
+    classifier: &mut Classifier,
+) -> Result<NodeScan> {
+    let started = Instant::now();
+    let redis = &primary.redis;
+    let mut pacer = Pacer::new(config.budget, config.busy_latency);
+    // Keys visited, paced separately (see DEFAULT_KEYS_PER_SECOND); its
+    // back-offs follow the command pacer's.
+    let mut walk = Pacer::new(config.keys_per_sec, config.busy_latency);
+    pacer.take(2).await;
+    let dbsize: u64 = redis.query(&redis::cmd("DBSIZE")).await?;
+    let info: String = redis.query(redis::cmd("INFO").arg("memory")).await?;
+    let used_memory = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut tallies: HashMap<String, Tally> = HashMap::new();
+    let mut cursor: u64 = 0;
+    let mut scanned = 0u64;
+    let mut complete = false;
+    let mut pending: Vec<(Vec<u8>, String)> = Vec::new();
+    let mut pending_per_family: HashMap<String, u64> = HashMap::new();
+    loop {
+        walk.take(u64::from(config.scan_count)).await;
+        pacer.take(1).await;
+        let sent = Instant::now();
+        let reply: (u64, Vec<Vec<u8>>) = retry_busy(|| async {
+            redis
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(config.scan_count),
+                )
+                .await
+        })
+        .await?;
+        let round_trip = sent.elapsed();
+        pacer.observe(round_trip);
+        walk.observe(round_trip);
+        cursor = reply.0;
+        for key in reply.1 {
+            scanned += 1;
+            let family = classifier.classify(&key);
+            let full = tallies.len() >= HARD_FAMILY_CAP && !tallies.contains_key(&family.pattern);
+            let tally = if full {
+                tallies
+                    .entry("<other>".into())
+                    .or_insert_with(|| Tally::new(other_family()))
+            } else {
+                tallies
+                    .entry(family.pattern.clone())
+                    .or_insert_with(|| Tally::new(family))
+            };
+            tally.keys += 1;
+            let pattern = tally.family.pattern.clone();
+            let waiting = pending_per_family.get(&pattern).copied().unwrap_or(0);
+            if tally.wants_sample(waiting, config) {
+                *pending_per_family.entry(pattern.clone()).or_default() += 1;
+                pending.push((key, pattern));
+            }
+            if pending.len() >= SAMPLE_BATCH {
+                measure(redis, config, &mut pacer, &mut pending, &mut tallies).await?;
+                pending_per_family.clear();
+            }
+        }
+        if tallies.len() > config.max_families {
+            merge_rare(classifier, &mut tallies);
+        }
+        // Classifying a batch is CPU work: let other tasks of this process
+        // (an application's requests, when the guard runs inside it) go first.
+        tokio::task::yield_now().await;
+        if cursor == 0 {
+            complete = true;
+            break;
+        }
+        if scanned >= config.max_keys || started.elapsed() >= config.max_duration {
+            break;
+        }
+    }
+    measure(redis, config, &mut pacer, &mut pending, &mut tallies).await?;
+    Ok(NodeScan {
+        node: primary.address.clone(),
+        dbsize: dbsize.max(if complete { 0 } else { scanned }),
+        scanned,
+        complete,
+        commands: pacer.commands,
+        backoffs: pacer.backoffs,
+        duration: started.elapsed(),
+        used_memory,
+        tallies,
+    })
+}
+
+fn other_family() -> Family {
+    Classifier::default().classify(b"<other>")
+}
+
+/// Merges families that differ by one literal segment into `<*>` families.
+fn merge_rare(classifier: &mut Classifier, tallies: &mut HashMap<String, Tally>) {
+    let generic: Vec<String> = tallies
+        .values()
+        .filter(|t| t.family.layout == super::families::Layout::Generic)
+        .map(|t| t.family.pattern.clone())
+        .collect();
+    let merges = classifier.widen(generic.iter().map(String::as_str), DEFAULT_MAX_SIBLINGS);
+    for (from, to) in merges {
+        if let Some(tally) = tallies.remove(&from) {
+            tallies
+                .entry(to.clone())
+                .or_insert_with(|| Tally::new(classifier.classify(to.as_bytes())))
+                .absorb(tally);
+        }
+    }
+}
+
+/// Measures the pending keys: `MEMORY USAGE`, `PTTL`, `TYPE` each, pipelined.
+async fn measure(
+    redis: &crate::Redis,
+    config: &AttributeConfig,
+    pacer: &mut Pacer,
+    pending: &mut Vec<(Vec<u8>, String)>,
+    tallies: &mut HashMap<String, Tally>,
+) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    pacer.take(3 * pending.len() as u64).await;
+    let mut pipe = redis::pipe();
+    for (key, _) in pending.iter() {
+        pipe.cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .arg("SAMPLES")
+            .arg(config.memory_usage_samples);
+        pipe.cmd("PTTL").arg(key);
+        pipe.cmd("TYPE").arg(key);
+    }
+    let replies: Vec<Value> = retry_busy(|| {
+        let mut conn = redis.clone();
+        let pipe = pipe.clone();
+        async move { Ok(pipe.query_async(&mut conn).await?) }
+    })
+    .await?;
+    for ((_, pattern), chunk) in pending.drain(..).zip(replies.chunks(3)) {
+        let Some(tally) = tallies.get_mut(&pattern) else {
+            continue;
+        };
+        let bytes = match &chunk[0] {
+            Value::Int(n) => *n as f64,
+            _ => continue, // the key went away between SCAN and now
+        };
+        tally.sampled += 1;
+        tally.sum += bytes;
+        tally.sum_sq += bytes * bytes;
+        if matches!(chunk[1], Value::Int(-1)) {
+            tally.no_ttl += 1;
+        }
+        let kind = match &chunk[2] {
+            Value::SimpleString(s) => s.clone(),
+            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            Value::Okay => "ok".into(),
+            _ => "unknown".into(),
+        };
+        *tally.types.entry(kind).or_default() += 1;
+    }
+    Ok(())
+}
+
+/// Runs `call`, waiting and trying again (up to 10 times) while Redis says
+/// it is busy or loading.
+pub(crate) async fn retry_busy<T, F, Fut>(mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(err) if err.kind() == ErrorKind::Unavailable && tries < 10 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pacer_keeps_its_budget() {
+        let mut pacer = Pacer::new(10_000, DEFAULT_BUSY_LATENCY);
+        let start = Instant::now();
+        for _ in 0..100 {
+            pacer.take(30).await;
+        }
+        // 3,000 commands at 10,000/s: 0.3 s less the initial burst of 0.1 s.
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_millis(180), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+        assert_eq!(pacer.commands, 3000);
+    }
+
+    #[test]
+    fn slow_replies_halve_the_rate_and_quick_ones_restore_it() {
+        let mut pacer = Pacer::new(1000, Duration::from_millis(20));
+        pacer.observe(Duration::from_micros(200));
+        pacer.observe(Duration::from_millis(50));
+        assert_eq!(pacer.backoffs, 1);
+        assert!((pacer.rate - 500.0).abs() < 1e-6);
+        for _ in 0..100 {
+            pacer.observe(Duration::from_micros(200));
+        }
+        assert!((pacer.rate - 1000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = AttributeConfig {
+            budget: 1,
+            ..AttributeConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("budget"), "{err}");
+    }
+}

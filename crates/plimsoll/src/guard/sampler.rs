@@ -1,0 +1,218 @@
+//! One reading of every primary: `INFO memory stats keyspace errorstats`.
+//!
+//! The limit memory is measured against is, in order: `maxmemory` when set;
+//! else the limit given in the guard's configuration; else the memory of the
+//! machine Redis runs on (`total_system_memory`); else the memory of the
+//! machine the guard runs on. A Redis without `maxmemory` is reported as a
+//! risk of its own: it grows until the kernel's OOM killer stops it, taking
+//! every key with it.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::connection::Primary;
+use crate::error::Result;
+
+/// Where a node's limit comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitSource {
+    /// Redis' own `maxmemory`.
+    Maxmemory,
+    /// The guard's configured limit (Redis has no `maxmemory`).
+    Configured,
+    /// The memory of Redis' machine (`total_system_memory`).
+    System,
+    /// The memory of the guard's machine (Redis did not say its own).
+    GuardHost,
+}
+
+impl LimitSource {
+    /// For labels and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Maxmemory => "maxmemory",
+            Self::Configured => "configured",
+            Self::System => "system",
+            Self::GuardHost => "guard_host",
+        }
+    }
+}
+
+/// One node's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSample {
+    /// `host:port`.
+    pub node: String,
+    /// `used_memory`.
+    pub used_memory: u64,
+    /// `maxmemory` (0: unbounded).
+    pub maxmemory: u64,
+    /// `maxmemory_policy`.
+    pub maxmemory_policy: String,
+    /// The limit the guard measures against.
+    pub limit: u64,
+    /// Where the limit comes from.
+    pub limit_source: LimitSource,
+    /// Keys in all databases.
+    pub keys: u64,
+    /// Keys with a TTL, all databases.
+    pub expires: u64,
+    /// `evicted_keys` since Redis started.
+    pub evicted_keys: u64,
+    /// Commands refused with `OOM` since Redis started (`errorstat_OOM`).
+    pub oom_rejections: u64,
+    /// `instantaneous_ops_per_sec`.
+    pub ops_per_sec: u64,
+}
+
+impl NodeSample {
+    /// `used_memory / limit`.
+    pub fn used_ratio(&self) -> f64 {
+        if self.limit == 0 {
+            0.0
+        } else {
+            self.used_memory as f64 / self.limit as f64
+        }
+    }
+}
+
+/// Reads one node.
+pub(crate) async fn sample_node(
+    primary: &Primary,
+    configured_limit: Option<u64>,
+) -> Result<NodeSample> {
+    let text: String = match primary
+        .redis
+        .query(
+            redis::cmd("INFO")
+                .arg("memory")
+                .arg("stats")
+                .arg("keyspace")
+                .arg("errorstats"),
+        )
+        .await
+    {
+        Ok(text) => text,
+        // Redis before 7 takes one section; the default set has them all.
+        Err(err) if err.kind() == crate::ErrorKind::Redis => {
+            primary.redis.query(&redis::cmd("INFO")).await?
+        }
+        Err(err) => return Err(err),
+    };
+    Ok(parse_info(
+        &primary.address,
+        &text,
+        configured_limit,
+        guard_host_memory,
+    ))
+}
+
+/// Turns `INFO` text into a sample.
+pub(crate) fn parse_info(
+    node: &str,
+    text: &str,
+    configured_limit: Option<u64>,
+    host_memory: fn() -> u64,
+) -> NodeSample {
+    let fields: HashMap<&str, &str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.trim_end().split_once(':'))
+        .collect();
+    let num = |name: &str| -> u64 { fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    // errorstat_OOM:count=12
+    let oom = fields
+        .get("errorstat_OOM")
+        .and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("count=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // db0:keys=10,expires=2,avg_ttl=0
+    let (mut keys, mut expires) = (0, 0);
+    for (name, value) in &fields {
+        if name.starts_with("db") && name[2..].chars().all(|c| c.is_ascii_digit()) {
+            for kv in value.split(',') {
+                if let Some(v) = kv.strip_prefix("keys=") {
+                    keys += v.parse::<u64>().unwrap_or(0);
+                } else if let Some(v) = kv.strip_prefix("expires=") {
+                    expires += v.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    let maxmemory = num("maxmemory");
+    let system = num("total_system_memory");
+    let (limit, limit_source) = if maxmemory > 0 {
+        (maxmemory, LimitSource::Maxmemory)
+    } else if let Some(limit) = configured_limit {
+        (limit, LimitSource::Configured)
+    } else if system > 0 {
+        (system, LimitSource::System)
+    } else {
+        (host_memory(), LimitSource::GuardHost)
+    };
+    NodeSample {
+        node: node.to_string(),
+        used_memory: num("used_memory"),
+        maxmemory,
+        maxmemory_policy: fields
+            .get("maxmemory_policy")
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        limit,
+        limit_source,
+        keys,
+        expires,
+        evicted_keys: num("evicted_keys"),
+        oom_rejections: oom,
+        ops_per_sec: num("instantaneous_ops_per_sec"),
+    }
+}
+
+/// `MemTotal` of this machine, bytes (0 when unknown).
+pub(crate) fn guard_host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = "# Memory\r\nused_memory:1048576\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\ntotal_system_memory:8589934592\r\n# Stats\r\nevicted_keys:7\r\ninstantaneous_ops_per_sec:12\r\n# Errorstats\r\nerrorstat_ERR:count=1\r\nerrorstat_OOM:count=42\r\n# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=0\r\ndb3:keys=5,expires=0,avg_ttl=0\r\n";
+
+    #[test]
+    fn info_gives_the_figures() {
+        let s = parse_info("h:1", INFO, None, || 1);
+        assert_eq!(s.used_memory, 1 << 20);
+        assert_eq!(s.oom_rejections, 42);
+        assert_eq!(s.evicted_keys, 7);
+        assert_eq!((s.keys, s.expires), (15, 2));
+        assert_eq!(s.limit_source, LimitSource::System);
+        assert_eq!(s.limit, 8 << 30);
+    }
+
+    #[test]
+    fn the_limit_prefers_maxmemory_then_configuration() {
+        let with_max = INFO.replace("maxmemory:0", "maxmemory:4096");
+        assert_eq!(
+            parse_info("h", &with_max, Some(1), || 1).limit_source,
+            LimitSource::Maxmemory
+        );
+        let s = parse_info("h", INFO, Some(1 << 30), || 1);
+        assert_eq!(
+            (s.limit, s.limit_source),
+            (1 << 30, LimitSource::Configured)
+        );
+        let bare = INFO.replace("total_system_memory:8589934592", "");
+        let s = parse_info("h", &bare, None, || 99);
+        assert_eq!((s.limit, s.limit_source), (99, LimitSource::GuardHost));
+    }
+}

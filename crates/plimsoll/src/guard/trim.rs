@@ -1,0 +1,877 @@
+//! Reclaiming memory from one bloated family, in bounded batches, without
+//! blocking Redis and without touching anything outside the family.
+//!
+//! Targets:
+//!
+//! - a **Plimsoll queue**, by its retention rules (the janitor's `trim.lua`,
+//!   1,000 jobs per call);
+//! - a **BullMQ** queue's completed or failed set together with the job
+//!   hashes behind it (`bull:<queue>:<id>` and its `:logs`,
+//!   `:dependencies`, `:processed`, `:failed`, `:unsuccessful` keys), oldest
+//!   first: `ZRANGE` a batch of ids, `UNLINK` their keys, `ZREM` the ids;
+//! - **Sidekiq**'s dead or retry set, oldest first, by `ZREMRANGEBYRANK`;
+//! - a **generic family** from the memory report (e.g. `session:<uuid>`):
+//!   keys beyond a count, or not touched for longer than an age
+//!   (`OBJECT IDLETIME`), found with `SCAN MATCH` on every primary and each
+//!   checked against the family's pattern before it is unlinked.
+//!
+//! Every command used (`SCAN`, `ZRANGE`, `UNLINK`, `ZREM`,
+//! `ZREMRANGEBYRANK`, `OBJECT`, `MEMORY USAGE`, and the janitor's script,
+//! flagged `allow-oom`) is allowed while Redis refuses writes for lack of
+//! memory, so trimming works exactly when it is needed most. `UNLINK` frees
+//! big values in a background thread. Batches are paced by the same command
+//! budget as the memory report.
+//!
+//! A dry run (the default) counts what would go and estimates the bytes
+//! from a sample of `MEMORY USAGE`; it changes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::attribute::families::{Classifier, Layout, collapse_segment};
+use super::attribute::scan::{DEFAULT_BUSY_LATENCY, DEFAULT_COMMAND_BUDGET, Pacer};
+use crate::clock::{Clock, SystemClock};
+use crate::connection::Redis;
+use crate::error::{Error, Result};
+use crate::queue::{Queue, QueueConfig, Retention};
+
+/// Set members or keys removed per batch.
+pub const DEFAULT_TRIM_BATCH: usize = 500;
+/// Keys measured to estimate the bytes a trim frees.
+const BYTES_SAMPLE: usize = 200;
+/// `SCAN … COUNT` of a generic trim.
+const TRIM_SCAN_COUNT: u32 = 500;
+/// The keys of a BullMQ job besides its hash.
+const BULLMQ_JOB_SUFFIXES: [&str; 5] = [
+    ":logs",
+    ":dependencies",
+    ":processed",
+    ":failed",
+    ":unsuccessful",
+];
+
+/// Which jobs or keys of a target to remove: those beyond the newest
+/// `keep`, and those older than `older_than`. At least one must be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Selection {
+    /// Keep at most this many (the newest, or most recently used).
+    pub keep: Option<u64>,
+    /// Remove those older than this (for generic keys: not touched for).
+    pub older_than: Option<Duration>,
+}
+
+impl Selection {
+    fn check(&self) -> Result<()> {
+        if self.keep.is_none() && self.older_than.is_none() {
+            return Err(Error::invalid(
+                "trim needs a selection: keep N and/or older-than AGE",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// BullMQ's sets of finished jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BullMqSet {
+    /// `bull:<queue>:completed`.
+    Completed,
+    /// `bull:<queue>:failed`.
+    Failed,
+}
+
+/// Sidekiq's sorted sets of jobs that are not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SidekiqSet {
+    /// `dead`: jobs out of retries.
+    Dead,
+    /// `retry`: jobs waiting for a retry.
+    Retry,
+}
+
+/// What to trim.
+#[derive(Debug, Clone)]
+pub enum TrimTarget {
+    /// A Plimsoll queue, by retention rules.
+    Plimsoll {
+        /// Key prefix (default `plimsoll`).
+        prefix: String,
+        /// The queue.
+        queue: String,
+        /// The rules; [`Retention::default`] removes every completed job and
+        /// caps dead jobs.
+        retention: Retention,
+    },
+    /// A BullMQ queue's completed or failed jobs.
+    BullMq {
+        /// BullMQ's `prefix` option (default `bull`).
+        prefix: String,
+        /// The queue.
+        queue: String,
+        /// Which set.
+        set: BullMqSet,
+        /// Which jobs.
+        selection: Selection,
+    },
+    /// Sidekiq's dead or retry set.
+    Sidekiq {
+        /// A redis-namespace, if Sidekiq uses one.
+        namespace: Option<String>,
+        /// Which set.
+        set: SidekiqSet,
+        /// Which jobs.
+        selection: Selection,
+    },
+    /// A generic family from the memory report, by its pattern.
+    Family {
+        /// The pattern, e.g. `session:<uuid>` or `cart:<*>:items`.
+        pattern: String,
+        /// Which keys.
+        selection: Selection,
+    },
+}
+
+impl TrimTarget {
+    /// For people.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Plimsoll { prefix, queue, .. } => {
+                format!("Plimsoll queue {queue} ({prefix}:{{{queue}}}) by its retention rules")
+            }
+            Self::BullMq {
+                prefix, queue, set, ..
+            } => format!(
+                "BullMQ queue {queue}: {} jobs ({prefix}:{queue}:{} and their job hashes)",
+                bullmq_set_name(*set),
+                bullmq_set_name(*set)
+            ),
+            Self::Sidekiq { namespace, set, .. } => format!(
+                "Sidekiq {} set ({})",
+                sidekiq_set_name(*set),
+                sidekiq_key(namespace.as_deref(), *set)
+            ),
+            Self::Family { pattern, .. } => format!("keys of family {pattern}"),
+        }
+    }
+}
+
+fn bullmq_set_name(set: BullMqSet) -> &'static str {
+    match set {
+        BullMqSet::Completed => "completed",
+        BullMqSet::Failed => "failed",
+    }
+}
+
+fn sidekiq_set_name(set: SidekiqSet) -> &'static str {
+    match set {
+        SidekiqSet::Dead => "dead",
+        SidekiqSet::Retry => "retry",
+    }
+}
+
+fn sidekiq_key(namespace: Option<&str>, set: SidekiqSet) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}:{}", sidekiq_set_name(set)),
+        None => sidekiq_set_name(set).to_string(),
+    }
+}
+
+/// How to trim.
+#[derive(Debug, Clone)]
+pub struct TrimOptions {
+    /// `false` (the default): only count and estimate.
+    pub apply: bool,
+    /// Members or keys per batch (1 to 10,000).
+    pub batch: usize,
+    /// Commands per second per node.
+    pub budget: u32,
+    /// "Now", for age selections.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for TrimOptions {
+    fn default() -> Self {
+        Self {
+            apply: false,
+            batch: DEFAULT_TRIM_BATCH,
+            budget: DEFAULT_COMMAND_BUDGET,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// What a trim removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TrimReport {
+    /// The target, for people.
+    pub target: String,
+    /// Whether anything was removed.
+    pub applied: bool,
+    /// Jobs (set members) removed.
+    pub jobs: u64,
+    /// Keys unlinked.
+    pub keys: u64,
+    /// Bytes freed, estimated from sampled `MEMORY USAGE`.
+    pub bytes_estimated: u64,
+    /// `used_memory` before, all nodes.
+    pub used_memory_before: u64,
+    /// `used_memory` after, all nodes.
+    pub used_memory_after: u64,
+    /// Batches run.
+    pub batches: u64,
+    /// Commands sent.
+    pub commands: u64,
+    /// Seconds it took.
+    pub duration_secs: f64,
+    /// Some of the keys (or job ids) selected.
+    pub examples: Vec<String>,
+}
+
+/// Trims `target` on `redis` (every primary, for a generic family).
+pub async fn trim(redis: &Redis, target: &TrimTarget, options: &TrimOptions) -> Result<TrimReport> {
+    if !(1..=10_000).contains(&options.batch) {
+        return Err(Error::invalid(format!(
+            "trim batch {} must be 1 to 10000",
+            options.batch
+        )));
+    }
+    if !(10..=1_000_000).contains(&options.budget) {
+        return Err(Error::invalid(format!(
+            "trim budget {} must be 10 to 1000000 commands per second",
+            options.budget
+        )));
+    }
+    let started = Instant::now();
+    let before = used_memory(redis).await?;
+    let mut report = TrimReport {
+        target: target.describe(),
+        applied: options.apply,
+        jobs: 0,
+        keys: 0,
+        bytes_estimated: 0,
+        used_memory_before: before,
+        used_memory_after: before,
+        batches: 0,
+        commands: 0,
+        duration_secs: 0.0,
+        examples: Vec::new(),
+    };
+    let mut pacer = Pacer::new(options.budget, DEFAULT_BUSY_LATENCY);
+    match target {
+        TrimTarget::Plimsoll {
+            prefix,
+            queue,
+            retention,
+        } => plimsoll(redis, prefix, queue, *retention, options, &mut report).await?,
+        TrimTarget::BullMq {
+            prefix,
+            queue,
+            set,
+            selection,
+        } => {
+            selection.check()?;
+            bullmq(
+                redis,
+                prefix,
+                queue,
+                *set,
+                *selection,
+                options,
+                &mut pacer,
+                &mut report,
+            )
+            .await?
+        }
+        TrimTarget::Sidekiq {
+            namespace,
+            set,
+            selection,
+        } => {
+            selection.check()?;
+            let key = sidekiq_key(namespace.as_deref(), *set);
+            sidekiq(redis, &key, *selection, options, &mut pacer, &mut report).await?
+        }
+        TrimTarget::Family { pattern, selection } => {
+            selection.check()?;
+            family(redis, pattern, *selection, options, &mut report).await?
+        }
+    }
+    report.commands += pacer.commands;
+    report.used_memory_after = used_memory(redis).await?;
+    report.duration_secs = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn used_memory(redis: &Redis) -> Result<u64> {
+    let mut total = 0;
+    for primary in redis.primaries().await? {
+        let info: String = primary
+            .redis
+            .query(redis::cmd("INFO").arg("memory"))
+            .await?;
+        total += info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// Runs `cmds`: pipelined on one server; on a cluster, where a pipeline
+/// may not cross slots, as concurrent single commands (each routed to its
+/// node). Replies in order.
+async fn each<T: redis::FromRedisValue>(redis: &Redis, cmds: Vec<redis::Cmd>) -> Result<Vec<T>> {
+    if redis.is_cluster() {
+        let calls = cmds.iter().map(|cmd| redis.query::<T>(cmd));
+        return futures::future::try_join_all(calls).await;
+    }
+    let mut pipe = redis::pipe();
+    for cmd in cmds {
+        pipe.add_command(cmd);
+    }
+    let mut conn = redis.clone();
+    Ok(pipe.query_async(&mut conn).await?)
+}
+
+/// Mean `MEMORY USAGE` of `keys` (keys gone since count 0).
+async fn mean_usage(redis: &Redis, keys: &[String]) -> Result<f64> {
+    if keys.is_empty() {
+        return Ok(0.0);
+    }
+    let cmds = keys
+        .iter()
+        .map(|key| {
+            let mut cmd = redis::cmd("MEMORY");
+            cmd.arg("USAGE").arg(key);
+            cmd
+        })
+        .collect();
+    let sizes: Vec<Option<u64>> = each(redis, cmds).await?;
+    Ok(sizes.iter().map(|s| s.unwrap_or(0) as f64).sum::<f64>() / keys.len() as f64)
+}
+
+/// How many of a sorted set's oldest members the selection removes.
+async fn zset_excess(
+    redis: &Redis,
+    key: &str,
+    selection: Selection,
+    cutoff_score: Option<f64>,
+) -> Result<(u64, u64)> {
+    let card: u64 = redis.query(redis::cmd("ZCARD").arg(key)).await?;
+    let mut remove = 0;
+    if let Some(keep) = selection.keep {
+        remove = card.saturating_sub(keep);
+    }
+    if let Some(cutoff) = cutoff_score {
+        let old: u64 = redis
+            .query(
+                redis::cmd("ZCOUNT")
+                    .arg(key)
+                    .arg("-inf")
+                    .arg(format!("({cutoff}")),
+            )
+            .await?;
+        remove = remove.max(old);
+    }
+    Ok((card, remove))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bullmq(
+    redis: &Redis,
+    prefix: &str,
+    queue: &str,
+    set: BullMqSet,
+    selection: Selection,
+    options: &TrimOptions,
+    pacer: &mut Pacer,
+    report: &mut TrimReport,
+) -> Result<()> {
+    let base = format!("{prefix}:{queue}");
+    let zkey = format!("{base}:{}", bullmq_set_name(set));
+    // Scores are finishedOn, ms since the epoch.
+    let cutoff = selection
+        .older_than
+        .map(|age| options.clock.now_ms().saturating_sub(crate::clock::ms(age)) as f64);
+    pacer.take(2).await;
+    let (card, to_remove) = zset_excess(redis, &zkey, selection, cutoff).await?;
+    // Estimate from the oldest jobs, which are the ones that go.
+    let sample: Vec<String> = redis
+        .query(
+            redis::cmd("ZRANGE")
+                .arg(&zkey)
+                .arg(0)
+                .arg(to_remove.min(BYTES_SAMPLE as u64) as i64 - 1),
+        )
+        .await?;
+    report.examples = sample
+        .iter()
+        .take(10)
+        .map(|id| format!("{base}:{id}"))
+        .collect();
+    let job_keys: Vec<String> = sample.iter().map(|id| format!("{base}:{id}")).collect();
+    let log_keys: Vec<String> = sample
+        .iter()
+        .map(|id| format!("{base}:{id}:logs"))
+        .collect();
+    pacer.take(2 * sample.len() as u64 + 2).await;
+    let per_job = mean_usage(redis, &job_keys).await? + mean_usage(redis, &log_keys).await?;
+    let set_bytes = mean_usage(redis, std::slice::from_ref(&zkey)).await?;
+    let set_share = if card > 0 {
+        set_bytes * to_remove as f64 / card as f64
+    } else {
+        0.0
+    };
+    report.bytes_estimated = (per_job * to_remove as f64 + set_share) as u64;
+    report.jobs = to_remove;
+    if !options.apply {
+        return Ok(());
+    }
+    let mut removed = 0u64;
+    while removed < to_remove {
+        let n = (to_remove - removed).min(options.batch as u64);
+        pacer.take(1).await;
+        let ids: Vec<String> = redis
+            .query(redis::cmd("ZRANGE").arg(&zkey).arg(0).arg(n as i64 - 1))
+            .await?;
+        if ids.is_empty() {
+            break;
+        }
+        let mut cmds = Vec::with_capacity(ids.len() * (1 + BULLMQ_JOB_SUFFIXES.len()));
+        for id in &ids {
+            let job = format!("{base}:{id}");
+            for suffix in [""].into_iter().chain(BULLMQ_JOB_SUFFIXES) {
+                let mut cmd = redis::cmd("UNLINK");
+                cmd.arg(format!("{job}{suffix}"));
+                cmds.push(cmd);
+            }
+        }
+        pacer.take(cmds.len() as u64 + 1).await;
+        // Keys first, then the ids: a crash in between leaves ids whose
+        // hashes are gone, which BullMQ tolerates, never hashes nobody lists.
+        let unlinked: Vec<u64> = each(redis, cmds).await?;
+        report.keys += unlinked.iter().sum::<u64>();
+        let gone: u64 = redis.query(redis::cmd("ZREM").arg(&zkey).arg(&ids)).await?;
+        removed += gone;
+        report.batches += 1;
+        if gone == 0 {
+            break;
+        }
+    }
+    report.jobs = removed;
+    Ok(())
+}
+
+async fn sidekiq(
+    redis: &Redis,
+    key: &str,
+    selection: Selection,
+    options: &TrimOptions,
+    pacer: &mut Pacer,
+    report: &mut TrimReport,
+) -> Result<()> {
+    // Scores are epoch seconds.
+    let cutoff = selection
+        .older_than
+        .map(|age| options.clock.now_ms().saturating_sub(crate::clock::ms(age)) as f64 / 1000.0);
+    pacer.take(3).await;
+    let (card, to_remove) = zset_excess(redis, key, selection, cutoff).await?;
+    let set_bytes = mean_usage(redis, &[key.to_string()]).await?;
+    report.bytes_estimated = if card > 0 {
+        (set_bytes * to_remove as f64 / card as f64) as u64
+    } else {
+        0
+    };
+    report.jobs = to_remove;
+    report.examples = vec![key.to_string()];
+    if !options.apply {
+        return Ok(());
+    }
+    let mut removed = 0u64;
+    while removed < to_remove {
+        let n = (to_remove - removed).min(options.batch as u64);
+        pacer.take(1).await;
+        let gone: u64 = redis
+            .query(
+                redis::cmd("ZREMRANGEBYRANK")
+                    .arg(key)
+                    .arg(0)
+                    .arg(n as i64 - 1),
+            )
+            .await?;
+        removed += gone;
+        report.batches += 1;
+        if gone == 0 {
+            break;
+        }
+    }
+    report.jobs = removed;
+    Ok(())
+}
+
+async fn plimsoll(
+    redis: &Redis,
+    prefix: &str,
+    queue: &str,
+    retention: Retention,
+    options: &TrimOptions,
+    report: &mut TrimReport,
+) -> Result<()> {
+    let config = QueueConfig {
+        prefix: prefix.to_string(),
+        retention,
+        clock: options.clock.clone(),
+        ..QueueConfig::default()
+    };
+    let queue = Queue::new(redis.clone(), queue, config)?;
+    let keys = queue.keys().clone();
+    let now = options.clock.now_ms();
+    let stats: BTreeMap<String, u64> = redis.query(redis::cmd("HGETALL").arg(keys.stats())).await?;
+    let mut jobs = 0u64;
+    let mut bytes = 0u64;
+    for (set, bounds, field) in [
+        (
+            keys.completed(),
+            retention.completed_args(),
+            "completed_bytes",
+        ),
+        (keys.dead(), retention.dead_args(), "dead_bytes"),
+    ] {
+        let card: u64 = redis.query(redis::cmd("ZCARD").arg(set)).await?;
+        if card == 0 {
+            continue;
+        }
+        let [max_count, max_age, max_bytes] = bounds;
+        let set_bytes = stats.get(field).copied().unwrap_or(0);
+        let old: u64 = if max_count == 0 {
+            card
+        } else {
+            redis
+                .query(
+                    redis::cmd("ZCOUNT")
+                        .arg(set)
+                        .arg("-inf")
+                        .arg(format!("({}", now.saturating_sub(max_age))),
+                )
+                .await?
+        };
+        let over_bytes = if max_count == 0 || set_bytes <= max_bytes {
+            0
+        } else {
+            ((set_bytes - max_bytes) as f64 / set_bytes as f64 * card as f64).ceil() as u64
+        };
+        let n = card
+            .saturating_sub(max_count)
+            .max(old)
+            .max(over_bytes)
+            .min(card);
+        jobs += n;
+        bytes += (set_bytes as f64 * n as f64 / card as f64) as u64;
+    }
+    report.jobs = jobs;
+    report.bytes_estimated = bytes;
+    report.examples = vec![keys.completed().to_string(), keys.dead().to_string()];
+    if !options.apply {
+        return Ok(());
+    }
+    let mut removed = 0;
+    loop {
+        let budget = options.batch.min(10_000);
+        let (c, d) = crate::worker::services::janitor::Janitor::trim(&queue, budget).await?;
+        report.batches += 1;
+        report.commands += 1;
+        removed += c + d;
+        if c + d == 0 {
+            break;
+        }
+    }
+    report.jobs = removed;
+    Ok(())
+}
+
+/// A family pattern turned into a `SCAN MATCH` glob: placeholders become
+/// `*`, glob characters in literal parts are escaped.
+pub fn pattern_glob(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut in_placeholder = false;
+    for c in pattern.chars() {
+        match c {
+            '<' => {
+                in_placeholder = true;
+                out.push('*');
+            }
+            '>' if in_placeholder => in_placeholder = false,
+            _ if in_placeholder => {}
+            '*' | '?' | '[' | ']' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether `key` belongs to the generic family `pattern`: its collapsed
+/// segments equal the pattern's, where `<*>` stands for any one segment.
+pub fn pattern_matches(pattern: &str, key: &str) -> bool {
+    let wanted: Vec<&str> = pattern.split(':').collect();
+    let got: Vec<_> = key.split(':').map(collapse_segment).collect();
+    wanted.len() == got.len()
+        && wanted
+            .iter()
+            .zip(&got)
+            .all(|(w, g)| *w == "<*>" || *w == g.as_ref())
+}
+
+/// A key of the pattern's shape, to tell which layout the pattern is of.
+fn example_key(pattern: &str) -> String {
+    pattern
+        .replace("<uuid>", "3f2a9c1e-8b7d-4e6f-a5b4-c3d2e1f0a9b8")
+        .replace("<hash>", "5d41402abc4b2a76b9719d911017c592")
+        .replace("<date>", "2024-01-05")
+        .replace("<id>", "01HQZ8M9Z5X3K7V2B4N6P8R0TW")
+        .replace("<n>", "42")
+        .replace("<*>", "x")
+}
+
+async fn family(
+    redis: &Redis,
+    pattern: &str,
+    selection: Selection,
+    options: &TrimOptions,
+    report: &mut TrimReport,
+) -> Result<()> {
+    let classifier = Classifier::default();
+    let family = classifier.classify(example_key(pattern).as_bytes());
+    if family.layout != Layout::Generic {
+        return Err(Error::invalid(format!(
+            "{pattern} is part of a {:?} queue ({}); trim it with the queue's own target \
+             (plimsoll, bullmq, sidekiq), which keeps the queue consistent",
+            family.layout, family.name
+        )));
+    }
+    if pattern.is_empty() || pattern.split(':').all(|s| s == "<*>") {
+        return Err(Error::invalid(format!(
+            "family pattern {pattern:?} would match every key"
+        )));
+    }
+    let glob = pattern_glob(pattern);
+    let primaries = redis.primaries().await?;
+    // Pass 1: count the family and how long each key has been idle.
+    let mut idle_histogram: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut total = 0u64;
+    let mut examples: Vec<String> = Vec::new();
+    let (mut sampled, mut sampled_bytes) = (0usize, 0.0);
+    let pass_started = Instant::now();
+    for primary in &primaries {
+        let mut pacer = Pacer::new(options.budget, DEFAULT_BUSY_LATENCY);
+        let mut walker = Walker::new(&primary.redis, &glob, pattern);
+        let mut sample: Vec<String> = Vec::new();
+        while let Some(batch) = walker.next(&mut pacer).await? {
+            for (key, idle) in batch {
+                total += 1;
+                *idle_histogram.entry(idle).or_default() += 1;
+                if sample.len() < BYTES_SAMPLE {
+                    sample.push(key);
+                }
+            }
+        }
+        // Measured on the node that holds them.
+        pacer.take(sample.len() as u64).await;
+        sampled_bytes += mean_usage(&primary.redis, &sample).await? * sample.len() as f64;
+        sampled += sample.len();
+        report.commands += pacer.commands;
+        let room = 10usize.saturating_sub(examples.len());
+        examples.extend(sample.into_iter().take(room));
+    }
+    // What goes: every key idle for `older_than` or longer, and the longest
+    // idle beyond `keep`.
+    let age_secs = selection.older_than.map(|a| a.as_secs());
+    let by_age = age_secs.map_or(0, |age| {
+        idle_histogram.range(age..).map(|(_, n)| n).sum::<u64>()
+    });
+    let by_count = selection.keep.map_or(0, |keep| total.saturating_sub(keep));
+    let to_remove = by_age.max(by_count);
+    // Remove idle > cutoff, and `quota` of the keys at idle == cutoff.
+    let (mut cutoff, mut quota) = (u64::MAX, 0);
+    if by_count > by_age {
+        let mut above = 0;
+        for (idle, n) in idle_histogram.iter().rev() {
+            if above + n >= by_count {
+                (cutoff, quota) = (*idle, by_count - above);
+                break;
+            }
+            above += n;
+        }
+    } else if let Some(age) = age_secs {
+        (cutoff, quota) = (age.saturating_sub(1), 0);
+    }
+    let mean = if sampled > 0 {
+        sampled_bytes / sampled as f64
+    } else {
+        0.0
+    };
+    report.bytes_estimated = (mean * to_remove as f64) as u64;
+    report.keys = to_remove;
+    report.examples = examples;
+    if !options.apply || to_remove == 0 {
+        return Ok(());
+    }
+    // Pass 2. Idle times of keys nobody touched have grown by the time since
+    // pass 1; shift the cut-off by as much. Keys touched since are younger
+    // and stay.
+    let cutoff = cutoff.saturating_add(pass_started.elapsed().as_secs());
+    let mut removed = 0u64;
+    for primary in &primaries {
+        let mut pacer = Pacer::new(options.budget, DEFAULT_BUSY_LATENCY);
+        let mut walker = Walker::new(&primary.redis, &glob, pattern);
+        while removed < to_remove
+            && let Some(batch) = walker.next(&mut pacer).await?
+        {
+            let mut doomed = Vec::new();
+            for (key, idle) in batch {
+                if removed + doomed.len() as u64 >= to_remove {
+                    break;
+                }
+                if idle > cutoff || (idle == cutoff && quota > 0) {
+                    if idle == cutoff {
+                        quota -= 1;
+                    }
+                    doomed.push(key);
+                }
+            }
+            for chunk in doomed.chunks(options.batch) {
+                pacer.take(chunk.len() as u64).await;
+                let mut pipe = redis::pipe();
+                for key in chunk {
+                    pipe.cmd("UNLINK").arg(key);
+                }
+                let mut conn = primary.redis.clone();
+                let unlinked: Vec<u64> = pipe.query_async(&mut conn).await?;
+                removed += unlinked.iter().sum::<u64>();
+                report.batches += 1;
+            }
+        }
+        report.commands += pacer.commands;
+    }
+    report.keys = removed;
+    Ok(())
+}
+
+/// Walks one node with `SCAN MATCH glob`, keeps the keys of the family, and
+/// asks their idle time (`OBJECT IDLETIME`), one SCAN batch at a time.
+struct Walker<'a> {
+    node: &'a Redis,
+    glob: &'a str,
+    pattern: &'a str,
+    cursor: u64,
+    done: bool,
+}
+
+impl<'a> Walker<'a> {
+    fn new(node: &'a Redis, glob: &'a str, pattern: &'a str) -> Self {
+        Self {
+            node,
+            glob,
+            pattern,
+            cursor: 0,
+            done: false,
+        }
+    }
+
+    /// The next batch of (key, idle seconds); `None` when the walk is over.
+    async fn next(&mut self, pacer: &mut Pacer) -> Result<Option<Vec<(String, u64)>>> {
+        if self.done {
+            return Ok(None);
+        }
+        pacer.take(1).await;
+        let sent = Instant::now();
+        let (next, keys): (u64, Vec<String>) = self
+            .node
+            .query(
+                redis::cmd("SCAN")
+                    .arg(self.cursor)
+                    .arg("MATCH")
+                    .arg(self.glob)
+                    .arg("COUNT")
+                    .arg(TRIM_SCAN_COUNT),
+            )
+            .await?;
+        pacer.observe(sent.elapsed());
+        self.cursor = next;
+        self.done = next == 0;
+        let members: Vec<String> = keys
+            .into_iter()
+            .filter(|k| pattern_matches(self.pattern, k))
+            .collect();
+        if members.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let mut pipe = redis::pipe();
+        for key in &members {
+            pipe.cmd("OBJECT").arg("IDLETIME").arg(key);
+        }
+        pacer.take(members.len() as u64).await;
+        let mut conn = self.node.clone();
+        let idles: Vec<Option<u64>> = match pipe.query_async(&mut conn).await {
+            Ok(idles) => idles,
+            Err(err) if err.to_string().contains("LFU") => {
+                return Err(Error::invalid(
+                    "Redis runs an LFU maxmemory-policy, under which OBJECT IDLETIME is not \
+                     kept; a generic trim cannot tell old keys from new ones there",
+                ));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        // A key that vanished since SCAN has no idle time and is skipped.
+        Ok(Some(
+            members
+                .into_iter()
+                .zip(idles)
+                .filter_map(|(key, idle)| idle.map(|i| (key, i)))
+                .collect(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_become_escaped_globs() {
+        assert_eq!(pattern_glob("session:<uuid>"), "session:*");
+        assert_eq!(pattern_glob("cart:<*>:items"), "cart:*:items");
+        assert_eq!(pattern_glob("we[ird]*:<n>"), "we\\[ird\\]\\*:*");
+    }
+
+    #[test]
+    fn keys_match_their_family_only() {
+        let p = "session:<uuid>";
+        assert!(pattern_matches(
+            p,
+            "session:3f2a9c1e-8b7d-4e6f-a5b4-c3d2e1f0a9b8"
+        ));
+        assert!(!pattern_matches(
+            p,
+            "session:3f2a9c1e-8b7d-4e6f-a5b4-c3d2e1f0a9b8:extra"
+        ));
+        assert!(!pattern_matches(p, "session:42"));
+        assert!(!pattern_matches(
+            p,
+            "sessions:3f2a9c1e-8b7d-4e6f-a5b4-c3d2e1f0a9b8"
+        ));
+        assert!(pattern_matches("cart:<*>:items", "cart:alice:items"));
+        assert!(!pattern_matches("cart:<*>:items", "cart:alice:total"));
+    }
+
+    #[test]
+    fn a_selection_is_required() {
+        assert!(Selection::default().check().is_err());
+    }
+}

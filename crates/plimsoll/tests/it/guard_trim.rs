@@ -1,0 +1,382 @@
+//! `trim`: a BullMQ completed set and its job hashes trimmed while every
+//! other key stays byte-for-byte the same; trimming a Redis that refuses
+//! writes; Sidekiq's dead set; generic families by count and idle time; a
+//! known queue layout refused as a generic family.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use plimsoll::{
+    BullMqSet, ErrorKind, Redis, Selection, SidekiqSet, TrimOptions, TrimTarget, guard::trim::trim,
+};
+
+use crate::guard_layouts::{self as layouts, BullState, blob, run, uuid};
+use crate::support::RedisServer;
+
+/// DUMP of every key: what "left alone" is checked against.
+fn dump_all(server: &RedisServer) -> BTreeMap<String, String> {
+    server
+        .keys()
+        .into_iter()
+        .map(|k| {
+            let dump = server.cmd(&["DUMP", &k]);
+            (k, dump)
+        })
+        .collect()
+}
+
+fn apply() -> TrimOptions {
+    TrimOptions {
+        apply: true,
+        batch: 100,
+        ..TrimOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn trimming_a_bullmq_completed_set_leaves_every_other_key_alone() {
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let mut pipe = redis::pipe();
+    for id in 1..=1000 {
+        layouts::bullmq_job(
+            &mut pipe,
+            "mail",
+            id,
+            BullState::Completed,
+            1_700_000_000_000 + id,
+        );
+    }
+    for id in 1001..=1100 {
+        layouts::bullmq_job(
+            &mut pipe,
+            "mail",
+            id,
+            BullState::Failed,
+            1_700_000_000_000 + id,
+        );
+    }
+    for id in 1101..=1150 {
+        layouts::bullmq_job(
+            &mut pipe,
+            "mail",
+            id,
+            BullState::Waiting,
+            1_700_000_000_000 + id,
+        );
+    }
+    layouts::bullmq_queue(&mut pipe, "mail", 1150);
+    // Another queue's completed jobs, with the same ids.
+    for id in 1..=100 {
+        layouts::bullmq_job(
+            &mut pipe,
+            "billing",
+            id,
+            BullState::Completed,
+            1_700_000_000_000 + id,
+        );
+    }
+    layouts::sidekiq(&mut pipe, 10, 10, 1_700_000_000.0);
+    layouts::app(&mut pipe, 50, 50);
+    run(&redis, &pipe).await.unwrap();
+    let before = dump_all(&server);
+    let target = TrimTarget::BullMq {
+        prefix: "bull".into(),
+        queue: "mail".into(),
+        set: BullMqSet::Completed,
+        selection: Selection {
+            keep: Some(100),
+            older_than: None,
+        },
+    };
+
+    // A dry run counts and estimates, and changes nothing.
+    let dry = trim(&redis, &target, &TrimOptions::default())
+        .await
+        .unwrap();
+    assert!(!dry.applied);
+    assert_eq!(dry.jobs, 900);
+    // About 1 KiB a job; MEMORY USAGE samples 5 fields of a hash, so which
+    // fields Redis' dict order puts first moves the estimate somewhat.
+    assert!(
+        (900 * 400..900 * 3000).contains(&dry.bytes_estimated),
+        "{}",
+        dry.bytes_estimated
+    );
+    assert_eq!(dump_all(&server), before);
+
+    let done = trim(&redis, &target, &apply()).await.unwrap();
+    assert_eq!(done.jobs, 900);
+    assert_eq!(
+        done.keys,
+        900 + 90,
+        "job hashes and the logs of every tenth"
+    );
+    assert!(done.batches >= 9);
+    assert!(done.used_memory_after < done.used_memory_before);
+    // The newest 100 remain, with their hashes.
+    let kept: Vec<String> = redis
+        .query(
+            redis::cmd("ZRANGE")
+                .arg("bull:mail:completed")
+                .arg(0)
+                .arg(-1),
+        )
+        .await
+        .unwrap();
+    let expected: Vec<String> = (901..=1000).map(|i: u64| i.to_string()).collect();
+    assert_eq!(kept, expected);
+    let after = dump_all(&server);
+    for (key, dump) in &before {
+        let removed_job = key
+            .strip_prefix("bull:mail:")
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|id| id.parse::<u64>().ok())
+            .is_some_and(|id| id <= 900);
+        if removed_job {
+            assert!(!after.contains_key(key), "{key} should be gone");
+        } else if key == "bull:mail:completed" {
+            assert_ne!(after.get(key), Some(dump));
+        } else {
+            assert_eq!(after.get(key), Some(dump), "{key} was touched");
+        }
+    }
+    assert!(
+        after.keys().all(|k| before.contains_key(k)),
+        "no key was added"
+    );
+}
+
+#[tokio::test]
+async fn trim_works_while_redis_refuses_writes() {
+    let server = RedisServer::builder().maxmemory(8 << 20).start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    // BullMQ without removeOnComplete fills Redis with completed jobs.
+    let mut id = 0;
+    loop {
+        let mut pipe = redis::pipe();
+        for _ in 0..50 {
+            id += 1;
+            layouts::bullmq_job(
+                &mut pipe,
+                "mail",
+                id,
+                BullState::Completed,
+                1_700_000_000_000 + id,
+            );
+        }
+        match run(&redis, &pipe).await {
+            Ok(()) => assert!(id < 100_000, "Redis never filled up"),
+            Err(err) if crate::guard::is_oom(&err) => break,
+            Err(err) => panic!("{err}"),
+        }
+    }
+    let refused = server.command(&["SET", "probe", "x"]).unwrap_err();
+    assert!(refused.starts_with("OOM"), "{refused}");
+
+    let done = trim(
+        &redis,
+        &TrimTarget::BullMq {
+            prefix: "bull".into(),
+            queue: "mail".into(),
+            set: BullMqSet::Completed,
+            selection: Selection {
+                keep: Some(0),
+                older_than: None,
+            },
+        },
+        &apply(),
+    )
+    .await
+    .unwrap();
+    assert!(done.jobs > 1000, "{}", done.jobs);
+    assert!(done.used_memory_after < done.used_memory_before / 2);
+    server.cmd(&["SET", "probe", "x"]);
+    let card: u64 = server
+        .cmd(&["ZCARD", "bull:mail:completed"])
+        .parse()
+        .unwrap();
+    assert_eq!(card, 0);
+}
+
+#[tokio::test]
+async fn sidekiqs_dead_set_is_trimmed_oldest_first_by_count_and_age() {
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let mut pipe = redis::pipe();
+    // 200 dead jobs, died one a second until now.
+    let now_secs = 1_700_000_000.0;
+    layouts::sidekiq(&mut pipe, 10, 200, now_secs);
+    run(&redis, &pipe).await.unwrap();
+    let before = dump_all(&server);
+    let clock = plimsoll::ManualClock::new(1_700_000_000_000);
+    let options = TrimOptions {
+        clock: std::sync::Arc::new(clock),
+        ..apply()
+    };
+    let target = |keep, older_than| TrimTarget::Sidekiq {
+        namespace: None,
+        set: SidekiqSet::Dead,
+        selection: Selection { keep, older_than },
+    };
+    // Older than 150 s: the 50 oldest.
+    let done = trim(
+        &redis,
+        &target(None, Some(Duration::from_secs(150))),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.jobs, 50);
+    let done = trim(&redis, &target(Some(20), None), &options)
+        .await
+        .unwrap();
+    assert_eq!(done.jobs, 130);
+    assert_eq!(server.cmd(&["ZCARD", "dead"]), "20");
+    let newest = server.cmd(&["ZRANGE", "dead", "-1", "-1", "WITHSCORES"]);
+    assert!(newest.ends_with("1699999999"), "{newest}");
+    let after = dump_all(&server);
+    for (key, dump) in before.iter().filter(|(k, _)| *k != "dead") {
+        assert_eq!(after.get(key), Some(dump), "{key} was touched");
+    }
+}
+
+#[tokio::test]
+async fn a_generic_family_is_trimmed_by_count_and_by_idle_time_and_nothing_else() {
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..300u64 {
+        pipe.cmd("SET")
+            .arg(format!("audit:{}", uuid(i)))
+            .arg(blob(i, 200))
+            .ignore();
+    }
+    // Look-alikes that are not the family.
+    pipe.cmd("SET").arg("audit:summary").arg("x").ignore();
+    pipe.cmd("SET")
+        .arg(format!("audit:{}:extra", uuid(1)))
+        .arg("x")
+        .ignore();
+    pipe.cmd("SET")
+        .arg(format!("audits:{}", uuid(2)))
+        .arg("x")
+        .ignore();
+    layouts::app(&mut pipe, 20, 20);
+    run(&redis, &pipe).await.unwrap();
+    let family = |keep, older_than| TrimTarget::Family {
+        pattern: "audit:<uuid>".into(),
+        selection: Selection { keep, older_than },
+    };
+    let dry = trim(&redis, &family(Some(100), None), &TrimOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(dry.keys, 200);
+    assert!(dry.bytes_estimated > 200 * 200);
+    let done = trim(&redis, &family(Some(100), None), &apply())
+        .await
+        .unwrap();
+    assert_eq!(done.keys, 200);
+    let left = server.keys();
+    assert_eq!(left.iter().filter(|k| k.starts_with("audit:")).count(), 102);
+    assert!(left.contains(&"audit:summary".to_string()));
+    assert!(left.contains(&format!("audits:{}", uuid(2))));
+
+    // Idle time: touch ten keys, wait, trim what was not touched.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let survivors: Vec<String> = left
+        .iter()
+        .filter(|k| {
+            k.starts_with("audit:") && plimsoll::guard::trim::pattern_matches("audit:<uuid>", k)
+        })
+        .take(10)
+        .cloned()
+        .collect();
+    for key in &survivors {
+        server.cmd(&["GET", key]);
+    }
+    let done = trim(
+        &redis,
+        &family(None, Some(Duration::from_secs(2))),
+        &apply(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.keys, 90);
+    for key in &survivors {
+        assert_eq!(server.cmd(&["EXISTS", key]), "1");
+    }
+}
+
+#[tokio::test]
+async fn a_queue_layout_is_not_trimmed_as_a_generic_family() {
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let err = trim(
+        &redis,
+        &TrimTarget::Family {
+            pattern: "bull:mail:<id>".into(),
+            selection: Selection {
+                keep: Some(0),
+                older_than: None,
+            },
+        },
+        &apply(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("bullmq"), "{err}");
+    let err = trim(
+        &redis,
+        &TrimTarget::Family {
+            pattern: "<*>".into(),
+            selection: Selection {
+                keep: Some(0),
+                older_than: None,
+            },
+        },
+        &apply(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("every key"), "{err}");
+}
+
+#[tokio::test]
+async fn a_plimsoll_queue_is_trimmed_by_retention_rules() {
+    use plimsoll::{Bounds, NewJob, Outcome, Queue, Retention, Worker};
+
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let queue = Queue::with_defaults(redis.clone(), "mail").unwrap();
+    let jobs = (0..30)
+        .map(|i| NewJob::bytes(format!("job-{i}")).max_attempts(1))
+        .collect();
+    queue.enqueue_bulk(jobs).await.unwrap();
+    let worker = Worker::builder(queue.clone())
+        .config(crate::support::fast_worker())
+        .start(|_job: plimsoll::Job| async { Outcome::fail("no") })
+        .unwrap();
+    crate::support::eventually(Duration::from_secs(20), "30 dead jobs", || async {
+        queue.counts().await.unwrap().dead == 30
+    })
+    .await;
+    worker.shutdown().await.unwrap();
+    let target = TrimTarget::Plimsoll {
+        prefix: "plimsoll".into(),
+        queue: "mail".into(),
+        retention: Retention {
+            dead: Bounds::new(5, Duration::from_secs(3600), 1 << 30).unwrap(),
+            ..Retention::default()
+        },
+    };
+    let dry = trim(&redis, &target, &TrimOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(dry.jobs, 25);
+    assert_eq!(queue.counts().await.unwrap().dead, 30);
+    let done = trim(&redis, &target, &apply()).await.unwrap();
+    assert_eq!(done.jobs, 25);
+    assert_eq!(queue.counts().await.unwrap().dead, 5);
+}

@@ -1,0 +1,738 @@
+//! The memory guard workloads G1-attribute and G2-forecast of
+//! shared/BENCH.md.
+//!
+//! - **G1-attribute**: 1,000,000 keys in 20 families (strings, hashes,
+//!   lists, sorted sets, streams; BullMQ-, Sidekiq-, Celery-, RQ- and
+//!   apalis-shaped among them). Figures: seconds to a report, commands
+//!   sent, p99 of a GET loop during the walk ÷ p99 of the same loop without
+//!   it (before and after), and each family's bytes against a full
+//!   `MEMORY USAGE` pass of every key.
+//! - **G2-forecast**: a private Redis with maxmemory 256 MB and a producer
+//!   writing 1 KiB values at a constant rate chosen so that Redis fills in
+//!   `--fill-time` (10 minutes); the guard reads every second. Figures:
+//!   time of each level alert, and forecast time-to-full at each alert ÷
+//!   the real time to full (when the first write was refused).
+//!
+//! The guard runs with its defaults except where the time scale of a
+//! 10-minute fill needs otherwise (G2: readings every second, the fit's
+//! window 10 minutes, a forecast from 30 s of history; real deployments
+//! fill over days and use 10 s / 6 h / 15 min).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use plimsoll::guard::attribute::{Classifier, Layout, Role};
+use plimsoll::guard::{AttributeConfig, ForecastConfig};
+use plimsoll::{AlertKind, Guard, GuardConfig, Redis, SystemClock};
+use serde_json::{Map, Value, json};
+
+use super::{BenchArgs, Figures};
+use crate::util::used_memory;
+use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
+
+/// G1: keys in the keyspace.
+const G1_KEYS: u64 = 1_000_000;
+/// G2: the maxmemory BENCH.md sets.
+const G2_MAXMEMORY: u64 = 256 << 20;
+/// G2: value size.
+const G2_VALUE: usize = 1024;
+/// GET loop: how long each quiet window lasts.
+const QUIET_WINDOW: Duration = Duration::from_secs(10);
+
+/// Whether `workload` is one of these.
+pub fn handles(workload: &str) -> bool {
+    workload.starts_with("G1-") || workload.starts_with("G2-")
+}
+
+pub struct GuardBench {
+    redis: Redis,
+    fill_time: Duration,
+}
+
+impl GuardBench {
+    pub fn new(redis: Redis, args: &BenchArgs) -> Self {
+        Self {
+            redis,
+            fill_time: args.fill_time,
+        }
+    }
+
+    pub fn n(&self, workload: &str) -> u64 {
+        if workload.starts_with("G1-") {
+            G1_KEYS
+        } else {
+            0
+        }
+    }
+
+    pub async fn run(&self, workload: &str) -> Result<(Figures, Map<String, Value>)> {
+        match workload {
+            "G1-attribute" => self.attribute().await,
+            "G2-forecast" => self.forecast().await,
+            other => anyhow::bail!("unknown guard workload {other}"),
+        }
+    }
+
+    async fn attribute(&self) -> Result<(Figures, Map<String, Value>)> {
+        let redis = &self.redis;
+        let _: () = redis.query(&redis::cmd("FLUSHALL")).await?;
+        let started = Instant::now();
+        populate(redis).await?;
+        let keys: u64 = redis.query(&redis::cmd("DBSIZE")).await?;
+        eprintln!(
+            "G1: {keys} keys, used_memory {} MiB, loaded in {:.0} s",
+            used_memory(redis).await? >> 20,
+            started.elapsed().as_secs_f64()
+        );
+
+        // The GET loop: one request at a time on its own connection and its
+        // own thread, as another service of the same Redis would be.
+        let url = redis.config().redacted_urls()[0].clone();
+        let quiet_before = get_loop_thread(url.clone(), None).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let during = tokio::spawn(get_loop_thread(url.clone(), Some(stop.clone())));
+        let config = AttributeConfig::default();
+        let walk_started = Instant::now();
+        let report = plimsoll::guard::attribute(redis, &config, &SystemClock, None).await?;
+        let seconds = walk_started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::SeqCst);
+        let during = during.await??;
+        let quiet_after = get_loop_thread(url, None).await?;
+        let mut quiet = quiet_before.clone();
+        quiet.add(&quiet_after)?;
+        let p99_quiet = quiet.value_at_quantile(0.99) as f64;
+        let p99_during = during.value_at_quantile(0.99) as f64;
+
+        // The full pass every estimate is checked against.
+        let full_started = Instant::now();
+        let full = full_pass(redis).await?;
+        let full_seconds = full_started.elapsed().as_secs_f64();
+        let mut estimated: BTreeMap<String, (String, f64, f64)> = BTreeMap::new();
+        for f in &report.families {
+            let entry =
+                estimated
+                    .entry(group(&f.pattern, f.layout))
+                    .or_insert((f.name.clone(), 0.0, 0.0));
+            entry.1 += f.bytes as f64;
+            entry.2 += f.bytes_error as f64;
+        }
+        let mut errors = Vec::new();
+        let mut families = Vec::new();
+        for (group, (name, bytes, stated)) in &estimated {
+            let actual = full.get(group).copied().unwrap_or(0.0);
+            if actual == 0.0 {
+                continue;
+            }
+            let error = (bytes - actual) / actual;
+            errors.push(error.abs());
+            families.push(json!({
+                "family": group, "name": name, "bytes_estimated": bytes.round(),
+                "bytes_full_pass": actual, "error": (error * 10_000.0).round() / 10_000.0,
+                "stated_error": (stated / actual * 10_000.0).round() / 10_000.0,
+            }));
+        }
+        errors.sort_by(f64::total_cmp);
+        let mut figures = Figures::new();
+        figures.insert("keys", keys as f64);
+        figures.insert("families", estimated.len() as f64);
+        figures.insert("report_seconds", seconds);
+        figures.insert("commands", report.commands as f64);
+        figures.insert("commands_per_second", report.commands as f64 / seconds);
+        figures.insert("budget_per_node", f64::from(report.budget_per_node));
+        figures.insert(
+            "backoffs",
+            report.nodes.iter().map(|n| n.backoffs).sum::<u64>() as f64,
+        );
+        figures.insert("get_p99_us_quiet", p99_quiet);
+        figures.insert("get_p99_us_during", p99_during);
+        figures.insert("get_p99_ratio", p99_during / p99_quiet.max(1.0));
+        // The noise floor: the same loop, quiet, after ÷ before.
+        figures.insert(
+            "get_p99_ratio_quiet_after_before",
+            quiet_after.value_at_quantile(0.99) as f64
+                / (quiet_before.value_at_quantile(0.99) as f64).max(1.0),
+        );
+        figures.insert("family_error_max", errors.last().copied().unwrap_or(0.0));
+        figures.insert(
+            "family_error_median",
+            errors.get(errors.len() / 2).copied().unwrap_or(0.0),
+        );
+        figures.insert(
+            "families_within_10pct",
+            errors.iter().filter(|e| **e <= 0.10).count() as f64,
+        );
+        figures.insert("full_pass_seconds", full_seconds);
+        let mut details = Map::new();
+        details.insert("family_errors".into(), Value::Array(families));
+        Ok((figures, details))
+    }
+
+    async fn forecast(&self) -> Result<(Figures, Map<String, Value>)> {
+        let local = LocalRedis::start(&LocalRedisOptions {
+            dir: None,
+            maxmemory: G2_MAXMEMORY,
+            persist: false,
+            port: None,
+        })?;
+        let redis = Redis::connect_url(&local.url()).await?;
+        // Bytes a 1 KiB key costs, measured, to set the rate.
+        let empty = used_memory(&redis).await?;
+        let mut seq = 0u64;
+        write_keys(&redis, &mut seq, 10_000).await?;
+        let per_key = (used_memory(&redis).await? - empty) as f64 / 10_000.0;
+        let room = G2_MAXMEMORY as f64 - used_memory(&redis).await? as f64;
+        let keys_per_sec = room / per_key / self.fill_time.as_secs_f64();
+        eprintln!(
+            "G2: {per_key:.0} bytes per key, {keys_per_sec:.0} keys/s to fill {} MiB in {:?}",
+            G2_MAXMEMORY >> 20,
+            self.fill_time
+        );
+        let guard = Guard::new(
+            redis.clone(),
+            GuardConfig {
+                interval: Duration::from_secs(1),
+                forecast: ForecastConfig {
+                    window: Duration::from_secs(600),
+                    min_span: Duration::from_secs(30),
+                    ..ForecastConfig::default()
+                },
+                attribute_interval: None,
+                sinks: vec![],
+                ..GuardConfig::default()
+            },
+        )?;
+        // The producer: a constant rate on an absolute schedule, 10 ticks/s.
+        let full_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let start = Instant::now();
+        let producer = {
+            let redis = redis.clone();
+            let full_at = full_at.clone();
+            tokio::spawn(async move {
+                let mut written = 0f64;
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    tick.tick().await;
+                    let due = start.elapsed().as_secs_f64() * keys_per_sec;
+                    let n = (due - written).floor().max(0.0) as u64;
+                    written += n as f64;
+                    if let Err(err) = write_keys(&redis, &mut seq, n).await {
+                        if err.to_string().contains("OOM") {
+                            *full_at.lock().unwrap() = Some(Instant::now());
+                            return Ok::<(), anyhow::Error>(());
+                        }
+                        return Err(err);
+                    }
+                }
+            })
+        };
+        let mut alerts = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let deadline = self.fill_time * 2;
+        while full_at.lock().unwrap().is_none() && start.elapsed() < deadline {
+            tick.tick().await;
+            for alert in guard.sample_once().await? {
+                alerts.push((start.elapsed().as_secs_f64(), alert));
+            }
+        }
+        producer.await??;
+        let full = full_at
+            .lock()
+            .unwrap()
+            .context("Redis did not fill within twice the fill time")?;
+        let full_secs = full.duration_since(start).as_secs_f64();
+        let mut figures = Figures::new();
+        figures.insert("fill_seconds", full_secs);
+        figures.insert("bytes_per_key", per_key);
+        let mut details = Vec::new();
+        for (at, alert) in &alerts {
+            let label = match alert.kind {
+                AlertKind::LevelRaised { level } => format!("level_{:.0}", level * 100.0),
+                AlertKind::LeewayRaised { hours } => format!("leeway_{hours:.0}h"),
+                _ => continue,
+            };
+            let forecast = alert.forecast.and_then(|f| f.time_to_full_secs);
+            let actual = full_secs - at;
+            details.push(json!({
+                "alert": label, "at_seconds": (at * 10.0).round() / 10.0,
+                "used_ratio": (alert.used_ratio * 1000.0).round() / 1000.0,
+                "forecast_ttf_seconds": forecast.map(|f| f.round()),
+                "actual_ttf_seconds": actual.round(),
+                "ratio": forecast.map(|f| (f / actual * 1000.0).round() / 1000.0),
+            }));
+            if label.starts_with("level_") {
+                let name = |s: &str| -> &'static str {
+                    match (label.as_str(), s) {
+                        ("level_20", "at") => "alert_20_at_seconds",
+                        ("level_50", "at") => "alert_50_at_seconds",
+                        ("level_90", "at") => "alert_90_at_seconds",
+                        ("level_20", _) => "forecast_ratio_at_20",
+                        ("level_50", _) => "forecast_ratio_at_50",
+                        _ => "forecast_ratio_at_90",
+                    }
+                };
+                figures.insert(name("at"), *at);
+                if let Some(f) = forecast {
+                    figures.insert(name("ratio"), f / actual);
+                }
+            }
+        }
+        let mut extra = Map::new();
+        extra.insert("alerts".into(), Value::Array(details));
+        extra.insert("maxmemory".into(), json!(G2_MAXMEMORY));
+        extra.insert(
+            "fill_time_target_seconds".into(),
+            json!(self.fill_time.as_secs()),
+        );
+        drop(local);
+        Ok((figures, extra))
+    }
+}
+
+/// Groups for comparing with the full pass: a BullMQ queue's job hashes,
+/// logs and completed/failed sets are one group, because the report
+/// apportions the hashes to the sets and the full pass cannot.
+fn group(pattern: &str, layout: Layout) -> String {
+    if layout == Layout::BullMq {
+        let parts: Vec<&str> = pattern.split(':').collect();
+        let jobs = pattern.ends_with(":completed")
+            || pattern.ends_with(":failed")
+            || pattern.ends_with(":<id>")
+            || pattern.ends_with(":<id>:logs");
+        if jobs && parts.len() >= 3 {
+            return format!("{}:{}:<jobs and their sets>", parts[0], parts[1]);
+        }
+    }
+    pattern.to_string()
+}
+
+/// MEMORY USAGE of every key, by group.
+async fn full_pass(redis: &Redis) -> Result<BTreeMap<String, f64>> {
+    let classifier = Classifier::default();
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis
+            .query(redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(5000))
+            .await?;
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("MEMORY").arg("USAGE").arg(key);
+        }
+        let mut conn = redis.clone();
+        let sizes: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
+        for (key, size) in keys.iter().zip(sizes) {
+            let family = classifier.classify(key);
+            let role_group =
+                if matches!(family.role, Role::Other) && family.layout != Layout::BullMq {
+                    family.pattern.clone()
+                } else {
+                    group(&family.pattern, family.layout)
+                };
+            *out.entry(role_group).or_default() += size.unwrap_or(0) as f64;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(out);
+        }
+    }
+}
+
+async fn get_loop(redis: &Redis, stop: Option<Arc<AtomicBool>>) -> Result<Histogram<u64>> {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let started = Instant::now();
+    let mut i = 0u64;
+    loop {
+        let done = match &stop {
+            Some(stop) => stop.load(Ordering::SeqCst),
+            None => started.elapsed() >= QUIET_WINDOW,
+        };
+        if done {
+            return Ok(histogram);
+        }
+        i += 1;
+        let key = format!("cache:page:{:032x}", (i * 7919) % 100_000);
+        let sent = Instant::now();
+        let _: Option<Vec<u8>> = redis.query(redis::cmd("GET").arg(&key)).await?;
+        histogram.saturating_record(sent.elapsed().as_micros() as u64);
+    }
+}
+
+/// Runs [`get_loop`] on a thread of its own with a single-threaded runtime,
+/// so that its latency is Redis' and the machine's, not that of tasks
+/// sharing its runtime.
+async fn get_loop_thread(url: String, stop: Option<Arc<AtomicBool>>) -> Result<Histogram<u64>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| {
+                runtime.block_on(async {
+                    let redis = Redis::connect_url(&url).await?;
+                    get_loop(&redis, stop).await
+                })
+            });
+        let _ = tx.send(result);
+    });
+    rx.await.context("the GET loop thread ended")?
+}
+
+/// Writes `n` 1 KiB strings `leak:<seq>`.
+async fn write_keys(redis: &Redis, seq: &mut u64, n: u64) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let value = vec![b'v'; G2_VALUE];
+    let mut pipe = redis::pipe();
+    for _ in 0..n {
+        *seq += 1;
+        pipe.cmd("SET")
+            .arg(format!("leak:{seq}"))
+            .arg(&value)
+            .ignore();
+    }
+    let mut conn = redis.clone();
+    pipe.query_async::<()>(&mut conn).await?;
+    Ok(())
+}
+
+fn uuid(i: u64) -> String {
+    let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let l = h.rotate_left(29) ^ 0x5851_F42D_4C95_7F2D;
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        (h >> 32) as u32,
+        (h >> 16) as u16,
+        (h & 0xfff) as u16,
+        (l & 0xfff) as u16,
+        l >> 16
+    )
+}
+
+fn text(i: u64, len: usize) -> String {
+    let mut x = i.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (b'a' + (x % 26) as u8) as char
+        })
+        .collect()
+}
+
+/// 1,000,000 keys in 20 families, written by concurrent pipelines.
+async fn populate(redis: &Redis) -> Result<()> {
+    // (family, keys): the counts add up to G1_KEYS.
+    let plan: &[(&str, u64)] = &[
+        ("bullmq-mail-jobs", 150_000),
+        ("bullmq-mail-logs", 15_000),
+        ("bullmq-reports-jobs", 50_000),
+        ("sidekiq", 340),
+        ("celery-results", 120_000),
+        ("rq-jobs", 80_000),
+        ("rq-results", 30_000),
+        ("sessions", 150_000),
+        ("user-profiles", 100_000),
+        ("user-carts", 50_000),
+        ("leaderboards", 2_000),
+        ("page-cache", 100_000),
+        ("rate-limits", 50_000),
+        ("event-streams", 30),
+        ("orders", 40_000),
+        ("tokens", 40_000),
+        ("notifications", 20_000),
+        ("apalis", 2),
+        ("celery-broker", 6),
+    ];
+    let total: u64 = plan.iter().map(|(_, n)| n).sum();
+    // Besides one key per item, the BullMQ jobs add their queues' wait
+    // lists and completed / failed sets: five keys.
+    let filler = G1_KEYS - total - 5;
+    let mut jobs: Vec<(&str, u64, u64)> = Vec::new();
+    for (family, n) in plan {
+        let n = if *family == "page-cache" {
+            n + filler
+        } else {
+            *n
+        };
+        let chunk = 5_000;
+        let mut start = 0;
+        while start < n {
+            jobs.push((family, start, (start + chunk).min(n)));
+            start += chunk;
+        }
+    }
+    use futures::StreamExt;
+    let results: Vec<Result<()>> = futures::stream::iter(jobs)
+        .map(|(family, from, to)| {
+            let redis = redis.clone();
+            async move { write_family(&redis, family, from, to).await }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    for result in results {
+        result?;
+    }
+    Ok(())
+}
+
+async fn write_family(redis: &Redis, family: &str, from: u64, to: u64) -> Result<()> {
+    let mut pipe = redis::pipe();
+    let now = 1_700_000_000_000u64;
+    for i in from..to {
+        match family {
+            "bullmq-mail-jobs" | "bullmq-reports-jobs" => {
+                let queue = if family == "bullmq-mail-jobs" {
+                    "mail"
+                } else {
+                    "reports"
+                };
+                let key = format!("bull:{queue}:{}", i + 1);
+                pipe.cmd("HSET")
+                    .arg(&key)
+                    .arg("name")
+                    .arg("job")
+                    .arg("data")
+                    .arg(format!(
+                        "{{\"payload\":\"{}\"}}",
+                        text(i, 300 + (i % 200) as usize)
+                    ))
+                    .arg("opts")
+                    .arg("{\"attempts\":3}")
+                    .arg("timestamp")
+                    .arg(now + i)
+                    .arg("finishedOn")
+                    .arg(now + i + 10)
+                    .ignore();
+                if i % 15 == 0 {
+                    pipe.cmd("LPUSH")
+                        .arg(format!("bull:{queue}:wait"))
+                        .arg(i + 1)
+                        .ignore();
+                } else if queue == "reports" && i % 5 == 0 {
+                    pipe.cmd("ZADD")
+                        .arg(format!("bull:{queue}:failed"))
+                        .arg(now + i)
+                        .arg(i + 1)
+                        .ignore();
+                } else {
+                    pipe.cmd("ZADD")
+                        .arg(format!("bull:{queue}:completed"))
+                        .arg(now + i)
+                        .arg(i + 1)
+                        .ignore();
+                }
+            }
+            "bullmq-mail-logs" => {
+                pipe.cmd("RPUSH")
+                    .arg(format!("bull:mail:{}:logs", i * 10 + 1))
+                    .arg(text(i, 80))
+                    .arg(text(i + 1, 80))
+                    .ignore();
+            }
+            "sidekiq" => {
+                match i {
+                    0 => {
+                        for j in 0..50_000u64 {
+                            pipe.cmd("LPUSH").arg("queue:default").arg(format!("{{\"class\":\"HardWorker\",\"args\":[{j}],\"jid\":\"{:024x}\"}}", j)).ignore();
+                        }
+                    }
+                    1 => {
+                        for j in 0..20_000u64 {
+                            pipe.cmd("ZADD").arg("dead").arg(1_700_000_000 + j).arg(format!("{{\"class\":\"HardWorker\",\"args\":[{j}],\"error_message\":\"boom\",\"jid\":\"{:024x}\"}}", j)).ignore();
+                        }
+                    }
+                    2 => {
+                        pipe.cmd("SADD").arg("queues").arg("default").ignore();
+                    }
+                    3 => {
+                        pipe.cmd("ZADD").arg("retry").arg(1).arg("{}").ignore();
+                    }
+                    _ => {
+                        pipe.cmd("SET")
+                            .arg(format!(
+                                "stat:processed:2024-{:02}-{:02}",
+                                1 + (i / 28) % 12,
+                                1 + i % 28
+                            ))
+                            .arg(i)
+                            .ignore();
+                    }
+                }
+            }
+            "celery-results" => {
+                pipe.cmd("SET")
+                    .arg(format!("celery-task-meta-{}", uuid(i)))
+                    .arg(format!(
+                        "{{\"status\":\"SUCCESS\",\"result\":\"{}\"}}",
+                        text(i, 60)
+                    ))
+                    .arg("EX")
+                    .arg(86_400)
+                    .ignore();
+            }
+            "rq-jobs" => {
+                pipe.cmd("HSET")
+                    .arg(format!("rq:job:{}", uuid(1_000_000 + i)))
+                    .arg("status")
+                    .arg("finished")
+                    .arg("origin")
+                    .arg("default")
+                    .arg("data")
+                    .arg(text(i, 250))
+                    .ignore();
+            }
+            "rq-results" => {
+                pipe.cmd("XADD")
+                    .arg(format!("rq:results:{}", uuid(1_000_000 + i)))
+                    .arg("*")
+                    .arg("type")
+                    .arg(1)
+                    .arg("return_value")
+                    .arg(text(i, 40))
+                    .ignore();
+            }
+            "sessions" => {
+                pipe.cmd("SET")
+                    .arg(format!("session:{}", uuid(2_000_000 + i)))
+                    .arg(text(i, 150 + (i % 100) as usize))
+                    .arg("EX")
+                    .arg(3600)
+                    .ignore();
+            }
+            "user-profiles" => {
+                pipe.cmd("HSET")
+                    .arg(format!("user:{i}:profile"))
+                    .arg("name")
+                    .arg(text(i, 12))
+                    .arg("email")
+                    .arg(format!("u{i}@example.com"))
+                    .arg("bio")
+                    .arg(text(i, 60))
+                    .ignore();
+            }
+            "user-carts" => {
+                for j in 0..(1 + i % 6) {
+                    pipe.cmd("RPUSH")
+                        .arg(format!("user:{i}:cart"))
+                        .arg(format!("sku-{j}"))
+                        .ignore();
+                }
+            }
+            "leaderboards" => {
+                for j in 0..100u64 {
+                    pipe.cmd("ZADD")
+                        .arg(format!("leaderboard:{i}"))
+                        .arg(j)
+                        .arg(format!("player{j}"))
+                        .ignore();
+                }
+            }
+            "page-cache" => {
+                pipe.cmd("SET")
+                    .arg(format!("cache:page:{i:032x}"))
+                    .arg(text(i, 200 + (i % 1500) as usize))
+                    .arg("EX")
+                    .arg(7200)
+                    .ignore();
+            }
+            "rate-limits" => {
+                pipe.cmd("SET")
+                    .arg(format!("ratelimit:{i}"))
+                    .arg(i % 100)
+                    .arg("EX")
+                    .arg(60)
+                    .ignore();
+            }
+            "event-streams" => {
+                for j in 0..1000u64 {
+                    pipe.cmd("XADD")
+                        .arg(format!("events:2024-01-{:02}", i + 1))
+                        .arg("*")
+                        .arg("n")
+                        .arg(j)
+                        .arg("what")
+                        .arg(text(j, 30))
+                        .ignore();
+                }
+            }
+            "orders" => {
+                pipe.cmd("HSET")
+                    .arg(format!("order:{}:details", 5_000_000 + i))
+                    .arg("total")
+                    .arg(i % 1000)
+                    .arg("items")
+                    .arg(text(i, 120))
+                    .ignore();
+            }
+            "tokens" => {
+                pipe.cmd("SET")
+                    .arg(format!(
+                        "token:{:040x}",
+                        i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ))
+                    .arg(text(i, 64))
+                    .ignore();
+            }
+            "notifications" => {
+                for j in 0..3u64 {
+                    pipe.cmd("LPUSH")
+                        .arg(format!("notifications:{i}"))
+                        .arg(text(i + j, 90))
+                        .ignore();
+                }
+            }
+            "apalis" => {
+                let ns = "email_service::Email";
+                if i == 0 {
+                    for j in 0..10_000u64 {
+                        pipe.cmd("HSET")
+                            .arg(format!("{ns}:data"))
+                            .arg(format!("01HQZ8M9Z5X3K7V2B4N6P8{j:05}"))
+                            .arg(text(j, 200))
+                            .ignore();
+                    }
+                } else {
+                    for j in 0..10_000u64 {
+                        pipe.cmd("ZADD")
+                            .arg(format!("{ns}:done"))
+                            .arg(j)
+                            .arg(format!("01HQZ8M9Z5X3K7V2B4N6P8{j:05}"))
+                            .ignore();
+                    }
+                }
+            }
+            "celery-broker" => match i {
+                0 => {
+                    for j in 0..5_000u64 {
+                        pipe.cmd("LPUSH")
+                            .arg("celery")
+                            .arg(format!(
+                                "{{\"body\":\"{}\",\"headers\":{{\"id\":\"{}\"}}}}",
+                                text(j, 100),
+                                uuid(j)
+                            ))
+                            .ignore();
+                    }
+                }
+                _ => {
+                    pipe.cmd("SADD")
+                        .arg(format!("_kombu.binding.q{i}"))
+                        .arg("celery\x06\x16\x06\x16celery")
+                        .ignore();
+                }
+            },
+            _ => {}
+        }
+    }
+    let mut conn = redis.clone();
+    pipe.query_async::<()>(&mut conn).await?;
+    Ok(())
+}

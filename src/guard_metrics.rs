@@ -1,0 +1,629 @@
+//! Prometheus metrics of the memory guard: [`render`] turns the library's
+//! [`GuardStats`] snapshot into the text exposition format, and [`app`]
+//! serves it on `/metrics` (plus `/stats` as JSON and `/healthz`).
+//!
+//! Kept thin and in the binary: the library only builds the snapshot, and
+//! `plimsoll serve` can mount the same router. Metric names are listed in
+//! [`METRIC_NAMES`]; a test checks that `deploy/prometheus/alerts.yml` and
+//! the Grafana dashboard use no other `plimsoll_guard_*` name.
+
+use std::fmt::Write as _;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use plimsoll::Guard;
+use plimsoll::guard::GuardStats;
+
+/// Every metric this exporter emits.
+pub const METRIC_NAMES: &[&str] = &[
+    "plimsoll_guard_up",
+    "plimsoll_guard_used_memory_bytes",
+    "plimsoll_guard_maxmemory_bytes",
+    "plimsoll_guard_memory_limit_bytes",
+    "plimsoll_guard_memory_used_ratio",
+    "plimsoll_guard_keys",
+    "plimsoll_guard_evicted_keys_total",
+    "plimsoll_guard_oom_rejections_total",
+    "plimsoll_guard_levels_raised",
+    "plimsoll_guard_leeway_levels_raised",
+    "plimsoll_guard_growth_bytes_per_second",
+    "plimsoll_guard_growth_low_bytes_per_second",
+    "plimsoll_guard_growth_high_bytes_per_second",
+    "plimsoll_guard_time_to_full_seconds",
+    "plimsoll_guard_time_to_full_low_seconds",
+    "plimsoll_guard_total_used_memory_bytes",
+    "plimsoll_guard_total_memory_limit_bytes",
+    "plimsoll_guard_total_time_to_full_seconds",
+    "plimsoll_guard_samples_total",
+    "plimsoll_guard_sample_errors_total",
+    "plimsoll_guard_last_sample_timestamp_seconds",
+    "plimsoll_guard_alerts_total",
+    "plimsoll_guard_alerts_held_back_total",
+    "plimsoll_guard_alert_delivery_failures_total",
+    "plimsoll_guard_report_timestamp_seconds",
+    "plimsoll_guard_report_duration_seconds",
+    "plimsoll_guard_report_commands",
+    "plimsoll_guard_report_budget_commands_per_second",
+    "plimsoll_guard_report_keys",
+    "plimsoll_guard_report_keys_scanned",
+    "plimsoll_guard_report_errors_total",
+    "plimsoll_guard_history_errors_total",
+    "plimsoll_guard_family_bytes",
+    "plimsoll_guard_family_bytes_error",
+    "plimsoll_guard_family_keys",
+    "plimsoll_guard_family_no_ttl_ratio",
+    "plimsoll_guard_family_growth_bytes",
+    "plimsoll_guard_family_suspected_leak",
+];
+
+/// Writes metric families with their HELP and TYPE lines.
+struct Writer {
+    out: String,
+    declared: Vec<&'static str>,
+}
+
+impl Writer {
+    fn new() -> Self {
+        Self {
+            out: String::new(),
+            declared: Vec::new(),
+        }
+    }
+
+    fn sample(
+        &mut self,
+        name: &'static str,
+        kind: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) {
+        debug_assert!(
+            METRIC_NAMES.contains(&name),
+            "{name} is not in METRIC_NAMES"
+        );
+        if !self.declared.contains(&name) {
+            self.declared.push(name);
+            let _ = writeln!(self.out, "# HELP {name} {help}");
+            let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        }
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {}", number(value));
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn number(value: f64) -> String {
+    if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else if value.is_nan() {
+        "NaN".to_string()
+    } else {
+        format!("{value}")
+    }
+}
+
+/// The snapshot in the Prometheus text format.
+pub fn render(stats: &GuardStats) -> String {
+    let mut w = Writer::new();
+    for node in &stats.nodes {
+        let n = [("node", node.node.as_str())];
+        w.sample(
+            "plimsoll_guard_up",
+            "gauge",
+            "1 when the last reading of the node succeeded.",
+            &n,
+            f64::from(u8::from(node.up)),
+        );
+        if !node.up {
+            continue;
+        }
+        w.sample(
+            "plimsoll_guard_used_memory_bytes",
+            "gauge",
+            "Redis used_memory.",
+            &n,
+            node.used_bytes as f64,
+        );
+        w.sample(
+            "plimsoll_guard_maxmemory_bytes",
+            "gauge",
+            "Redis maxmemory (0: unbounded).",
+            &n,
+            node.maxmemory_bytes as f64,
+        );
+        w.sample(
+            "plimsoll_guard_memory_limit_bytes",
+            "gauge",
+            "The limit memory is measured against; source is maxmemory, configured, system or guard_host.",
+            &[("node", &node.node), ("source", node.limit_source.as_str())],
+            node.limit_bytes as f64,
+        );
+        w.sample(
+            "plimsoll_guard_memory_used_ratio",
+            "gauge",
+            "used_memory / limit.",
+            &n,
+            node.used_ratio,
+        );
+        w.sample(
+            "plimsoll_guard_keys",
+            "gauge",
+            "Keys in all databases.",
+            &n,
+            node.keys as f64,
+        );
+        w.sample(
+            "plimsoll_guard_evicted_keys_total",
+            "counter",
+            "Keys Redis evicted (evicted_keys).",
+            &n,
+            node.evicted_keys_total as f64,
+        );
+        w.sample(
+            "plimsoll_guard_oom_rejections_total",
+            "counter",
+            "Commands Redis refused with OOM (errorstat_OOM).",
+            &n,
+            node.oom_rejections_total as f64,
+        );
+        w.sample(
+            "plimsoll_guard_levels_raised",
+            "gauge",
+            "Memory levels (20/50/90%) currently raised.",
+            &n,
+            node.levels_raised.len() as f64,
+        );
+        w.sample(
+            "plimsoll_guard_leeway_levels_raised",
+            "gauge",
+            "Leeway levels (72 h, 48 h) currently raised.",
+            &n,
+            node.leeway_raised_hours.len() as f64,
+        );
+        if let Some(f) = &node.forecast {
+            w.sample(
+                "plimsoll_guard_growth_bytes_per_second",
+                "gauge",
+                "Growth of used_memory (Theil-Sen fit).",
+                &n,
+                f.growth_bytes_per_sec,
+            );
+            w.sample(
+                "plimsoll_guard_growth_low_bytes_per_second",
+                "gauge",
+                "Low end of the 95% interval of the growth.",
+                &n,
+                f.growth_low,
+            );
+            w.sample(
+                "plimsoll_guard_growth_high_bytes_per_second",
+                "gauge",
+                "High end of the 95% interval of the growth.",
+                &n,
+                f.growth_high,
+            );
+            w.sample(
+                "plimsoll_guard_time_to_full_seconds",
+                "gauge",
+                "Forecast time until the limit is reached (+Inf: not growing).",
+                &n,
+                f.time_to_full_secs.unwrap_or(f64::INFINITY),
+            );
+            w.sample(
+                "plimsoll_guard_time_to_full_low_seconds",
+                "gauge",
+                "Pessimistic time to full (fast end of the interval).",
+                &n,
+                f.time_to_full_low_secs.unwrap_or(f64::INFINITY),
+            );
+        }
+    }
+    if !stats.nodes.is_empty() {
+        w.sample(
+            "plimsoll_guard_total_used_memory_bytes",
+            "gauge",
+            "used_memory summed over the primaries.",
+            &[],
+            stats.total_used_bytes as f64,
+        );
+        w.sample(
+            "plimsoll_guard_total_memory_limit_bytes",
+            "gauge",
+            "Limits summed over the primaries.",
+            &[],
+            stats.total_limit_bytes as f64,
+        );
+    }
+    if let Some(f) = &stats.total_forecast {
+        w.sample(
+            "plimsoll_guard_total_time_to_full_seconds",
+            "gauge",
+            "Forecast time until the summed limit is reached.",
+            &[],
+            f.time_to_full_secs.unwrap_or(f64::INFINITY),
+        );
+    }
+    w.sample(
+        "plimsoll_guard_samples_total",
+        "counter",
+        "Rounds of readings.",
+        &[],
+        stats.samples_total as f64,
+    );
+    w.sample(
+        "plimsoll_guard_sample_errors_total",
+        "counter",
+        "Node readings that failed.",
+        &[],
+        stats.sample_errors_total as f64,
+    );
+    if let Some(t) = stats.last_sample_ms {
+        w.sample(
+            "plimsoll_guard_last_sample_timestamp_seconds",
+            "gauge",
+            "When the last reading was taken.",
+            &[],
+            t as f64 / 1000.0,
+        );
+    }
+    for (kind, n) in &stats.alerts_sent_total {
+        w.sample(
+            "plimsoll_guard_alerts_total",
+            "counter",
+            "Alerts sent, by kind.",
+            &[("kind", kind)],
+            *n as f64,
+        );
+    }
+    w.sample(
+        "plimsoll_guard_alerts_held_back_total",
+        "counter",
+        "Alerts held back by deduplication or the rate limit.",
+        &[],
+        stats.alerts_held_back_total as f64,
+    );
+    w.sample(
+        "plimsoll_guard_alert_delivery_failures_total",
+        "counter",
+        "Alert deliveries that failed.",
+        &[],
+        stats.alert_failures_total as f64,
+    );
+    w.sample(
+        "plimsoll_guard_report_errors_total",
+        "counter",
+        "Memory reports that failed.",
+        &[],
+        stats.report_errors_total as f64,
+    );
+    w.sample(
+        "plimsoll_guard_history_errors_total",
+        "counter",
+        "Writes of the guard's local history that failed.",
+        &[],
+        stats.history_errors_total as f64,
+    );
+    if let Some(r) = &stats.report {
+        w.sample(
+            "plimsoll_guard_report_timestamp_seconds",
+            "gauge",
+            "When the latest memory report started.",
+            &[],
+            r.at_ms as f64 / 1000.0,
+        );
+        w.sample(
+            "plimsoll_guard_report_duration_seconds",
+            "gauge",
+            "How long the latest memory report took.",
+            &[],
+            r.duration_secs,
+        );
+        w.sample(
+            "plimsoll_guard_report_commands",
+            "gauge",
+            "Commands the latest memory report sent.",
+            &[],
+            r.commands as f64,
+        );
+        w.sample(
+            "plimsoll_guard_report_budget_commands_per_second",
+            "gauge",
+            "The report's command budget per node.",
+            &[],
+            f64::from(r.budget_per_node),
+        );
+        w.sample(
+            "plimsoll_guard_report_keys",
+            "gauge",
+            "Keys in Redis at the latest report.",
+            &[],
+            r.keys_total as f64,
+        );
+        w.sample(
+            "plimsoll_guard_report_keys_scanned",
+            "gauge",
+            "Keys the latest report walked.",
+            &[],
+            r.keys_scanned as f64,
+        );
+        for f in &r.families {
+            let l = [("family", f.pattern.as_str()), ("name", f.name.as_str())];
+            w.sample(
+                "plimsoll_guard_family_bytes",
+                "gauge",
+                "Bytes of a key family (sampled MEMORY USAGE).",
+                &l,
+                f.bytes as f64,
+            );
+            w.sample(
+                "plimsoll_guard_family_bytes_error",
+                "gauge",
+                "95% error of the family's bytes, +/- bytes.",
+                &l,
+                f.bytes_error as f64,
+            );
+            w.sample(
+                "plimsoll_guard_family_keys",
+                "gauge",
+                "Keys of a key family.",
+                &l,
+                f.keys as f64,
+            );
+            w.sample(
+                "plimsoll_guard_family_no_ttl_ratio",
+                "gauge",
+                "Share of the family's keys without a TTL.",
+                &l,
+                f.no_ttl_share,
+            );
+            if let Some(g) = f.growth_bytes {
+                w.sample(
+                    "plimsoll_guard_family_growth_bytes",
+                    "gauge",
+                    "Bytes gained since the report before.",
+                    &l,
+                    g as f64,
+                );
+            }
+            w.sample(
+                "plimsoll_guard_family_suspected_leak",
+                "gauge",
+                "1 when the family grows steadily and has no TTL.",
+                &l,
+                f64::from(u8::from(f.suspected_leak)),
+            );
+        }
+    }
+    w.out
+}
+
+/// `/metrics`, `/stats` (JSON) and `/healthz` (200 once a reading
+/// succeeded and every node answered in the last round, else 503).
+pub fn app(guard: Guard) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/stats", get(stats_json))
+        .route("/healthz", get(health))
+        .with_state(guard)
+}
+
+async fn metrics(State(guard): State<Guard>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&guard.stats()),
+    )
+}
+
+async fn stats_json(State(guard): State<Guard>) -> impl IntoResponse {
+    axum::Json(guard.stats())
+}
+
+async fn health(State(guard): State<Guard>) -> impl IntoResponse {
+    let stats = guard.stats();
+    if stats.last_sample_ms.is_some() && stats.nodes.iter().all(|n| n.up) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "redis not read")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Names of `plimsoll_guard_*` metrics in a file.
+    fn names_in(text: &str) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("plimsoll_guard_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    /// A snapshot with every part filled in.
+    fn full_stats() -> GuardStats {
+        use plimsoll::guard::stats::{FamilyStats, NodeStats, ReportStats};
+        use plimsoll::guard::{Forecast, LimitSource};
+        let forecast = Forecast {
+            growth_bytes_per_sec: 10.0,
+            growth_low: 9.0,
+            growth_high: 11.0,
+            level_bytes: 1e6,
+            peak_bytes: 1e6,
+            limit_bytes: 1e7,
+            time_to_full_secs: Some(9e5),
+            time_to_full_low_secs: Some(8e5),
+            time_to_full_high_secs: None,
+            points: 10,
+            span_secs: 600.0,
+        };
+        GuardStats {
+            nodes: vec![NodeStats {
+                node: "127.0.0.1:6379".into(),
+                up: true,
+                used_bytes: 1 << 20,
+                maxmemory_bytes: 10 << 20,
+                limit_bytes: 10 << 20,
+                limit_source: LimitSource::Maxmemory,
+                used_ratio: 0.1,
+                keys: 10,
+                evicted_keys_total: 0,
+                oom_rejections_total: 0,
+                levels_raised: vec![],
+                leeway_raised_hours: vec![],
+                forecast: Some(forecast),
+            }],
+            total_used_bytes: 1 << 20,
+            total_limit_bytes: 10 << 20,
+            total_forecast: Some(forecast),
+            samples_total: 3,
+            sample_errors_total: 0,
+            last_sample_ms: Some(1_700_000_000_000),
+            alerts_sent_total: [("level_raised".to_string(), 1)].into(),
+            alerts_held_back_total: 0,
+            alert_failures_total: 0,
+            recent_alerts: vec![],
+            report: Some(ReportStats {
+                at_ms: 1_700_000_000_000,
+                duration_secs: 1.5,
+                commands: 100,
+                budget_per_node: 4000,
+                keys_total: 10,
+                keys_scanned: 10,
+                families: vec![FamilyStats {
+                    pattern: "session:<uuid>".into(),
+                    name: "session \"x\"".into(),
+                    keys: 10,
+                    bytes: 1000,
+                    bytes_error: 10,
+                    no_ttl_share: 0.0,
+                    growth_bytes: Some(5),
+                    suspected_leak: false,
+                }],
+            }),
+            report_errors_total: 0,
+            history_errors_total: 0,
+        }
+    }
+
+    #[test]
+    fn every_listed_metric_is_emitted_once_declared() {
+        let text = render(&full_stats());
+        for name in METRIC_NAMES {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} missing from\n{text}"
+            );
+        }
+        assert!(text.contains(r#"name="session \"x\"""#), "{text}");
+        assert!(text.contains("plimsoll_guard_memory_limit_bytes{node=\"127.0.0.1:6379\",source=\"maxmemory\"} 10485760"));
+    }
+
+    #[test]
+    fn the_alert_rules_and_the_dashboard_use_only_emitted_metrics() {
+        for (file, text) in [
+            (
+                "deploy/prometheus/alerts.yml",
+                include_str!("../deploy/prometheus/alerts.yml"),
+            ),
+            (
+                "deploy/prometheus/alerts_test.yml",
+                include_str!("../deploy/prometheus/alerts_test.yml"),
+            ),
+            (
+                "deploy/grafana/plimsoll-guard.json",
+                include_str!("../deploy/grafana/plimsoll-guard.json"),
+            ),
+        ] {
+            let names = names_in(text);
+            assert!(!names.is_empty(), "{file} uses no guard metric");
+            for name in names {
+                assert!(
+                    METRIC_NAMES.contains(&name.as_str()),
+                    "{file} uses {name}, which the exporter does not emit"
+                );
+            }
+        }
+        // The dashboard is valid JSON.
+        let _: serde_json::Value =
+            serde_json::from_str(include_str!("../deploy/grafana/plimsoll-guard.json")).unwrap();
+    }
+
+    /// GET `path` from `addr` with a bare HTTP/1.1 request.
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn a_running_guard_serves_its_metrics() {
+        let server = plimsoll_test_support::RedisServer::builder()
+            .maxmemory(64 << 20)
+            .start();
+        let redis = plimsoll::Redis::connect_url(&server.url()).await.unwrap();
+        let guard = Guard::new(
+            redis,
+            plimsoll::GuardConfig {
+                sinks: vec![],
+                attribute_interval: None,
+                ..plimsoll::GuardConfig::default()
+            },
+        )
+        .unwrap();
+        guard.sample_once().await.unwrap();
+        guard.attribute_once().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app(guard)).await.unwrap() });
+        let metrics = get(addr, "/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(metrics.contains("text/plain; version=0.0.4"), "{metrics}");
+        let line = format!(
+            "plimsoll_guard_maxmemory_bytes{{node=\"127.0.0.1:{}\"}} 67108864",
+            server.port()
+        );
+        assert!(metrics.contains(&line), "{metrics}");
+        assert!(
+            metrics.contains("plimsoll_guard_report_commands "),
+            "{metrics}"
+        );
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/stats").await.contains("\"total_used_bytes\""));
+    }
+}
