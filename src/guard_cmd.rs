@@ -144,7 +144,7 @@ pub async fn run(args: GuardArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr} for metrics"))?;
         eprintln!("plimsoll guard: metrics on http://{addr}/metrics");
-        let app = crate::guard_metrics::app(guard.clone());
+        let app = plimsoll_server::guard_metrics::app(guard.clone());
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, app)

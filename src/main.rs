@@ -6,7 +6,6 @@
 mod bench;
 mod demo;
 mod guard_cmd;
-mod guard_metrics;
 mod memory_cmd;
 mod queue_cmd;
 mod serve;

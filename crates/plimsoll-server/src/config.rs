@@ -65,6 +65,25 @@ pub struct RawConfig {
     pub queues: BTreeMap<String, RawQueue>,
     pub hooks: BTreeMap<String, RawHook>,
     pub cache: RawCache,
+    pub guard: RawGuard,
+}
+
+/// The memory guard the server runs on its own Redis.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGuard {
+    /// Turn the guard off (it is on by default).
+    pub disabled: bool,
+    /// Time between readings; default 10 s.
+    pub interval: Option<String>,
+    /// The limit to measure against when Redis has no maxmemory.
+    pub limit: Option<String>,
+    /// Time between memory reports by key family; default 15 min.
+    pub report_interval: Option<String>,
+    /// Alerts as JSON POSTs to this URL.
+    pub webhook: Option<String>,
+    /// Alerts to this Slack-compatible incoming webhook.
+    pub slack_webhook: Option<String>,
 }
 
 /// The HTTP cache (`/v1/cache/{key}`).
@@ -107,6 +126,7 @@ impl Default for RawConfig {
             queues: BTreeMap::new(),
             hooks: BTreeMap::new(),
             cache: RawCache::default(),
+            guard: RawGuard::default(),
         }
     }
 }
@@ -264,6 +284,8 @@ pub struct ServerConfig {
     pub hooks: BTreeMap<String, HookSettings>,
     /// The cache behind `/v1/cache` (checked: its settings are valid).
     pub cache: plimsoll::CacheConfig,
+    /// The memory guard (checked), or `None` when it is off.
+    pub guard: Option<plimsoll::GuardConfig>,
 }
 
 /// Settings of one configured queue.
@@ -514,7 +536,42 @@ impl ServerConfig {
             .validate()
             .map_err(|e| bad("cache", e.message().to_string()))?;
 
+        let guard = if raw.guard.disabled {
+            None
+        } else {
+            let g = &raw.guard;
+            let mut config = plimsoll::GuardConfig {
+                history_dir: Some(PathBuf::from(&raw.data_dir).join("guard")),
+                ..plimsoll::GuardConfig::default()
+            };
+            if let Some(text) = &g.interval {
+                config.interval = parse_duration(text).map_err(|m| bad("guard.interval", m))?;
+            }
+            if let Some(text) = &g.limit {
+                config.limit = Some(parse_bytes(text).map_err(|m| bad("guard.limit", m))?);
+            }
+            if let Some(text) = &g.report_interval {
+                config.attribute_interval =
+                    Some(parse_duration(text).map_err(|m| bad("guard.report_interval", m))?);
+            }
+            if let Some(url) = &g.webhook {
+                let sink = plimsoll::WebhookSink::json(url)
+                    .map_err(|e| bad("guard.webhook", e.message().to_string()))?;
+                config.sinks.push(std::sync::Arc::new(sink));
+            }
+            if let Some(url) = &g.slack_webhook {
+                let sink = plimsoll::WebhookSink::slack(url)
+                    .map_err(|e| bad("guard.slack_webhook", e.message().to_string()))?;
+                config.sinks.push(std::sync::Arc::new(sink));
+            }
+            config
+                .check()
+                .map_err(|e| bad("guard", e.message().to_string()))?;
+            Some(config)
+        };
+
         Ok(Self {
+            guard,
             cache,
             listen,
             metrics_listen,

@@ -17,7 +17,7 @@
 //! 3. Stop the push workers (each finishes or hands back its deliveries).
 //! 4. Stop the replayer after its current batch, then close the spool (its
 //!    writer syncs what it holds).
-//! 5. Stop the sampler and the metrics listener.
+//! 5. Stop the sampler, the memory guard and the metrics listener.
 //! 6. Stop the embedded Redis, if this process started it (SIGTERM, so it
 //!    writes its append-only file).
 
@@ -28,6 +28,7 @@ pub mod dashboard;
 pub mod embedded;
 pub mod error;
 pub mod extract;
+pub mod guard_metrics;
 pub mod health;
 pub mod intake;
 pub mod metrics;
@@ -78,6 +79,9 @@ pub fn app(state: AppState) -> Router {
         .route("/queues/{queue}/dead/retry", post(api::retry_dead))
         .route("/queues/{queue}/dead/purge", post(api::purge_dead))
         .route("/spool", get(api::spool_status))
+        .route("/guard", get(api::guard_status))
+        .route("/guard/alerts", get(api::guard_alerts))
+        .route("/guard/memory", get(api::guard_memory))
         .route(
             "/cache/{key}",
             get(api::cache_get)
@@ -222,9 +226,13 @@ pub async fn run(
     };
     let spool = Spool::open(&config.data_dir.join("spool"), config.spool_max_bytes)
         .map_err(io("opening the webhook spool"))?;
-    let state = AppState::new(config.clone(), redis, tokens.clone(), spool);
+    let state = AppState::new(config.clone(), redis, tokens.clone(), spool)?;
 
     let services = CancellationToken::new();
+    let guard_tasks = match state.guard() {
+        Some(guard) => guard.start(services.clone()),
+        None => Vec::new(),
+    };
     let replayer = tokio::spawn(intake::replay::run(state.clone(), services.clone()));
     let push_workers = Arc::new(Mutex::new(Vec::new()));
     for (queue, settings) in &config.queues {
@@ -310,8 +318,11 @@ pub async fn run(
     services.cancel();
     let _ = replayer.await;
     state.spool().close();
-    // 5: sampler and metrics.
+    // 5: sampler, guard and metrics.
     let _ = sampler.await;
+    for task in guard_tasks {
+        let _ = task.await;
+    }
     if let Some((_, task)) = metrics_task {
         let _ = task.await;
     }
@@ -323,13 +334,25 @@ pub async fn run(
     Ok(())
 }
 
+/// The server's metrics, then the guard's (rendered by
+/// [`guard_metrics`], the same text `plimsoll guard` serves), in the
+/// classic Prometheus text format.
+pub fn metrics_text(state: &AppState) -> String {
+    let mut text = state.metrics().render();
+    if let Some(guard) = state.guard() {
+        text.push_str(&guard_metrics::render(&guard.stats()));
+    }
+    text
+}
+
 async fn serve_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = metrics_text(&state);
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics().render(),
+        text,
     )
 }
 
@@ -362,9 +385,11 @@ fn load_or_generate_token(dir: &Path) -> Result<(String, bool), ServeError> {
     Ok((token, true))
 }
 
-/// Ready-made pieces for tests: a state over `redis` with `config`.
+/// Ready-made pieces for tests: a state over `redis` with `config`; its
+/// guard (if on) is made but not started.
 pub fn test_state(config: ServerConfig, redis: Redis, token: &str, spool_dir: &Path) -> AppState {
     let spool =
         Spool::open(spool_dir, config.spool_max_bytes).expect("open a spool in a test folder");
     AppState::new(config, redis, vec![token.to_string()], spool)
+        .expect("a state from checked settings")
 }

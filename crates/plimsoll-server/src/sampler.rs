@@ -32,9 +32,7 @@ async fn sample(
     state: &AppState,
     push_workers: &Mutex<Vec<(String, WorkerHandle)>>,
 ) -> Result<(), crate::error::ApiError> {
-    if let Ok(memory) = crate::api::redis_memory(state).await {
-        state.record_memory(crate::api::now_ms(), memory.used_memory);
-    }
+    watch_spool(state).await;
     let spool = state.spool().stats();
     let max = state.config().spool_max_bytes;
     let cache = state.cache().stats();
@@ -64,4 +62,67 @@ async fn sample(
         });
     }
     Ok(())
+}
+
+/// Raises an alert when the spool passes its warning level, and clears it
+/// 10 points below (hysteresis), through the guard's sinks when the guard
+/// runs, else to the log.
+pub async fn watch_spool(state: &AppState) {
+    let view = crate::api::spool_view(state);
+    let raised = if view.filling {
+        true
+    } else if view.fill < state.config().spool_warn_at - 0.1 {
+        false
+    } else {
+        return;
+    };
+    if !state.set_spool_alert(raised) {
+        return;
+    }
+    let kind = if raised {
+        plimsoll::guard::AlertKind::SpoolFilling {
+            records: view.records,
+        }
+    } else {
+        plimsoll::guard::AlertKind::SpoolCleared
+    };
+    let summary = if raised {
+        format!(
+            "The webhook spool is {:.0}% full ({} webhooks waiting for Redis); past its bound webhooks get 503",
+            view.fill * 100.0,
+            view.records
+        )
+    } else {
+        format!(
+            "The webhook spool is back under its warning level ({:.0}% full)",
+            view.fill * 100.0
+        )
+    };
+    let alert = plimsoll::guard::Alert {
+        severity: if raised {
+            plimsoll::guard::Severity::Critical
+        } else {
+            plimsoll::guard::Severity::Info
+        },
+        kind,
+        node: format!("spool:{}", state.config().data_dir.join("spool").display()),
+        at_ms: crate::api::now_ms(),
+        summary,
+        used_bytes: view.bytes,
+        limit_bytes: view.max_bytes,
+        limit_source: plimsoll::guard::LimitSource::Configured,
+        used_ratio: view.fill,
+        maxmemory_bytes: view.max_bytes,
+        total_used_bytes: view.bytes,
+        total_limit_bytes: view.max_bytes,
+        forecast: None,
+        top_growing: Vec::new(),
+    };
+    match state.guard() {
+        Some(guard) => {
+            guard.raise(alert).await;
+        }
+        None if raised => tracing::error!(summary = %alert.summary, "webhook spool alert"),
+        None => tracing::info!(summary = %alert.summary, "webhook spool alert cleared"),
+    }
 }

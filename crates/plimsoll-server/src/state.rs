@@ -2,22 +2,18 @@
 //! connection, one [`Queue`] handle per queue (so that single enqueues from
 //! many requests share one batcher), the webhook spool and the counters.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use plimsoll::{Cache, Queue, QueueConfig, Redis};
+use plimsoll::{Cache, Guard, Queue, QueueConfig, Redis};
 
 use crate::config::ServerConfig;
 use crate::error::{ApiError, ApiResult};
 use crate::intake::spool::Spool;
 use crate::metrics::Metrics;
 use crate::rates::Rates;
-
-/// Memory samples kept for the dashboard's chart: an hour at the sampler's
-/// interval.
-const MEMORY_HISTORY: usize = 720;
 
 /// Queue handles kept at most; beyond, handles are made per request (an API
 /// caller naming endless queues must not grow the server's memory).
@@ -36,17 +32,14 @@ struct Inner {
     queues: RwLock<HashMap<String, Queue>>,
     spool: Spool,
     cache: Cache,
+    guard: Option<Guard>,
+    /// Whether the spool's "filling" alert is raised.
+    spool_alert: AtomicBool,
     metrics: Metrics,
     rates: Rates,
     shutting_down: AtomicBool,
     started: Instant,
-    extras: Extras,
-    memory: RwLock<VecDeque<(u64, u64)>>,
 }
-
-/// Parts that are optional: the memory guard and the cache, when running.
-#[derive(Debug, Clone, Default)]
-pub struct Extras {}
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,14 +53,25 @@ impl AppState {
     /// State over a connected Redis and an opened spool. `tokens` are the
     /// bearer tokens the API accepts (configured or generated). The cache
     /// gets a connection of its own, so that its few-millisecond budget is
-    /// not spent behind the queue's batches. Must be called inside a Tokio
+    /// not spent behind the queue's batches; the guard (unless switched off)
+    /// loads its history. Nothing runs yet. Must be called inside a Tokio
     /// runtime.
-    pub fn new(config: ServerConfig, redis: Redis, tokens: Vec<String>, spool: Spool) -> Self {
-        let cache = Cache::connect(redis.config().clone(), config.cache.clone())
-            .expect("the cache settings were checked with the configuration");
-        Self {
+    pub fn new(
+        config: ServerConfig,
+        redis: Redis,
+        tokens: Vec<String>,
+        spool: Spool,
+    ) -> plimsoll::Result<Self> {
+        let cache = Cache::connect(redis.config().clone(), config.cache.clone())?;
+        let guard = match &config.guard {
+            Some(guard) => Some(Guard::new(redis.clone(), guard.clone())?),
+            None => None,
+        };
+        Ok(Self {
             inner: Arc::new(Inner {
                 cache,
+                guard,
+                spool_alert: AtomicBool::new(false),
                 config,
                 redis,
                 tokens,
@@ -77,10 +81,8 @@ impl AppState {
                 rates: Rates::default(),
                 shutting_down: AtomicBool::new(false),
                 started: Instant::now(),
-                extras: Extras::default(),
-                memory: RwLock::new(VecDeque::with_capacity(MEMORY_HISTORY)),
             }),
-        }
+        })
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -111,29 +113,14 @@ impl AppState {
         &self.inner.rates
     }
 
-    #[allow(dead_code)]
-    pub fn extras(&self) -> &Extras {
-        &self.inner.extras
+    /// The memory guard, unless it is switched off.
+    pub fn guard(&self) -> Option<&Guard> {
+        self.inner.guard.as_ref()
     }
 
-    /// Records Redis' used memory at `at_ms`.
-    pub fn record_memory(&self, at_ms: u64, used: u64) {
-        let mut memory = self.inner.memory.write().unwrap_or_else(|e| e.into_inner());
-        if memory.len() == MEMORY_HISTORY {
-            memory.pop_front();
-        }
-        memory.push_back((at_ms, used));
-    }
-
-    /// Used memory over the last hour: (ms since the epoch, bytes).
-    pub fn memory_history(&self) -> Vec<(u64, u64)> {
-        self.inner
-            .memory
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .collect()
+    /// Flips the spool's alert state; returns whether it changed.
+    pub fn set_spool_alert(&self, raised: bool) -> bool {
+        self.inner.spool_alert.swap(raised, Ordering::Relaxed) != raised
     }
 
     pub fn uptime(&self) -> std::time::Duration {

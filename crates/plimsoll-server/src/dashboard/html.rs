@@ -82,6 +82,27 @@ pub fn fmt_bytes(bytes: u64) -> String {
     }
 }
 
+/// `+1.5 MiB` / `-200 B`.
+pub fn fmt_signed_bytes(bytes: f64) -> String {
+    let sign = if bytes < 0.0 { "-" } else { "+" };
+    format!("{sign}{}", fmt_bytes(bytes.abs() as u64))
+}
+
+/// Seconds as `3 d 4 h`, `5 h 12 min`, `42 min`, `30 s`.
+pub fn fmt_duration(secs: f64) -> String {
+    let secs = secs.max(0.0) as u64;
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    if d > 0 {
+        format!("{d} d {h} h")
+    } else if h > 0 {
+        format!("{h} h {m} min")
+    } else if m > 0 {
+        format!("{m} min")
+    } else {
+        format!("{secs} s")
+    }
+}
+
 /// A rate per second, short.
 pub fn fmt_rate(per_s: f64) -> String {
     if per_s == 0.0 {

@@ -143,18 +143,20 @@ async fn overview(State(state): State<AppState>, request: Request) -> Response {
     let mut page = Page::new("Overview");
     page.push("<h1>Overview</h1>");
 
-    // Redis memory, from INFO.
-    match crate::api::redis_memory(&state).await {
-        Ok(memory) => {
-            page.push("<h2>Redis memory</h2><section class=\"card\">");
-            page.push(&memory_summary(&memory));
-            page.push(&chart::chart(&state.memory_history(), memory.maxmemory, None));
-            page.push("</section>");
-        }
-        Err(err) => page.push(&format!(
-            "<h2>Redis memory</h2><section class=\"card\"><p class=\"bad\">Redis cannot be read: {}</p></section>",
-            escape(err.message())
-        )),
+    page.push("<h2>Redis memory</h2>");
+    match state.guard() {
+        Some(guard) => page.push(&memory_section(guard)),
+        None => match crate::api::redis_memory(&state).await {
+            Ok(memory) => page.push(&format!(
+                "<section class=\"card\">{}<p class=\"muted\">The memory guard is switched off \
+                 (guard.disabled): no history, forecast or alerts.</p></section>",
+                memory_summary(memory.used_memory, memory.maxmemory)
+            )),
+            Err(err) => page.push(&format!(
+                "<section class=\"card\"><p class=\"bad\">Redis cannot be read: {}</p></section>",
+                escape(err.message())
+            )),
+        },
     }
 
     page.push("<h2>Queues</h2>");
@@ -174,6 +176,11 @@ async fn overview(State(state): State<AppState>, request: Request) -> Response {
             page.push(&queues_table(&views));
         }
         Err(err) => page.push(&format!("<p class=\"bad\">{}</p>", escape(err.message()))),
+    }
+
+    if let Some(guard) = state.guard() {
+        page.push("<h2>Memory by key family</h2>");
+        page.push(&families_section(guard));
     }
 
     page.push("<h2>Cache</h2>");
@@ -220,22 +227,205 @@ fn cache_card(stats: &plimsoll::CacheStats) -> String {
     )
 }
 
-fn memory_summary(memory: &api::RedisMemory) -> String {
-    let limit = if memory.maxmemory == 0 {
+fn memory_summary(used: u64, maxmemory: u64) -> String {
+    let limit = if maxmemory == 0 {
         "<span class=\"bad\">no maxmemory: this Redis can grow until the machine runs out</span>"
             .to_string()
     } else {
         format!(
-            "of {} maxmemory ({:.1}%), policy {}",
-            fmt_bytes(memory.maxmemory),
-            memory.used_memory as f64 / memory.maxmemory as f64 * 100.0,
-            escape(&memory.policy)
+            "of {} maxmemory ({:.1}%)",
+            fmt_bytes(maxmemory),
+            used as f64 / maxmemory as f64 * 100.0,
         )
     };
     format!(
         "<p><span class=\"figure\">{}</span> used {limit}</p>",
-        fmt_bytes(memory.used_memory)
+        fmt_bytes(used)
     )
+}
+
+/// Memory now, the forecast, the chart, and the alerts: active (levels
+/// raised now) and past (the latest sent).
+fn memory_section(guard: &plimsoll::Guard) -> String {
+    let stats = guard.stats();
+    let mut out = String::from("<section class=\"card\" id=\"memory\">");
+    let maxmemory: u64 = stats.nodes.iter().map(|n| n.maxmemory_bytes).sum();
+    if stats.nodes.is_empty() {
+        out.push_str(
+            "<p class=\"muted\">No reading yet; the guard reads Redis every few seconds.</p>",
+        );
+    } else {
+        out.push_str(&memory_summary(stats.total_used_bytes, maxmemory));
+        if maxmemory == 0 {
+            out.push_str(&format!(
+                "<p class=\"muted\">Measured against {} instead.</p>",
+                fmt_bytes(stats.total_limit_bytes)
+            ));
+        }
+    }
+    let forecast = stats.total_forecast;
+    out.push_str(&format!(
+        "<p id=\"forecast-text\">{}</p>",
+        forecast_text(forecast.as_ref())
+    ));
+    let series: Vec<(u64, u64)> = guard
+        .memory_series()
+        .into_iter()
+        .map(|(t, v)| (t, v.max(0.0) as u64))
+        .collect();
+    let line = forecast.as_ref().and_then(|f| forecast_line(&series, f));
+    out.push_str(&chart::chart(
+        &series,
+        stats.total_limit_bytes,
+        line.as_deref(),
+    ));
+    if stats.nodes.len() > 1 {
+        out.push_str("<table id=\"nodes\"><tr><th>Node</th><th class=\"num\">Used</th><th class=\"num\">Limit</th><th class=\"num\">%</th><th>Full in</th></tr>");
+        for node in &stats.nodes {
+            out.push_str(&format!(
+                "<tr><td>{}{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1}</td><td>{}</td></tr>",
+                escape(&node.node),
+                if node.up { "" } else { " <span class=\"pill bad\">down</span>" },
+                fmt_bytes(node.used_bytes),
+                fmt_bytes(node.limit_bytes),
+                node.used_ratio * 100.0,
+                node.forecast
+                    .and_then(|f| f.time_to_full_secs)
+                    .map(html::fmt_duration)
+                    .unwrap_or_else(|| "—".into()),
+            ));
+        }
+        out.push_str("</table>");
+    }
+    out.push_str("<h3>Alerts</h3><div id=\"alerts\">");
+    let active: Vec<String> = stats
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            n.levels_raised
+                .iter()
+                .map(move |l| format!("{}: above {:.0}%", n.node, l * 100.0))
+                .chain(
+                    n.leeway_raised_hours
+                        .iter()
+                        .map(move |h| format!("{}: full in less than {h:.0} h", n.node)),
+                )
+        })
+        .collect();
+    if active.is_empty() {
+        out.push_str("<p class=\"ok\">No alert is active.</p>");
+    } else {
+        out.push_str("<ul class=\"active-alerts\">");
+        for a in active {
+            out.push_str(&format!("<li class=\"bad\">{}</li>", escape(&a)));
+        }
+        out.push_str("</ul>");
+    }
+    if !stats.recent_alerts.is_empty() {
+        out.push_str(
+            "<table class=\"past-alerts\"><tr><th>When</th><th>Severity</th><th>What</th></tr>",
+        );
+        for alert in stats.recent_alerts.iter().rev().take(20) {
+            let class = match alert.severity {
+                plimsoll::guard::Severity::Critical => "bad",
+                plimsoll::guard::Severity::Warning => "warn",
+                plimsoll::guard::Severity::Info => "ok",
+            };
+            out.push_str(&format!(
+                "<tr><td>{}</td><td><span class=\"pill {class}\">{:?}</span></td><td>{}</td></tr>",
+                html::fmt_time(alert.at_ms),
+                alert.severity,
+                escape(&alert.summary)
+            ));
+        }
+        out.push_str("</table>");
+    }
+    out.push_str("</div></section>");
+    out
+}
+
+fn forecast_text(forecast: Option<&plimsoll::Forecast>) -> String {
+    match forecast {
+        None => "<span class=\"muted\">Forecast: not enough history yet.</span>".into(),
+        Some(f) => match f.time_to_full_secs {
+            Some(ttf) => format!(
+                "Growing {}/h: <span class=\"{}\">full in {}</span> (95%: {} to {}).",
+                fmt_bytes((f.growth_bytes_per_sec * 3600.0).max(0.0) as u64),
+                if ttf < 48.0 * 3600.0 {
+                    "bad"
+                } else if ttf < 72.0 * 3600.0 {
+                    "warn"
+                } else {
+                    "ok"
+                },
+                html::fmt_duration(ttf),
+                f.time_to_full_low_secs
+                    .map(html::fmt_duration)
+                    .unwrap_or_else(|| "—".into()),
+                f.time_to_full_high_secs
+                    .map(html::fmt_duration)
+                    .unwrap_or_else(|| "never".into()),
+            ),
+            None => format!(
+                "<span class=\"ok\">Not filling</span> (growth {}/h).",
+                html::fmt_signed_bytes(f.growth_bytes_per_sec * 3600.0)
+            ),
+        },
+    }
+}
+
+/// The forecast as a line from the last reading towards the limit: to the
+/// time of full when that is near, else as far as three times the history
+/// shown (so a far-off fill does not squash the chart).
+fn forecast_line(series: &[chart::Point], f: &plimsoll::Forecast) -> Option<Vec<chart::Point>> {
+    let &(last_t, _) = series.last()?;
+    let first_t = series.first()?.0;
+    let ttf_ms = f.time_to_full_secs? * 1000.0;
+    let horizon = (last_t.saturating_sub(first_t) as f64 * 3.0).max(3_600_000.0);
+    let span = ttf_ms.min(horizon);
+    let end_value = f.peak_bytes + f.growth_bytes_per_sec * span / 1000.0;
+    Some(vec![
+        (last_t, f.peak_bytes.max(0.0) as u64),
+        (last_t + span as u64, end_value.max(0.0) as u64),
+    ])
+}
+
+fn families_section(guard: &plimsoll::Guard) -> String {
+    let Some(report) = guard.stats().report else {
+        return "<section class=\"card\" id=\"families\"><p class=\"muted\">No memory report yet: the guard walks the keyspace on a schedule, within a command budget.</p></section>".into();
+    };
+    let mut out = format!(
+        "<section class=\"card\" id=\"families\"><p class=\"muted\">{} keys, {} scanned in {:.1} s with {} commands, at {}.</p>\
+         <table><tr><th>Family</th><th class=\"num\">Keys</th><th class=\"num\">Bytes</th><th class=\"num\">No TTL</th><th class=\"num\">Growth</th><th></th></tr>",
+        report.keys_total,
+        report.keys_scanned,
+        report.duration_secs,
+        report.commands,
+        html::fmt_time(report.at_ms),
+    );
+    for family in report.families.iter().take(15) {
+        out.push_str(&format!(
+            "<tr><td title=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} ± {}</td>\
+             <td class=\"num\">{:.0}%</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            escape(&family.pattern),
+            escape(&family.name),
+            family.keys,
+            fmt_bytes(family.bytes),
+            fmt_bytes(family.bytes_error),
+            family.no_ttl_share * 100.0,
+            family
+                .growth_bytes
+                .map(|g| html::fmt_signed_bytes(g as f64))
+                .unwrap_or_else(|| "—".into()),
+            if family.suspected_leak {
+                "<span class=\"pill bad\">suspected leak</span>"
+            } else {
+                ""
+            },
+        ));
+    }
+    out.push_str("</table></section>");
+    out
 }
 
 fn queues_table(views: &[QueueView]) -> String {

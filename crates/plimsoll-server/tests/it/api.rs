@@ -475,3 +475,143 @@ async fn the_cache_is_served_over_http_and_never_fails_because_of_redis() {
         "within the budget"
     );
 }
+
+#[tokio::test]
+async fn metrics_cover_queues_intake_spool_cache_and_guard_and_pass_promtool() {
+    let s = server("[hooks.github]\nsecret = \"metrics-secret\"\n").await;
+    s.call("POST", "/v1/queues/mail/jobs", Some(json!({"payload": 1})))
+        .await;
+    s.send(
+        Request::post("/hooks/github")
+            .body(Body::from("{}"))
+            .unwrap(),
+    )
+    .await;
+    let guard = s.state.guard().unwrap();
+    guard.sample_once().await.unwrap();
+    // What the sampler would have done.
+    let queue = s.state.queue("mail").unwrap();
+    let counts = queue.counts().await.unwrap();
+    s.state.metrics().update(|m| {
+        m.queues.insert("mail".into(), counts);
+        m.cache = Some(s.state.cache().stats());
+    });
+
+    let text = plimsoll_server::metrics_text(&s.state);
+    for family in [
+        "plimsoll_http_requests_total{",
+        "plimsoll_intake_webhooks_total{source=\"github\",outcome=\"unauthorized\"} 1",
+        "plimsoll_queue_jobs{queue=\"mail\",state=\"waiting\"} 1",
+        "plimsoll_queue_events_total{queue=\"mail\",event=\"enqueued\"} 1",
+        "plimsoll_cache_breaker_state{kind=\"closed\"} 1",
+        "plimsoll_spool_records 0",
+        "plimsoll_guard_used_memory_bytes{",
+    ] {
+        assert!(text.contains(family), "{family} missing from:\n{text}");
+    }
+    // Prometheus' own linter accepts it (promtool comes with the test tools).
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (package prometheus; ./scripts/test installs it)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let complaints =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && complaints.trim().is_empty(),
+        "promtool: {complaints}"
+    );
+}
+
+#[tokio::test]
+async fn the_guard_is_served_over_http() {
+    let s = server("").await;
+    let status = s.call("GET", "/v1/guard", None).await;
+    assert_eq!(status.status, StatusCode::OK);
+    assert_eq!(status.json["samples_total"], 0);
+    let none_yet = s.call("GET", "/v1/guard/memory", None).await;
+    assert_eq!(error_code(&none_yet), "no_report");
+
+    let guard = s.state.guard().unwrap();
+    guard.sample_once().await.unwrap();
+    guard.attribute_once().await.unwrap();
+    let status = s.call("GET", "/v1/guard", None).await;
+    assert_eq!(status.json["samples_total"], 1);
+    assert!(status.json["nodes"][0]["used_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        s.call("GET", "/v1/guard/memory", None).await.status,
+        StatusCode::OK
+    );
+    assert!(
+        s.call("GET", "/v1/guard/alerts", None)
+            .await
+            .json
+            .is_array()
+    );
+
+    let off = server("[guard]\ndisabled = true\n").await;
+    let reply = off.call("GET", "/v1/guard", None).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&reply), "guard_disabled");
+}
+
+#[tokio::test]
+async fn a_filling_spool_raises_an_alert_and_clears_it() {
+    let mut s = server(
+        "[spool]\nmax_bytes = \"1MiB\"\nwarn_at = 0.2\n[hooks.plain]\ndelivery_header = \"\"\n",
+    )
+    .await;
+    s.redis_server.kill();
+    let body = json!({"pad": "p".repeat(4000)}).to_string();
+    while s.state.spool().stats().bytes < 300 * 1024 {
+        let reply = s
+            .send(
+                Request::post("/hooks/plain")
+                    .body(Body::from(body.clone()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+    }
+    plimsoll_server::sampler::watch_spool(&s.state).await;
+    let alerts = s.state.guard().unwrap().stats().recent_alerts;
+    let alert = alerts.last().expect("an alert");
+    assert_eq!(alert.kind.name(), "spool_filling");
+    assert!(
+        alert.summary.contains("webhooks waiting for Redis"),
+        "{}",
+        alert.summary
+    );
+    // Raised once, not on every round.
+    plimsoll_server::sampler::watch_spool(&s.state).await;
+    assert_eq!(s.state.guard().unwrap().stats().recent_alerts.len(), 1);
+
+    // Redis back, the spool drains, the alert clears.
+    s.redis_server.restart();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let replayer = tokio::spawn(plimsoll_server::intake::replay::run(
+        s.state.clone(),
+        stop.clone(),
+    ));
+    crate::support::eventually(
+        std::time::Duration::from_secs(20),
+        "the spool to drain",
+        || async { s.state.spool().is_empty() },
+    )
+    .await;
+    plimsoll_server::sampler::watch_spool(&s.state).await;
+    let alerts = s.state.guard().unwrap().stats().recent_alerts;
+    assert_eq!(alerts.last().unwrap().kind.name(), "spool_cleared");
+    stop.cancel();
+    replayer.await.unwrap();
+}

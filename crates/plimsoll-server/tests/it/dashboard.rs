@@ -9,7 +9,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use plimsoll::{JobState, NewJob, Outcome, Worker};
 use serde_json::json;
 
-use crate::support::{TOKEN, TestServer, eventually, server};
+use crate::support::{RedisServer, TOKEN, TestServer, eventually, server_adjusted};
 
 /// chromedriver on a free port, killed on drop.
 struct Driver {
@@ -86,7 +86,19 @@ async fn listen(s: &TestServer) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_renders_and_a_dead_job_is_retried_from_the_page() {
-    let s = server("").await;
+    // The guard's clock is ours, so half an hour of readings takes a moment.
+    let clock = plimsoll::ManualClock::starting_now();
+    let guard_clock = clock.clone();
+    let s = server_adjusted(
+        RedisServer::builder().maxmemory(64 << 20).start(),
+        "",
+        move |config| {
+            if let Some(guard) = config.guard.as_mut() {
+                guard.clock = std::sync::Arc::new(guard_clock);
+            }
+        },
+    )
+    .await;
     let base = listen(&s).await;
     let queue = s.state.queue("billing").unwrap();
     let dead = queue
@@ -115,13 +127,22 @@ async fn the_dashboard_renders_and_a_dead_job_is_retried_from_the_page() {
     })
     .await;
     worker.shutdown().await.unwrap();
-    // Some memory samples for the chart.
-    for _ in 0..3 {
-        let memory = plimsoll_server::api::redis_memory(&s.state).await.unwrap();
-        s.state
-            .record_memory(plimsoll_server::api::now_ms(), memory.used_memory);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // Redis grows steadily for half an hour of the guard's clock: the
+    // chart gets a forecast line, the memory report a growing family.
+    let guard = s.state.guard().expect("the guard runs by default");
+    for minute in 0..30 {
+        for i in 0..20 {
+            s.redis_server
+                .cmd(&["SET", &format!("session:{minute}:{i}"), &"x".repeat(2000)]);
+        }
+        guard.sample_once().await.unwrap();
+        clock.advance(Duration::from_secs(60));
     }
+    guard.attribute_once().await.unwrap();
+    assert!(
+        guard.stats().total_forecast.is_some(),
+        "a forecast from the readings"
+    );
 
     let driver = chromedriver();
     let client = browser(&driver).await;

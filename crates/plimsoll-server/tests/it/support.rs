@@ -30,6 +30,16 @@ pub async fn server(toml: &str) -> TestServer {
 }
 
 pub async fn server_on(redis_server: RedisServer, toml: &str) -> TestServer {
+    server_adjusted(redis_server, toml, |_| {}).await
+}
+
+/// Like [`server_on`], with a last change to the checked configuration
+/// (settings a file cannot give, such as a manual clock).
+pub async fn server_adjusted(
+    redis_server: RedisServer,
+    toml: &str,
+    adjust: impl FnOnce(&mut ServerConfig),
+) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plimsoll.toml");
     std::fs::write(&path, toml).unwrap();
@@ -43,6 +53,8 @@ pub async fn server_on(redis_server: RedisServer, toml: &str) -> TestServer {
         },
     )
     .unwrap();
+    let mut config = config;
+    adjust(&mut config);
     let redis = Redis::connect_url(&redis_server.url()).await.unwrap();
     let state = test_state(config, redis, TOKEN, &dir.path().join("spool"));
     let router = app(state.clone());

@@ -71,6 +71,16 @@ pub enum AlertKind {
         /// Why.
         error: String,
     },
+    /// `plimsoll serve`'s webhook spool (kept on local disk while Redis
+    /// cannot take webhooks) passed its warning level: past its bound,
+    /// webhooks are refused with 503. `used_bytes` / `limit_bytes` are the
+    /// spool's.
+    SpoolFilling {
+        /// Webhooks waiting in the spool.
+        records: u64,
+    },
+    /// The spool is back under its warning level.
+    SpoolCleared,
 }
 
 impl AlertKind {
@@ -85,6 +95,8 @@ impl AlertKind {
             Self::Evictions { .. } => "evictions",
             Self::Unbounded => "unbounded",
             Self::Unreachable { .. } => "unreachable",
+            Self::SpoolFilling { .. } => "spool_filling",
+            Self::SpoolCleared => "spool_cleared",
         }
     }
 
@@ -92,7 +104,10 @@ impl AlertKind {
     pub fn is_escalation(&self) -> bool {
         matches!(
             self,
-            Self::LevelRaised { .. } | Self::LeewayRaised { .. } | Self::OutOfMemory { .. }
+            Self::LevelRaised { .. }
+                | Self::LeewayRaised { .. }
+                | Self::OutOfMemory { .. }
+                | Self::SpoolFilling { .. }
         )
     }
 }

@@ -217,6 +217,12 @@ struct Settings {
 }
 
 impl GuardConfig {
+    /// Checks every setting, naming the first bad one (what
+    /// [`Guard::new`] does before anything runs).
+    pub fn check(&self) -> Result<()> {
+        self.validate().map(|_| ())
+    }
+
     fn validate(&self) -> Result<Settings> {
         let bad = |what: String| Err(Error::invalid(what));
         if self.interval < Duration::from_millis(10) {
@@ -655,6 +661,20 @@ impl Guard {
         }
     }
 
+    /// `used_memory` summed over the nodes, as (ms since the epoch, bytes),
+    /// oldest first: the history the forecast is fitted to.
+    pub fn memory_series(&self) -> Vec<(u64, f64)> {
+        self.lock().history.total_series()
+    }
+
+    /// Sends an alert raised outside the guard's own rounds (the server's
+    /// spool) the way the guard's go: through deduplication and the rate
+    /// limit to the sinks, and into the recent alerts. Returns whether it
+    /// was sent (not held back).
+    pub async fn raise(&self, alert: Alert) -> bool {
+        !self.dispatch(vec![alert]).await.is_empty()
+    }
+
     /// The latest memory report, if one ran.
     pub fn latest_report(&self) -> Option<Arc<MemoryReport>> {
         self.lock().report.clone()
@@ -793,5 +813,12 @@ fn summary(kind: &AlertKind, sample: &NodeSample, forecast: Option<&Forecast>) -
             sample.limit_source.as_str()
         ),
         AlertKind::Unreachable { error } => format!("Redis cannot be read: {error}"),
+        // Raised by the server about its spool, not from a Redis reading.
+        AlertKind::SpoolFilling { records } => {
+            format!("the webhook spool holds {records} webhooks: {used}")
+        }
+        AlertKind::SpoolCleared => {
+            format!("the webhook spool is back under its warning level: {used}")
+        }
     }
 }

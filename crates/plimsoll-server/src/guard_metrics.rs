@@ -555,15 +555,15 @@ mod tests {
         for (file, text) in [
             (
                 "deploy/prometheus/alerts.yml",
-                include_str!("../deploy/prometheus/alerts.yml"),
+                include_str!("../../../deploy/prometheus/alerts.yml"),
             ),
             (
                 "deploy/prometheus/alerts_test.yml",
-                include_str!("../deploy/prometheus/alerts_test.yml"),
+                include_str!("../../../deploy/prometheus/alerts_test.yml"),
             ),
             (
                 "deploy/grafana/plimsoll-guard.json",
-                include_str!("../deploy/grafana/plimsoll-guard.json"),
+                include_str!("../../../deploy/grafana/plimsoll-guard.json"),
             ),
         ] {
             let names = names_in(text);
@@ -577,7 +577,8 @@ mod tests {
         }
         // The dashboard is valid JSON.
         let _: serde_json::Value =
-            serde_json::from_str(include_str!("../deploy/grafana/plimsoll-guard.json")).unwrap();
+            serde_json::from_str(include_str!("../../../deploy/grafana/plimsoll-guard.json"))
+                .unwrap();
     }
 
     /// GET `path` from `addr` with a bare HTTP/1.1 request.
