@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
@@ -33,8 +33,8 @@ pub(super) async fn run(
     settle: mpsc::UnboundedSender<Settle>,
     stop: CancellationToken,
 ) -> Vec<u64> {
-    let target = shared.config.concurrency + shared.config.prefetch;
-    let low_water = shared.config.prefetch / 2;
+    let mut pacing = Pacing::new(shared.config.concurrency + shared.config.prefetch);
+    let mut fetch_started = Instant::now();
     let mut buffer: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
     let mut fetching: Option<BoxFuture<'static, Result<Fetched>>> = None;
     let mut waiting: Option<BoxFuture<'static, (Option<Redis>, Result<()>)>> = None;
@@ -45,6 +45,7 @@ pub(super) async fn run(
 
     loop {
         // Start every buffered job a slot is free for.
+        let mut started = 0;
         while !buffer.is_empty() {
             let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
                 break;
@@ -58,7 +59,9 @@ pub(super) async fn run(
                 settle.clone(),
                 permit,
             ));
+            started += 1;
         }
+        pacing.started(started);
         if stop.is_cancelled() {
             break;
         }
@@ -70,10 +73,13 @@ pub(super) async fn run(
                 // worker's hard bound, not against its concurrency: a handler
                 // that finished has made room.
                 let running = shared.config.concurrency - shared.slots.available_permits();
+                let target = pacing.target();
+                let low_water = target.saturating_sub(shared.config.concurrency) / 2;
                 let room = target
                     .saturating_sub(buffer.len() + running)
                     .min(MAX_IN_HAND.saturating_sub(shared.leases().len()));
                 if buffer.len() <= low_water && room > 0 {
+                    fetch_started = Instant::now();
                     fetching = Some(Box::pin(fetch(shared.clone(), room.min(MAX_FETCH))));
                 }
             }
@@ -84,6 +90,7 @@ pub(super) async fn run(
             _ = stop.cancelled() => break,
             result = poll_some(&mut fetching) => {
                 fetching = None;
+                pacing.fetched(fetch_started.elapsed());
                 match result {
                     Ok(jobs) if jobs.is_empty() => idle = true,
                     Ok(jobs) => {
@@ -113,6 +120,7 @@ pub(super) async fn run(
                 let Ok(permit) = permit else { break };
                 let (id, rec) = buffer.pop_front().expect("checked non-empty");
                 tokio::spawn(run_job(shared.clone(), handler.clone(), id, rec, settle.clone(), permit));
+                pacing.started(1);
             }
             () = shared.settled.notified(), if buffer.is_empty() && fetching.is_none() && waiting.is_none() => {}
         }
@@ -127,6 +135,62 @@ pub(super) async fn run(
         buffer.extend(jobs);
     }
     buffer.into_iter().map(|(id, _)| id).collect()
+}
+
+/// Sizes fetches to the pace handlers start jobs, so that with fast
+/// handlers a fetch on its way never leaves them idle: the worker keeps in
+/// hand what its handlers start in about three fetch round trips, and never
+/// less than `concurrency + prefetch` nor more than [`MAX_IN_HAND`]. With
+/// slow handlers the pace is low and the configured amount applies, which
+/// keeps jobs for other workers.
+#[derive(Debug)]
+struct Pacing {
+    base: usize,
+    started: u64,
+    since: Instant,
+    /// Jobs started per second, smoothed.
+    rate: f64,
+    /// Seconds a fetch takes, smoothed.
+    fetch_secs: f64,
+}
+
+/// How often the start rate is re-estimated.
+const PACE_PERIOD: Duration = Duration::from_millis(25);
+/// Weight of a new estimate in the smoothed rate and fetch time.
+const PACE_WEIGHT: f64 = 0.5;
+/// Fetch round trips' worth of jobs kept in hand.
+const PACE_TRIPS: f64 = 3.0;
+
+impl Pacing {
+    fn new(base: usize) -> Self {
+        Self {
+            base,
+            started: 0,
+            since: Instant::now(),
+            rate: 0.0,
+            fetch_secs: 0.0,
+        }
+    }
+
+    fn started(&mut self, n: u64) {
+        self.started += n;
+        let elapsed = self.since.elapsed();
+        if elapsed >= PACE_PERIOD {
+            let rate = self.started as f64 / elapsed.as_secs_f64();
+            self.rate += PACE_WEIGHT * (rate - self.rate);
+            self.started = 0;
+            self.since = Instant::now();
+        }
+    }
+
+    fn fetched(&mut self, took: Duration) {
+        self.fetch_secs += PACE_WEIGHT * (took.as_secs_f64() - self.fetch_secs);
+    }
+
+    fn target(&self) -> usize {
+        let paced = (self.rate * self.fetch_secs * PACE_TRIPS).ceil() as usize;
+        self.base.max(paced).min(MAX_IN_HAND)
+    }
 }
 
 /// Records the leases of fetched jobs.

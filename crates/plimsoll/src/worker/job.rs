@@ -1,5 +1,6 @@
 //! The job as a handler sees it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -13,7 +14,8 @@ use crate::queue::JobId;
 #[derive(Debug, Clone)]
 pub struct Job {
     pub(crate) id: JobId,
-    pub(crate) queue: QueueName,
+    /// Shared by every job of the worker: no allocation per job.
+    pub(crate) queue: Arc<QueueName>,
     pub(crate) payload: Vec<u8>,
     pub(crate) attempt: u16,
     pub(crate) max_attempts: u16,

@@ -61,6 +61,7 @@ pub use services::{JanitorConfig, PromoterConfig, RescuerConfig};
 
 use crate::clock::ms;
 use crate::error::{Error, Result};
+use crate::keyspace::QueueName;
 use crate::queue::{JobId, Queue};
 use crate::queue::{record, scripts};
 use settler::Settle;
@@ -238,6 +239,7 @@ struct Lease {
 /// What every task of one worker shares.
 struct Shared {
     queue: Queue,
+    queue_name: Arc<QueueName>,
     id: String,
     active_key: String,
     config: WorkerConfig,
@@ -361,6 +363,7 @@ impl WorkerBuilder {
         let active_key = self.queue.keys().active(&id);
         let shared = Arc::new(Shared {
             slots: Arc::new(Semaphore::new(self.config.concurrency)),
+            queue_name: Arc::new(self.queue.name().clone()),
             queue: self.queue,
             id,
             active_key,
@@ -598,7 +601,7 @@ async fn run_job(
             }
             let job = Job {
                 id: JobId(id),
-                queue: shared.queue.name().clone(),
+                queue: shared.queue_name.clone(),
                 payload: decoded.payload,
                 attempt: header.attempts.saturating_add(1),
                 max_attempts: header.max_attempts,
