@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
-use futures::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use plimsoll::{Job, NewJob, Outcome, Queue, Redis, Worker};
 use serde::{Deserialize, Serialize};
@@ -169,16 +168,26 @@ impl Bench {
         used_memory(&self.redis).await
     }
 
-    /// W1-single: one call per job, `concurrency` calls in flight.
+    /// W1-single: one call per job, `concurrency` calls in flight: as many
+    /// tasks (the callers of a service), each making its calls one after the
+    /// other.
     async fn enqueue_singles(&self, queue: &Queue, n: u64) -> Result<()> {
-        futures::stream::iter(0..n)
-            .map(|seq| {
-                let queue = queue.clone();
-                async move { queue.enqueue(NewJob::bytes(payload(seq, now_ms()))).await }
-            })
-            .buffer_unordered(self.concurrency)
-            .try_for_each(|_| async { Ok(()) })
-            .await?;
+        let callers = self.concurrency as u64;
+        let mut tasks = Vec::with_capacity(self.concurrency);
+        for caller in 0..callers {
+            let queue = queue.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seq = caller;
+                while seq < n {
+                    queue.enqueue(NewJob::bytes(payload(seq, now_ms()))).await?;
+                    seq += callers;
+                }
+                Ok::<(), plimsoll::Error>(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
         Ok(())
     }
 

@@ -14,8 +14,8 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use futures::future::BoxFuture;
-use futures::stream::{FuturesOrdered, StreamExt};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
+use tokio::sync::{mpsc, oneshot};
 
 use super::Queue;
 use super::config::{check_idempotency_window, check_max_attempts, check_priority, check_timeout};
@@ -350,40 +350,49 @@ async fn run_batcher(
     keys: QueueKeys,
     clock: Arc<dyn crate::clock::Clock>,
 ) {
-    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let mut bytes = first.job.record.len();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_JOBS && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(pending) => {
-                    bytes += pending.job.record.len();
-                    batch.push(pending);
+    // The writes are driven by this task itself rather than spawned: a hop
+    // less between a caller's enqueue and its answer.
+    let mut in_flight = FuturesUnordered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            first = rx.recv(), if open && in_flight.len() < BATCHES_IN_FLIGHT => {
+                let Some(first) = first else {
+                    open = false;
+                    continue;
+                };
+                let mut bytes = first.job.record.len();
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH_JOBS && bytes < MAX_BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(pending) => {
+                            bytes += pending.job.record.len();
+                            batch.push(pending);
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Err(_) => break,
+                let (redis, keys, now) = (redis.clone(), keys.clone(), clock.now_ms());
+                in_flight.push(async move {
+                    let (jobs, replies): (Vec<Prepared>, Vec<_>) =
+                        batch.into_iter().map(|p| (p.job, p.reply)).unzip();
+                    match write_batch(&redis, &keys, now, &jobs).await {
+                        Ok(done) => {
+                            for (reply, enqueued) in replies.into_iter().zip(done) {
+                                let _ = reply.send(Ok(enqueued));
+                            }
+                        }
+                        Err(error) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(error.replicate()));
+                            }
+                        }
+                    }
+                });
             }
         }
-        let (redis, keys, now) = (redis.clone(), keys.clone(), clock.now_ms());
-        tokio::spawn(async move {
-            let (jobs, replies): (Vec<Prepared>, Vec<_>) =
-                batch.into_iter().map(|p| (p.job, p.reply)).unzip();
-            match write_batch(&redis, &keys, now, &jobs).await {
-                Ok(done) => {
-                    for (reply, enqueued) in replies.into_iter().zip(done) {
-                        let _ = reply.send(Ok(enqueued));
-                    }
-                }
-                Err(error) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(error.replicate()));
-                    }
-                }
-            }
-            drop(slot);
-        });
     }
 }
 

@@ -80,6 +80,34 @@ pub(crate) fn zstd_compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
+/// Appends `data` compressed to `out` if the frame fits in `max` bytes, and
+/// returns whether it did; otherwise `out` is left as it was. Compressing in
+/// place saves a buffer and a copy per record.
+fn zstd_compress_into(level: i32, data: &[u8], out: &mut Vec<u8>, max: usize) -> bool {
+    let start = out.len();
+    out.resize(start + max, 0);
+    let written = COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, compressor) = slot.as_mut()?;
+        // A frame larger than `max` fails with "destination too small": it
+        // would not have paid.
+        compressor.compress_to_buffer(data, &mut out[start..]).ok()
+    });
+    match written {
+        Some(n) => {
+            out.truncate(start + n);
+            true
+        }
+        None => {
+            out.truncate(start);
+            false
+        }
+    }
+}
+
 fn zstd_decompress(data: &[u8]) -> Result<Vec<u8>> {
     zstd_decompress_at_most(data, MAX_DECOMPRESSED, "job payload")
 }
@@ -108,25 +136,32 @@ pub(crate) fn zstd_decompress_at_most(data: &[u8], max: u64, what: &str) -> Resu
 
 /// Builds a record for a new job.
 pub(crate) fn encode(payload: &[u8], header: &Header, compression: Compression) -> Vec<u8> {
-    let compressed = match compression {
-        Compression::Zstd { level } if payload.len() >= COMPRESS_MIN_BYTES => {
-            zstd_compress(level, payload).filter(|c| c.len() <= payload.len() - payload.len() / 16)
-        }
-        _ => None,
-    };
-    let stored: &[u8] = compressed.as_deref().unwrap_or(payload);
-    let mut rec = Vec::with_capacity(HEADER_LEN + stored.len());
+    let mut rec = Vec::with_capacity(HEADER_LEN + payload.len());
     rec.push(RECORD_VERSION);
-    rec.push(if compressed.is_some() { FLAG_ZSTD } else { 0 });
+    rec.push(0); // flags, set below
     rec.push(header.priority);
     rec.push(0);
     rec.extend_from_slice(&header.attempts.to_be_bytes());
     rec.extend_from_slice(&header.max_attempts.to_be_bytes());
     rec.extend_from_slice(&header.timeout_ms.to_be_bytes());
     rec.extend_from_slice(&header.enqueued_at_ms.to_be_bytes());
-    let len = u32::try_from(stored.len()).expect("payload limit is far below 4 GiB");
-    rec.extend_from_slice(&len.to_be_bytes());
-    rec.extend_from_slice(stored);
+    rec.extend_from_slice(&[0; 4]); // payload length, set below
+    debug_assert_eq!(rec.len(), HEADER_LEN);
+    // Compress straight behind the header: no second buffer, no copy.
+    let compressed = match compression {
+        Compression::Zstd { level } if payload.len() >= COMPRESS_MIN_BYTES => {
+            zstd_compress_into(level, payload, &mut rec, payload.len() - payload.len() / 16)
+        }
+        _ => false,
+    };
+    if compressed {
+        rec[1] = FLAG_ZSTD;
+    } else {
+        rec.truncate(HEADER_LEN);
+        rec.extend_from_slice(payload);
+    }
+    let len = u32::try_from(rec.len() - HEADER_LEN).expect("payload limit is far below 4 GiB");
+    rec[20..24].copy_from_slice(&len.to_be_bytes());
     rec
 }
 
