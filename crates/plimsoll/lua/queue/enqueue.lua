@@ -103,11 +103,12 @@ while i <= #ARGV do
     for j = i, i + 4 * (count - 1), 4 do
       id = id + 1
       local key = KEYS[tonumber(ARGV[j + 1])]
-      local existing = redis.call('GET', key)
+      -- One call claims the key or returns the first job's id (NX with GET
+      -- needs Redis 7.0).
+      local existing = redis.call('SET', key, id, 'PX', ARGV[j + 2], 'NX', 'GET')
       if existing then
         result[#result + 1] = -tonumber(existing)
       else
-        redis.call('SET', key, id, 'PX', ARGV[j + 2])
         add(tonumber(ARGV[j]), ARGV[j + 3], id)
       end
     end
