@@ -107,21 +107,7 @@ pub fn state_dir(kind: &str, redis: &Redis) -> std::path::PathBuf {
     std::path::Path::new(".plimsoll").join(kind).join(safe)
 }
 
-/// Bytes as `1.5 MiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use plimsoll::units::human_bytes;
 
 /// `INFO <section>` as (field, value) pairs.
 pub async fn info(

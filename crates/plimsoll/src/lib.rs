@@ -39,6 +39,7 @@ pub mod error;
 pub mod guard;
 pub mod keyspace;
 pub mod queue;
+pub mod units;
 pub mod worker;
 
 pub use cache::{

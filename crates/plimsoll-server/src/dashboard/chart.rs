@@ -1,7 +1,7 @@
 //! The memory chart: used memory over time against the alert levels, as an
 //! inline SVG (no script, no library).
 
-use super::html::{escape, fmt_bytes};
+use super::html::{escape, human_bytes};
 
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 260.0;
@@ -65,7 +65,7 @@ pub fn chart(used: &[Point], maxmemory: u64, forecast: Option<&[Point]>) -> Stri
     out.push_str(&format!(
         "<line x1=\"{LEFT}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"#d8dee4\"/>\
          <text x=\"4\" y=\"{b}\">0</text><text x=\"4\" y=\"{t}\">{}</text>",
-        escape(&fmt_bytes(top_value as u64)),
+        escape(&human_bytes(top_value as u64)),
         b = HEIGHT - BOTTOM,
         r = WIDTH - RIGHT,
         t = TOP + 8.0,

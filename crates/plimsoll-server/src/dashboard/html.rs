@@ -66,27 +66,7 @@ pub fn url_segment(text: &str) -> String {
     out
 }
 
-/// `1.5 MiB`.
-pub fn fmt_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-/// `+1.5 MiB` / `-200 B`.
-pub fn fmt_signed_bytes(bytes: f64) -> String {
-    let sign = if bytes < 0.0 { "-" } else { "+" };
-    format!("{sign}{}", fmt_bytes(bytes.abs() as u64))
-}
+pub use plimsoll::units::{human_bytes, human_signed_bytes};
 
 /// Seconds as `3 d 4 h`, `5 h 12 min`, `42 min`, `30 s`.
 pub fn fmt_duration(secs: f64) -> String {
@@ -137,7 +117,7 @@ mod tests {
 
     #[test]
     fn figures_read_well() {
-        assert_eq!(fmt_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(fmt_rate(0.5), "0.50");
         assert_eq!(fmt_rate(1234.4), "1234");
         assert_eq!(fmt_time(0), "1970-01-01 00:00:00Z");

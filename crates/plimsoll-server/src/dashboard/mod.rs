@@ -24,7 +24,7 @@ use crate::api::{self, QueueView};
 use crate::auth;
 use crate::state::AppState;
 pub use html::escape;
-use html::{Page, fmt_bytes, fmt_rate};
+use html::{Page, fmt_rate, human_bytes};
 
 const APP_JS: &str = include_str!("../../static/app.js");
 const APP_CSS: &str = include_str!("../../static/app.css");
@@ -192,8 +192,8 @@ async fn overview(State(state): State<AppState>, request: Request) -> Response {
         "<p><span class=\"{}\">{} webhooks waiting for Redis</span> · {} of {} ({:.0}%)</p></section>",
         if spool.records == 0 { "ok" } else if spool.filling { "bad" } else { "warn" },
         spool.records,
-        fmt_bytes(spool.bytes),
-        fmt_bytes(spool.max_bytes),
+        human_bytes(spool.bytes),
+        human_bytes(spool.max_bytes),
         spool.fill * 100.0
     ));
     respond(&headers, page)
@@ -234,13 +234,13 @@ fn memory_summary(used: u64, maxmemory: u64) -> String {
     } else {
         format!(
             "of {} maxmemory ({:.1}%)",
-            fmt_bytes(maxmemory),
+            human_bytes(maxmemory),
             used as f64 / maxmemory as f64 * 100.0,
         )
     };
     format!(
         "<p><span class=\"figure\">{}</span> used {limit}</p>",
-        fmt_bytes(used)
+        human_bytes(used)
     )
 }
 
@@ -259,7 +259,7 @@ fn memory_section(guard: &plimsoll::Guard) -> String {
         if maxmemory == 0 {
             out.push_str(&format!(
                 "<p class=\"muted\">Measured against {} instead.</p>",
-                fmt_bytes(stats.total_limit_bytes)
+                human_bytes(stats.total_limit_bytes)
             ));
         }
     }
@@ -286,8 +286,8 @@ fn memory_section(guard: &plimsoll::Guard) -> String {
                 "<tr><td>{}{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1}</td><td>{}</td></tr>",
                 escape(&node.node),
                 if node.up { "" } else { " <span class=\"pill bad\">down</span>" },
-                fmt_bytes(node.used_bytes),
-                fmt_bytes(node.limit_bytes),
+                human_bytes(node.used_bytes),
+                human_bytes(node.limit_bytes),
                 node.used_ratio * 100.0,
                 node.forecast
                     .and_then(|f| f.time_to_full_secs)
@@ -350,7 +350,7 @@ fn forecast_text(forecast: Option<&plimsoll::Forecast>) -> String {
         Some(f) => match f.time_to_full_secs {
             Some(ttf) => format!(
                 "Growing {}/h: <span class=\"{}\">full in {}</span> (95%: {} to {}).",
-                fmt_bytes((f.growth_bytes_per_sec * 3600.0).max(0.0) as u64),
+                human_bytes((f.growth_bytes_per_sec * 3600.0).max(0.0) as u64),
                 if ttf < 48.0 * 3600.0 {
                     "bad"
                 } else if ttf < 72.0 * 3600.0 {
@@ -368,7 +368,7 @@ fn forecast_text(forecast: Option<&plimsoll::Forecast>) -> String {
             ),
             None => format!(
                 "<span class=\"ok\">Not filling</span> (growth {}/h).",
-                html::fmt_signed_bytes(f.growth_bytes_per_sec * 3600.0)
+                html::human_signed_bytes(f.growth_bytes_per_sec * 3600.0)
             ),
         },
     }
@@ -410,12 +410,12 @@ fn families_section(guard: &plimsoll::Guard) -> String {
             escape(&family.pattern),
             escape(&family.name),
             family.keys,
-            fmt_bytes(family.bytes),
-            fmt_bytes(family.bytes_error),
+            human_bytes(family.bytes),
+            human_bytes(family.bytes_error),
             family.no_ttl_share * 100.0,
             family
                 .growth_bytes
-                .map(|g| html::fmt_signed_bytes(g as f64))
+                .map(|g| html::human_signed_bytes(g as f64))
                 .unwrap_or_else(|| "—".into()),
             if family.suspected_leak {
                 "<span class=\"pill bad\">suspected leak</span>"
@@ -451,7 +451,7 @@ fn queues_table(views: &[QueueView]) -> String {
             fmt_rate(v.rates.enqueued_per_s),
             fmt_rate(v.rates.completed_per_s),
             fmt_rate(v.rates.failed_per_s),
-            fmt_bytes(v.memory_bytes),
+            human_bytes(v.memory_bytes),
             pause_button(v),
             url = html::url_segment(&v.name),
             paused = if v.paused { " <span class=\"pill warn\">paused</span>" } else { "" },
@@ -543,7 +543,7 @@ async fn queue_page(
         view.counts.active,
         view.counts.dead,
         fmt_rate(view.rates.completed_per_s),
-        fmt_bytes(view.memory_bytes),
+        human_bytes(view.memory_bytes),
     ));
     page.push(&format!(
         "<p>{} <form class=\"inline\" method=\"get\" action=\"/queues/{url}\">\
@@ -696,7 +696,7 @@ async fn job_page(
             .unwrap_or_else(|| html::fmt_time(job.enqueued_at_ms)),
         escape(job.worker.as_deref().unwrap_or("—")),
         escape(job.last_error.as_deref().unwrap_or("—")),
-        fmt_bytes(job.stored_bytes as u64),
+        human_bytes(job.stored_bytes as u64),
         job_buttons(&url, job.id, job.state),
     ));
     page.push(&format!("<h2>Payload</h2><pre>{}</pre>", escape(&payload)));

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::forecast::Forecast;
 use super::sampler::LimitSource;
 use super::sinks::AlertSink;
+use crate::units::{human_bytes, human_signed_bytes};
 
 /// The same non-escalating alert is not repeated within this time.
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(60 * 60);
@@ -197,8 +198,8 @@ impl Alert {
             out,
             "{}: {} of {} ({:.1}%, limit from {}){}",
             self.node,
-            bytes(self.used_bytes),
-            bytes(self.limit_bytes),
+            human_bytes(self.used_bytes),
+            human_bytes(self.limit_bytes),
             self.used_ratio * 100.0,
             self.limit_source.as_str(),
             if self.maxmemory_bytes == 0 {
@@ -211,8 +212,8 @@ impl Alert {
             let _ = writeln!(
                 out,
                 "all nodes: {} of {}",
-                bytes(self.total_used_bytes),
-                bytes(self.total_limit_bytes)
+                human_bytes(self.total_used_bytes),
+                human_bytes(self.total_limit_bytes)
             );
         }
         match &self.forecast {
@@ -220,9 +221,9 @@ impl Alert {
                 let _ = write!(
                     out,
                     "growth {}/h (95%: {} to {}/h)",
-                    signed_bytes(f.growth_bytes_per_sec * 3600.0),
-                    signed_bytes(f.growth_low * 3600.0),
-                    signed_bytes(f.growth_high * 3600.0),
+                    human_signed_bytes(f.growth_bytes_per_sec * 3600.0),
+                    human_signed_bytes(f.growth_low * 3600.0),
+                    human_signed_bytes(f.growth_high * 3600.0),
                 );
                 match f.time_to_full_secs {
                     Some(ttf) => {
@@ -246,9 +247,9 @@ impl Alert {
                     out,
                     "  {} — {} in {} keys, {} since the last report{}",
                     f.name,
-                    bytes(f.bytes),
+                    human_bytes(f.bytes),
                     f.keys,
-                    signed_bytes(f.growth_bytes as f64),
+                    human_signed_bytes(f.growth_bytes as f64),
                     if f.suspected_leak {
                         " (suspected leak: grows steadily, no TTL)"
                     } else {
@@ -259,26 +260,6 @@ impl Alert {
         }
         out
     }
-}
-
-pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-fn signed_bytes(n: f64) -> String {
-    let sign = if n < 0.0 { "-" } else { "+" };
-    format!("{sign}{}", bytes(n.abs() as u64))
 }
 
 pub(crate) fn duration(secs: Option<f64>) -> String {

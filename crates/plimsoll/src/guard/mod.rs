@@ -74,6 +74,7 @@ pub mod thresholds;
 pub mod trim;
 pub mod watch;
 
+use crate::units::human_bytes;
 use std::collections::VecDeque;
 use std::fmt;
 use std::path::PathBuf;
@@ -780,8 +781,8 @@ fn node_changes(
 fn summary(kind: &AlertKind, sample: &NodeSample, forecast: Option<&Forecast>) -> String {
     let used = format!(
         "{} of {} ({:.1}%)",
-        alerts::bytes(sample.used_memory),
-        alerts::bytes(sample.limit),
+        human_bytes(sample.used_memory),
+        human_bytes(sample.limit),
         sample.used_ratio() * 100.0
     );
     let ttf = alerts::duration(forecast.and_then(|f| f.time_to_full_secs));
@@ -809,7 +810,7 @@ fn summary(kind: &AlertKind, sample: &NodeSample, forecast: Option<&Forecast>) -
         AlertKind::Unbounded => format!(
             "Redis has no maxmemory: it grows until the machine runs out and the kernel kills it. \
              Measuring against {} ({}). Set maxmemory.",
-            alerts::bytes(sample.limit),
+            human_bytes(sample.limit),
             sample.limit_source.as_str()
         ),
         AlertKind::Unreachable { error } => format!("Redis cannot be read: {error}"),
