@@ -15,8 +15,10 @@ use crate::queue::scripts::{self, SCRIPTS};
 /// Longest sleep between two promotion rounds: the worst lateness of a
 /// delayed job that was scheduled while the promoter slept.
 pub const DEFAULT_PROMOTE_INTERVAL: Duration = Duration::from_millis(250);
-/// Jobs moved per script call.
-pub const DEFAULT_PROMOTE_BATCH: usize = 1000;
+/// Jobs moved per script call. Calls of 1,000 blocked Redis for 10–25 ms
+/// in a 10M-job soak; 250 keep a call near 3 ms, and a full batch is
+/// followed straight away by the next.
+pub const DEFAULT_PROMOTE_BATCH: usize = 250;
 
 /// Promoter settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
