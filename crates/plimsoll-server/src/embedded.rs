@@ -144,6 +144,13 @@ impl LocalRedis {
                 if self.options.persist { "yes" } else { "no" },
             ])
             .args(["--appendfsync", "always"])
+            // A queue's append-only file grows with every job written and
+            // removed, not with the data held. At Redis' default (64 MB) a
+            // busy intake forks a rewrite every few seconds, and the child
+            // competes with Redis and the server for the cores; from 512 MB
+            // (the embedded maxmemory's order) rewrites come 8× less often
+            // and the file stays the size of the data Redis may hold.
+            .args(["--auto-aof-rewrite-min-size", "512mb"])
             .args(["--maxmemory", &self.options.maxmemory.to_string()])
             .args(["--maxmemory-policy", "noeviction"])
             .args(["--protected-mode", "yes"])
