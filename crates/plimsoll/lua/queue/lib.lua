@@ -7,7 +7,8 @@
 --
 -- Job record layout (big-endian), written by crates/plimsoll/src/queue/record.rs:
 --   byte 1        format version (1)
---   byte 2        flags (bit 0: payload is zstd-compressed)
+--   byte 2        flags (bit 0: payload is zstd-compressed; bit 1: with the
+--                 built-in dictionary crates/plimsoll/dict/json-v1.zdict)
 --   byte 3        priority, 0..9 (0 runs first)
 --   byte 4        reserved, 0
 --   bytes 5-6     attempts that have ended (failed, timed out, lease lost)

@@ -298,6 +298,7 @@ impl Queue {
         let config = &self.inner.config;
         let header = Header {
             compressed: false,
+            dictionary: false,
             priority: job.priority.unwrap_or(config.default_priority),
             attempts: 0,
             max_attempts: job.max_attempts.unwrap_or(config.default_max_attempts),
