@@ -61,6 +61,21 @@ fn now_ms() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `off`, `zstd` (the default level) or `zstd:LEVEL`.
+pub(super) fn compression(value: &str) -> Result<plimsoll::Compression, String> {
+    match value {
+        "off" => Ok(plimsoll::Compression::Off),
+        "zstd" => Ok(plimsoll::queue::DEFAULT_COMPRESSION),
+        _ => {
+            let level = value
+                .strip_prefix("zstd:")
+                .and_then(|level| level.parse().ok())
+                .ok_or_else(|| format!("{value:?} is not off, zstd or zstd:LEVEL"))?;
+            Ok(plimsoll::Compression::Zstd { level })
+        }
+    }
+}
+
 pub struct Bench {
     redis: Redis,
     compression: plimsoll::Compression,
@@ -74,11 +89,7 @@ impl Bench {
     pub fn new(redis: Redis, args: &BenchArgs) -> Self {
         Self {
             redis,
-            compression: if args.compression == "off" {
-                plimsoll::Compression::Off
-            } else {
-                plimsoll::queue::DEFAULT_COMPRESSION
-            },
+            compression: compression(&args.compression).expect("checked by clap"),
             n: args.n,
             concurrency: args.concurrency,
             rate: args.rate,

@@ -204,6 +204,12 @@ impl Default for QueueConfig {
     }
 }
 
+/// The fastest zstd level a queue may use (zstd's negative levels trade
+/// size for speed).
+pub const MIN_ZSTD_LEVEL: i32 = -7;
+/// The strongest zstd level a queue may use.
+pub const MAX_ZSTD_LEVEL: i32 = 19;
+
 impl QueueConfig {
     /// Checks every setting, naming the first bad one.
     pub fn validate(&self) -> Result<()> {
@@ -215,10 +221,10 @@ impl QueueConfig {
             )));
         }
         if let Compression::Zstd { level } = self.compression
-            && !(1..=19).contains(&level)
+            && (!(MIN_ZSTD_LEVEL..=MAX_ZSTD_LEVEL).contains(&level) || level == 0)
         {
             return Err(Error::invalid(format!(
-                "compression level {level} must be 1 to 19"
+                "compression level {level} must be {MIN_ZSTD_LEVEL} to {MAX_ZSTD_LEVEL}, not 0"
             )));
         }
         check_priority(self.default_priority)?;
@@ -316,5 +322,20 @@ mod tests {
                 .to_string()
                 .contains("payload_limit")
         );
+        for level in [MIN_ZSTD_LEVEL - 1, 0, MAX_ZSTD_LEVEL + 1] {
+            let config = QueueConfig {
+                compression: Compression::Zstd { level },
+                ..QueueConfig::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("compression level {level}")), "{err}");
+        }
+        for level in [MIN_ZSTD_LEVEL, -1, 1, MAX_ZSTD_LEVEL] {
+            let config = QueueConfig {
+                compression: Compression::Zstd { level },
+                ..QueueConfig::default()
+            };
+            config.validate().unwrap();
+        }
     }
 }
