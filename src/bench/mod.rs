@@ -207,6 +207,10 @@ fn round(value: f64) -> Value {
     json!(rounded)
 }
 
+fn parse_compression(value: &str) -> Result<String, String> {
+    queue::compression(value).map(|_| value.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,8 +228,4 @@ mod tests {
             .collect();
         assert_eq!(medians(&even)["x"], 2.5);
     }
-}
-
-fn parse_compression(value: &str) -> Result<String, String> {
-    queue::compression(value).map(|_| value.to_string())
 }
