@@ -205,7 +205,7 @@ impl Default for QueueConfig {
 }
 
 /// The fastest zstd level a queue may use (zstd's negative levels trade
-/// size for speed).
+/// size for speed; 0, zstd's "default level", is refused as ambiguous).
 pub const MIN_ZSTD_LEVEL: i32 = -7;
 /// The strongest zstd level a queue may use.
 pub const MAX_ZSTD_LEVEL: i32 = 19;
@@ -224,7 +224,7 @@ impl QueueConfig {
             && (!(MIN_ZSTD_LEVEL..=MAX_ZSTD_LEVEL).contains(&level) || level == 0)
         {
             return Err(Error::invalid(format!(
-                "compression level {level} must be {MIN_ZSTD_LEVEL} to {MAX_ZSTD_LEVEL}, not 0"
+                "compression level {level} must be {MIN_ZSTD_LEVEL} to -1 or 1 to {MAX_ZSTD_LEVEL}"
             )));
         }
         check_priority(self.default_priority)?;
