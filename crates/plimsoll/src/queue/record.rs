@@ -20,7 +20,9 @@
 //! and [`DEFAULT_COMPRESSION`]). The dictionary is part of the format: flag
 //! bit 1 says a payload needs it (and the zstd frame carries its id), so it
 //! never changes in place; records written without it (flag bit 0 alone)
-//! are read as before.
+//! are read as before. A worker older than the dictionary cannot read such
+//! a record and fails its job for good (it waits in the dead set, from
+//! which a newer worker can retry it): upgrade workers before producers.
 
 use std::cell::RefCell;
 
