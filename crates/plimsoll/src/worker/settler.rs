@@ -24,15 +24,18 @@ use super::services::error_backoff;
 use crate::error::{Error, Result};
 use crate::queue::scripts::{self, SCRIPTS};
 
-/// The most outcomes one flush writes (in script calls of up to 1,000 ids, 250 failures).
+/// The most outcomes one flush writes (in script calls of up to 1,000 ids, 100 failures).
 const MAX_FLUSH: usize = 5_000;
 /// Ids per script call.
 const PER_CALL: usize = 1_000;
 /// Failures per script call: each rewrites its record (attempts, last
-/// error) and schedules a retry — 13 µs or more of Redis time (slow log of
-/// a 10M-job soak) — so calls of 1,000 blocked Redis for 10–38 ms, long
-/// enough for every other client to notice; 250 keep a call near 3 ms.
-const FAILS_PER_CALL: usize = 250;
+/// error) and schedules a retry — five Redis calls from Lua, 13 µs of Redis
+/// time on a fast machine and 56 µs on a slow shared one (slow logs of
+/// W5 soaks) — so calls of 1,000 blocked Redis for 10–38 ms, and calls of
+/// 250 still for 14 ms on the slow machine: long enough for every other
+/// client to notice, and each call over Redis' 10 ms slow-log threshold
+/// leaves ≈ 5 KB in `used_memory`. 100 keep a call under 6 ms there.
+const FAILS_PER_CALL: usize = 100;
 /// How often the final flush at shutdown is tried before the settler gives
 /// up (the leases then expire and the jobs run again).
 const FINAL_FLUSH_ATTEMPTS: u32 = 5;
