@@ -297,8 +297,7 @@ impl Queue {
     fn encode(&self, job: NewJob, now: u64) -> Prepared {
         let config = &self.inner.config;
         let header = Header {
-            compressed: false,
-            dictionary: false,
+            stored: record::Stored::Raw,
             priority: job.priority.unwrap_or(config.default_priority),
             attempts: 0,
             max_attempts: job.max_attempts.unwrap_or(config.default_max_attempts),

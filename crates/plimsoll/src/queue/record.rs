@@ -67,12 +67,43 @@ pub enum Compression {
 /// when memory is tighter than CPU.
 pub const DEFAULT_COMPRESSION: Compression = Compression::Zstd { level: -3 };
 
+/// How a record's payload is stored: its flags byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// As given.
+    Raw,
+    /// A zstd frame made without a dictionary (records written before the
+    /// dictionary).
+    Zstd,
+    /// A zstd frame made with [`JSON_DICTIONARY`].
+    ZstdJsonDictionary,
+}
+
+impl Stored {
+    fn flags(self) -> u8 {
+        match self {
+            Self::Raw => 0,
+            Self::Zstd => FLAG_ZSTD,
+            Self::ZstdJsonDictionary => FLAG_ZSTD | FLAG_JSON_DICTIONARY,
+        }
+    }
+
+    /// The flags byte read back; any other combination is a record this
+    /// version cannot read (a later format, or damage), not a payload to
+    /// hand out undecoded.
+    fn from_flags(flags: u8) -> Result<Self> {
+        [Self::Raw, Self::Zstd, Self::ZstdJsonDictionary]
+            .into_iter()
+            .find(|stored| stored.flags() == flags)
+            .ok_or_else(|| Error::corrupt(format!("job record has unknown flags {flags:#04x}")))
+    }
+}
+
 /// The fixed part of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
-    pub(crate) compressed: bool,
-    /// The payload was compressed with [`JSON_DICTIONARY`].
-    pub(crate) dictionary: bool,
+    /// Set by [`encode`] from what paid; ignored on the way in.
+    pub(crate) stored: Stored,
     pub(crate) priority: u8,
     pub(crate) attempts: u16,
     pub(crate) max_attempts: u16,
@@ -154,19 +185,19 @@ fn payload_compress_into(level: i32, data: &[u8], out: &mut Vec<u8>, max: usize)
     }
 }
 
-/// Decompresses a job payload, with the dictionary when its record says so.
-fn payload_decompress(data: &[u8], dictionary: bool) -> Result<Vec<u8>> {
+/// The payload as given, decompressed as its record says.
+fn payload_decode(stored: Stored, data: &[u8]) -> Result<Vec<u8>> {
     let what = "job payload";
-    if dictionary {
-        decompress_with(
+    match stored {
+        Stored::Raw => Ok(data.to_vec()),
+        Stored::Zstd => zstd_decompress_at_most(data, MAX_DECOMPRESSED, what),
+        Stored::ZstdJsonDictionary => decompress_with(
             &PAYLOAD_DECOMPRESSOR,
             JSON_DICTIONARY,
             data,
             MAX_DECOMPRESSED,
             what,
-        )
-    } else {
-        zstd_decompress_at_most(data, MAX_DECOMPRESSED, what)
+        ),
     }
 }
 
@@ -221,18 +252,21 @@ pub(crate) fn encode(payload: &[u8], header: &Header, compression: Compression) 
     rec.extend_from_slice(&[0; 4]); // payload length, set below
     debug_assert_eq!(rec.len(), HEADER_LEN);
     // Compress straight behind the header: no second buffer, no copy.
-    let compressed = match compression {
+    let stored = match compression {
         Compression::Zstd { level } if payload.len() >= COMPRESS_MIN_BYTES => {
-            payload_compress_into(level, payload, &mut rec, payload.len() - payload.len() / 16)
+            if payload_compress_into(level, payload, &mut rec, payload.len() - payload.len() / 16) {
+                Stored::ZstdJsonDictionary
+            } else {
+                Stored::Raw
+            }
         }
-        _ => false,
+        _ => Stored::Raw,
     };
-    if compressed {
-        rec[1] = FLAG_ZSTD | FLAG_JSON_DICTIONARY;
-    } else {
+    if stored == Stored::Raw {
         rec.truncate(HEADER_LEN);
         rec.extend_from_slice(payload);
     }
+    rec[1] = stored.flags();
     let len = u32::try_from(rec.len() - HEADER_LEN).expect("payload limit is far below 4 GiB");
     rec[20..24].copy_from_slice(&len.to_be_bytes());
     rec
@@ -267,8 +301,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<(Header, usize)> {
         ));
     }
     let header = Header {
-        compressed: bytes[1] & FLAG_ZSTD != 0,
-        dictionary: bytes[1] & FLAG_JSON_DICTIONARY != 0,
+        stored: Stored::from_flags(bytes[1])?,
         priority: bytes[2],
         attempts: be_u16(bytes, 4),
         max_attempts: be_u16(bytes, 6),
@@ -282,11 +315,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<(Header, usize)> {
 pub(crate) fn decode(bytes: &[u8]) -> Result<Record> {
     let (header, payload_len) = decode_header(bytes)?;
     let stored = &bytes[HEADER_LEN..HEADER_LEN + payload_len];
-    let payload = if header.compressed {
-        payload_decompress(stored, header.dictionary)?
-    } else {
-        stored.to_vec()
-    };
+    let payload = payload_decode(header.stored, stored)?;
     let error = &bytes[HEADER_LEN + payload_len..];
     let last_error = (!error.is_empty()).then(|| String::from_utf8_lossy(error).into_owned());
     Ok(Record {
@@ -302,8 +331,7 @@ mod tests {
 
     fn header() -> Header {
         Header {
-            compressed: false,
-            dictionary: false,
+            stored: Stored::Raw,
             priority: 3,
             attempts: 0,
             max_attempts: 7,
@@ -318,7 +346,7 @@ mod tests {
         assert_eq!(rec.len(), HEADER_LEN + 5);
         let decoded = decode(&rec).unwrap();
         assert_eq!(decoded.payload, b"hello");
-        assert!(!decoded.header.compressed);
+        assert_eq!(decoded.header.stored, Stored::Raw);
         assert_eq!(decoded.header.priority, 3);
         assert_eq!(decoded.header.max_attempts, 7);
         assert_eq!(decoded.header.enqueued_at_ms, 1_732_512_345_678);
@@ -331,8 +359,7 @@ mod tests {
         let rec = encode(&payload, &header(), DEFAULT_COMPRESSION);
         assert!(rec.len() < payload.len() / 4, "{} bytes", rec.len());
         let decoded = decode(&rec).unwrap();
-        assert!(decoded.header.compressed);
-        assert!(decoded.header.dictionary);
+        assert_eq!(decoded.header.stored, Stored::ZstdJsonDictionary);
         assert_eq!(decoded.payload, payload);
     }
 
@@ -370,7 +397,7 @@ mod tests {
         rec.extend_from_slice(&frame);
         rec.extend_from_slice(b"timed out");
         let decoded = decode(&rec).unwrap();
-        assert!(decoded.header.compressed && !decoded.header.dictionary);
+        assert_eq!(decoded.header.stored, Stored::Zstd);
         assert_eq!(decoded.payload, payload);
         assert_eq!(decoded.last_error.as_deref(), Some("timed out"));
     }
@@ -421,6 +448,11 @@ mod tests {
         for bad in [&rec[..10], &rec[..HEADER_LEN + 2]] {
             assert_eq!(decode(bad).unwrap_err().kind(), crate::ErrorKind::Corrupt);
         }
+        let mut unknown_flags = rec.clone();
+        unknown_flags[1] = FLAG_JSON_DICTIONARY;
+        let err = decode(&unknown_flags).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
+        assert!(err.to_string().contains("unknown flags 0x02"), "{err}");
         let mut other_version = rec.clone();
         other_version[0] = 9;
         assert_eq!(
