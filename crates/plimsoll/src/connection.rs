@@ -226,6 +226,18 @@ impl Redis {
         Self::open((*self.config).clone(), topology, Some(response_timeout)).await
     }
 
+    /// Opens a separate connection of the same topology and settings, for
+    /// work whose replies must not queue ahead of everyone else's on a
+    /// shared one (the memory walk).
+    pub(crate) async fn separate(&self) -> Result<Self> {
+        let topology = if self.is_cluster() {
+            Topology::Cluster
+        } else {
+            Topology::Single
+        };
+        Self::open((*self.config).clone(), topology, None).await
+    }
+
     /// Whether this handle talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self.conn, Conn::Cluster(_))

@@ -49,6 +49,9 @@ pub enum ErrorKind {
     Corrupt,
     /// The component is shutting down and no longer accepts work.
     ShuttingDown,
+    /// This machine refused something Plimsoll needed (a thread, a
+    /// runtime); the message says what.
+    System,
 }
 
 impl ErrorKind {
@@ -65,6 +68,7 @@ impl ErrorKind {
             Self::Redis => "unexpected error from Redis",
             Self::Corrupt => "unexpected data in Redis",
             Self::ShuttingDown => "shutting down",
+            Self::System => "the operating system refused a resource",
         }
     }
 }

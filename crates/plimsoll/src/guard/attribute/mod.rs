@@ -37,10 +37,9 @@ pub async fn attribute(
     let at_ms = clock.now_ms();
     let started = Instant::now();
     let primaries = redis.primaries().await?;
-    let walks = primaries.iter().map(|primary| async move {
-        let mut classifier = Classifier::new(&config.bullmq_prefixes);
-        scan::scan_node(primary, config, &mut classifier).await
-    });
+    let walks = primaries
+        .iter()
+        .map(|primary| scan::scan_node_apart(primary, config));
     let scans = futures::future::try_join_all(walks).await?;
     let mut report = report::assemble(
         redis,

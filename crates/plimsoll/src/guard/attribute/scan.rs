@@ -32,6 +32,11 @@
 //! (4× the fastest seen, and at least [`DEFAULT_BUSY_LATENCY`]), both rates
 //! halve; they recover by 5% per quick call. The report states the
 //! commands sent, the rate kept and the number of back-offs.
+//!
+//! **Politeness.** Calls are short (`SCAN COUNT 5`, two measured keys per
+//! pipeline) so that a request arriving meanwhile waits microseconds, and
+//! the walk runs on a thread and a connection of its own at the lowest CPU
+//! priority ([`scan_node_apart`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -42,17 +47,24 @@ use super::families::{Classifier, DEFAULT_MAX_SIBLINGS, Family};
 use crate::connection::Primary;
 use crate::error::{Error, ErrorKind, Result};
 
-/// Commands per second per node the walk may send.
-pub const DEFAULT_COMMAND_BUDGET: u32 = 4000;
+/// Commands per second per node the walk may send: enough for the key
+/// pace below at [`DEFAULT_SCAN_COUNT`], each command being short.
+pub const DEFAULT_COMMAND_BUDGET: u32 = 10_000;
 /// Keys per second per node the walk may visit: a SCAN returning 500 keys
 /// costs Redis (and the walker) far more than one small command, so the
-/// walk is paced by keys as well as by commands: 1 million keys take 20 s
-/// of walking, which keeps Redis busy for about 1% of the time.
-pub const DEFAULT_KEYS_PER_SECOND: u32 = 50_000;
-/// `SCAN … COUNT`: buckets examined per call. Small enough that one call
-/// holds Redis for a few tens of microseconds, so that a request arriving
-/// meanwhile waits little.
-pub const DEFAULT_SCAN_COUNT: u32 = 200;
+/// walk is paced by keys as well as by commands: 1 million keys take 25 s.
+///
+/// SCAN costs Redis about 2 µs per key returned on a slow 2-core VM
+/// (commandstats: 430 µs for `COUNT 200`, 44 µs for `COUNT 20`), so
+/// whatever the call size the walk keeps Redis busy roughly 10% of the time
+/// at this pace; what the call size decides is how long a request that
+/// arrives meanwhile waits.
+pub const DEFAULT_KEYS_PER_SECOND: u32 = 40_000;
+/// `SCAN … COUNT`: buckets examined per call. Small, so that one call holds
+/// Redis for about 10 µs and a request arriving meanwhile barely waits
+/// (G1 in docs/benchmarks.md: at `COUNT 200` the p99 of a GET loop on the
+/// same Redis rose 6–7×, at 20 about 1.9×, at 5 about 1.05×).
+pub const DEFAULT_SCAN_COUNT: u32 = 5;
 /// Keys measured per family at least (all of them when there are fewer).
 pub const DEFAULT_SAMPLES_PER_FAMILY: usize = 200;
 /// Keys measured per family at most.
@@ -70,8 +82,10 @@ pub const DEFAULT_BUSY_LATENCY: Duration = Duration::from_millis(20);
 pub const DEFAULT_MAX_FAMILIES: usize = 2000;
 /// `MEMORY USAGE … SAMPLES`: elements of an aggregate sampled (Redis' default).
 pub const DEFAULT_MEMORY_USAGE_SAMPLES: u32 = 5;
-/// Measured keys per pipeline.
-const SAMPLE_BATCH: usize = 16;
+/// Keys measured per pipeline (three commands each). Redis runs a
+/// pipeline's commands back to back, so a short one keeps the wait of
+/// other clients short.
+pub const DEFAULT_SAMPLE_BATCH: usize = 2;
 /// Families beyond this many (after merging) are pooled as `<other>`.
 const HARD_FAMILY_CAP: usize = 20_000;
 
@@ -82,7 +96,7 @@ pub struct AttributeConfig {
     pub budget: u32,
     /// Keys per second per node the walk may visit (100 to 10,000,000).
     pub keys_per_sec: u32,
-    /// `SCAN … COUNT` (10 to 10,000).
+    /// `SCAN … COUNT` (1 to 10,000).
     pub scan_count: u32,
     /// Keys measured per family at least.
     pub samples_per_family: usize,
@@ -102,6 +116,11 @@ pub struct AttributeConfig {
     pub memory_usage_samples: u32,
     /// BullMQ `prefix` options in use (default `bull`).
     pub bullmq_prefixes: Vec<String>,
+    /// Keys measured per pipeline (1 to 100; three commands each).
+    pub sample_batch: usize,
+    /// Walk at the lowest CPU priority (Linux `SCHED_IDLE`), on a thread
+    /// and a connection of its own. On by default; see [`scan_node_apart`].
+    pub idle_priority: bool,
 }
 
 impl Default for AttributeConfig {
@@ -119,6 +138,8 @@ impl Default for AttributeConfig {
             max_families: DEFAULT_MAX_FAMILIES,
             memory_usage_samples: DEFAULT_MEMORY_USAGE_SAMPLES,
             bullmq_prefixes: vec!["bull".to_string()],
+            sample_batch: DEFAULT_SAMPLE_BATCH,
+            idle_priority: true,
         }
     }
 }
@@ -139,11 +160,8 @@ impl AttributeConfig {
                 self.keys_per_sec
             ));
         }
-        if !(10..=10_000).contains(&self.scan_count) {
-            return bad(format!(
-                "scan_count {} must be 10 to 10000",
-                self.scan_count
-            ));
+        if !(1..=10_000).contains(&self.scan_count) {
+            return bad(format!("scan_count {} must be 1 to 10000", self.scan_count));
         }
         if self.samples_per_family == 0 || self.max_samples_per_family < self.samples_per_family {
             return bad(format!(
@@ -161,6 +179,12 @@ impl AttributeConfig {
             return bad(format!(
                 "max_keys {} must be positive and max_duration {:?} at least 100 ms",
                 self.max_keys, self.max_duration
+            ));
+        }
+        if !(1..=100).contains(&self.sample_batch) {
+            return bad(format!(
+                "sample_batch {} must be 1 to 100 keys per pipeline",
+                self.sample_batch
             ));
         }
         if self.max_families < 10 {
@@ -307,6 +331,99 @@ impl Pacer {
     }
 }
 
+/// Walks one primary on a thread of its own (`plimsoll-walk`), with a
+/// single-threaded runtime and a connection of its own, at the lowest CPU
+/// priority (`SCHED_IDLE`) when `config.idle_priority` is on.
+///
+/// Why: the walk spends CPU on every key (reading the reply, classifying
+/// the name) for tens of seconds. On a host it shares with Redis or with
+/// the application, a runnable walker delays whichever of them wakes next
+/// by up to a scheduler slice; a `SCHED_IDLE` thread is preempted at once
+/// by any ordinary one, so the walk only uses CPU nobody else wants (and
+/// on a host with none to spare, it slows down instead of the service).
+/// Its own connection keeps a walk's replies from queueing ahead of the
+/// application's on a shared one, and its own runtime answers each round
+/// trip on one thread instead of handing it between threads.
+///
+/// Dropping the returned future stops the walk at its next round trip.
+pub(crate) async fn scan_node_apart(
+    primary: &Primary,
+    config: &AttributeConfig,
+) -> Result<NodeScan> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let redis = primary.redis.clone();
+    let address = primary.address.clone();
+    let config = config.clone();
+    std::thread::Builder::new()
+        .name("plimsoll-walk".into())
+        .spawn(move || {
+            if config.idle_priority {
+                lower_this_threads_priority();
+            }
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    let _ = tx.send(Err(Error::new(
+                        ErrorKind::System,
+                        format!("cannot start the walk's runtime: {err}"),
+                    )));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let walk = async {
+                    let own = redis.separate().await?;
+                    let primary = Primary {
+                        address,
+                        redis: own,
+                    };
+                    let mut classifier = Classifier::new(&config.bullmq_prefixes);
+                    scan_node(&primary, &config, &mut classifier).await
+                };
+                let mut tx = tx;
+                tokio::select! {
+                    result = walk => { let _ = tx.send(result); }
+                    () = tx.closed() => {} // the caller went away
+                }
+            });
+        })
+        .map_err(|err| {
+            Error::new(
+                ErrorKind::System,
+                format!("cannot start the walk's thread: {err}"),
+            )
+        })?;
+    rx.await.map_err(|_| {
+        Error::new(
+            ErrorKind::System,
+            "the walk's thread ended without a result",
+        )
+    })?
+}
+
+/// Puts the calling thread in Linux' `SCHED_IDLE` class (elsewhere: the
+/// lowest priority the platform has). A failure is logged, not fatal: the
+/// walk is still paced, only less polite to its neighbours.
+fn lower_this_threads_priority() {
+    use thread_priority::ThreadPriority;
+    #[cfg(target_os = "linux")]
+    let result = thread_priority::unix::set_thread_priority_and_policy(
+        thread_priority::unix::thread_native_id(),
+        ThreadPriority::Min,
+        thread_priority::unix::ThreadSchedulePolicy::Normal(
+            thread_priority::unix::NormalThreadSchedulePolicy::Idle,
+        ),
+    );
+    #[cfg(not(target_os = "linux"))]
+    let result = thread_priority::set_current_thread_priority(ThreadPriority::Min);
+    if let Err(err) = result {
+        tracing::warn!(error = ?err, "the memory walk could not lower its CPU priority");
+    }
+}
+
 /// Walks one primary.
 pub(crate) async fn scan_node(
     primary: &Primary,
@@ -372,7 +489,7 @@ pub(crate) async fn scan_node(
                 *pending_per_family.entry(pattern.clone()).or_default() += 1;
                 pending.push((key, pattern));
             }
-            if pending.len() >= SAMPLE_BATCH {
+            if pending.len() >= config.sample_batch {
                 measure(redis, config, &mut pacer, &mut pending, &mut tallies).await?;
                 pending_per_family.clear();
             }
