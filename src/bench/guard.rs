@@ -160,6 +160,15 @@ impl GuardBench {
             "get_p99_ratio_quiet_after_before",
             quiet_after.p99() / quiet_before.p99().max(1.0),
         );
+        eprintln!(
+            "G1: report in {seconds:.1} s; GET p99 {p99_quiet} -> {p99_during} us (x{:.2}), \
+             per second {} -> {} us (x{:.2}); quiet after / before x{:.2}",
+            p99_during / p99_quiet.max(1.0),
+            quiet.median_second_p99(),
+            during.median_second_p99(),
+            during.median_second_p99() / quiet.median_second_p99().max(1.0),
+            quiet_after.p99() / quiet_before.p99().max(1.0),
+        );
         // The same ratio of the typical one-second p99s (see Latencies).
         figures.insert("get_p99_us_quiet_per_second", quiet.median_second_p99());
         figures.insert("get_p99_us_during_per_second", during.median_second_p99());
