@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::attribute::families::{Classifier, Layout, collapse_segment};
-use super::attribute::scan::{DEFAULT_BUSY_LATENCY, DEFAULT_COMMAND_BUDGET, Pacer};
+use super::attribute::scan::{
+    DEFAULT_BUSY_LATENCY, DEFAULT_COMMAND_BUDGET, DEFAULT_KEYS_PER_SECOND, Pacer,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::connection::Redis;
 use crate::error::{Error, Result};
@@ -42,8 +44,10 @@ use crate::queue::{Queue, QueueConfig, Retention};
 pub const DEFAULT_TRIM_BATCH: usize = 500;
 /// Keys measured to estimate the bytes a trim frees.
 const BYTES_SAMPLE: usize = 200;
-/// `SCAN … COUNT` of a generic trim.
-const TRIM_SCAN_COUNT: u32 = 500;
+/// `SCAN … COUNT` of a generic trim: short calls (SCAN costs Redis about
+/// 2 µs per bucket's keys, so 50 holds it ~0.1 ms), paced by keys like the
+/// memory walk (see `DEFAULT_KEYS_PER_SECOND`).
+const TRIM_SCAN_COUNT: u32 = 50;
 /// The keys of a BullMQ job besides its hash.
 const BULLMQ_JOB_SUFFIXES: [&str; 5] = [
     ":logs",
@@ -771,6 +775,9 @@ struct Walker<'a> {
     pattern: &'a str,
     cursor: u64,
     done: bool,
+    /// Buckets visited per second: a command budget alone would let the
+    /// SCANs keep Redis busy most of the time.
+    keys: Pacer,
 }
 
 impl<'a> Walker<'a> {
@@ -781,6 +788,7 @@ impl<'a> Walker<'a> {
             pattern,
             cursor: 0,
             done: false,
+            keys: Pacer::new(DEFAULT_KEYS_PER_SECOND, DEFAULT_BUSY_LATENCY),
         }
     }
 
@@ -789,6 +797,7 @@ impl<'a> Walker<'a> {
         if self.done {
             return Ok(None);
         }
+        self.keys.take(u64::from(TRIM_SCAN_COUNT)).await;
         pacer.take(1).await;
         let sent = Instant::now();
         let (next, keys): (u64, Vec<String>) = self
@@ -803,6 +812,7 @@ impl<'a> Walker<'a> {
             )
             .await?;
         pacer.observe(sent.elapsed());
+        self.keys.observe(sent.elapsed());
         self.cursor = next;
         self.done = next == 0;
         let members: Vec<String> = keys
