@@ -544,6 +544,29 @@ async fn the_local_tier_serves_copies_and_checks_their_type() {
     assert_eq!(cache.get::<u64>("list").await.unwrap(), None);
 }
 
+#[tokio::test]
+async fn an_arc_value_is_shared_by_the_local_tier_not_copied() {
+    let server = RedisServer::start();
+    let cache = cache_on(&server, CacheConfig::with_local_tier()).await;
+    let text = Arc::new("x".repeat(1024));
+    let loaded: Arc<String> = cache
+        .get_or_compute("page", MINUTE, || {
+            let text = text.clone();
+            async move { Ok::<_, Infallible>(text) }
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded, text);
+    // In Redis as the text itself: an Arc is encoded as what it holds.
+    let plain: Option<String> = cache.get("page").await.unwrap();
+    assert_eq!(plain.as_deref(), Some(text.as_str()));
+    // Two hits from memory hand out the same allocation.
+    let first: Arc<String> = cache.get("page").await.unwrap().unwrap();
+    let second: Arc<String> = cache.get("page").await.unwrap().unwrap();
+    assert!(Arc::ptr_eq(&first, &second));
+    assert_eq!(*first, *text);
+}
+
 /// On a cluster, cache keys carry no hash tag and spread over the shards;
 /// the breaker covers the cluster as a whole (the endpoint the cache talks
 /// to).
