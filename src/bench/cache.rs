@@ -218,7 +218,7 @@ impl Reader for PlainGet {
         let expected = self.payloads[id].as_bytes();
         // The stored value is the text behind the cache codec's header.
         match self.redis.query::<Option<Vec<u8>>>(&cmd).await {
-            Ok(Some(bytes)) if i % VERIFY_EVERY == 0 => bytes.ends_with(expected),
+            Ok(Some(bytes)) if i.is_multiple_of(VERIFY_EVERY) => bytes.ends_with(expected),
             Ok(Some(bytes)) => bytes.len() > expected.len(),
             _ => false,
         }
@@ -245,7 +245,7 @@ impl Reader for CachedText {
             .get_or_compute(&self.keys[id as usize], TTL, loader)
             .await
         {
-            Ok(text) if i % VERIFY_EVERY == 0 => text == *expected,
+            Ok(text) if i.is_multiple_of(VERIFY_EVERY) => text == *expected,
             Ok(text) => text.len() == expected.len(),
             Err(never) => match never {},
         }
@@ -268,7 +268,7 @@ impl Reader for CachedSharedText {
             .get_or_compute(&this.keys[id as usize], TTL, loader)
             .await
         {
-            Ok(text) if i % VERIFY_EVERY == 0 => *text == *expected,
+            Ok(text) if i.is_multiple_of(VERIFY_EVERY) => *text == *expected,
             Ok(text) => text.len() == expected.len(),
             Err(never) => match never {},
         }
