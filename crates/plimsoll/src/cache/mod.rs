@@ -99,6 +99,11 @@ use crate::keyspace::MAX_CACHE_KEY_LEN;
 /// Send + Sync + 'static` so that the in-process tier can hand out copies
 /// of its decoded value instead of decoding on every hit. Implemented for
 /// every such type.
+///
+/// A hit copies the value; for large values read often, cache an
+/// `Arc<T>`: it is stored in Redis as the `T` it holds, and the tier hands
+/// out the same allocation to every hit (in C1, 1 KiB texts: 16.7× plain
+/// GETs as `Arc<String>` against 10.8× as `String`).
 pub trait Value: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 
 impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Value for T {}
