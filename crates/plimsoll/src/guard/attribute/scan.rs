@@ -62,8 +62,9 @@ pub const DEFAULT_COMMAND_BUDGET: u32 = 10_000;
 pub const DEFAULT_KEYS_PER_SECOND: u32 = 40_000;
 /// `SCAN … COUNT`: buckets examined per call. Small, so that one call holds
 /// Redis for about 10 µs and a request arriving meanwhile barely waits
-/// (G1 in docs/benchmarks.md: at `COUNT 200` the p99 of a GET loop on the
-/// same Redis rose 6–7×, at 20 about 1.9×, at 5 about 1.05×).
+/// (G1 in docs/benchmarks.md, on a 2-core VM: at `COUNT 200` the p99 of a
+/// GET loop on the same Redis rose 6–7×, at 20 about 1.9×; at 5, with the
+/// walk at idle priority, about 1.2×).
 pub const DEFAULT_SCAN_COUNT: u32 = 5;
 /// Keys measured per family at least (all of them when there are fewer).
 pub const DEFAULT_SAMPLES_PER_FAMILY: usize = 200;
@@ -399,7 +400,7 @@ pub(crate) async fn scan_node_apart(
     rx.await.map_err(|_| {
         Error::new(
             ErrorKind::System,
-            "the walk's thread ended without a result",
+            "the walk's thread ended without a result (it panicked; see the log)",
         )
     })?
 }
