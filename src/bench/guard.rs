@@ -101,7 +101,6 @@ impl GuardBench {
         let stop = Arc::new(AtomicBool::new(false));
         let during = tokio::spawn(get_loop_thread(url.clone(), Some(stop.clone())));
         let config = AttributeConfig::default();
-        eprintln!("G1 config: {config:?}");
         let walk_started = Instant::now();
         let report = plimsoll::guard::attribute(redis, &config, &SystemClock, None).await?;
         let seconds = walk_started.elapsed().as_secs_f64();
@@ -152,30 +151,24 @@ impl GuardBench {
             "backoffs",
             report.nodes.iter().map(|n| n.backoffs).sum::<u64>() as f64,
         );
+        let ratio = p99_during / p99_quiet.max(1.0);
+        // The noise floor: the same loop, quiet, after ÷ before.
+        let noise = quiet_after.p99() / quiet_before.p99().max(1.0);
+        // The same ratio of the typical one-second p99s (see Latencies).
+        let (quiet_second, during_second) = (quiet.median_second_p99(), during.median_second_p99());
+        let ratio_per_second = during_second / quiet_second.max(1.0);
+        eprintln!(
+            "G1: report in {seconds:.1} s; GET p99 {p99_quiet} -> {p99_during} us (x{ratio:.2}), \
+             per second {quiet_second} -> {during_second} us (x{ratio_per_second:.2}); \
+             quiet after / before x{noise:.2}"
+        );
         figures.insert("get_p99_us_quiet", p99_quiet);
         figures.insert("get_p99_us_during", p99_during);
-        figures.insert("get_p99_ratio", p99_during / p99_quiet.max(1.0));
-        // The noise floor: the same loop, quiet, after ÷ before.
-        figures.insert(
-            "get_p99_ratio_quiet_after_before",
-            quiet_after.p99() / quiet_before.p99().max(1.0),
-        );
-        eprintln!(
-            "G1: report in {seconds:.1} s; GET p99 {p99_quiet} -> {p99_during} us (x{:.2}), \
-             per second {} -> {} us (x{:.2}); quiet after / before x{:.2}",
-            p99_during / p99_quiet.max(1.0),
-            quiet.median_second_p99(),
-            during.median_second_p99(),
-            during.median_second_p99() / quiet.median_second_p99().max(1.0),
-            quiet_after.p99() / quiet_before.p99().max(1.0),
-        );
-        // The same ratio of the typical one-second p99s (see Latencies).
-        figures.insert("get_p99_us_quiet_per_second", quiet.median_second_p99());
-        figures.insert("get_p99_us_during_per_second", during.median_second_p99());
-        figures.insert(
-            "get_p99_ratio_per_second",
-            during.median_second_p99() / quiet.median_second_p99().max(1.0),
-        );
+        figures.insert("get_p99_ratio", ratio);
+        figures.insert("get_p99_ratio_quiet_after_before", noise);
+        figures.insert("get_p99_us_quiet_per_second", quiet_second);
+        figures.insert("get_p99_us_during_per_second", during_second);
+        figures.insert("get_p99_ratio_per_second", ratio_per_second);
         figures.insert("family_error_max", errors.last().copied().unwrap_or(0.0));
         figures.insert(
             "family_error_median",
