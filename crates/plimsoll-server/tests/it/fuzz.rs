@@ -2,34 +2,43 @@
 //! bad signatures: the server answers every one with a JSON error that has a
 //! stable code (never a 500, never plain text), and takes only valid input.
 
-use std::sync::OnceLock;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use plimsoll_server::intake::signature::sign;
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
+use tokio::runtime::Runtime;
 
 use crate::support::{TOKEN, TestServer, server};
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
+const CONFIG: &str = "max_body = \"64KiB\"\n[hooks.github]\nsecret = \"fuzzing-secret\"\n";
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
-fn shared() -> &'static TestServer {
-    static SERVER: OnceLock<TestServer> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        runtime().block_on(server(
-            "max_body = \"64KiB\"\n[hooks.github]\nsecret = \"fuzzing-secret\"\n",
-        ))
-    })
+/// Runs 200 cases of `test` against a server of its own. Not one static
+/// server for all: a static is never dropped, so its redis-server would
+/// outlive the test run (one leaked process per run).
+fn run_cases<S: Strategy>(
+    strategy: S,
+    test: impl Fn(&Runtime, &TestServer, S::Value) -> Result<(), TestCaseError>,
+) {
+    let runtime = runtime();
+    let server = runtime.block_on(server(CONFIG));
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 200,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    if let Err(err) = runner.run(&strategy, |value| test(&runtime, &server, value)) {
+        panic!("{err}");
+    }
 }
 
 /// Any JSON value, nested a little.
@@ -104,65 +113,82 @@ fn check(reply: &crate::support::Reply) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
-
-    #[test]
-    fn enqueue_survives_any_body(body in any_body(), bulk in any::<bool>()) {
-        let s = shared();
-        let uri = if bulk { "/v1/queues/fuzz/jobs/bulk" } else { "/v1/queues/fuzz/jobs" };
+#[test]
+fn enqueue_survives_any_body() {
+    run_cases((any_body(), any::<bool>()), |runtime, s, (body, bulk)| {
+        let uri = if bulk {
+            "/v1/queues/fuzz/jobs/bulk"
+        } else {
+            "/v1/queues/fuzz/jobs"
+        };
         let request = Request::post(uri)
             .header("Authorization", format!("Bearer {TOKEN}"))
             .header("Content-Type", "application/json")
             .body(Body::from(body.clone()))
             .unwrap();
-        let reply = runtime().block_on(s.send(request));
+        let reply = runtime.block_on(s.send(request));
         check(&reply)?;
         if reply.status.is_success() {
             // Only a well-formed request is taken.
             let value: Value = serde_json::from_slice(&body).unwrap();
             prop_assert!(value.is_object());
         }
-    }
+        Ok(())
+    });
+}
 
-    #[test]
-    fn intake_answers_401_to_every_wrong_signature(body in any_body(), signature in "[ -~]{0,80}") {
-        let s = shared();
-        let request = Request::post("/hooks/github")
-            .header("Content-Type", "application/json")
-            .header("X-Hub-Signature-256", signature.clone())
-            .body(Body::from(body.clone()))
-            .unwrap();
-        let reply = runtime().block_on(s.send(request));
-        check(&reply)?;
-        let right = sign(b"fuzzing-secret", &body, "sha256=");
-        if signature != right && body.len() <= 64 * 1024 {
-            prop_assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-        }
-    }
-
-    #[test]
-    fn queries_and_paths_survive_anything(state in ".{0,20}", id in ".{0,24}", limit in ".{0,8}") {
-        let s = shared();
-        let enc = |t: &str| t.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
-        for uri in [
-            format!("/v1/queues/fuzz/jobs?state={}&limit={}", enc(&state), enc(&limit)),
-            format!("/v1/queues/fuzz/jobs/{}", enc(&id)),
-            format!("/v1/queues/{}/dead", enc(&id)),
-        ] {
-            let request = Request::get(uri.as_str())
-                .header("Authorization", format!("Bearer {TOKEN}"))
-                .body(Body::empty())
+#[test]
+fn intake_answers_401_to_every_wrong_signature() {
+    run_cases(
+        (any_body(), "[ -~]{0,80}"),
+        |runtime, s, (body, signature)| {
+            let request = Request::post("/hooks/github")
+                .header("Content-Type", "application/json")
+                .header("X-Hub-Signature-256", signature.clone())
+                .body(Body::from(body.clone()))
                 .unwrap();
-            let reply = runtime().block_on(s.send(request));
+            let reply = runtime.block_on(s.send(request));
             check(&reply)?;
-        }
-    }
+            let right = sign(b"fuzzing-secret", &body, "sha256=");
+            if signature != right && body.len() <= 64 * 1024 {
+                prop_assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn queries_and_paths_survive_anything() {
+    run_cases(
+        (".{0,20}", ".{0,24}", ".{0,8}"),
+        |runtime, s, (state, id, limit)| {
+            let enc = |t: &str| t.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+            for uri in [
+                format!(
+                    "/v1/queues/fuzz/jobs?state={}&limit={}",
+                    enc(&state),
+                    enc(&limit)
+                ),
+                format!("/v1/queues/fuzz/jobs/{}", enc(&id)),
+                format!("/v1/queues/{}/dead", enc(&id)),
+            ] {
+                let request = Request::get(uri.as_str())
+                    .header("Authorization", format!("Bearer {TOKEN}"))
+                    .body(Body::empty())
+                    .unwrap();
+                let reply = runtime.block_on(s.send(request));
+                check(&reply)?;
+            }
+            Ok(())
+        },
+    );
 }
 
 #[test]
 fn a_valid_signature_is_accepted_for_any_json_body() {
-    let s = shared();
+    let runtime = runtime();
+    let s = runtime.block_on(server(CONFIG));
     let body = json!({"any": ["thing", 1, null]}).to_string();
     let request = Request::post("/hooks/github")
         .header(
@@ -171,6 +197,6 @@ fn a_valid_signature_is_accepted_for_any_json_body() {
         )
         .body(Body::from(body))
         .unwrap();
-    let reply = runtime().block_on(s.send(request));
+    let reply = runtime.block_on(s.send(request));
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
 }
