@@ -307,7 +307,9 @@ impl Bench {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            series.push(json!({"jobs": produced, "used_memory": used_memory(&self.redis).await?}));
+            let used = used_memory(&self.redis).await?;
+            let detail = checkpoint_detail(&self.redis).await?;
+            series.push(json!({"jobs": produced, "used_memory": used, "detail": detail}));
         }
         let elapsed = started.elapsed().as_secs_f64();
         worker.shutdown().await?;
@@ -364,4 +366,40 @@ async fn enqueue_bulk(queue: &Queue, first: u64, n: u64) -> Result<()> {
         seq = end;
     }
     Ok(())
+}
+
+/// What makes up `used_memory` at a W5 checkpoint, to name what moves:
+/// Redis' overhead and dataset (`MEMORY STATS`), the slow log's length
+/// (each entry is a few KB of used_memory), and each key's bytes (exact
+/// `MEMORY USAGE … SAMPLES 0`; a settled queue has a handful of keys).
+async fn checkpoint_detail(redis: &Redis) -> Result<Value> {
+    let stats: Vec<redis::Value> = redis.query(redis::cmd("MEMORY").arg("STATS")).await?;
+    let mut fields = serde_json::Map::new();
+    for pair in stats.chunks(2) {
+        let [redis::Value::BulkString(name), redis::Value::Int(n)] = pair else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(name);
+        if matches!(&*name, "overhead.total" | "dataset.bytes" | "keys.count") {
+            fields.insert(name.into_owned(), json!(n));
+        }
+    }
+    let slowlog: u64 = redis.query(redis::cmd("SLOWLOG").arg("LEN")).await?;
+    fields.insert("slowlog_len".into(), json!(slowlog));
+    let keys: Vec<String> = redis.query(redis::cmd("KEYS").arg("*")).await?;
+    let mut sizes = serde_json::Map::new();
+    for key in keys {
+        let bytes: Option<u64> = redis
+            .query(
+                redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(&key)
+                    .arg("SAMPLES")
+                    .arg(0),
+            )
+            .await?;
+        sizes.insert(key, json!(bytes));
+    }
+    fields.insert("key_bytes".into(), Value::Object(sizes));
+    Ok(Value::Object(fields))
 }
