@@ -230,12 +230,7 @@ impl Redis {
     /// work whose replies must not queue ahead of everyone else's on a
     /// shared one (the memory walk).
     pub(crate) async fn separate(&self) -> Result<Self> {
-        let topology = if self.is_cluster() {
-            Topology::Cluster
-        } else {
-            Topology::Single
-        };
-        Self::open((*self.config).clone(), topology, None).await
+        self.dedicated(Some(self.config.response_timeout)).await
     }
 
     /// Whether this handle talks to a Redis Cluster.
