@@ -4,8 +4,9 @@
 //! It keeps up to `concurrency + prefetch` jobs leased. A fetch starts when
 //! the jobs in hand fall to half the prefetch, and runs while handlers keep
 //! working, so a finishing handler finds its next job in memory. When a fetch
-//! comes back empty the loop waits on the queue's wake-up list (`BLPOP` on a
-//! connection of its own) for at most the poll interval.
+//! comes back short (nothing more was waiting) the loop waits on the queue's
+//! wake-up list (`BLPOP` on a connection of its own) for at most the poll
+//! interval: every script that makes a job ready pushes a token there.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -26,6 +27,13 @@ use crate::queue::scripts::{self, SCRIPTS};
 
 type Fetched = Vec<(u64, Vec<u8>)>;
 
+/// Fetches of at most this many jobs get their records in the script's
+/// reply; larger ones read them with one HMGET after it. On a quiet queue a
+/// fetch leases a job or two, and the second round trip was most of the
+/// time between enqueue and handler; in a batch, records passed through Lua
+/// cost Redis more than HMGET does.
+const INLINE_RECORDS: usize = 4;
+
 /// Runs until `stop`; returns the ids of jobs leased but never started.
 pub(super) async fn run(
     shared: Arc<Shared>,
@@ -36,7 +44,7 @@ pub(super) async fn run(
     let mut pacing = Pacing::new(shared.config.concurrency + shared.config.prefetch);
     let mut fetch_started = Instant::now();
     let mut buffer: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
-    let mut fetching: Option<BoxFuture<'static, Result<Fetched>>> = None;
+    let mut fetching: Option<BoxFuture<'static, Result<(Fetched, bool)>>> = None;
     let mut waiting: Option<BoxFuture<'static, (Option<Redis>, Result<()>)>> = None;
     let mut pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut waker_conn: Option<Redis> = None;
@@ -92,9 +100,12 @@ pub(super) async fn run(
                 fetching = None;
                 pacing.fetched(fetch_started.elapsed());
                 match result {
-                    Ok(jobs) if jobs.is_empty() => idle = true,
-                    Ok(jobs) => {
+                    Ok((jobs, drained)) => {
                         failures = 0;
+                        // Fewer jobs than asked for: nothing was left
+                        // waiting, and whatever comes next brings a wake-up
+                        // token, so wait for it rather than ask again.
+                        idle = drained;
                         accept(&shared, &jobs);
                         buffer.extend(jobs);
                     }
@@ -129,7 +140,7 @@ pub(super) async fn run(
     // A fetch on its way has leased jobs in Redis already: take them, so they
     // are handed back now rather than rescued after their lease.
     if let Some(fetch) = fetching
-        && let Ok(jobs) = fetch.await
+        && let Ok((jobs, _)) = fetch.await
     {
         accept(&shared, &jobs);
         buffer.extend(jobs);
@@ -215,8 +226,10 @@ fn accept(shared: &Shared, jobs: &Fetched) {
         .fetch_add(jobs.len() as u64, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// One call of `fetch.lua` (leases), then the records by a plain HMGET.
-async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetched> {
+/// One call of `fetch.lua` (leases), then, for more than [`INLINE_RECORDS`]
+/// jobs, the records by a plain HMGET. Also says whether the waiting lists
+/// ran dry: fewer than `count` jobs were leased.
+async fn fetch(shared: Arc<Shared>, count: usize) -> Result<(Fetched, bool)> {
     let keys = shared.queue.keys();
     let mut invocation = SCRIPTS.fetch.prepare_invoke();
     invocation
@@ -226,28 +239,35 @@ async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetched> {
         .key(keys.notify());
     scripts::waiting_keys(&mut invocation, keys);
     invocation
+        .key(keys.jobs())
         .arg(shared.now_ms())
         .arg(count)
         .arg(&shared.id)
-        .arg(ms(shared.config.lease));
+        .arg(ms(shared.config.lease))
+        .arg(INLINE_RECORDS);
     let mut redis = shared.queue.redis().clone();
-    let ids: Vec<u64> = invocation.invoke_async(&mut redis).await?;
+    let (ids, mut records): (Vec<u64>, Vec<Option<Vec<u8>>>) =
+        invocation.invoke_async(&mut redis).await?;
+    let drained = ids.len() < count;
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), drained));
     }
-    let records: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
-        .arg(keys.jobs())
-        .arg(&ids)
-        .query_async(&mut redis)
-        .await
-        .map_err(Error::from)?;
+    if records.is_empty() {
+        records = redis::cmd("HMGET")
+            .arg(keys.jobs())
+            .arg(&ids)
+            .query_async(&mut redis)
+            .await
+            .map_err(Error::from)?;
+    }
     // A record can only be missing if the job was cancelled in the instant
     // since the lease was taken (the cancel removed the lease too).
-    Ok(ids
+    let jobs = ids
         .into_iter()
         .zip(records)
         .filter_map(|(id, rec)| rec.map(|rec| (id, rec)))
-        .collect())
+        .collect();
+    Ok((jobs, drained))
 }
 
 /// Waits for a wake-up token, or the poll interval. Hands the connection

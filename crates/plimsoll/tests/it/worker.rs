@@ -95,6 +95,103 @@ async fn jobs_run_by_priority_then_in_order() {
     );
 }
 
+/// A worker that sends every job's (id, payload) to a channel, with a poll
+/// interval long enough that only wake-up tokens can explain a prompt start.
+fn payload_worker(
+    queue: &Queue,
+    config: WorkerConfig,
+) -> (
+    plimsoll::WorkerHandle,
+    mpsc::UnboundedReceiver<(JobId, Vec<u8>)>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let worker = Worker::builder(queue.clone())
+        .config(WorkerConfig {
+            poll_interval: Duration::from_secs(60),
+            ..config
+        })
+        .start(move |job: Job| {
+            let _ = tx.send((job.id(), job.payload().to_vec()));
+            async { Outcome::Done }
+        })
+        .unwrap();
+    (worker, rx)
+}
+
+#[tokio::test]
+async fn one_fetch_takes_jobs_of_every_priority_in_order_with_their_payloads() {
+    let (_server, queue) = support::queue("one-fetch").await;
+    // More jobs than a fetch gets inline, over three priorities.
+    let jobs: Vec<(&str, u8)> = vec![
+        ("p5-a", 5),
+        ("p9-a", 9),
+        ("p0-a", 0),
+        ("p5-b", 5),
+        ("p9-b", 9),
+        ("p0-b", 0),
+        ("p5-c", 5),
+    ];
+    let enqueued = queue
+        .enqueue_bulk(
+            jobs.iter()
+                .map(|(payload, priority)| NewJob::bytes(*payload).priority(*priority))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let mut expected: Vec<(u8, JobId, &str)> = jobs
+        .iter()
+        .zip(&enqueued)
+        .map(|((payload, priority), e)| (*priority, e.id, *payload))
+        .collect();
+    expected.sort();
+    let config = WorkerConfig {
+        concurrency: 1,
+        prefetch: 20,
+        ..fast_worker()
+    };
+    let (worker, mut rx) = payload_worker(&queue, config);
+    for (_, id, payload) in expected {
+        let (seen, seen_payload) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((seen, seen_payload.as_slice()), (id, payload.as_bytes()));
+    }
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_worker_is_woken_by_new_jobs_without_waiting_for_its_poll() {
+    let (_server, queue) = support::queue("wake").await;
+    let (worker, mut rx) = payload_worker(&queue, fast_worker());
+    // Each fetch below comes back short, after which the worker waits on the
+    // wake-up list only; the poll interval is a minute.
+    for round in 0..3 {
+        let payloads: Vec<String> = (0..=round).map(|i| format!("r{round}-{i}")).collect();
+        let ids: Vec<JobId> = queue
+            .enqueue_bulk(payloads.iter().map(|p| NewJob::bytes(p.clone())).collect())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        let mut seen = Vec::new();
+        for _ in 0..ids.len() {
+            let (id, payload) = tokio::time::timeout(WAIT, rx.recv())
+                .await
+                .expect("a new job must wake the idle worker")
+                .unwrap();
+            seen.push((id, String::from_utf8(payload).unwrap()));
+        }
+        seen.sort();
+        assert_eq!(seen, ids.into_iter().zip(payloads).collect::<Vec<_>>());
+        // Let the worker go idle again before the next round.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_failed_run_is_retried_after_backoff_and_then_completes() {
     let (_server, queue) = support::queue("retry").await;
