@@ -369,8 +369,8 @@ async fn enqueue_bulk(queue: &Queue, first: u64, n: u64) -> Result<()> {
 }
 
 /// What makes up `used_memory` at a W5 checkpoint, to name what moves:
-/// Redis' overhead and dataset (`MEMORY STATS`), the slow log's length
-/// (each entry is a few KB of used_memory), and each key's bytes (exact
+/// Redis' overhead and dataset (`MEMORY STATS`), the slow log's length and
+/// entries (each is a few KB of used_memory), and each key's bytes (exact
 /// `MEMORY USAGE … SAMPLES 0`; a settled queue has a handful of keys).
 async fn checkpoint_detail(redis: &Redis) -> Result<Value> {
     let stats: Vec<redis::Value> = redis.query(redis::cmd("MEMORY").arg("STATS")).await?;
@@ -386,6 +386,34 @@ async fn checkpoint_detail(redis: &Redis) -> Result<Value> {
     }
     let slowlog: u64 = redis.query(redis::cmd("SLOWLOG").arg("LEN")).await?;
     fields.insert("slowlog_len".into(), json!(slowlog));
+    // What the slow calls were: command, first argument (a script's sha),
+    // microseconds.
+    let entries: Vec<redis::Value> = redis
+        .query(redis::cmd("SLOWLOG").arg("GET").arg(128))
+        .await?;
+    let slow: Vec<Value> = entries
+        .iter()
+        .filter_map(|entry| {
+            let redis::Value::Array(parts) = entry else {
+                return None;
+            };
+            let micros = match parts.get(2) {
+                Some(redis::Value::Int(us)) => *us,
+                _ => return None,
+            };
+            let Some(redis::Value::Array(argv)) = parts.get(3) else {
+                return None;
+            };
+            let word = |i: usize| match argv.get(i) {
+                Some(redis::Value::BulkString(b)) => {
+                    String::from_utf8_lossy(&b[..b.len().min(12)]).into_owned()
+                }
+                _ => String::new(),
+            };
+            Some(json!([word(0), word(1), micros]))
+        })
+        .collect();
+    fields.insert("slowlog".into(), Value::Array(slow));
     let keys: Vec<String> = redis.query(redis::cmd("KEYS").arg("*")).await?;
     let mut sizes = serde_json::Map::new();
     for key in keys {
