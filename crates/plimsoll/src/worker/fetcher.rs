@@ -4,7 +4,8 @@
 //! It keeps up to `concurrency + prefetch` jobs leased. A fetch starts when
 //! the jobs in hand fall to half the prefetch, and runs while handlers keep
 //! working, so a finishing handler finds its next job in memory. When a fetch
-//! comes back short (nothing more was waiting) the loop waits on the queue's
+//! comes back empty, or short (nothing more was waiting) while jobs trickle
+//! in slower than one per fetch round trip, the loop waits on the queue's
 //! wake-up list (`BLPOP` on a connection of its own) for at most the poll
 //! interval: every script that makes a job ready pushes a token there.
 
@@ -104,8 +105,10 @@ pub(super) async fn run(
                         failures = 0;
                         // Fewer jobs than asked for: nothing was left
                         // waiting, and whatever comes next brings a wake-up
-                        // token, so wait for it rather than ask again.
-                        idle = drained;
+                        // token. Wait for it, unless jobs come in fast enough
+                        // that the next fetch would find some anyway: the
+                        // token would then only add a round trip.
+                        idle = jobs.is_empty() || (drained && pacing.per_fetch() < 1.0);
                         accept(&shared, &jobs);
                         buffer.extend(jobs);
                     }
@@ -198,8 +201,14 @@ impl Pacing {
         self.fetch_secs += PACE_WEIGHT * (took.as_secs_f64() - self.fetch_secs);
     }
 
+    /// Jobs that start during one fetch round trip at the current pace:
+    /// about what a fetch right after one that emptied the queue would find.
+    fn per_fetch(&self) -> f64 {
+        self.rate * self.fetch_secs
+    }
+
     fn target(&self) -> usize {
-        let paced = (self.rate * self.fetch_secs * PACE_TRIPS).ceil() as usize;
+        let paced = (self.per_fetch() * PACE_TRIPS).ceil() as usize;
         self.base.max(paced).min(MAX_IN_HAND)
     }
 }
