@@ -28,6 +28,14 @@ use crate::queue::scripts::{self, SCRIPTS};
 
 type Fetched = Vec<(u64, Vec<u8>)>;
 
+/// What one fetch brought back.
+struct Fetch {
+    /// The leased jobs, with their records.
+    jobs: Fetched,
+    /// Fewer jobs were leased than asked for: the waiting lists ran dry.
+    drained: bool,
+}
+
 /// Fetches of at most this many jobs get their records in the script's
 /// reply; larger ones read them with one HMGET after it. On a quiet queue a
 /// fetch leases a job or two, and the second round trip was most of the
@@ -45,7 +53,7 @@ pub(super) async fn run(
     let mut pacing = Pacing::new(shared.config.concurrency + shared.config.prefetch);
     let mut fetch_started = Instant::now();
     let mut buffer: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
-    let mut fetching: Option<BoxFuture<'static, Result<(Fetched, bool)>>> = None;
+    let mut fetching: Option<BoxFuture<'static, Result<Fetch>>> = None;
     let mut waiting: Option<BoxFuture<'static, (Option<Redis>, Result<()>)>> = None;
     let mut pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut waker_conn: Option<Redis> = None;
@@ -101,7 +109,7 @@ pub(super) async fn run(
                 fetching = None;
                 pacing.fetched(fetch_started.elapsed());
                 match result {
-                    Ok((jobs, drained)) => {
+                    Ok(Fetch { jobs, drained }) => {
                         failures = 0;
                         // Fewer jobs than asked for: nothing was left
                         // waiting, and whatever comes next brings a wake-up
@@ -143,7 +151,7 @@ pub(super) async fn run(
     // A fetch on its way has leased jobs in Redis already: take them, so they
     // are handed back now rather than rescued after their lease.
     if let Some(fetch) = fetching
-        && let Ok((jobs, _)) = fetch.await
+        && let Ok(Fetch { jobs, .. }) = fetch.await
     {
         accept(&shared, &jobs);
         buffer.extend(jobs);
@@ -236,9 +244,8 @@ fn accept(shared: &Shared, jobs: &Fetched) {
 }
 
 /// One call of `fetch.lua` (leases), then, for more than [`INLINE_RECORDS`]
-/// jobs, the records by a plain HMGET. Also says whether the waiting lists
-/// ran dry: fewer than `count` jobs were leased.
-async fn fetch(shared: Arc<Shared>, count: usize) -> Result<(Fetched, bool)> {
+/// jobs, the records by a plain HMGET.
+async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetch> {
     let keys = shared.queue.keys();
     let mut invocation = SCRIPTS.fetch.prepare_invoke();
     invocation
@@ -259,7 +266,10 @@ async fn fetch(shared: Arc<Shared>, count: usize) -> Result<(Fetched, bool)> {
         invocation.invoke_async(&mut redis).await?;
     let drained = ids.len() < count;
     if ids.is_empty() {
-        return Ok((Vec::new(), drained));
+        return Ok(Fetch {
+            jobs: Vec::new(),
+            drained,
+        });
     }
     if records.is_empty() {
         records = redis::cmd("HMGET")
@@ -276,7 +286,7 @@ async fn fetch(shared: Arc<Shared>, count: usize) -> Result<(Fetched, bool)> {
         .zip(records)
         .filter_map(|(id, rec)| rec.map(|rec| (id, rec)))
         .collect();
-    Ok((jobs, drained))
+    Ok(Fetch { jobs, drained })
 }
 
 /// Waits for a wake-up token, or the poll interval. Hands the connection
