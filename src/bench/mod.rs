@@ -85,6 +85,12 @@ pub struct BenchArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     http_duration: std::time::Duration,
 
+    /// H1: what posts the webhooks: `built-in` (this process, over hyper) or
+    /// `wrk` (BENCH.md's tool, which must be on PATH; `apt-get install wrk`).
+    /// H2 always uses the built-in client: it counts every 2xx exactly.
+    #[arg(long, default_value = "built-in", value_parser = ["built-in", "wrk"])]
+    load_generator: String,
+
     /// W4: producer rate, jobs per second.
     #[arg(long, default_value_t = 2000)]
     rate: u64,
@@ -145,7 +151,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let (figures, details) = if guard::handles(workload) {
                 guard_bench.run(workload).await?
             } else if workload.starts_with('H') {
-                server::run(workload, args.http_duration, args.connections).await?
+                server::run(
+                    workload,
+                    args.http_duration,
+                    args.connections,
+                    &args.load_generator,
+                )
+                .await?
             } else if cache::WORKLOADS.contains(&workload.as_str()) {
                 let local = local.as_mut();
                 cache::run(workload, &url, local, args.n, args.concurrency).await?

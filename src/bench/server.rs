@@ -7,6 +7,11 @@
 //! - H2-intake-redis-down: the same, while Redis is killed for 10 s and
 //!   restarted; afterwards, webhooks answered 2xx must equal jobs enqueued.
 //!
+//! H1 posts with this process's own hyper client by default, or with `wrk`
+//! (`--load-generator wrk`, BENCH.md's tool), so that the figures can be
+//! checked with a client that is not ours. H2 always uses the built-in
+//! client, which counts every 2xx answer exactly.
+//!
 //! Redis runs with `appendfsync always`, as the embedded Redis of
 //! `plimsoll serve` does: a webhook the server acknowledged must survive
 //! Redis crashing.
@@ -76,8 +81,10 @@ pub async fn run(
     workload: &str,
     duration: Duration,
     connections: usize,
+    load_generator: &str,
 ) -> Result<(Figures, Map<String, Value>)> {
     let h2 = workload == "H2-intake-redis-down";
+    let use_wrk = !h2 && load_generator == "wrk";
     let work = tempfile::tempdir()?;
     let mut redis = tokio::task::block_in_place(|| {
         LocalRedis::start(&LocalRedisOptions {
@@ -112,43 +119,21 @@ pub async fn run(
     let served = Served { child };
     wait_healthy(port).await?;
 
-    let body_template = super::queue::payload(0, 0.0);
-    let ok = Arc::new(AtomicU64::new(0));
-    let not_ok = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + duration;
-    let mut tasks = Vec::with_capacity(connections);
-    for conn in 0..connections {
-        let (ok, not_ok) = (ok.clone(), not_ok.clone());
-        let body = body_template.clone();
-        tasks.push(tokio::spawn(async move {
-            client_loop(port, conn, deadline, body, ok, not_ok).await
-        }));
-    }
-    if h2 {
-        // Redis dies a third in, and comes back after 10 s.
-        tokio::time::sleep_until((started + duration / 3).into()).await;
-        tokio::task::block_in_place(|| redis.kill());
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        tokio::task::block_in_place(|| redis.restart())?;
-    }
-    let mut histogram = Histogram::<u64>::new(3)?;
-    for task in tasks {
-        histogram.add(task.await??)?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let body = super::queue::payload(0, 0.0);
+    let posted = if use_wrk {
+        wrk(port, duration, connections, &body, work.path()).await?
+    } else {
+        post_built_in(port, duration, connections, &body, h2.then_some(&mut redis)).await?
+    };
     let (peak_rss, _) = rss(served.child.id());
-    let accepted = ok.load(Ordering::Relaxed);
+    let accepted = posted.answered.saturating_sub(posted.not_ok);
 
     let mut figures = Figures::new();
-    figures.insert(
-        "requests_per_s",
-        (accepted + not_ok.load(Ordering::Relaxed)) as f64 / elapsed,
-    );
-    figures.insert("p50_ms", histogram.value_at_quantile(0.5) as f64 / 1000.0);
-    figures.insert("p99_ms", histogram.value_at_quantile(0.99) as f64 / 1000.0);
-    figures.insert("max_ms", histogram.max() as f64 / 1000.0);
-    figures.insert("non_2xx", not_ok.load(Ordering::Relaxed) as f64);
+    figures.insert("requests_per_s", posted.answered as f64 / posted.seconds);
+    figures.insert("p50_ms", posted.p50_ms);
+    figures.insert("p99_ms", posted.p99_ms);
+    figures.insert("max_ms", posted.max_ms);
+    figures.insert("non_2xx", posted.not_ok as f64);
     figures.insert("accepted", accepted as f64);
     figures.insert("server_peak_rss_bytes", peak_rss as f64);
     if h2 {
@@ -159,10 +144,207 @@ pub async fn run(
     }
     drop(served);
     drop(redis);
-    Ok((
-        figures,
-        Map::from_iter([("connections".to_string(), json!(connections))]),
-    ))
+    let details = Map::from_iter([
+        ("connections".to_string(), json!(connections)),
+        (
+            "load_generator".to_string(),
+            json!(if use_wrk { "wrk" } else { "built-in" }),
+        ),
+    ]);
+    Ok((figures, details))
+}
+
+/// What the load generator saw.
+#[derive(Debug, Default)]
+struct Posted {
+    /// Webhooks answered, whatever the status.
+    answered: u64,
+    /// Answers other than 2xx (wrk: other than 2xx/3xx), plus requests lost
+    /// to socket errors.
+    not_ok: u64,
+    seconds: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// Posts webhooks with this process's own client, one task per connection.
+/// With `kill_redis` (H2), Redis dies a third in and comes back 10 s later.
+async fn post_built_in(
+    port: u16,
+    duration: Duration,
+    connections: usize,
+    body: &[u8],
+    kill_redis: Option<&mut LocalRedis>,
+) -> Result<Posted> {
+    let ok = Arc::new(AtomicU64::new(0));
+    let not_ok = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::with_capacity(connections);
+    for conn in 0..connections {
+        let (ok, not_ok) = (ok.clone(), not_ok.clone());
+        let body = body.to_vec();
+        tasks.push(tokio::spawn(async move {
+            client_loop(port, conn, deadline, body, ok, not_ok).await
+        }));
+    }
+    if let Some(redis) = kill_redis {
+        tokio::time::sleep_until((started + duration / 3).into()).await;
+        tokio::task::block_in_place(|| redis.kill());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tokio::task::block_in_place(|| redis.restart())?;
+    }
+    let mut histogram = Histogram::<u64>::new(3)?;
+    for task in tasks {
+        histogram.add(task.await??)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let not_ok = not_ok.load(Ordering::Relaxed);
+    Ok(Posted {
+        answered: ok.load(Ordering::Relaxed) + not_ok,
+        not_ok,
+        seconds,
+        p50_ms: histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        max_ms: histogram.max() as f64 / 1000.0,
+    })
+}
+
+/// Posts signed webhooks with `wrk` (one thread: the machine has two cores
+/// and the server and Redis need them), each with its own delivery id.
+async fn wrk(
+    port: u16,
+    duration: Duration,
+    connections: usize,
+    body: &[u8],
+    work: &std::path::Path,
+) -> Result<Posted> {
+    let body = std::str::from_utf8(body).context("the bench payload is UTF-8 JSON")?;
+    let signature = sign(SECRET.as_bytes(), body.as_bytes(), "sha256=");
+    // `wrk.format` takes the headers as given, so every request builds the
+    // whole set; the counter makes each delivery id unique.
+    let script = format!(
+        r#"wrk.method = "POST"
+wrk.body = [==[{body}]==]
+local sent = 0
+request = function()
+  sent = sent + 1
+  return wrk.format(nil, nil, {{
+    ["Host"] = "127.0.0.1",
+    ["Content-Type"] = "application/json",
+    ["X-Hub-Signature-256"] = "{signature}",
+    ["X-Delivery"] = "w" .. sent,
+  }}, nil)
+end
+"#
+    );
+    let script_path = work.join("h1.lua");
+    std::fs::write(&script_path, script)?;
+    let output = tokio::process::Command::new("wrk")
+        .args(["-t1", &format!("-c{connections}")])
+        .arg(format!("-d{}s", duration.as_secs().max(1)))
+        .args(["--timeout", "10s", "--latency", "-s"])
+        .arg(&script_path)
+        .arg(format!("http://127.0.0.1:{port}/hooks/bench"))
+        .output()
+        .await
+        .context("running wrk (is it installed? apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk failed ({}): {text}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse_wrk(&text).with_context(|| format!("reading wrk's report:\n{text}"))
+}
+
+/// Reads the figures out of wrk's `--latency` report.
+fn parse_wrk(text: &str) -> Result<Posted> {
+    let mut result = Posted::default();
+    let mut seen_requests = false;
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Latency", _avg, _stdev, max, ..] => result.max_ms = wrk_ms(max)?,
+            ["50%", value] => result.p50_ms = wrk_ms(value)?,
+            ["99%", value] => result.p99_ms = wrk_ms(value)?,
+            [requests, "requests", "in", seconds, ..] => {
+                result.answered = requests.parse()?;
+                result.seconds = wrk_ms(seconds.trim_end_matches(','))? / 1000.0;
+                seen_requests = true;
+            }
+            ["Non-2xx", "or", "3xx", "responses:", n] => result.not_ok += n.parse::<u64>()?,
+            ["Socket", "errors:", rest @ ..] => {
+                // "connect 0, read 0, write 0, timeout 0"
+                for count in rest.iter().skip(1).step_by(2) {
+                    result.not_ok += count.trim_end_matches(',').parse::<u64>()?;
+                }
+            }
+            _ => {}
+        }
+    }
+    if !seen_requests || result.seconds <= 0.0 {
+        bail!("no \"N requests in T\" line");
+    }
+    Ok(result)
+}
+
+/// A wrk duration ("850.00us", "1.20ms", "2.00s", "1.00m") in milliseconds.
+fn wrk_ms(value: &str) -> Result<f64> {
+    let split = value
+        .find(|c: char| c.is_ascii_alphabetic())
+        .with_context(|| format!("{value:?} has no unit"))?;
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse()?;
+    let scale = match unit {
+        "us" => 0.001,
+        "ms" => 1.0,
+        "s" => 1000.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        other => bail!("unknown unit {other:?} in {value:?}"),
+    };
+    Ok(number * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_wrk_latency_report() {
+        let report = "Running 30s test @ http://127.0.0.1:4000/hooks/bench
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.90ms    1.01ms  50.20ms   90.00%
+    Req/Sec    33.00k     2.00k   40.00k    70.00%
+  Latency Distribution
+     50%  850.00us
+     75%    2.20ms
+     90%    2.80ms
+     99%    4.50ms
+  1000000 requests in 30.00s, 200.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:  33333.33
+Transfer/sec:      6.67MB
+";
+        let result = parse_wrk(report).unwrap();
+        assert_eq!(result.answered, 1_000_000);
+        assert_eq!(result.seconds, 30.0);
+        assert_eq!(result.not_ok, 8);
+        assert_eq!(result.p50_ms, 0.85);
+        assert_eq!(result.p99_ms, 4.5);
+        assert_eq!(result.max_ms, 50.2);
+    }
+
+    #[test]
+    fn a_report_without_a_request_count_is_an_error() {
+        assert!(parse_wrk("Running 30s test @ http://x\n").is_err());
+    }
 }
 
 async fn wait_healthy(port: u16) -> Result<()> {
