@@ -241,9 +241,9 @@ impl QueueKeys {
         &self.dead
     }
 
-    /// `…:meta` — hash of queue settings: `next_id`, `paused`, `created_at`,
-    /// `retention` (the policy the workers apply, for operators). Bound: a
-    /// fixed set of fields.
+    /// `…:meta` — hash of queue settings: `next_id` (the last id given out;
+    /// ids start at 1,000,001, see `enqueue.lua`), `paused`, `created_at`.
+    /// Bound: a fixed set of fields.
     pub fn meta(&self) -> &str {
         &self.meta
     }

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// A job's id, unique within its queue.
+/// A job's id, unique within its queue. Ids grow with each job and start at
+/// 1,000,001 (so that each costs Redis the same memory; see `enqueue.lua`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(pub u64);

@@ -41,6 +41,34 @@ async fn an_enqueued_job_waits_with_its_payload_and_defaults() {
 }
 
 #[tokio::test]
+async fn ids_start_at_1_000_001_and_an_older_queue_jumps_there_once() {
+    // Every id from 1,000,001 on has 7 to 14 digits, which Redis stores in
+    // one 16-byte allocation: a job costs the same memory all the way.
+    let (server, queue) = support::queue("ids").await;
+    let first = queue.enqueue(NewJob::bytes(b"a".to_vec())).await.unwrap();
+    assert_eq!(first.id.0, 1_000_001);
+    let bulk = queue
+        .enqueue_bulk(vec![NewJob::bytes(b"b".to_vec()); 3])
+        .await
+        .unwrap();
+    let ids: Vec<u64> = bulk.iter().map(|e| e.id.0).collect();
+    assert_eq!(ids, [1_000_002, 1_000_003, 1_000_004]);
+
+    // A queue that counted from 1 before ids had a floor: its next id jumps
+    // to the floor, never back onto an id in use.
+    let (other, older) = support::queue("older").await;
+    let meta = "plimsoll:{older}:meta";
+    other.cmd(&["HSET", meta, "next_id", "41"]);
+    let next = older.enqueue(NewJob::bytes(b"c".to_vec())).await.unwrap();
+    assert_eq!(next.id.0, 1_000_001);
+    assert_eq!(other.cmd(&["HGET", meta, "next_id"]), "1000001");
+    // A queue already past the floor just counts on.
+    server.cmd(&["HSET", "plimsoll:{ids}:meta", "next_id", "5000000"]);
+    let later = queue.enqueue(NewJob::bytes(b"d".to_vec())).await.unwrap();
+    assert_eq!(later.id.0, 5_000_001);
+}
+
+#[tokio::test]
 async fn a_payload_over_the_limit_is_refused_and_nothing_is_written() {
     let (server, queue) = support::queue("big").await;
     let err = queue
