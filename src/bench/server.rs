@@ -310,43 +310,6 @@ fn wrk_ms(value: &str) -> Result<f64> {
     Ok(number * scale)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_a_wrk_latency_report() {
-        let report = "Running 30s test @ http://127.0.0.1:4000/hooks/bench
-  1 threads and 64 connections
-  Thread Stats   Avg      Stdev     Max   +/- Stdev
-    Latency     1.90ms    1.01ms  50.20ms   90.00%
-    Req/Sec    33.00k     2.00k   40.00k    70.00%
-  Latency Distribution
-     50%  850.00us
-     75%    2.20ms
-     90%    2.80ms
-     99%    4.50ms
-  1000000 requests in 30.00s, 200.00MB read
-  Socket errors: connect 0, read 2, write 0, timeout 1
-  Non-2xx or 3xx responses: 5
-Requests/sec:  33333.33
-Transfer/sec:      6.67MB
-";
-        let result = parse_wrk(report).unwrap();
-        assert_eq!(result.answered, 1_000_000);
-        assert_eq!(result.seconds, 30.0);
-        assert_eq!(result.not_ok, 8);
-        assert_eq!(result.p50_ms, 0.85);
-        assert_eq!(result.p99_ms, 4.5);
-        assert_eq!(result.max_ms, 50.2);
-    }
-
-    #[test]
-    fn a_report_without_a_request_count_is_an_error() {
-        assert!(parse_wrk("Running 30s test @ http://x\n").is_err());
-    }
-}
-
 async fn wait_healthy(port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -423,4 +386,41 @@ async fn client_loop(
         }
     }
     Ok(histogram)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_wrk_latency_report() {
+        let report = "Running 30s test @ http://127.0.0.1:4000/hooks/bench
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.90ms    1.01ms  50.20ms   90.00%
+    Req/Sec    33.00k     2.00k   40.00k    70.00%
+  Latency Distribution
+     50%  850.00us
+     75%    2.20ms
+     90%    2.80ms
+     99%    4.50ms
+  1000000 requests in 30.00s, 200.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:  33333.33
+Transfer/sec:      6.67MB
+";
+        let result = parse_wrk(report).unwrap();
+        assert_eq!(result.answered, 1_000_000);
+        assert_eq!(result.seconds, 30.0);
+        assert_eq!(result.not_ok, 8);
+        assert_eq!(result.p50_ms, 0.85);
+        assert_eq!(result.p99_ms, 4.5);
+        assert_eq!(result.max_ms, 50.2);
+    }
+
+    #[test]
+    fn a_report_without_a_request_count_is_an_error() {
+        assert!(parse_wrk("Running 30s test @ http://x\n").is_err());
+    }
 }
