@@ -220,7 +220,8 @@ fn enqueue_and_queue_stats_work_from_the_command_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    // The first id of a queue (ids start at 1,000,001).
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1000001");
 
     let out = plimsoll()
         .args(["queue", "stats", "--redis", &url, "reports", "--json"])
