@@ -126,10 +126,10 @@ pub async fn run(
         post_built_in(port, duration, connections, &body, h2.then_some(&mut redis)).await?
     };
     let (peak_rss, _) = rss(served.child.id());
-    let accepted = posted.answered.saturating_sub(posted.not_ok);
+    let accepted = posted.finished - posted.not_ok;
 
     let mut figures = Figures::new();
-    figures.insert("requests_per_s", posted.answered as f64 / posted.seconds);
+    figures.insert("requests_per_s", posted.finished as f64 / posted.seconds);
     figures.insert("p50_ms", posted.p50_ms);
     figures.insert("p99_ms", posted.p99_ms);
     figures.insert("max_ms", posted.max_ms);
@@ -157,10 +157,10 @@ pub async fn run(
 /// What the load generator saw.
 #[derive(Debug, Default)]
 struct Posted {
-    /// Webhooks answered, whatever the status.
-    answered: u64,
-    /// Answers other than 2xx (wrk: other than 2xx/3xx), plus requests lost
-    /// to socket errors.
+    /// Requests that finished: answered, whatever the status, or failed on
+    /// the socket.
+    finished: u64,
+    /// Those not answered 2xx (wrk: not 2xx or 3xx), socket errors included.
     not_ok: u64,
     seconds: f64,
     p50_ms: f64,
@@ -202,7 +202,7 @@ async fn post_built_in(
     let seconds = started.elapsed().as_secs_f64();
     let not_ok = not_ok.load(Ordering::Relaxed);
     Ok(Posted {
-        answered: ok.load(Ordering::Relaxed) + not_ok,
+        finished: ok.load(Ordering::Relaxed) + not_ok,
         not_ok,
         seconds,
         p50_ms: histogram.value_at_quantile(0.5) as f64 / 1000.0,
@@ -272,7 +272,7 @@ fn parse_wrk(text: &str) -> Result<Posted> {
             ["50%", value] => result.p50_ms = wrk_ms(value)?,
             ["99%", value] => result.p99_ms = wrk_ms(value)?,
             [requests, "requests", "in", seconds, ..] => {
-                result.answered = requests.parse()?;
+                result.finished += requests.parse::<u64>()?;
                 result.seconds = wrk_ms(seconds.trim_end_matches(','))? / 1000.0;
                 seen_requests = true;
             }
@@ -280,7 +280,9 @@ fn parse_wrk(text: &str) -> Result<Posted> {
             ["Socket", "errors:", rest @ ..] => {
                 // "connect 0, read 0, write 0, timeout 0"
                 for count in rest.iter().skip(1).step_by(2) {
-                    result.not_ok += count.trim_end_matches(',').parse::<u64>()?;
+                    let failed = count.trim_end_matches(',').parse::<u64>()?;
+                    result.not_ok += failed;
+                    result.finished += failed;
                 }
             }
             _ => {}
@@ -411,7 +413,7 @@ Requests/sec:  33333.33
 Transfer/sec:      6.67MB
 ";
         let result = parse_wrk(report).unwrap();
-        assert_eq!(result.answered, 1_000_000);
+        assert_eq!(result.finished, 1_000_003);
         assert_eq!(result.seconds, 30.0);
         assert_eq!(result.not_ok, 8);
         assert_eq!(result.p50_ms, 0.85);
