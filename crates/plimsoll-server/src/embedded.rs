@@ -55,6 +55,17 @@ pub struct LocalRedisOptions {
     pub port: Option<u16>,
 }
 
+/// When the append-only file is first rewritten: at `maxmemory`, at least
+/// Redis' own 64 MB, and 512 MB for an unbounded (benchmark) server.
+fn aof_rewrite_min_size(maxmemory: u64) -> u64 {
+    const MIB: u64 = 1024 * 1024;
+    if maxmemory == 0 {
+        512 * MIB
+    } else {
+        maxmemory.max(64 * MIB)
+    }
+}
+
 /// A running local server, stopped (SIGTERM, so it can flush its
 /// append-only file) when dropped.
 #[derive(Debug)]
@@ -147,10 +158,14 @@ impl LocalRedis {
             // A queue's append-only file grows with every job written and
             // removed, not with the data held. At Redis' default (64 MB) a
             // busy intake forks a rewrite every few seconds, and the child
-            // competes with Redis and the server for the cores; from 512 MB
-            // (the embedded maxmemory's order) rewrites come 8× less often
-            // and the file stays the size of the data Redis may hold.
-            .args(["--auto-aof-rewrite-min-size", "512mb"])
+            // competes with Redis and the server for the cores and the
+            // disk; from the size of the data Redis may hold (maxmemory)
+            // rewrites come far less often, and the file stays within
+            // about twice that.
+            .args([
+                "--auto-aof-rewrite-min-size",
+                &aof_rewrite_min_size(self.options.maxmemory).to_string(),
+            ])
             .args(["--maxmemory", &self.options.maxmemory.to_string()])
             .args(["--maxmemory-policy", "noeviction"])
             .args(["--protected-mode", "yes"])
@@ -233,4 +248,46 @@ pub fn ping(port: u16) -> bool {
     }
     let mut reply = [0u8; 7];
     stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `CONFIG GET name` of a running local server, through redis-cli.
+    fn config(redis: &LocalRedis, name: &str) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-u", &redis.url(), "--raw", "CONFIG", "GET", name])
+            .output()
+            .expect("redis-cli runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().nth(1).unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn the_local_server_is_durable_bounded_and_rewrites_its_file_at_maxmemory() {
+        let mut redis = LocalRedis::start(&LocalRedisOptions {
+            dir: None,
+            maxmemory: 256 << 20,
+            persist: true,
+            port: None,
+        })
+        .unwrap();
+        assert_eq!(config(&redis, "appendonly"), "yes");
+        assert_eq!(config(&redis, "appendfsync"), "always");
+        assert_eq!(config(&redis, "maxmemory"), (256u64 << 20).to_string());
+        assert_eq!(config(&redis, "maxmemory-policy"), "noeviction");
+        assert_eq!(
+            config(&redis, "auto-aof-rewrite-min-size"),
+            (256u64 << 20).to_string()
+        );
+        redis.stop();
+    }
+
+    #[test]
+    fn a_small_or_unbounded_server_still_rewrites_at_a_sensible_size() {
+        assert_eq!(aof_rewrite_min_size(1 << 20), 64 << 20);
+        assert_eq!(aof_rewrite_min_size(0), 512 << 20);
+        assert_eq!(aof_rewrite_min_size(2 << 30), 2 << 30);
+    }
 }
