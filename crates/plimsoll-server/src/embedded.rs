@@ -266,7 +266,7 @@ mod tests {
 
     #[test]
     fn the_local_server_is_durable_bounded_and_rewrites_its_file_at_maxmemory() {
-        let mut redis = LocalRedis::start(&LocalRedisOptions {
+        let redis = LocalRedis::start(&LocalRedisOptions {
             dir: None,
             maxmemory: 256 << 20,
             persist: true,
@@ -281,7 +281,6 @@ mod tests {
             config(&redis, "auto-aof-rewrite-min-size"),
             (256u64 << 20).to_string()
         );
-        redis.stop();
     }
 
     #[test]
