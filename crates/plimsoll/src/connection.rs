@@ -248,6 +248,49 @@ impl Redis {
         let mut conn = self.clone();
         Ok(cmd.query_async(&mut conn).await?)
     }
+
+    /// Runs `commands` as one MULTI/EXEC transaction, sent in one write, and
+    /// returns each command's reply; a reply may be an error (Redis does not
+    /// roll back a transaction whose command failed while it ran).
+    ///
+    /// Errors: the first error Redis gave while queueing a command (the
+    /// transaction then did not run at all; under `maxmemory` this is the
+    /// out-of-memory error, as Redis checks every queued command), or the
+    /// error of EXEC itself. On a cluster every command must reach the same
+    /// slot: the transaction goes to the node of the first key.
+    pub async fn transaction(&self, commands: Vec<Cmd>) -> Result<Vec<Value>> {
+        let count = commands.len();
+        let mut pipe = redis::pipe();
+        pipe.cmd("MULTI");
+        for command in commands {
+            pipe.add_command(command);
+        }
+        pipe.cmd("EXEC");
+        // Errors come back as values, so that the one that explains the
+        // EXECABORT (an OOM while queueing) is the one reported.
+        pipe.ignore_errors();
+        let mut conn = self.clone();
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+        if replies.len() != count + 2 {
+            return Err(Error::corrupt(format!(
+                "a transaction of {count} commands got {} replies",
+                replies.len()
+            )));
+        }
+        let mut replies = replies.into_iter();
+        for reply in replies.by_ref().take(count + 1) {
+            if let Value::ServerError(error) = reply {
+                return Err(redis::RedisError::from(error).into());
+            }
+        }
+        match replies.next() {
+            Some(Value::Array(results)) if results.len() == count => Ok(results),
+            Some(Value::ServerError(error)) => Err(redis::RedisError::from(error).into()),
+            other => Err(Error::corrupt(format!(
+                "EXEC of {count} commands replied {other:?}"
+            ))),
+        }
+    }
 }
 
 async fn detect_topology(config: &RedisConfig) -> Result<Topology> {

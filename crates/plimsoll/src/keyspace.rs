@@ -241,8 +241,8 @@ impl QueueKeys {
         &self.dead
     }
 
-    /// `…:meta` — hash of queue settings: `next_id` (the last id given out;
-    /// ids start at 1,000,001, see `enqueue.lua`), `paused`, `created_at`.
+    /// `…:meta` — hash of queue settings: `next_id` (the last id reserved;
+    /// ids start at 1,000,001, see `reserve_ids.lua`), `paused`, `created_at`.
     /// Bound: a fixed set of fields.
     pub fn meta(&self) -> &str {
         &self.meta

@@ -1,36 +1,40 @@
 //! Enqueueing: checking a job, encoding its record, and writing batches.
 //!
-//! Every batch is one call of `enqueue.lua` and therefore atomic: all of its
-//! jobs are written or none (a full Redis refuses the script before it
-//! runs). Single enqueues go through a batcher task that coalesces whatever
-//! callers are waiting into the next batch; bulk enqueues are cut into
-//! batches here, with a few in flight so that encoding the next batch
-//! overlaps Redis working on the last.
+//! Every batch is one MULTI/EXEC transaction: an HSET of the batch's records
+//! under ids reserved beforehand (`reserve_ids.lua`), then `enqueue.lua`,
+//! which files the ids as waiting or scheduled, claims idempotency keys and
+//! counts. The records thus never pass through Lua, which costs Redis more
+//! than everything else about a kilobyte job (see `enqueue.lua`). The
+//! transaction is atomic: all of a batch's jobs are written or none (a full
+//! Redis refuses it whole). Single enqueues go through a batcher task that
+//! coalesces whatever callers are waiting into the next batch; bulk enqueues
+//! are cut into batches here, with a few in flight so that encoding the next
+//! batch overlaps Redis working on the last.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
-
-use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use redis::{Cmd, ServerErrorKind, Value};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::Queue;
 use super::config::{check_idempotency_window, check_max_attempts, check_priority, check_timeout};
 use super::job::{Enqueued, JobId, NewJob, RunAt, system_time_ms};
 use super::record::{self, Header};
-use super::scripts::{self, SCRIPTS};
+use super::scripts::SCRIPTS;
 use crate::clock::ms;
 use crate::connection::Redis;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keyspace::{PRIORITY_LEVELS, QueueKeys};
 use crate::queue::config::MAX_IDEMPOTENCY_KEY_LEN;
 
-/// The most jobs in one script call; the scripts refuse more.
+/// The most jobs in one enqueue transaction; `enqueue.lua` refuses more.
 pub const MAX_BATCH_JOBS: usize = 1000;
-/// The most record bytes in one script call, so that one batch of large
+/// The most record bytes in one enqueue transaction, so that one batch of large
 /// payloads does not hold Redis for long.
 pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Batches of one queue on their way to Redis at once. More pipelines better
@@ -50,8 +54,16 @@ static ENCODE_THREADS: LazyLock<usize> =
     LazyLock::new(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
 /// Single enqueues that may wait for the batcher before callers wait too.
 const BATCHER_CAPACITY: usize = 16 * MAX_BATCH_JOBS;
+/// KEYS of `enqueue.lua` before the idempotency keys: jobs, scheduled,
+/// stats, notify and the waiting lists.
+const ENQUEUE_FIXED_KEYS: usize = 4 + PRIORITY_LEVELS;
+/// Ids a producer reserves at least at a time: one round trip per thousand
+/// single enqueues, and at most this many ids skipped when it stops.
+const ID_RUN: u64 = 1000;
+/// The most ids one reservation takes (`reserve_ids.lua` refuses more).
+const MAX_ID_RESERVATION: u64 = 1_000_000;
 
-/// A job checked and encoded, ready for the script.
+/// A job checked and encoded, ready to be written.
 #[derive(Debug)]
 pub(crate) struct Prepared {
     /// When it becomes due, ms; 0 when it is ready now.
@@ -162,24 +174,21 @@ impl Queue {
         }
         self.register().await.map_err(fail_all)?;
 
+        let writer = &self.inner.writer;
+        let ids = writer.take_ids(total).await.map_err(fail_all)?;
+        writer.ensure_script().await.map_err(fail_all)?;
         let now = self.now_ms();
         let mut outcomes: Vec<Option<Enqueued>> = Vec::with_capacity(total);
         let mut first_error: Option<Error> = None;
         let mut in_flight: FuturesOrdered<BoxFuture<'static, (usize, Result<Vec<Enqueued>>)>> =
             FuturesOrdered::new();
         let mut jobs = jobs.into_iter().peekable();
+        let mut ids = ids.as_slice();
         loop {
             // Encode the next batch while the last ones are on their way, and
             // queue its write on the connection before the next batch's, so
-            // Redis runs them in input order. Until a write has succeeded on
-            // this handle the scripts may not be loaded; then one batch goes
-            // first, so that NOSCRIPT retries cannot overtake each other.
-            let room = if self.inner.scripts_loaded.load(Ordering::Relaxed) {
-                BATCHES_IN_FLIGHT
-            } else {
-                1
-            };
-            if jobs.peek().is_some() && in_flight.len() < room {
+            // Redis runs them in input order.
+            if jobs.peek().is_some() && in_flight.len() < BATCHES_IN_FLIGHT {
                 let mut batch = Vec::new();
                 let mut bytes = 0;
                 while let Some(job) = jobs.next_if(|_| {
@@ -190,15 +199,13 @@ impl Queue {
                     batch.push(job);
                 }
                 let prepared = self.encode_batch(batch, now).await;
-                let queue = self.clone();
+                let (batch_ids, rest) = ids.split_at(prepared.len());
+                ids = rest;
+                let batch_ids = batch_ids.to_vec();
+                let writer = Arc::clone(writer);
                 let write: BoxFuture<'static, _> = Box::pin(async move {
-                    let len = prepared.len();
-                    let result =
-                        write_batch(&queue.inner.redis, &queue.inner.keys, now, &prepared).await;
-                    if result.is_ok() {
-                        queue.inner.scripts_loaded.store(true, Ordering::Relaxed);
-                    }
-                    (len, result)
+                    let result = writer.write(now, &prepared, &batch_ids).await;
+                    (prepared.len(), result)
                 });
                 in_flight.push_back(queued(write).await);
                 continue;
@@ -209,7 +216,6 @@ impl Queue {
             match result {
                 Ok(done) => outcomes.extend(done.into_iter().map(Some)),
                 Err(error) => {
-                    self.inner.scripts_loaded.store(false, Ordering::Relaxed);
                     outcomes.extend(std::iter::repeat_n(None, len));
                     first_error.get_or_insert(error);
                 }
@@ -334,12 +340,11 @@ impl Queue {
     fn batcher(&self) -> &mpsc::Sender<Pending> {
         self.inner.batcher.get_or_init(|| {
             let (tx, rx) = mpsc::channel(BATCHER_CAPACITY);
-            // The task holds the connection and keys, not the queue: it ends
-            // when the last handle (and with it the sender) is dropped.
+            // The task holds the writer, not the queue: it ends when the
+            // last handle (and with it the sender) is dropped.
             tokio::spawn(run_batcher(
                 rx,
-                self.inner.redis.clone(),
-                self.inner.keys.clone(),
+                Arc::clone(&self.inner.writer),
                 self.inner.config.clock.clone(),
             ));
             tx
@@ -352,8 +357,7 @@ impl Queue {
 /// batch grows.
 async fn run_batcher(
     mut rx: mpsc::Receiver<Pending>,
-    redis: Redis,
-    keys: QueueKeys,
+    writer: Arc<Writer>,
     clock: Arc<dyn crate::clock::Clock>,
 ) {
     // The writes are driven by this task itself rather than spawned: a hop
@@ -380,11 +384,15 @@ async fn run_batcher(
                         Err(_) => break,
                     }
                 }
-                let (redis, keys, now) = (redis.clone(), keys.clone(), clock.now_ms());
+                let (writer, now) = (Arc::clone(&writer), clock.now_ms());
                 in_flight.push(async move {
                     let (jobs, replies): (Vec<Prepared>, Vec<_>) =
                         batch.into_iter().map(|p| (p.job, p.reply)).unzip();
-                    match write_batch(&redis, &keys, now, &jobs).await {
+                    let written = match writer.take_ids(jobs.len()).await {
+                        Ok(ids) => writer.write(now, &jobs, &ids).await,
+                        Err(error) => Err(error),
+                    };
+                    match written {
                         Ok(done) => {
                             for (reply, enqueued) in replies.into_iter().zip(done) {
                                 let _ = reply.send(Ok(enqueued));
@@ -402,68 +410,208 @@ async fn run_batcher(
     }
 }
 
-/// One call of `enqueue.lua`.
-async fn write_batch(
-    redis: &Redis,
-    keys: &QueueKeys,
-    now: u64,
-    batch: &[Prepared],
-) -> Result<Vec<Enqueued>> {
-    debug_assert!(!batch.is_empty() && batch.len() <= MAX_BATCH_JOBS);
-    let mut invocation = SCRIPTS.enqueue.prepare_invoke();
-    invocation
-        .key(keys.meta())
-        .key(keys.jobs())
-        .key(keys.scheduled())
-        .key(keys.stats())
-        .key(keys.notify());
-    scripts::waiting_keys(&mut invocation, keys);
-    invocation.arg(now).arg(batch.len());
-    let mut next_key_index = 5 + PRIORITY_LEVELS;
-    for group in group_batch(batch, now) {
-        match group {
-            Group::Ready { priority, jobs } => {
-                invocation.arg("R").arg(jobs.len()).arg(priority);
-                for job in jobs {
-                    invocation.arg(&job.record[..]);
-                }
+/// What single and bulk enqueues of one queue share: the connection, the
+/// keys, the ids this producer has reserved, and whether `enqueue.lua` is
+/// known to be loaded.
+pub(crate) struct Writer {
+    redis: Redis,
+    keys: QueueKeys,
+    /// Reserved ids not yet given to a job: `next..end`.
+    ids: Mutex<(u64, u64)>,
+    /// Set once the script is loaded; cleared when Redis says it is not
+    /// (a restart or `SCRIPT FLUSH`).
+    script_loaded: AtomicBool,
+}
+
+impl Writer {
+    pub(crate) fn new(redis: Redis, keys: QueueKeys) -> Self {
+        Self {
+            redis,
+            keys,
+            ids: Mutex::new((0, 0)),
+            script_loaded: AtomicBool::new(false),
+        }
+    }
+
+    /// `n` fresh ids, from the reserved run or from new reservations.
+    async fn take_ids(&self, n: usize) -> Result<Vec<u64>> {
+        let mut run = self.ids.lock().await;
+        let mut ids = Vec::with_capacity(n);
+        loop {
+            let (next, end) = *run;
+            let take = (end - next).min((n - ids.len()) as u64);
+            ids.extend(next..next + take);
+            run.0 = next + take;
+            if ids.len() == n {
+                return Ok(ids);
             }
-            Group::Scheduled(jobs) => {
-                invocation.arg("S").arg(jobs.len());
-                for job in jobs {
-                    invocation.arg(job.run_at_ms).arg(&job.record[..]);
+            let want = ((n - ids.len()) as u64).clamp(ID_RUN, MAX_ID_RESERVATION);
+            let last: u64 = SCRIPTS
+                .reserve_ids
+                .key(self.keys.meta())
+                .arg(want)
+                .invoke_async(&mut self.redis.clone())
+                .await?;
+            *run = (last + 1 - want, last + 1);
+        }
+    }
+
+    /// Loads `enqueue.lua` unless it is known to be loaded: a transaction
+    /// cannot fall back from EVALSHA to EVAL the way a lone call can.
+    async fn ensure_script(&self) -> Result<()> {
+        if !self.script_loaded.load(Ordering::Acquire) {
+            SCRIPTS
+                .enqueue
+                .prepare_invoke()
+                .load_async(&mut self.redis.clone())
+                .await?;
+            self.script_loaded.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Writes one batch, its jobs under `ids`: one MULTI/EXEC of the
+    /// records' HSET and `enqueue.lua`.
+    async fn write(&self, now: u64, batch: &[Prepared], ids: &[u64]) -> Result<Vec<Enqueued>> {
+        debug_assert!(!batch.is_empty() && batch.len() <= MAX_BATCH_JOBS);
+        debug_assert_eq!(batch.len(), ids.len());
+        self.ensure_script().await?;
+        let mut retried = false;
+        loop {
+            let commands = vec![
+                self.hset_records(batch, ids),
+                self.enqueue_call(now, batch, ids),
+            ];
+            let replies = self.redis.transaction(commands).await?;
+            let [written, filed] = <[Value; 2]>::try_from(replies)
+                .expect("a transaction returns one reply per command");
+            match filed {
+                // Redis lost the script (a restart or SCRIPT FLUSH) after it
+                // was loaded. The records are in, nothing else is: load it
+                // and run the transaction again, which writes the same
+                // records under the same ids.
+                Value::ServerError(error)
+                    if error.kind() == Some(ServerErrorKind::NoScript) && !retried =>
+                {
+                    self.script_loaded.store(false, Ordering::Release);
+                    self.ensure_script().await?;
+                    retried = true;
                 }
-            }
-            Group::Idempotent(jobs) => {
-                invocation.arg("I").arg(jobs.len());
-                for job in jobs {
-                    let (key, window) = job.idempotency.as_ref().expect("grouped by key");
-                    invocation.key(key);
-                    next_key_index += 1;
-                    invocation
-                        .arg(job.run_at_ms)
-                        .arg(next_key_index)
-                        .arg(*window)
-                        .arg(&job.record[..]);
+                Value::ServerError(error) => {
+                    // The script refused the batch: take the records out
+                    // again, so that none is left without its job.
+                    let error = Error::from(redis::RedisError::from(error));
+                    let _: Result<()> = self
+                        .redis
+                        .query(redis::cmd("HDEL").arg(self.keys.jobs()).arg(ids))
+                        .await;
+                    return Err(error);
+                }
+                filed => {
+                    if !retried && written != Value::Int(ids.len() as i64) {
+                        tracing::warn!(
+                            queue = self.keys.jobs(),
+                            ?written,
+                            jobs = ids.len(),
+                            "enqueue wrote over existing records: was the queue's next_id moved back?"
+                        );
+                    }
+                    return enqueued(ids, filed);
                 }
             }
         }
     }
-    let ids: Vec<i64> = invocation.invoke_async(&mut redis.clone()).await?;
-    if ids.len() != batch.len() {
-        return Err(Error::corrupt(format!(
-            "enqueue script returned {} ids for {} jobs",
-            ids.len(),
-            batch.len()
-        )));
+
+    /// `HSET jobs id record …` for the whole batch.
+    fn hset_records(&self, batch: &[Prepared], ids: &[u64]) -> Cmd {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(self.keys.jobs());
+        for (job, id) in batch.iter().zip(ids) {
+            hset.arg(*id).arg(&job.record[..]);
+        }
+        hset
     }
-    Ok(ids
-        .into_iter()
-        .map(|id| Enqueued {
-            id: JobId(id.unsigned_abs()),
-            duplicate: id < 0,
+
+    /// `EVALSHA enqueue.lua …` for the batch, its jobs in groups.
+    fn enqueue_call(&self, now: u64, batch: &[Prepared], ids: &[u64]) -> Cmd {
+        let keys = &self.keys;
+        // The idempotency keys follow the fixed ones, in the batch's order.
+        let idempotency_keys: Vec<&str> = batch
+            .iter()
+            .filter_map(|job| job.idempotency.as_ref().map(|(key, _)| key.as_str()))
+            .collect();
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(SCRIPTS.enqueue.get_hash())
+            .arg(ENQUEUE_FIXED_KEYS + idempotency_keys.len())
+            .arg(keys.jobs())
+            .arg(keys.scheduled())
+            .arg(keys.stats())
+            .arg(keys.notify())
+            .arg(&keys.waiting_all()[..])
+            .arg(idempotency_keys)
+            .arg(now)
+            .arg(batch.len());
+        let mut start = 0;
+        let mut next_key_index = ENQUEUE_FIXED_KEYS;
+        for group in group_batch(batch, now) {
+            match group {
+                Group::Ready { priority, jobs } => {
+                    call.arg("R").arg(jobs.len()).arg(priority);
+                    call.arg(&ids[start..start + jobs.len()]);
+                    start += jobs.len();
+                }
+                Group::Scheduled(jobs) => {
+                    call.arg("S").arg(jobs.len());
+                    for job in jobs {
+                        call.arg(job.run_at_ms).arg(ids[start]);
+                        start += 1;
+                    }
+                }
+                Group::Idempotent(jobs) => {
+                    call.arg("I").arg(jobs.len());
+                    for job in jobs {
+                        let (_, window) = job.idempotency.as_ref().expect("grouped by key");
+                        next_key_index += 1;
+                        call.arg(job.run_at_ms)
+                            .arg(next_key_index)
+                            .arg(*window)
+                            .arg(job.priority)
+                            .arg(ids[start]);
+                        start += 1;
+                    }
+                }
+            }
+        }
+        call
+    }
+}
+
+/// Each job's result from its id and `enqueue.lua`'s list of duplicates
+/// (position from 1, first job's id).
+fn enqueued(ids: &[u64], duplicates: Value) -> Result<Vec<Enqueued>> {
+    let mut done: Vec<Enqueued> = ids
+        .iter()
+        .map(|&id| Enqueued {
+            id: JobId(id),
+            duplicate: false,
         })
-        .collect())
+        .collect();
+    let pairs: Vec<u64> = redis::from_redis_value(duplicates)
+        .map_err(|e| Error::corrupt(format!("enqueue script replied oddly: {e}")))?;
+    for pair in pairs.chunks(2) {
+        let &[position, first] = pair else {
+            return Err(Error::corrupt("enqueue script replied an odd count"));
+        };
+        let slot = position
+            .checked_sub(1)
+            .and_then(|i| done.get_mut(i as usize))
+            .ok_or_else(|| Error::corrupt(format!("enqueue script named job {position}")))?;
+        *slot = Enqueued {
+            id: JobId(first),
+            duplicate: true,
+        };
+    }
+    Ok(done)
 }
 
 /// A run of consecutive jobs that `enqueue.lua` takes the same way.

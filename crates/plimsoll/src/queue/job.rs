@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// A job's id, unique within its queue. Ids grow with each job and start at
-/// 1,000,001 (so that each costs Redis the same memory; see `enqueue.lua`).
+/// A job's id, unique within its queue. Ids start at 1,000,001 (so that each
+/// costs Redis the same memory) and are never reused. Each producer reserves
+/// them a thousand at a time (see `reserve_ids.lua`): one producer's ids
+/// rise in the order it enqueues, but several producers' ids interleave, and
+/// ids a stopped producer did not use are skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(pub u64);

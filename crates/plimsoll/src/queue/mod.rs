@@ -8,10 +8,11 @@
 //! Every state change is one Lua script (`lua/queue/*.lua`, listed in
 //! `docs/state_machine.md`), so a job is never half-moved, and every script
 //! reaches its keys through `KEYS` under the queue's hash tag, so the same
-//! code runs on a Redis Cluster.
+//! code runs on a Redis Cluster. Enqueueing pairs its script with a plain
+//! HSET of the records in one MULTI/EXEC (see `enqueue.rs`).
 //!
 //! Single enqueues from many tasks are coalesced: while one batch is on its
-//! way to Redis, the next one gathers, and each batch is one script call.
+//! way to Redis, the next one gathers, and each batch is one transaction.
 //! Callers still get their own result, and a batch is atomic, so one caller's
 //! Ok means its job is in Redis.
 
@@ -23,7 +24,6 @@ pub(crate) mod record;
 pub(crate) mod scripts;
 
 use std::fmt;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{OnceCell, mpsc};
@@ -57,9 +57,8 @@ struct Inner {
     config: QueueConfig,
     batcher: OnceLock<mpsc::Sender<enqueue::Pending>>,
     registered: OnceCell<()>,
-    /// A write succeeded since the last failure: the scripts are loaded, so
-    /// bulk enqueues may pipeline from their first batch.
-    scripts_loaded: AtomicBool,
+    /// Writes enqueued batches; shared with the batcher task.
+    writer: Arc<enqueue::Writer>,
 }
 
 impl fmt::Debug for Queue {
@@ -79,6 +78,7 @@ impl Queue {
         let name = QueueName::new(name)?;
         config.validate()?;
         let keys = QueueKeys::new(&config.prefix, &name);
+        let writer = Arc::new(enqueue::Writer::new(redis.clone(), keys.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 redis,
@@ -87,7 +87,7 @@ impl Queue {
                 config,
                 batcher: OnceLock::new(),
                 registered: OnceCell::new(),
-                scripts_loaded: AtomicBool::new(false),
+                writer,
             }),
         })
     }

@@ -42,6 +42,7 @@ macro_rules! scripts {
 }
 
 scripts! {
+    reserve_ids => "reserve_ids.lua",
     enqueue => "enqueue.lua",
     fetch => "fetch.lua",
     complete => "complete.lua",

@@ -47,12 +47,38 @@ async fn ids_start_at_1_000_001_and_an_older_queue_jumps_there_once() {
     let (server, queue) = support::queue("ids").await;
     let first = queue.enqueue(NewJob::bytes(b"a".to_vec())).await.unwrap();
     assert_eq!(first.id.0, 1_000_001);
+    // A handle reserves ids a thousand at a time and uses them up in order.
     let bulk = queue
         .enqueue_bulk(vec![NewJob::bytes(b"b".to_vec()); 3])
         .await
         .unwrap();
     let ids: Vec<u64> = bulk.iter().map(|e| e.id.0).collect();
     assert_eq!(ids, [1_000_002, 1_000_003, 1_000_004]);
+    assert_eq!(
+        server.cmd(&["HGET", "plimsoll:{ids}:meta", "next_id"]),
+        "1001000"
+    );
+    // Another producer gets the next run: ids never collide.
+    let redis = plimsoll::Redis::connect_url(&server.url()).await.unwrap();
+    let other_producer = Queue::with_defaults(redis.clone(), "ids").unwrap();
+    let next = other_producer
+        .enqueue(NewJob::bytes(b"c".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(next.id.0, 1_001_001);
+    // A bulk larger than a run reserves all it needs at once.
+    let big = other_producer
+        .enqueue_bulk(vec![NewJob::bytes(b"d".to_vec()); 2500])
+        .await
+        .unwrap();
+    assert_eq!(big[0].id.0, 1_001_002);
+    assert!(big.windows(2).all(|w| w[1].id.0 > w[0].id.0));
+    let mut all: Vec<u64> = big.iter().map(|e| e.id.0).chain(ids).collect();
+    all.extend([first.id.0, next.id.0]);
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 2500 + 5);
+    assert_eq!(queue.counts().await.unwrap().waiting, 2500 + 5);
 
     // A queue that counted from 1 before ids had a floor: its next id jumps
     // to the floor, never back onto an id in use.
@@ -61,10 +87,14 @@ async fn ids_start_at_1_000_001_and_an_older_queue_jumps_there_once() {
     other.cmd(&["HSET", meta, "next_id", "41"]);
     let next = older.enqueue(NewJob::bytes(b"c".to_vec())).await.unwrap();
     assert_eq!(next.id.0, 1_000_001);
-    assert_eq!(other.cmd(&["HGET", meta, "next_id"]), "1000001");
+    assert_eq!(other.cmd(&["HGET", meta, "next_id"]), "1001000");
     // A queue already past the floor just counts on.
     server.cmd(&["HSET", "plimsoll:{ids}:meta", "next_id", "5000000"]);
-    let later = queue.enqueue(NewJob::bytes(b"d".to_vec())).await.unwrap();
+    let later = Queue::with_defaults(redis, "ids")
+        .unwrap()
+        .enqueue(NewJob::bytes(b"e".to_vec()))
+        .await
+        .unwrap();
     assert_eq!(later.id.0, 5_000_001);
 }
 
@@ -138,6 +168,9 @@ async fn a_duplicate_idempotency_key_returns_the_first_id_within_its_window() {
         .unwrap();
     assert_eq!(bulk[1].id, bulk[0].id);
     assert!(!bulk[0].duplicate && bulk[1].duplicate);
+    // A duplicate leaves no record behind: one per job that was enqueued.
+    assert_eq!(server.cmd(&["HLEN", queue.keys().jobs()]), "2");
+    assert_eq!(queue.counts().await.unwrap().totals.enqueued, 2);
 
     // Once the window has passed, the key is free again.
     let key = queue.keys().idempotency("order-7");
@@ -158,6 +191,38 @@ async fn a_duplicate_idempotency_key_returns_the_first_id_within_its_window() {
         .unwrap();
     assert_ne!(third.id, first.id);
     assert!(!third.duplicate);
+}
+
+#[tokio::test]
+async fn a_script_flush_between_enqueues_loses_and_doubles_nothing() {
+    // A batch is one MULTI/EXEC of the records' HSET and enqueue.lua by
+    // SHA. When Redis has lost the script (restart, SCRIPT FLUSH), the HSET
+    // lands and the script does not; the producer loads the script and runs
+    // the transaction again.
+    let (server, queue) = support::queue("flushed").await;
+    queue.enqueue(NewJob::bytes("a")).await.unwrap();
+    server.cmd(&["SCRIPT", "FLUSH"]);
+    let single = queue.enqueue(NewJob::bytes("b")).await.unwrap();
+    server.cmd(&["SCRIPT", "FLUSH"]);
+    let bulk = queue
+        .enqueue_bulk(vec![NewJob::bytes("c"); 600])
+        .await
+        .unwrap();
+    assert!(!single.duplicate && bulk.iter().all(|e| !e.duplicate));
+    let counts = queue.counts().await.unwrap();
+    assert_eq!(counts.waiting, 602);
+    assert_eq!(counts.totals.enqueued, 602);
+    assert_eq!(server.cmd(&["HLEN", queue.keys().jobs()]), "602");
+    let waiting: Vec<u64> = server
+        .cmd(&["LRANGE", queue.keys().waiting(5), "0", "-1"])
+        .lines()
+        .map(|id| id.parse().unwrap())
+        .collect();
+    assert_eq!(&waiting[1..2], [single.id.0]);
+    assert_eq!(
+        &waiting[2..],
+        bulk.iter().map(|e| e.id.0).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
