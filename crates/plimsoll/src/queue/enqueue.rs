@@ -498,7 +498,10 @@ impl Writer {
                 // Redis lost the script (a restart or SCRIPT FLUSH) after it
                 // was loaded. The records are in, nothing else is: load it
                 // and run the transaction again, which writes the same
-                // records under the same ids.
+                // records under the same ids. (In a bulk call, a batch
+                // pipelined behind this one may land first: a flush in the
+                // middle of a call can reorder its batches, never lose or
+                // double a job.)
                 Value::ServerError(error)
                     if error.kind() == Some(ServerErrorKind::NoScript) && !retried =>
                 {
