@@ -226,6 +226,25 @@ async fn a_script_flush_between_enqueues_loses_and_doubles_nothing() {
 }
 
 #[tokio::test]
+async fn a_batch_the_script_refuses_leaves_no_record_behind() {
+    // The records go in by HSET before enqueue.lua runs in the same
+    // MULTI/EXEC, and Redis does not roll a transaction back. When the
+    // script fails (here: someone turned `scheduled` into a string), the
+    // producer takes the records out again and says what happened.
+    let (server, queue) = support::queue("clobbered").await;
+    queue.enqueue(NewJob::bytes("first")).await.unwrap();
+    server.cmd(&["SET", queue.keys().scheduled(), "not a sorted set"]);
+    let err = queue
+        .enqueue(NewJob::bytes("later").delay(Duration::from_secs(60)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Redis, "{err}");
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    assert_eq!(server.cmd(&["HLEN", queue.keys().jobs()]), "1");
+    assert_eq!(server.cmd(&["HGET", queue.keys().stats(), "enqueued"]), "1");
+}
+
+#[tokio::test]
 async fn a_hundred_thousand_jobs_go_in_one_bulk_call() {
     let (_server, queue) = support::queue("bulk").await;
     let jobs: Vec<NewJob> = (0..100_000)
