@@ -19,11 +19,47 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
+        if !is_json(request.headers()) {
+            return Err(json_rejection(JsonRejection::MissingJsonContentType(
+                Default::default(),
+            )));
+        }
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(bytes_rejection)?;
+        // Every request body is an object. serde also reads a struct from a
+        // JSON array of its fields in order, so `[[]]` would otherwise be a
+        // bulk request of no jobs: refuse arrays before they get that far.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                "the body must be a JSON object, not an array",
+            ));
+        }
+        match axum::Json::<T>::from_bytes(&body) {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// Whether the request says its body is JSON: `application/json` or any
+/// `+json` type, parameters allowed (what axum's own `Json` accepts).
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {

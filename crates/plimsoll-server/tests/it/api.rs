@@ -260,6 +260,14 @@ async fn every_error_is_json_with_a_stable_code_and_says_what_was_wrong() {
             "payload",
         ),
         (
+            // serde would read a struct from an array of its fields: an
+            // empty bulk call that enqueues nothing and says 201.
+            post("/v1/queues/q/jobs/bulk", "[[]]"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "JSON object",
+        ),
+        (
             post("/v1/queues/bad%20name/jobs", r#"{"payload": 1}"#),
             StatusCode::BAD_REQUEST,
             "invalid_input",
