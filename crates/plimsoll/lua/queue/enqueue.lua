@@ -71,11 +71,11 @@ local i = 3
 while i <= #ARGV do
   local kind, count = ARGV[i], tonumber(ARGV[i + 1])
   if kind == 'R' then
-    local waiting = KEYS[5 + tonumber(ARGV[i + 2])]
+    local p = tonumber(ARGV[i + 2])
+    local waiting = KEYS[5 + p]
     i = i + 3
     -- Earlier jobs of the same priority may wait in `ready`: push them
     -- first, so the list keeps the batch's order.
-    local p = tonumber(ARGV[i - 1])
     if ready[p] then
       call_chunked('RPUSH', waiting, ready[p], 1)
       ready[p] = nil

@@ -513,10 +513,19 @@ impl Writer {
                     // The script refused the batch: take the records out
                     // again, so that none is left without its job.
                     let error = Error::from(redis::RedisError::from(error));
-                    let _: Result<()> = self
+                    let removed: Result<u64> = self
                         .redis
                         .query(redis::cmd("HDEL").arg(self.keys.jobs()).arg(ids))
                         .await;
+                    if let Err(cleanup) = removed {
+                        tracing::warn!(
+                            queue = self.keys.jobs(),
+                            first_id = ids[0],
+                            jobs = ids.len(),
+                            error = %cleanup,
+                            "a refused batch's records could not be removed; they stay in `jobs` without a job"
+                        );
+                    }
                     return Err(error);
                 }
                 filed => {

@@ -5,10 +5,13 @@
 //! header naming every KEYS and ARGV entry and the reply. The helpers in
 //! `lib.lua` are inserted right after the shebang line, so every script is
 //! self-contained on the server: redis-rs sends it by SHA (`EVALSHA`) and
-//! loads it again on `NOSCRIPT` after a restart or `SCRIPT FLUSH`.
+//! loads it again on `NOSCRIPT` after a restart or `SCRIPT FLUSH`. The one
+//! exception is `enqueue`, which runs inside a MULTI/EXEC where that
+//! fallback cannot happen: the producer loads it first and handles
+//! `NOSCRIPT` itself (`queue/enqueue.rs`).
 //!
-//! Scripts without `allow-oom` (only `enqueue`) are refused as a whole by a
-//! full Redis, so a job is never half-written. The rest may run on a full
+//! Scripts without `allow-oom` (`enqueue` and `reserve_ids`) are refused by
+//! a full Redis, so a job is never half-written. The rest may run on a full
 //! Redis because they move or remove data: completing jobs frees memory.
 
 use std::sync::LazyLock;
