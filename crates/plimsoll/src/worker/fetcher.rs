@@ -52,6 +52,8 @@ pub(super) async fn run(
 ) -> Vec<u64> {
     let mut pacing = Pacing::new(shared.config.concurrency + shared.config.prefetch);
     let mut fetch_started = Instant::now();
+    // Jobs buffered or running when the last fetch started.
+    let mut in_hand_at_fetch = 0;
     let mut buffer: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
     let mut fetching: Option<BoxFuture<'static, Result<Fetch>>> = None;
     let mut waiting: Option<BoxFuture<'static, (Option<Redis>, Result<()>)>> = None;
@@ -97,6 +99,7 @@ pub(super) async fn run(
                     .min(MAX_IN_HAND.saturating_sub(shared.leases().len()));
                 if buffer.len() <= low_water && room > 0 {
                     fetch_started = Instant::now();
+                    in_hand_at_fetch = buffer.len() + running;
                     fetching = Some(Box::pin(fetch(shared.clone(), room.min(MAX_FETCH))));
                 }
             }
@@ -107,10 +110,24 @@ pub(super) async fn run(
             _ = stop.cancelled() => break,
             result = poll_some(&mut fetching) => {
                 fetching = None;
-                pacing.fetched(fetch_started.elapsed());
                 match result {
                     Ok(Fetch { jobs, drained }) => {
                         failures = 0;
+                        // Handlers ran out of jobs while a full fetch was
+                        // on its way: the worker keeps too little in hand.
+                        // (A fetch that started with nothing in hand, as the
+                        // first does, says nothing about that.) Plenty left
+                        // when it came: it keeps more than it needs.
+                        let idle_slots = shared.slots.available_permits() > 0;
+                        let ran_dry = in_hand_at_fetch > 0 && buffer.is_empty() && idle_slots;
+                        let supply = if ran_dry && !drained {
+                            Supply::Starved
+                        } else if buffer.len() >= jobs.len() {
+                            Supply::Ample
+                        } else {
+                            Supply::Enough
+                        };
+                        pacing.fetched(fetch_started.elapsed(), supply);
                         // Fewer jobs than asked for: nothing was left
                         // waiting, and whatever comes next brings a wake-up
                         // token. Wait for it, unless jobs come in fast enough
@@ -121,6 +138,7 @@ pub(super) async fn run(
                         buffer.extend(jobs);
                     }
                     Err(err) => {
+                        pacing.fetched(fetch_started.elapsed(), Supply::Enough);
                         failures += 1;
                         tracing::warn!(worker = %shared.id, error = %err, "fetch failed; backing off");
                         pause = Some(Box::pin(tokio::time::sleep(error_backoff(failures))));
@@ -165,15 +183,36 @@ pub(super) async fn run(
 /// less than `concurrency + prefetch` nor more than [`MAX_IN_HAND`]. With
 /// slow handlers the pace is low and the configured amount applies, which
 /// keeps jobs for other workers.
+///
+/// The pace alone adapts slowly when handlers are fast: while the worker
+/// keeps little in hand its fetches are small and quick, which makes the
+/// pace times the round trip small too, and the handlers idle between
+/// fetches hold the measured pace down. So a fetch that finds the handlers
+/// idle doubles a floor under the target (as TCP's slow start doubles its
+/// window), and a fetch that finds a fetch's worth still in hand lowers it
+/// by an eighth.
 #[derive(Debug)]
 struct Pacing {
     base: usize,
+    /// Learnt from idle handlers; at least `base`.
+    floor: usize,
     started: u64,
     since: Instant,
     /// Jobs started per second, smoothed.
     rate: f64,
     /// Seconds a fetch takes, smoothed.
     fetch_secs: f64,
+}
+
+/// How a fetch found the jobs in hand when it came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Supply {
+    /// Handlers ran out while the fetch was on its way, though the queue had
+    /// more.
+    Starved,
+    /// At least as many left as the fetch brought.
+    Ample,
+    Enough,
 }
 
 /// How often the start rate is re-estimated.
@@ -187,6 +226,7 @@ impl Pacing {
     fn new(base: usize) -> Self {
         Self {
             base,
+            floor: base,
             started: 0,
             since: Instant::now(),
             rate: 0.0,
@@ -205,8 +245,14 @@ impl Pacing {
         }
     }
 
-    fn fetched(&mut self, took: Duration) {
+    fn fetched(&mut self, took: Duration, supply: Supply) {
         self.fetch_secs += PACE_WEIGHT * (took.as_secs_f64() - self.fetch_secs);
+        self.floor = match supply {
+            Supply::Starved => self.target().saturating_mul(2),
+            Supply::Ample => self.floor - self.floor / 8,
+            Supply::Enough => self.floor,
+        }
+        .clamp(self.base, MAX_IN_HAND.max(self.base));
     }
 
     /// Jobs that start during one fetch round trip at the current pace:
@@ -217,7 +263,7 @@ impl Pacing {
 
     fn target(&self) -> usize {
         let paced = (self.per_fetch() * PACE_TRIPS).ceil() as usize;
-        self.base.max(paced).min(MAX_IN_HAND)
+        self.base.max(paced).max(self.floor).min(MAX_IN_HAND)
     }
 }
 
