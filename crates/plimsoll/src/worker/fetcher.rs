@@ -1,9 +1,11 @@
 //! The fetch loop: leases jobs in batches and starts a task per job while a
 //! concurrency slot is free.
 //!
-//! It keeps up to `concurrency + prefetch` jobs leased. A fetch starts when
-//! the jobs in hand fall to half the prefetch, and runs while handlers keep
-//! working, so a finishing handler finds its next job in memory. When a fetch
+//! It keeps `concurrency + prefetch` jobs leased, more while fast handlers
+//! would otherwise wait for fetches (see [`Pacing`]; never more than
+//! `MAX_IN_HAND`). A fetch starts when the jobs in hand fall to half the
+//! surplus over `concurrency`, and runs while handlers keep working, so a
+//! finishing handler finds its next job in memory. When a fetch
 //! comes back empty, or short (nothing more was waiting) while jobs trickle
 //! in slower than one per fetch round trip, the loop waits on the queue's
 //! wake-up list (`BLPOP` on a connection of its own) for at most the poll

@@ -2,7 +2,9 @@
 //!
 //! A worker leases jobs in batches (one script call fetches up to 1,000),
 //! runs up to `concurrency` handlers at once, keeps a few more leased jobs in
-//! hand (`prefetch`) so that handlers never wait for a round trip, and
+//! hand (`prefetch`, and more when handlers finish jobs faster than fetches
+//! bring them, up to [`MAX_IN_HAND`]) so that handlers never wait for a
+//! round trip, and
 //! settles outcomes in batches too: whatever finished while the last batch
 //! was on its way goes in the next one.
 //!
