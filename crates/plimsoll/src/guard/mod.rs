@@ -17,7 +17,7 @@
 //! - [`history`]: readings and alert states on the guard's own disk, bounded;
 //! - [`alerts`] and [`sinks`]: what an alert says, deduplication and rate
 //!   limits, log / JSON webhook / Slack delivery;
-//! - [`attribute`]: memory per key family within a command budget;
+//! - [`attribute`](fn@attribute): memory per key family within a command budget;
 //! - [`trim`]: bounded, family-confined deletion;
 //! - [`stats`]: the snapshot the metrics exporter renders.
 //!

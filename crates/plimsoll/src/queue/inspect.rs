@@ -239,7 +239,7 @@ impl Queue {
 
     /// Jobs in `state`, in the order they will be handled (waiting: priority,
     /// then FIFO; scheduled: due time) or, for the dead and completed sets,
-    /// oldest first. At most [`MAX_LIST_LIMIT`] per call.
+    /// oldest first. At most 1,000 (`MAX_LIST_LIMIT`) per call.
     pub async fn jobs(&self, state: JobState, offset: usize, limit: usize) -> Result<Vec<JobInfo>> {
         let limit = limit.min(MAX_LIST_LIMIT);
         if limit == 0 {

@@ -6,7 +6,7 @@
 //!   `MEMORY USAGE`;
 //! - [`report`]: the estimates, their errors, growth and suspected leaks.
 //!
-//! [`attribute`] runs one report; `plimsoll memory` calls it once, the
+//! [`attribute`](fn@attribute) runs one report; `plimsoll memory` calls it once, the
 //! [`Guard`](crate::guard::Guard) on a schedule. It only reads: nothing is
 //! written into the Redis it walks.
 

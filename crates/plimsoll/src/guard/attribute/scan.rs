@@ -36,7 +36,7 @@
 //! **Politeness.** Calls are short (`SCAN COUNT 5`, two measured keys per
 //! pipeline) so that a request arriving meanwhile waits microseconds, and
 //! the walk runs on a thread and a connection of its own at the lowest CPU
-//! priority ([`scan_node_apart`]).
+//! priority (`scan_node_apart`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -120,7 +120,7 @@ pub struct AttributeConfig {
     /// Keys measured per pipeline (1 to 100; three commands each).
     pub sample_batch: usize,
     /// Walk at the lowest CPU priority (Linux `SCHED_IDLE`), on a thread
-    /// and a connection of its own. On by default; see [`scan_node_apart`].
+    /// and a connection of its own. On by default.
     pub idle_priority: bool,
 }
 

@@ -1,6 +1,6 @@
 //! Background services of a queue, one file each, with a common shape: a
-//! `Config` with named defaults, and a [`Service`] whose `run_once` does one
-//! round of work and says how long to wait before the next. [`spawn`] runs
+//! `Config` with named defaults, and a `Service` whose `run_once` does one
+//! round of work and says how long to wait before the next. `spawn` runs
 //! one until its shutdown token fires, backing off after errors.
 //!
 //! - [`promoter`]: scheduled → waiting when due (delays, retry backoff).
