@@ -9,9 +9,11 @@
 //! Redis refuses it whole). Single enqueues go through a batcher task that
 //! coalesces whatever callers are waiting into the next batch; bulk enqueues
 //! are cut into batches here, with a few in flight so that encoding the next
-//! batch overlaps Redis working on the last.
+//! batch (and, from an iterator, making its jobs) overlaps Redis working on
+//! the last. A bulk call stops at its first failed batch.
 
 use std::fmt;
+use std::iter::{Enumerate, Peekable};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::Poll;
@@ -166,58 +168,85 @@ impl Queue {
     /// which jobs were written.
     pub async fn enqueue_bulk(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, BulkError> {
         let total = jobs.len();
-        let fail_all = |error: Error| BulkError {
-            outcomes: vec![None; total],
-            error,
-        };
         for (index, job) in jobs.iter().enumerate() {
-            self.check(job).map_err(|e| {
-                fail_all(Error::new(
-                    e.kind(),
-                    format!("job {index}: {}", e.message()),
-                ))
+            self.check(job).map_err(|e| BulkError {
+                outcomes: vec![None; total],
+                error: at_job(index, &e),
             })?;
         }
-        if jobs.is_empty() {
+        self.enqueue_iter(jobs).await.map_err(|mut err| {
+            err.outcomes.resize(total, None);
+            err
+        })
+    }
+
+    /// Enqueues the jobs an iterator yields, in order, taking them from it
+    /// as the pipeline to Redis has room: building the next jobs overlaps
+    /// writing the last ones, and a million jobs never sit in memory at
+    /// once. Writes are batched as in [`enqueue_bulk`](Self::enqueue_bulk).
+    ///
+    /// Each job is checked when it is taken. A bad job stops the call: the
+    /// batches before its own are written (the [`BulkError`] lists them),
+    /// its batch and the rest are not, and the iterator is not advanced
+    /// past it. [`BulkError::outcomes`] covers the jobs taken, the bad one
+    /// last.
+    pub async fn enqueue_iter<I>(&self, jobs: I) -> Result<Vec<Enqueued>, BulkError>
+    where
+        I: IntoIterator<Item = NewJob>,
+    {
+        let mut jobs = jobs.into_iter().enumerate().peekable();
+        if jobs.peek().is_none() {
             return Ok(Vec::new());
         }
-        self.register().await.map_err(fail_all)?;
-
+        let fail = |error: Error| BulkError {
+            outcomes: Vec::new(),
+            error,
+        };
+        self.register().await.map_err(fail)?;
         let writer = &self.inner.writer;
-        let ids = writer.take_ids(total).await.map_err(fail_all)?;
-        writer.ensure_script().await.map_err(fail_all)?;
+        writer.ensure_script().await.map_err(fail)?;
         let now = self.now_ms();
-        let mut outcomes: Vec<Option<Enqueued>> = Vec::with_capacity(total);
+        let mut outcomes: Vec<Option<Enqueued>> = Vec::with_capacity(jobs.size_hint().0);
         let mut first_error: Option<Error> = None;
+        // Jobs taken but not written because the call stopped before their
+        // batch was sent; they follow every batch sent.
+        let mut unsent = 0;
         let mut in_flight: FuturesOrdered<BoxFuture<'static, (usize, Result<Vec<Enqueued>>)>> =
             FuturesOrdered::new();
-        let mut jobs = jobs.into_iter().peekable();
-        let mut ids = ids.as_slice();
         loop {
-            // Encode the next batch while the last ones are on their way, and
-            // queue its write on the connection before the next batch's, so
-            // Redis runs them in input order.
-            if jobs.peek().is_some() && in_flight.len() < BATCHES_IN_FLIGHT {
-                let mut batch = Vec::new();
-                let mut bytes = 0;
-                while let Some(job) = jobs.next_if(|_| {
-                    batch.len() < PIPELINED_BATCH_JOBS
-                        && (batch.is_empty() || bytes < MAX_BATCH_BYTES)
-                }) {
-                    bytes += job.payload.len();
-                    batch.push(job);
+            // Take and encode the next batch while the last ones are on
+            // their way, and queue its write on the connection before the
+            // next batch's, so Redis runs them in input order.
+            if first_error.is_none() && in_flight.len() < BATCHES_IN_FLIGHT {
+                match self.take_batch(&mut jobs) {
+                    Ok(Some(batch)) => {
+                        let len = batch.len();
+                        let prepared = self.encode_batch(batch, now).await;
+                        // Reserve for the whole call at once when its length
+                        // is known (one round trip, not one per thousand).
+                        let ahead = len + jobs.size_hint().0;
+                        match writer.take_ids(len, ahead).await {
+                            Ok(ids) => {
+                                let writer = Arc::clone(writer);
+                                let write: BoxFuture<'static, _> = Box::pin(async move {
+                                    let result = writer.write(now, &prepared, &ids).await;
+                                    (prepared.len(), result)
+                                });
+                                in_flight.push_back(queued(write).await);
+                            }
+                            Err(error) => {
+                                unsent = len;
+                                first_error = Some(error);
+                            }
+                        }
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err((taken, error)) => {
+                        unsent = taken;
+                        first_error = Some(error);
+                    }
                 }
-                let prepared = self.encode_batch(batch, now).await;
-                let (batch_ids, rest) = ids.split_at(prepared.len());
-                ids = rest;
-                let batch_ids = batch_ids.to_vec();
-                let writer = Arc::clone(writer);
-                let write: BoxFuture<'static, _> = Box::pin(async move {
-                    let result = writer.write(now, &prepared, &batch_ids).await;
-                    (prepared.len(), result)
-                });
-                in_flight.push_back(queued(write).await);
-                continue;
             }
             let Some((len, result)) = in_flight.next().await else {
                 break;
@@ -236,10 +265,33 @@ impl Queue {
                 .map(|o| o.expect("every batch succeeded"))
                 .collect()),
             Some(error) => {
-                outcomes.resize(total, None);
+                outcomes.extend(std::iter::repeat_n(None, unsent));
                 Err(BulkError { outcomes, error })
             }
         }
+    }
+
+    /// Takes the next batch of a bulk enqueue: up to
+    /// [`PIPELINED_BATCH_JOBS`] jobs and, past the first, [`MAX_BATCH_BYTES`]
+    /// of payload, each checked. `None` when the jobs are all taken; on a
+    /// bad job, how many jobs this batch took (the bad one included) and
+    /// the error.
+    fn take_batch(
+        &self,
+        jobs: &mut Peekable<Enumerate<impl Iterator<Item = NewJob>>>,
+    ) -> Result<Option<Vec<NewJob>>, (usize, Error)> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some((index, job)) = jobs.next_if(|_| {
+            batch.len() < PIPELINED_BATCH_JOBS && (batch.is_empty() || bytes < MAX_BATCH_BYTES)
+        }) {
+            if let Err(error) = self.check(&job) {
+                return Err((batch.len() + 1, at_job(index, &error)));
+            }
+            bytes += job.payload.len();
+            batch.push(job);
+        }
+        Ok((!batch.is_empty()).then_some(batch))
     }
 
     /// Encodes checked jobs, compressing on the blocking pool in parallel
@@ -397,7 +449,7 @@ async fn run_batcher(
                 in_flight.push(async move {
                     let (jobs, replies): (Vec<Prepared>, Vec<_>) =
                         batch.into_iter().map(|p| (p.job, p.reply)).unzip();
-                    let written = match writer.take_ids(jobs.len()).await {
+                    let written = match writer.take_ids(jobs.len(), 0).await {
                         Ok(ids) => writer.write(now, &jobs, &ids).await,
                         Err(error) => Err(error),
                     };
@@ -442,8 +494,10 @@ impl Writer {
         }
     }
 
-    /// `n` fresh ids, from the reserved run or from new reservations.
-    async fn take_ids(&self, n: usize) -> Result<Vec<u64>> {
+    /// `n` fresh ids, from the reserved run or from new reservations. A new
+    /// reservation takes `ahead` ids when more than `n` are known to follow
+    /// (a bulk call), and at least [`ID_RUN`].
+    async fn take_ids(&self, n: usize, ahead: usize) -> Result<Vec<u64>> {
         let mut run = self.ids.lock().await;
         let mut ids = Vec::with_capacity(n);
         loop {
@@ -454,7 +508,7 @@ impl Writer {
             if ids.len() == n {
                 return Ok(ids);
             }
-            let want = ((n - ids.len()) as u64).clamp(ID_RUN, MAX_ID_RESERVATION);
+            let want = ((n.max(ahead) - ids.len()) as u64).clamp(ID_RUN, MAX_ID_RESERVATION);
             let last: u64 = SCRIPTS
                 .reserve_ids
                 .key(self.keys.meta())
@@ -680,6 +734,11 @@ fn group_batch(batch: &[Prepared], now: u64) -> Vec<Group<'_>> {
         start += len;
     }
     groups
+}
+
+/// `error`, saying which job of a bulk call it was about.
+fn at_job(index: usize, error: &Error) -> Error {
+    Error::new(error.kind(), format!("job {index}: {}", error.message()))
 }
 
 /// Polls a write once, which puts its command on the connection's queue, and

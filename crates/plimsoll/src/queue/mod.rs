@@ -1,7 +1,8 @@
 //! The job queue: producer and inspector API over the queue's Lua scripts.
 //!
 //! A [`Queue`] is a cheap-to-clone handle for one named queue. Producers call
-//! [`Queue::enqueue`] or [`Queue::enqueue_bulk`]; operators inspect counts,
+//! [`Queue::enqueue`], [`Queue::enqueue_bulk`] or, for jobs made as they go,
+//! [`Queue::enqueue_iter`]; operators inspect counts,
 //! jobs and the dead set, cancel jobs, pause and resume; a
 //! [`Worker`](crate::Worker) built from the same handle runs the jobs.
 //!

@@ -1,6 +1,7 @@
 //! Producer and inspector API: enqueue, options, idempotency, limits,
 //! listing, cancel, pause.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use plimsoll::{CancelOutcome, ErrorKind, JobState, NewJob, Queue, QueueConfig};
@@ -276,6 +277,65 @@ async fn a_bulk_call_with_one_bad_job_writes_nothing() {
     assert_eq!(err.error.kind(), ErrorKind::InvalidInput);
     assert!(err.error.to_string().contains("job 10"), "{}", err.error);
     assert!(queue_keys(&server, "bulkbad").is_empty());
+}
+
+#[tokio::test]
+async fn jobs_from_an_iterator_go_in_in_input_order() {
+    let (_server, queue) = support::queue("stream").await;
+    let taken = AtomicUsize::new(0);
+    let jobs = (0..2_500).map(|i| {
+        taken.fetch_add(1, Ordering::Relaxed);
+        NewJob::json(&json!({"seq": i})).unwrap()
+    });
+    let enqueued = queue.enqueue_iter(jobs).await.unwrap();
+    assert_eq!(taken.load(Ordering::Relaxed), 2_500);
+    assert_eq!(enqueued.len(), 2_500);
+    assert!(
+        enqueued.windows(2).all(|w| w[0].id < w[1].id),
+        "ids rise in input order"
+    );
+    let counts = queue.counts().await.unwrap();
+    assert_eq!((counts.waiting, counts.totals.enqueued), (2_500, 2_500));
+    let listed = queue.jobs(JobState::Waiting, 0, 3).await.unwrap();
+    let seqs: Vec<_> = listed
+        .iter()
+        .map(|j| j.payload_json::<serde_json::Value>().unwrap()["seq"].clone())
+        .collect();
+    assert_eq!(
+        seqs,
+        [json!(0), json!(1), json!(2)],
+        "waiting in input order"
+    );
+    assert!(
+        queue
+            .enqueue_iter(std::iter::empty())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_iterator_with_a_bad_job_writes_the_batches_before_it_and_stops_there() {
+    let (_server, queue) = support::queue("streambad").await;
+    let taken = AtomicUsize::new(0);
+    let jobs = (0..400).map(|i| {
+        taken.fetch_add(1, Ordering::Relaxed);
+        let job = NewJob::json(&json!({"seq": i})).unwrap();
+        if i == 250 { job.priority(42) } else { job }
+    });
+    let err = queue.enqueue_iter(jobs).await.unwrap_err();
+    assert_eq!(err.error.kind(), ErrorKind::InvalidInput);
+    assert!(err.error.to_string().contains("job 250"), "{}", err.error);
+    // Batches of 100: jobs 0-199 went out before job 250 was taken; the
+    // batch it was in (200-250) did not, and nothing after it was taken.
+    assert_eq!(taken.load(Ordering::Relaxed), 251);
+    assert_eq!(err.outcomes.len(), 251);
+    assert_eq!(err.written(), 200);
+    assert!(err.outcomes[..200].iter().all(Option::is_some));
+    assert!(err.outcomes[200..].iter().all(Option::is_none));
+    let counts = queue.counts().await.unwrap();
+    assert_eq!((counts.waiting, counts.totals.enqueued), (200, 200));
 }
 
 #[tokio::test]
