@@ -213,40 +213,64 @@ impl Queue {
         let mut unsent = 0;
         let mut in_flight: FuturesOrdered<BoxFuture<'static, (usize, Result<Vec<Enqueued>>)>> =
             FuturesOrdered::new();
+        // The batch being encoded, and whether the iterator is used up.
+        let mut encoding: Option<Encoding> = None;
+        let mut exhausted = false;
         loop {
-            // Take and encode the next batch while the last ones are on
-            // their way, and queue its write on the connection before the
-            // next batch's, so Redis runs them in input order.
-            if first_error.is_none() && in_flight.len() < BATCHES_IN_FLIGHT {
-                match self.take_batch(&mut jobs) {
-                    Ok(Some(batch)) => {
-                        let len = batch.len();
-                        let prepared = self.encode_batch(batch, now).await;
-                        // Reserve for the whole call at once when its length
-                        // is known (one round trip, not one per thousand).
-                        let ahead = len + jobs.size_hint().0;
-                        match writer.take_ids(len, ahead).await {
-                            Ok(ids) => {
-                                let writer = Arc::clone(writer);
-                                let write: BoxFuture<'static, _> = Box::pin(async move {
-                                    let result = writer.write(now, &prepared, &ids).await;
-                                    (prepared.len(), result)
-                                });
-                                in_flight.push_back(queued(write).await);
-                            }
-                            Err(error) => {
-                                unsent = len;
-                                first_error = Some(error);
-                            }
+            if first_error.is_some()
+                && let Some(dropped) = encoding.take()
+            {
+                unsent += dropped.len;
+            }
+            let more = first_error.is_none() && !exhausted;
+            if (more || encoding.is_some()) && in_flight.len() < BATCHES_IN_FLIGHT {
+                // Take the next batch (making its jobs, for an iterator that
+                // makes them) while the last one encodes on other threads.
+                let next = if more {
+                    match self.take_batch(&mut jobs) {
+                        Ok(next) => {
+                            exhausted = next.is_none();
+                            next
                         }
-                        continue;
+                        Err((taken, error)) => {
+                            unsent += taken;
+                            first_error = Some(error);
+                            None
+                        }
                     }
-                    Ok(None) => {}
-                    Err((taken, error)) => {
-                        unsent = taken;
-                        first_error = Some(error);
+                } else {
+                    None
+                };
+                // Queue the encoded batch's write on the connection before
+                // the next batch's, so Redis runs them in input order.
+                if let Some(Encoding { len, prepared }) = encoding.take() {
+                    let prepared = prepared.await;
+                    // Reserve for the whole call at once when its length is
+                    // known (one round trip, not one per thousand).
+                    let ahead = len + next.as_ref().map_or(0, Vec::len) + jobs.size_hint().0;
+                    match writer.take_ids(len, ahead).await {
+                        Ok(ids) => {
+                            let writer = Arc::clone(writer);
+                            let write: BoxFuture<'static, _> = Box::pin(async move {
+                                let result = writer.write(now, &prepared, &ids).await;
+                                (prepared.len(), result)
+                            });
+                            in_flight.push_back(queued(write).await);
+                        }
+                        Err(error) => {
+                            unsent += len;
+                            first_error.get_or_insert(error);
+                        }
                     }
                 }
+                if let Some(batch) = next {
+                    if first_error.is_none() {
+                        encoding = Some(self.start_encoding(batch, now));
+                    } else {
+                        unsent += batch.len();
+                    }
+                }
+                continue;
             }
             let Some((len, result)) = in_flight.next().await else {
                 break;
@@ -294,14 +318,20 @@ impl Queue {
         Ok((!batch.is_empty()).then_some(batch))
     }
 
-    /// Encodes checked jobs, compressing on the blocking pool in parallel
-    /// when there are enough of them to be worth a thread hop.
-    async fn encode_batch(&self, jobs: Vec<NewJob>, now: u64) -> Vec<Prepared> {
-        if jobs.len() < PARALLEL_ENCODE_MIN_JOBS {
-            return jobs.into_iter().map(|job| self.encode(job, now)).collect();
+    /// Starts encoding checked jobs, compressing on the blocking pool in
+    /// parallel when there are enough of them to be worth a thread hop (the
+    /// threads start now, not when the result is awaited).
+    fn start_encoding(&self, jobs: Vec<NewJob>, now: u64) -> Encoding {
+        let len = jobs.len();
+        if len < PARALLEL_ENCODE_MIN_JOBS {
+            let prepared = jobs.into_iter().map(|job| self.encode(job, now)).collect();
+            return Encoding {
+                len,
+                prepared: Box::pin(std::future::ready(prepared)),
+            };
         }
         let threads = *ENCODE_THREADS;
-        let per_thread = jobs.len().div_ceil(threads);
+        let per_thread = len.div_ceil(threads);
         let mut jobs = jobs.into_iter();
         let mut parts = Vec::with_capacity(threads);
         loop {
@@ -316,13 +346,16 @@ impl Queue {
                     .collect::<Vec<_>>()
             }));
         }
-        let mut prepared = Vec::new();
-        for part in parts {
-            // Encoding cannot fail or panic on checked jobs; a panic here is
-            // a bug worth surfacing.
-            prepared.extend(part.await.expect("encoding a checked job does not panic"));
-        }
-        prepared
+        let prepared = Box::pin(async move {
+            let mut prepared = Vec::with_capacity(len);
+            for part in parts {
+                // Encoding cannot fail or panic on checked jobs; a panic here
+                // is a bug worth surfacing.
+                prepared.extend(part.await.expect("encoding a checked job does not panic"));
+            }
+            prepared
+        });
+        Encoding { len, prepared }
     }
 
     /// Checks a job against the queue's limits without encoding it.
@@ -734,6 +767,12 @@ fn group_batch(batch: &[Prepared], now: u64) -> Vec<Group<'_>> {
         start += len;
     }
     groups
+}
+
+/// A batch of a bulk enqueue being encoded.
+struct Encoding {
+    len: usize,
+    prepared: BoxFuture<'static, Vec<Prepared>>,
 }
 
 /// `error`, saying which job of a bulk call it was about.
