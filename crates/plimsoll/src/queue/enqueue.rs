@@ -69,7 +69,10 @@ const BATCHER_CAPACITY: usize = 16 * MAX_BATCH_JOBS;
 /// stats, notify and the waiting lists.
 const ENQUEUE_FIXED_KEYS: usize = 4 + PRIORITY_LEVELS;
 /// Ids a producer reserves at least at a time: one round trip per thousand
-/// single enqueues, and at most this many ids skipped when it stops.
+/// single enqueues. A bulk call of known length reserves all it needs at
+/// once; ids reserved and not used (the rest of a run, or of a bulk call
+/// that stopped early, which later enqueues use first) are skipped when the
+/// producer stops.
 const ID_RUN: u64 = 1000;
 /// The most ids one reservation takes (`reserve_ids.lua` refuses more).
 const MAX_ID_RESERVATION: u64 = 1_000_000;
