@@ -201,8 +201,9 @@ impl Queue {
         if jobs.peek().is_none() {
             return Ok(Vec::new());
         }
+        // Before the first batch, only the job peeked at was taken.
         let fail = |error: Error| BulkError {
-            outcomes: Vec::new(),
+            outcomes: vec![None],
             error,
         };
         self.register().await.map_err(fail)?;

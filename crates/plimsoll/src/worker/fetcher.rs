@@ -381,3 +381,34 @@ async fn poll_sleep(sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
         None => std::future::pending::<()>().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_dry_doubles_the_target_and_a_surplus_lowers_it_to_the_base() {
+        let mut pacing = Pacing::new(100);
+        let trip = Duration::from_micros(300);
+        assert_eq!(pacing.target(), 100);
+        pacing.fetched(trip, Supply::Enough);
+        assert_eq!(pacing.target(), 100);
+        let grown: Vec<usize> = (0..4)
+            .map(|_| {
+                pacing.fetched(trip, Supply::Starved);
+                pacing.target()
+            })
+            .collect();
+        assert_eq!(grown, [200, 400, 800, 1600]);
+        for _ in 0..10 {
+            pacing.fetched(trip, Supply::Starved);
+        }
+        assert_eq!(pacing.target(), MAX_IN_HAND, "never past the hard bound");
+        pacing.fetched(trip, Supply::Ample);
+        assert_eq!(pacing.target(), MAX_IN_HAND - MAX_IN_HAND / 8);
+        for _ in 0..100 {
+            pacing.fetched(trip, Supply::Ample);
+        }
+        assert_eq!(pacing.target(), 100, "back to concurrency + prefetch");
+    }
+}
