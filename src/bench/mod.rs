@@ -15,7 +15,7 @@ mod sys;
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use plimsoll::Redis;
 use serde_json::{Map, Value, json};
 
@@ -88,8 +88,8 @@ pub struct BenchArgs {
     /// H1: what posts the webhooks: `built-in` (this process, over hyper) or
     /// `wrk` (BENCH.md's tool, which must be on PATH; `apt-get install wrk`).
     /// H2 always uses the built-in client: it counts every 2xx exactly.
-    #[arg(long, default_value = "built-in", value_parser = ["built-in", "wrk"])]
-    load_generator: String,
+    #[arg(long, value_enum, default_value_t = LoadGenerator::BuiltIn)]
+    load_generator: LoadGenerator,
 
     /// W4: producer rate, jobs per second.
     #[arg(long, default_value_t = 2000)]
@@ -155,7 +155,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     workload,
                     args.http_duration,
                     args.connections,
-                    &args.load_generator,
+                    args.load_generator,
                 )
                 .await?
             } else if cache::WORKLOADS.contains(&workload.as_str()) {
@@ -217,6 +217,15 @@ fn round(value: f64) -> Value {
         (value * 1000.0).round() / 1000.0
     };
     json!(rounded)
+}
+
+/// What posts H1's webhooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadGenerator {
+    /// This process, over hyper.
+    BuiltIn,
+    /// wrk, which must be on PATH.
+    Wrk,
 }
 
 fn parse_compression(value: &str) -> Result<String, String> {

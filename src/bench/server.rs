@@ -30,7 +30,7 @@ use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 use plimsoll_server::intake::signature::sign;
 use serde_json::{Map, Value, json};
 
-use super::Figures;
+use super::{Figures, LoadGenerator};
 
 const SECRET: &str = "bench-webhook-secret";
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -81,10 +81,10 @@ pub async fn run(
     workload: &str,
     duration: Duration,
     connections: usize,
-    load_generator: &str,
+    load_generator: LoadGenerator,
 ) -> Result<(Figures, Map<String, Value>)> {
     let h2 = workload == "H2-intake-redis-down";
-    let use_wrk = !h2 && load_generator == "wrk";
+    let use_wrk = !h2 && load_generator == LoadGenerator::Wrk;
     let work = tempfile::tempdir()?;
     let mut redis = tokio::task::block_in_place(|| {
         LocalRedis::start(&LocalRedisOptions {
