@@ -210,7 +210,9 @@ impl Queue {
         let writer = &self.inner.writer;
         writer.ensure_script().await.map_err(fail)?;
         let now = self.now_ms();
-        let mut outcomes: Vec<Option<Enqueued>> = Vec::with_capacity(jobs.size_hint().0);
+        // An iterator's size hint is trusted for sizing, within reason.
+        let mut outcomes: Vec<Option<Enqueued>> =
+            Vec::with_capacity(jobs.size_hint().0.min(MAX_ID_RESERVATION as usize));
         let mut first_error: Option<Error> = None;
         // Jobs taken but not written because the call stopped before their
         // batch was sent; they follow every batch sent.
@@ -251,7 +253,9 @@ impl Queue {
                     let prepared = prepared.await;
                     // Reserve for the whole call at once when its length is
                     // known (one round trip, not one per thousand).
-                    let ahead = len + next.as_ref().map_or(0, Vec::len) + jobs.size_hint().0;
+                    let ahead = len
+                        .saturating_add(next.as_ref().map_or(0, Vec::len))
+                        .saturating_add(jobs.size_hint().0);
                     match writer.take_ids(len, ahead).await {
                         Ok(ids) => {
                             let writer = Arc::clone(writer);
