@@ -10,7 +10,8 @@
 //! coalesces whatever callers are waiting into the next batch; bulk enqueues
 //! are cut into batches here, with a few in flight so that encoding the next
 //! batch (and, from an iterator, making its jobs) overlaps Redis working on
-//! the last. A bulk call stops at its first failed batch.
+//! the last. A bulk call sends no batch once one has failed (the few already
+//! on their way still land or fail on their own; `BulkError` says which).
 
 use std::fmt;
 use std::iter::{Enumerate, Peekable};

@@ -65,18 +65,7 @@ async fn a_full_redis_refuses_new_jobs_whole_and_workers_keep_draining_it() {
     let redis = Redis::connect_url(&server.url()).await.unwrap();
     let queue = Queue::with_defaults(redis, "full").unwrap();
 
-    // Incompressible payloads, so the fill is predictable.
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut payload = move || -> Vec<u8> {
-        (0..1024)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    };
+    let mut payload = incompressible_payloads(0x2545_F491_4F6C_DD1D);
     let mut accepted = 0u64;
     let err = loop {
         let batch: Vec<NewJob> = (0..50).map(|_| NewJob::bytes(payload())).collect();
@@ -150,6 +139,40 @@ async fn a_full_redis_refuses_new_jobs_whole_and_workers_keep_draining_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_call_that_fills_redis_part_way_says_exactly_which_jobs_went_in() {
+    let server = RedisServer::builder().maxmemory(4 << 20).start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let queue = Queue::with_defaults(redis, "partway").unwrap();
+    // 5,000 incompressible 1 KiB jobs: a few thousand fit.
+    let mut payload = incompressible_payloads(0x9E37_79B9_7F4A_7C15);
+    let jobs: Vec<NewJob> = (0..5_000).map(|_| NewJob::bytes(payload())).collect();
+    let err = queue.enqueue_bulk(jobs).await.unwrap_err();
+    assert_eq!(err.error.kind(), ErrorKind::OutOfMemory, "{}", err.error);
+    assert_eq!(err.outcomes.len(), 5_000);
+    let written = err.written() as u64;
+    assert!(written > 0, "some batches fit before Redis filled");
+    // Once the failure is known no batch is sent: only the few batches
+    // already on their way may follow the first refused one.
+    let first_refused = err.outcomes.iter().position(Option::is_none).unwrap();
+    let sent_after = err.outcomes[first_refused..]
+        .iter()
+        .filter(|o| o.is_some())
+        .count();
+    assert!(
+        sent_after <= 400,
+        "{sent_after} jobs written after the first refused batch"
+    );
+    // Every job the error lists as written is in Redis, and nothing else.
+    let counts = queue.counts().await.unwrap();
+    assert_eq!((counts.waiting, counts.totals.enqueued), (written, written));
+    let records: u64 = server.cmd(&["HLEN", queue.keys().jobs()]).parse().unwrap();
+    assert_eq!(records, written);
+    for enqueued in err.outcomes.iter().flatten() {
+        assert!(queue.job(enqueued.id).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_jobs_survive_a_redis_crash_and_restart_when_redis_persists() {
     // Every write fsynced: what Redis acknowledged is on disk.
     let mut server = RedisServer::builder()
@@ -200,4 +223,20 @@ async fn acknowledged_jobs_survive_a_redis_crash_and_restart_when_redis_persists
     .await;
     worker.shutdown().await.unwrap();
     assert!(ran.load(Ordering::SeqCst) >= acked.len());
+}
+
+/// 1 KiB payloads of xorshift noise, so that compression saves nothing and
+/// a fill is predictable.
+fn incompressible_payloads(seed: u64) -> impl FnMut() -> Vec<u8> {
+    let mut x = seed;
+    move || {
+        (0..1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
 }
