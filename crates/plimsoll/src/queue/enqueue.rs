@@ -18,6 +18,7 @@ use std::iter::{Enumerate, Peekable};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
@@ -75,6 +76,17 @@ const ENQUEUE_FIXED_KEYS: usize = 4 + PRIORITY_LEVELS;
 /// that stopped early, which later enqueues use first) are skipped when the
 /// producer stops.
 const ID_RUN: u64 = 1000;
+/// A producer that uses up its run within [`ID_RUN_GROWTH_WINDOW`] takes
+/// twice as many next time, up to this many: a busy producer then reserves
+/// a few times a second instead of once per thousand jobs. Back-to-back bulk
+/// calls of a thousand paid a round trip each before their first write, on
+/// the critical path (W1-bulk, alternating runs, medians of 6: 289k → 307k
+/// jobs/s with runs of 100,000). The ids it skips when it stops are a
+/// negligible part of the 10^14 with 7 to 14 digits (`reserve_ids.lua`).
+const MAX_ID_RUN: u64 = 64_000;
+/// See [`MAX_ID_RUN`]; a run that lasts longer than this resets the size to
+/// [`ID_RUN`], so a slow producer keeps reserving a thousand at a time.
+const ID_RUN_GROWTH_WINDOW: Duration = Duration::from_secs(1);
 /// The most ids one reservation takes (`reserve_ids.lua` refuses more).
 const MAX_ID_RESERVATION: u64 = 1_000_000;
 
@@ -513,14 +525,38 @@ async fn run_batcher(
     }
 }
 
+/// The ids a producer has reserved and not yet given out: `next..end`.
+#[derive(Debug, Default)]
+struct IdRun {
+    next: u64,
+    end: u64,
+    /// The size this run was reserved at (0 before the first).
+    size: u64,
+    /// When this run was reserved; `None` before the first.
+    reserved_at: Option<Instant>,
+}
+
+impl IdRun {
+    /// The size of the next reservation, the run being used up now: double
+    /// the last when it lasted less than [`ID_RUN_GROWTH_WINDOW`].
+    fn next_size(&self) -> u64 {
+        match self.reserved_at {
+            Some(at) if at.elapsed() < ID_RUN_GROWTH_WINDOW => {
+                (self.size * 2).clamp(ID_RUN, MAX_ID_RUN)
+            }
+            _ => ID_RUN,
+        }
+    }
+}
+
 /// What single and bulk enqueues of one queue share: the connection, the
 /// keys, the ids this producer has reserved, and whether `enqueue.lua` is
 /// known to be loaded.
 pub(crate) struct Writer {
     redis: Redis,
     keys: QueueKeys,
-    /// Reserved ids not yet given to a job: `next..end`.
-    ids: Mutex<(u64, u64)>,
+    /// Reserved ids not yet given to a job, and how the next run is sized.
+    ids: Mutex<IdRun>,
     /// Set once the script is loaded; cleared when Redis says it is not
     /// (a restart or `SCRIPT FLUSH`).
     script_loaded: AtomicBool,
@@ -531,33 +567,41 @@ impl Writer {
         Self {
             redis,
             keys,
-            ids: Mutex::new((0, 0)),
+            ids: Mutex::new(IdRun::default()),
             script_loaded: AtomicBool::new(false),
         }
     }
 
     /// `n` fresh ids, from the reserved run or from new reservations. A new
     /// reservation takes `ahead` ids when more than `n` are known to follow
-    /// (a bulk call), and at least [`ID_RUN`].
+    /// (a bulk call), and at least the run size ([`ID_RUN`], growing to
+    /// [`MAX_ID_RUN`] while runs are used up quickly).
     async fn take_ids(&self, n: usize, ahead: usize) -> Result<Vec<u64>> {
         let mut run = self.ids.lock().await;
         let mut ids = Vec::with_capacity(n);
         loop {
-            let (next, end) = *run;
-            let take = (end - next).min((n - ids.len()) as u64);
-            ids.extend(next..next + take);
-            run.0 = next + take;
+            let take = (run.end - run.next).min((n - ids.len()) as u64);
+            ids.extend(run.next..run.next + take);
+            run.next += take;
             if ids.len() == n {
                 return Ok(ids);
             }
-            let want = ((n.max(ahead) - ids.len()) as u64).clamp(ID_RUN, MAX_ID_RESERVATION);
+            let size = run.next_size();
+            let want = ((n.max(ahead) - ids.len()) as u64)
+                .max(size)
+                .min(MAX_ID_RESERVATION);
             let last: u64 = SCRIPTS
                 .reserve_ids
                 .key(self.keys.meta())
                 .arg(want)
                 .invoke_async(&mut self.redis.clone())
                 .await?;
-            *run = (last + 1 - want, last + 1);
+            *run = IdRun {
+                next: last + 1 - want,
+                end: last + 1,
+                size,
+                reserved_at: Some(Instant::now()),
+            };
         }
     }
 
@@ -796,5 +840,31 @@ async fn queued<T: Send + 'static>(mut write: BoxFuture<'static, T>) -> BoxFutur
     match futures::poll!(&mut write) {
         Poll::Ready(output) => Box::pin(std::future::ready(output)),
         Poll::Pending => write,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(size: u64, age: Option<Duration>) -> IdRun {
+        IdRun {
+            size,
+            reserved_at: age.map(|age| Instant::now().checked_sub(age).expect("uptime")),
+            ..IdRun::default()
+        }
+    }
+
+    #[test]
+    fn a_run_used_up_within_the_window_doubles_the_next_up_to_the_cap() {
+        assert_eq!(run(0, None).next_size(), ID_RUN);
+        assert_eq!(run(ID_RUN, Some(Duration::ZERO)).next_size(), 2 * ID_RUN);
+        assert_eq!(
+            run(MAX_ID_RUN, Some(Duration::ZERO)).next_size(),
+            MAX_ID_RUN
+        );
+        // A slow producer goes back to a thousand.
+        let slow = ID_RUN_GROWTH_WINDOW + Duration::from_millis(1);
+        assert_eq!(run(MAX_ID_RUN, Some(slow)).next_size(), ID_RUN);
     }
 }

@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 
 /// A job's id, unique within its queue. Ids start at 1,000,001 (so that each
 /// costs Redis the same memory) and are never reused. Each producer reserves
-/// them a thousand at a time, or a bulk call's worth (see
-/// `reserve_ids.lua`): one producer's ids
+/// them a thousand at a time (more while it is busy), or a bulk call's
+/// worth (see `reserve_ids.lua`): one producer's ids
 /// rise in the order it enqueues, but several producers' ids interleave, and
 /// ids a stopped producer did not use are skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
