@@ -79,10 +79,10 @@ const ID_RUN: u64 = 1000;
 /// A producer that uses up its run within [`ID_RUN_GROWTH_WINDOW`] takes
 /// twice as many next time, up to this many: a busy producer then reserves
 /// a few times a second instead of once per thousand jobs. Back-to-back bulk
-/// calls of a thousand paid a round trip each before their first write, on
+/// calls of a thousand each paid a round trip before their first write, on
 /// the critical path (W1-bulk, alternating runs, medians of 6: 297k → 320k
-/// jobs/s). The ids it skips when it stops are a
-/// negligible part of the 10^14 with 7 to 14 digits (`reserve_ids.lua`).
+/// jobs/s). The at most 64,000 ids a stopped producer skips are nothing
+/// against the 10^14 ids of 7 to 14 digits (`reserve_ids.lua`).
 const MAX_ID_RUN: u64 = 64_000;
 /// See [`MAX_ID_RUN`]; a run that lasts longer than this resets the size to
 /// [`ID_RUN`], so a slow producer keeps reserving a thousand at a time.
