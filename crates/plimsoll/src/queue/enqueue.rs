@@ -57,8 +57,15 @@ const BATCHER_IN_FLIGHT: usize = 2;
 /// than the producer encodes one; 100 measured a few per cent above 250 in
 /// alternating W1-bulk runs (within the machines' noise).
 const PIPELINED_BATCH_JOBS: usize = 100;
-/// Below this many jobs, encoding on the calling task beats a thread hop.
-const PARALLEL_ENCODE_MIN_JOBS: usize = 64;
+/// A batch whose payloads come to at most this many bytes is encoded on the
+/// calling task (a few hundred microseconds of zstd at most); a larger one
+/// is split over the blocking pool, so that compressing megabytes does not
+/// hold up the runtime's other tasks. On the 2-core machine the benchmarks
+/// run on, where Redis needs one of the cores, handing each 100-job batch to
+/// two pool threads cost more in wake-ups and contention than it saved:
+/// W1-bulk, alternating runs, medians of 8: 250k jobs/s split, 316k
+/// encoded on the calling task.
+const INLINE_ENCODE_MAX_BYTES: usize = 256 * 1024;
 /// Threads a batch's encoding is split over. Read once: the standard
 /// library answers `available_parallelism` by reading the cgroup files on
 /// every call, about 2% of a bulk enqueue's CPU when it was asked per
@@ -244,7 +251,10 @@ impl Queue {
             let more = first_error.is_none() && !exhausted;
             if (more || encoding.is_some()) && in_flight.len() < BATCHES_IN_FLIGHT {
                 // Take the next batch (making its jobs, for an iterator that
-                // makes them) while the last one encodes on other threads.
+                // makes them) before writing the last: while the last one
+                // encodes on other threads when it is large, and, when it was
+                // encoded here, while Redis still works on the one before
+                // (writing it first measured 3–5% slower in W1-bulk).
                 let next = if more {
                     match self.take_batch(&mut jobs) {
                         Ok(next) => {
@@ -339,12 +349,14 @@ impl Queue {
         Ok((!batch.is_empty()).then_some(batch))
     }
 
-    /// Starts encoding checked jobs, compressing on the blocking pool in
-    /// parallel when there are enough of them to be worth a thread hop (the
-    /// threads start now, not when the result is awaited).
+    /// Encodes checked jobs on this task when their payloads are small
+    /// ([`INLINE_ENCODE_MAX_BYTES`]); otherwise starts encoding them on the
+    /// blocking pool, split over [`ENCODE_THREADS`] (the threads start now,
+    /// not when the result is awaited).
     fn start_encoding(&self, jobs: Vec<NewJob>, now: u64) -> Encoding {
         let len = jobs.len();
-        if len < PARALLEL_ENCODE_MIN_JOBS {
+        let bytes: usize = jobs.iter().map(|job| job.payload.len()).sum();
+        if bytes <= INLINE_ENCODE_MAX_BYTES {
             let prepared = jobs.into_iter().map(|job| self.encode(job, now)).collect();
             return Encoding {
                 len,

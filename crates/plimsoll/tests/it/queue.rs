@@ -316,6 +316,28 @@ async fn jobs_from_an_iterator_go_in_in_input_order() {
 }
 
 #[tokio::test]
+async fn large_payloads_in_a_bulk_call_come_back_whole_and_in_order() {
+    // 100 jobs of 8 KiB make a batch too large to encode on the calling
+    // task: it is split over the blocking pool and put back together.
+    let (_server, queue) = support::queue("bulklarge").await;
+    let payload = |i: usize| format!("{i:08}|").repeat(8 * 1024 / 9).into_bytes();
+    let enqueued = queue
+        .enqueue_bulk((0..300).map(|i| NewJob::bytes(payload(i))).collect())
+        .await
+        .unwrap();
+    assert_eq!(enqueued.len(), 300);
+    let listed = queue.jobs(JobState::Waiting, 0, 300).await.unwrap();
+    assert_eq!(listed.len(), 300);
+    for (i, (job, sent)) in listed.iter().zip(&enqueued).enumerate() {
+        assert_eq!(job.id, sent.id, "job {i} waits in input order");
+        assert!(
+            job.payload == payload(i),
+            "job {i}'s payload came back changed"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_iterator_with_a_bad_job_writes_the_batches_before_it_and_stops_there() {
     let (_server, queue) = support::queue("streambad").await;
     let taken = AtomicUsize::new(0);
