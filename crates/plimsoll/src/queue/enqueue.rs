@@ -63,7 +63,7 @@ const PIPELINED_BATCH_JOBS: usize = 100;
 /// hold up the runtime's other tasks. On the 2-core machine the benchmarks
 /// run on, where Redis needs one of the cores, handing each 100-job batch to
 /// two pool threads cost more in wake-ups and contention than it saved:
-/// W1-bulk, alternating runs, medians of 8: 250k jobs/s split, 316k
+/// W1-bulk, alternating runs, medians of 8: 314k jobs/s split, 346k
 /// encoded on the calling task.
 const INLINE_ENCODE_MAX_BYTES: usize = 256 * 1024;
 /// Threads a batch's encoding is split over. Read once: the standard
