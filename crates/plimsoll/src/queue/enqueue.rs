@@ -185,7 +185,8 @@ impl Queue {
             .map_err(|_| Error::new(ErrorKind::ShuttingDown, "the enqueue batcher stopped"))?
     }
 
-    /// Enqueues many jobs, in order, in batches of up to 1,000. Every job is
+    /// Enqueues many jobs, in order, in transactions of up to 100 jobs with a
+    /// few on their way at once (any number of jobs per call). Every job is
     /// checked before anything is written, so a bad job fails the call with
     /// nothing enqueued. When Redis fails part-way, the [`BulkError`] says
     /// which jobs were written.
@@ -542,7 +543,8 @@ async fn run_batcher(
 struct IdRun {
     next: u64,
     end: u64,
-    /// The size this run was reserved at (0 before the first).
+    /// The run size in force when this run was reserved (0 before the
+    /// first); a bulk call may have reserved more than that.
     size: u64,
     /// When this run was reserved; `None` before the first.
     reserved_at: Option<Instant>,
@@ -834,7 +836,8 @@ fn group_batch(batch: &[Prepared], now: u64) -> Vec<Group<'_>> {
     groups
 }
 
-/// A batch of a bulk enqueue being encoded.
+/// A batch of a bulk enqueue: already encoded on the calling task (a ready
+/// future), or being encoded on the blocking pool.
 struct Encoding {
     len: usize,
     prepared: BoxFuture<'static, Vec<Prepared>>,
