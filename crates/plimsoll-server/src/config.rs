@@ -429,6 +429,20 @@ impl ServerConfig {
             return Err(bad("spool.warn_at", "must be between 0.1 and 1.0".into()));
         }
 
+        // Absolute from here on: the embedded redis-server changes into its
+        // folder before it opens files named relative to ours, and the
+        // guard's history, the spool and the token must not move if the
+        // process's working folder does.
+        if raw.data_dir.trim().is_empty() {
+            return Err(bad("data_dir", "must name a folder".into()));
+        }
+        let data_dir = std::path::absolute(&raw.data_dir).map_err(|e| {
+            bad(
+                "data_dir",
+                format!("{:?} cannot be made absolute: {e}", raw.data_dir),
+            )
+        })?;
+
         let mut queues = BTreeMap::new();
         for (name, q) in &raw.queues {
             let key = |field: &str| format!("queues.{name}.{field}");
@@ -541,7 +555,7 @@ impl ServerConfig {
         } else {
             let g = &raw.guard;
             let mut config = plimsoll::GuardConfig {
-                history_dir: Some(PathBuf::from(&raw.data_dir).join("guard")),
+                history_dir: Some(data_dir.join("guard")),
                 ..plimsoll::GuardConfig::default()
             };
             if let Some(text) = &g.interval {
@@ -576,7 +590,7 @@ impl ServerConfig {
             listen,
             metrics_listen,
             tokens: raw.tokens,
-            data_dir: PathBuf::from(raw.data_dir),
+            data_dir,
             max_body,
             shutdown_grace,
             redis_url: raw.redis.url,
@@ -696,6 +710,20 @@ mod tests {
         assert_eq!(hook.queue.as_str(), "hooks.github");
         assert_eq!(hook.signature_header, "X-Hub-Signature-256");
         assert_eq!(hook.delivery_header.as_deref(), Some("X-GitHub-Delivery"));
+    }
+
+    /// `./scripts/run` exited at once on a fresh machine: the default
+    /// `.plimsoll` was handed to redis-server as a relative path.
+    #[test]
+    fn the_default_data_folder_is_resolved_to_an_absolute_path() {
+        let config = load_str("").unwrap();
+        assert!(config.data_dir.is_absolute(), "{:?}", config.data_dir);
+        assert_eq!(
+            config.data_dir,
+            std::env::current_dir().unwrap().join(DEFAULT_DATA_DIR)
+        );
+        let guard_history = config.guard.unwrap().history_dir.unwrap();
+        assert_eq!(guard_history, config.data_dir.join("guard"));
     }
 
     #[test]

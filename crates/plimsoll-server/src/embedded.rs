@@ -30,7 +30,7 @@ pub enum EmbeddedError {
     NotInstalled,
     #[error("could not start redis-server: {0}")]
     Io(#[from] io::Error),
-    #[error("redis-server exited at start ({status}); its log says:\n{log}")]
+    #[error("redis-server exited at start ({status}); it said:\n{log}")]
     Exited { status: String, log: String },
     #[error("redis-server did not answer PING within {0:?}")]
     NoAnswer(Duration),
@@ -83,7 +83,11 @@ impl LocalRedis {
         let (dir, temp) = match &options.dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
-                (dir.clone(), None)
+                // redis-server changes into `--dir` before it opens
+                // `--logfile`, so a relative folder would name a log file
+                // inside itself (`.plimsoll/redis/.plimsoll/redis/redis.log`)
+                // that does not exist, and the server would exit at once.
+                (std::path::absolute(dir)?, None)
             }
             None => {
                 let temp = tempfile::Builder::new()
@@ -144,6 +148,11 @@ impl LocalRedis {
 
     fn spawn(&mut self) -> Result<()> {
         let log = self.dir.join("redis.log");
+        // What redis-server prints before its log file is open (a bad
+        // option, a log file it cannot open) goes to its stdout and stderr;
+        // keep both, so that an early exit always says why.
+        let output = self.dir.join("redis-server.out");
+        let out = std::fs::File::create(&output)?;
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
@@ -170,8 +179,8 @@ impl LocalRedis {
             .args(["--maxmemory-policy", "noeviction"])
             .args(["--protected-mode", "yes"])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(out.try_clone()?)
+            .stderr(out);
         let child = command.spawn().map_err(|err| {
             if err.kind() == io::ErrorKind::NotFound {
                 EmbeddedError::NotInstalled
@@ -188,7 +197,7 @@ impl LocalRedis {
                 self.child = None;
                 return Err(EmbeddedError::Exited {
                     status: status.to_string(),
-                    log: tail(&std::fs::read_to_string(&log).unwrap_or_default(), 20),
+                    log: early_output(&output, &log),
                 });
             }
             if ping(self.port) {
@@ -226,6 +235,28 @@ impl LocalRedis {
 impl Drop for LocalRedis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The last lines redis-server wrote to its stdout/stderr and to its log
+/// file, with where each came from, or a note that both are empty.
+fn early_output(output: &Path, log: &Path) -> String {
+    let mut said = Vec::new();
+    for (path, what) in [(output, "stdout/stderr"), (log, "log")] {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let text = tail(text.trim(), 20);
+        if !text.is_empty() {
+            said.push(format!("[{what}: {}]\n{text}", path.display()));
+        }
+    }
+    if said.is_empty() {
+        format!(
+            "nothing on stdout/stderr ({}) nor in its log ({})",
+            output.display(),
+            log.display()
+        )
+    } else {
+        said.join("\n")
     }
 }
 
@@ -281,6 +312,51 @@ mod tests {
             config(&redis, "auto-aof-rewrite-min-size"),
             (256u64 << 20).to_string()
         );
+    }
+
+    /// The README's first command exited at start: `.plimsoll/redis` is
+    /// relative, and redis-server opened its log file relative to the folder
+    /// it had changed into.
+    #[test]
+    fn a_relative_data_folder_starts() {
+        let base = tempfile::tempdir_in(".").unwrap();
+        let relative = base
+            .path()
+            .strip_prefix(std::env::current_dir().unwrap())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|_| base.path().to_path_buf())
+            .join("redis");
+        assert!(relative.is_relative(), "{relative:?}");
+        let redis = LocalRedis::start(&LocalRedisOptions {
+            dir: Some(relative),
+            maxmemory: 64 << 20,
+            persist: true,
+            port: None,
+        })
+        .unwrap();
+        assert!(redis.dir().is_absolute());
+        assert!(ping(redis.port));
+        assert!(redis.dir().join("redis.log").exists());
+    }
+
+    /// An early exit used to say "its log says:" and nothing more when
+    /// redis-server could not even open its log file.
+    #[test]
+    fn an_early_exit_says_what_redis_server_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A folder where the log file should be: redis-server cannot open
+        // it and says so on stderr.
+        std::fs::create_dir(dir.path().join("redis.log")).unwrap();
+        let err = LocalRedis::start(&LocalRedisOptions {
+            dir: Some(dir.path().to_path_buf()),
+            maxmemory: 64 << 20,
+            persist: false,
+            port: None,
+        })
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, EmbeddedError::Exited { .. }), "{text}");
+        assert!(text.contains("log file"), "{text}");
     }
 
     #[test]
