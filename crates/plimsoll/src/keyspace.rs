@@ -283,7 +283,9 @@ impl QueueKeys {
 /// values written before fencing tokens hold the deadline alone), or `None`
 /// when the value is not one.
 pub(crate) fn lease_deadline(value: &str) -> Option<u64> {
-    let deadline = value.rsplit_once(':').map_or(value, |(_, deadline)| deadline);
+    let deadline = value
+        .rsplit_once(':')
+        .map_or(value, |(_, deadline)| deadline);
     deadline.parse().ok()
 }
 

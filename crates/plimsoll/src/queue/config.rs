@@ -170,8 +170,9 @@ impl Retention {
 
     /// Reads [`to_record`](Self::to_record)'s text, checking every bound.
     pub(crate) fn from_record(text: &str) -> Result<Self> {
-        let corrupt =
-            |why: &str| Error::corrupt(format!("recorded retention {text:?} cannot be read: {why}"));
+        let corrupt = |why: &str| {
+            Error::corrupt(format!("recorded retention {text:?} cannot be read: {why}"))
+        };
         let values: Vec<u64> = text
             .split_ascii_whitespace()
             .map(str::parse)
@@ -184,8 +185,7 @@ impl Retention {
             return Err(corrupt("written by another version of Plimsoll"));
         }
         let bounds = |count, age, bytes| {
-            Bounds::new(count, Duration::from_millis(age), bytes)
-                .map_err(|e| corrupt(e.message()))
+            Bounds::new(count, Duration::from_millis(age), bytes).map_err(|e| corrupt(e.message()))
         };
         let completed = match cc {
             0 => CompletedRetention::Remove,
@@ -328,7 +328,13 @@ mod tests {
             let text = retention.to_record();
             assert_eq!(Retention::from_record(&text).unwrap(), retention, "{text}");
         }
-        for bad in ["", "1 0 0 0", "2 0 0 0 10 1000 10", "1 0 0 0 0 1000 10", "x"] {
+        for bad in [
+            "",
+            "1 0 0 0",
+            "2 0 0 0 10 1000 10",
+            "1 0 0 0 0 1000 10",
+            "x",
+        ] {
             let err = Retention::from_record(bad).unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{bad:?}");
         }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{Lease, LeaseKey};
@@ -61,7 +62,7 @@ pub(super) async fn run(
     // Jobs buffered or running when the last fetch started.
     let mut in_hand_at_fetch = 0;
     let mut buffer: VecDeque<(LeaseKey, Vec<u8>)> = VecDeque::new();
-    let mut tasks: Vec<(LeaseKey, tokio::task::AbortHandle)> = Vec::new();
+    let mut tasks: Vec<(LeaseKey, JoinHandle<()>)> = Vec::new();
     let mut fetching: Option<BoxFuture<'static, Result<Fetch>>> = None;
     let mut waiting: Option<BoxFuture<'static, (Option<Redis>, Result<()>)>> = None;
     let mut pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -84,7 +85,7 @@ pub(super) async fn run(
                 settle.clone(),
                 permit,
             ));
-            tasks.push((key, task.abort_handle()));
+            tasks.push((key, task));
         }
         pacing.started(tasks.len() as u64);
         keep_tasks(&shared, &mut tasks);
@@ -167,7 +168,7 @@ pub(super) async fn run(
                 let Ok(permit) = permit else { break };
                 let (key, rec) = buffer.pop_front().expect("checked non-empty");
                 let task = tokio::spawn(run_job(shared.clone(), handler.clone(), key, rec, settle.clone(), permit));
-                tasks.push((key, task.abort_handle()));
+                tasks.push((key, task));
                 keep_tasks(&shared, &mut tasks);
                 pacing.started(1);
             }
@@ -188,7 +189,7 @@ pub(super) async fn run(
 
 /// Files the tasks just started with their leases (one lock for all), so
 /// that shutdown can abort a handler that ignores its signal to stop.
-fn keep_tasks(shared: &Shared, tasks: &mut Vec<(LeaseKey, tokio::task::AbortHandle)>) {
+fn keep_tasks(shared: &Shared, tasks: &mut Vec<(LeaseKey, JoinHandle<()>)>) {
     if tasks.is_empty() {
         return;
     }

@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use redis::ScriptInvocation;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// One lease: a job id and the token of the fetch that leased it.
@@ -37,8 +37,9 @@ pub(super) struct Lease {
     pub(super) renewed_at: Instant,
     /// Signals the handler to stop.
     pub(super) cancel: CancellationToken,
-    /// The task running the handler, so that shutdown can abort it.
-    pub(super) task: Option<AbortHandle>,
+    /// The task running the handler, so that shutdown can abort it and
+    /// wait for it to end.
+    pub(super) task: Option<JoinHandle<()>>,
 }
 
 impl Lease {
@@ -55,7 +56,7 @@ impl Lease {
     /// Whether the task that ran the handler has ended (or never started),
     /// so that handing the job back cannot leave a run behind.
     pub(super) fn is_idle(&self) -> bool {
-        self.task.as_ref().is_none_or(AbortHandle::is_finished)
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
     }
 }
 

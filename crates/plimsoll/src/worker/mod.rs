@@ -78,15 +78,13 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::{Backoff, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_JITTER, DEFAULT_BACKOFF_MAX};
 pub use job::Job;
 pub use outcome::Outcome;
-pub use services::{
-    JanitorConfig, Maintenance, MaintenanceConfig, PromoterConfig, RescuerConfig,
-};
+pub use services::{JanitorConfig, Maintenance, MaintenanceConfig, PromoterConfig, RescuerConfig};
 
 use crate::clock::ms;
 use crate::error::{Error, Result};
@@ -508,6 +506,8 @@ impl WorkerHandle {
         let concurrency = shared.config.concurrency as u32;
         let all_slots = shared.slots.clone().acquire_many_owned(concurrency);
         let mut all_slots = Box::pin(all_slots);
+        // Handlers that neither the signal nor the abort stopped.
+        let mut blocked: Vec<LeaseKey> = Vec::new();
         if tokio::time::timeout(grace, &mut all_slots).await.is_err() {
             // 3. Signal the rest and give them a last moment.
             let still_running = {
@@ -527,23 +527,31 @@ impl WorkerHandle {
                 .await
                 .is_err()
             {
-                // 4. Abort those that ignored the signal.
-                let running: Vec<AbortHandle> = shared
+                // 4. Abort those that ignored the signal, and wait for
+                // their tasks to end.
+                let (keys, mut tasks): (Vec<LeaseKey>, Vec<JoinHandle<()>>) = shared
                     .leases()
-                    .values()
-                    .filter(|l| !l.is_idle())
-                    .filter_map(|l| l.task.clone())
-                    .collect();
-                for task in &running {
+                    .iter_mut()
+                    .filter(|(_, lease)| !lease.is_idle())
+                    .filter_map(|(key, lease)| lease.task.take().map(|task| (*key, task)))
+                    .unzip();
+                for task in &tasks {
                     task.abort();
                 }
                 shared
                     .counters
                     .aborted
-                    .fetch_add(running.len() as u64, Ordering::Relaxed);
-                tracing::warn!(worker = %shared.id, aborted = running.len(),
+                    .fetch_add(tasks.len() as u64, Ordering::Relaxed);
+                tracing::warn!(worker = %shared.id, aborted = tasks.len(),
                     "handlers ignored the signal to stop; aborted them");
-                let _ = tokio::time::timeout(HARD_STOP_SLACK, &mut all_slots).await;
+                let ending = futures::future::join_all(tasks.iter_mut());
+                let _ = tokio::time::timeout(HARD_STOP_SLACK, ending).await;
+                blocked.extend(
+                    keys.into_iter()
+                        .zip(&tasks)
+                        .filter(|(_, task)| !task.is_finished())
+                        .map(|(key, _)| key),
+                );
             }
         }
 
@@ -553,17 +561,17 @@ impl WorkerHandle {
 
         // 6. Hand back jobs whose handlers did not finish, unless a handler
         // still runs (blocked where neither signal nor abort reaches it).
-        let (unfinished, blocked): (Vec<(LeaseKey, bool)>, Vec<_>) = shared
+        let mut unfinished: Vec<LeaseKey> = shared
             .leases()
             .iter()
-            .map(|(key, lease)| (*key, lease.is_idle()))
-            .partition(|(_, idle)| *idle);
+            .filter(|(key, lease)| lease.is_idle() && !blocked.contains(key))
+            .map(|(key, _)| *key)
+            .collect();
         if !blocked.is_empty() {
-            tracing::error!(worker = %shared.id, jobs = ?blocked.iter().map(|(k, _)| k.id).collect::<Vec<_>>(),
+            tracing::error!(worker = %shared.id, jobs = ?blocked.iter().map(|k| k.id).collect::<Vec<_>>(),
                 "handlers still run after being aborted (blocked outside the runtime); their jobs are \
                  not handed back and run again once their leases lapse");
         }
-        let mut unfinished: Vec<LeaseKey> = unfinished.into_iter().map(|(key, _)| key).collect();
         if !unfinished.is_empty() {
             unfinished.sort_unstable_by_key(|k| (k.token, k.id));
             let handed = hand_back(&shared, &unfinished).await;
