@@ -214,7 +214,8 @@ impl QueueKeys {
     }
 
     /// `…:workers` — sorted set, worker id scored by the earliest lease
-    /// deadline (ms) among its jobs (or its own liveness deadline when idle).
+    /// deadline (ms) in its `active` hash, every lease there counted (or its
+    /// own liveness deadline when it holds none).
     /// Bound: live workers; the rescuer removes a worker whose leases expired.
     pub fn workers(&self) -> &str {
         &self.workers
@@ -224,9 +225,9 @@ impl QueueKeys {
     /// of each job that `worker` has fetched and not yet settled, as its
     /// fencing token (the queue's `lease_token` counter, taken once per
     /// fetch call, so every lease of a job has a token of its own) and its
-    /// deadline in ms (see [`lease_deadline`]). Settling, renewing, handing
-    /// back and a handler's cancel act only on a lease that still carries
-    /// the run's token. Bound: the worker's concurrency plus prefetch, more
+    /// deadline in ms, on Redis' time. Settling, renewing, handing back and
+    /// a handler's cancel act only on a lease that still carries the run's
+    /// token. Bound: the worker's concurrency plus prefetch, more
     /// while fast handlers outpace its fetches (at most 10,000); removed when
     /// it is empty, by the worker at shutdown or by the rescuer once the
     /// worker's leases expired.

@@ -162,7 +162,7 @@ impl Retention {
     /// The rules as the queue's `meta` hash records them: a format version
     /// (1), then the completed bounds (count 0: removed) and the dead bounds
     /// as script arguments, space-separated.
-    pub(crate) fn to_record(&self) -> String {
+    pub(crate) fn to_record(self) -> String {
         let [cc, ca, cb] = self.completed_args();
         let [dc, da, db] = self.dead_args();
         format!("{RECORD_VERSION} {cc} {ca} {cb} {dc} {da} {db}")

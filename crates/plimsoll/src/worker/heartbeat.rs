@@ -72,9 +72,10 @@ impl Service for Heartbeat {
             .leases()
             .iter()
             .filter(|(_, lease)| {
-                !lease
+                // Not stuck: not started, or within timeout plus grace.
+                lease
                     .started
-                    .is_some_and(|t| t.elapsed() > lease.timeout + shared.config.stuck_grace)
+                    .is_none_or(|t| t.elapsed() <= lease.timeout + shared.config.stuck_grace)
             })
             .map(|(key, _)| *key)
             .collect();

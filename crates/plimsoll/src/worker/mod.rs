@@ -144,7 +144,8 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Leased jobs kept in hand beyond `concurrency`.
     pub prefetch: usize,
-    /// Lease length; heartbeats run every third of it.
+    /// Lease length; heartbeats run every third of it, and a lease not
+    /// renewed for five sixths of it is given up (its handler told to stop).
     pub lease: Duration,
     /// Longest idle wait before asking for work again.
     pub poll_interval: Duration,

@@ -351,6 +351,10 @@ async fn a_handler_is_told_to_stop_before_its_lease_lapses_while_redis_is_frozen
         "told to stop at {stopped}, {} ms after the lease deadline {deadline_ms}",
         stopped.saturating_sub(deadline_ms)
     );
+    eprintln!(
+        "frozen Redis: handler told to stop {} ms before its 600 ms lease's deadline",
+        deadline_ms - stopped
+    );
     assert!(
         deadline_ms - stopped <= 400,
         "told to stop {} ms before the deadline of a 600 ms lease: too early",
@@ -619,6 +623,14 @@ async fn a_worker_whose_clock_is_ten_minutes_ahead_keeps_to_redis_time() {
     .await;
     // The long job has been held for several leases (600 ms each) by now,
     // under the skewed rescuer's eyes.
+    let long_started = ran
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(id, ..)| *id == long)
+        .unwrap()
+        .1;
+    let held_for = long_started.elapsed();
     release.notify_one();
     eventually(WAIT, "the long job", || async {
         on_time.counts().await.unwrap().totals.completed == 4
@@ -631,6 +643,10 @@ async fn a_worker_whose_clock_is_ten_minutes_ahead_keeps_to_redis_time() {
         "the skewed handle's offset to Redis' time is about -10 min: {offset}"
     );
     let totals = on_time.counts().await.unwrap().totals;
+    eprintln!(
+        "clock skew: offset measured {offset} ms; long job held {:?} (600 ms leases), rescued {}",
+        held_for, totals.rescued
+    );
     assert_eq!(totals.rescued, 0, "no live lease was rescued");
     let ran = ran.lock().unwrap().clone();
     assert_eq!(
@@ -641,6 +657,7 @@ async fn a_worker_whose_clock_is_ten_minutes_ahead_keeps_to_redis_time() {
     for id in delayed {
         let (_, at, attempt) = *ran.iter().find(|(i, ..)| *i == id).unwrap();
         let after = at - enqueued_at;
+        eprintln!("clock skew: job {id} delayed {DELAY:?} ran {after:?} after its enqueue");
         assert!(
             after >= DELAY - Duration::from_millis(100) && after <= DELAY + Duration::from_secs(1),
             "job {id} ran {after:?} after it was enqueued with a {DELAY:?} delay"
