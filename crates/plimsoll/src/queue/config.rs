@@ -225,7 +225,9 @@ pub struct QueueConfig {
     pub idempotency_window: Duration,
     /// What to keep of finished jobs, and how much.
     pub retention: Retention,
-    /// The clock passed to scripts.
+    /// The clock of the time passed to scripts. A queue keeps it on Redis'
+    /// time (see [`crate::clock`]) unless it is a
+    /// [`ManualClock`](crate::ManualClock), which is used as it is.
     pub clock: Arc<dyn Clock>,
 }
 
