@@ -340,6 +340,71 @@ fn trim_is_a_dry_run_until_yes() {
     assert_eq!(redis.dbsize(), 31);
 }
 
+/// `plimsoll trim plimsoll` trimmed every queue by the default rules: it
+/// removed the completed jobs a queue keeps for a week and kept dead jobs
+/// the queue's own rules drop after a day.
+#[test]
+fn trim_plimsoll_honours_the_retention_a_queues_workers_recorded() {
+    use plimsoll::{
+        Bounds, CompletedRetention, Job, ManualClock, NewJob, Outcome, Queue, QueueConfig, Redis,
+        Retention, SystemClock, Worker,
+    };
+    const DAY: Duration = Duration::from_secs(86_400);
+    let redis = RedisServer::start();
+    let rules = Retention {
+        completed: CompletedRetention::Keep(Bounds::new(1000, 7 * DAY, 1 << 20).unwrap()),
+        dead: Bounds::new(1000, DAY, 1 << 20).unwrap(),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // Three completed and four dead jobs, finished two days ago by a
+        // worker with these rules (which it records).
+        let clock =
+            ManualClock::new(plimsoll::Clock::now_ms(&SystemClock) - 2 * DAY.as_millis() as u64);
+        let queue = Queue::new(
+            Redis::connect_url(&redis.url()).await.unwrap(),
+            "kept",
+            QueueConfig {
+                clock: std::sync::Arc::new(clock),
+                retention: rules,
+                ..QueueConfig::default()
+            },
+        )
+        .unwrap();
+        let jobs = ["ok", "ok", "ok", "bad", "bad", "bad", "bad"]
+            .into_iter()
+            .map(|p| NewJob::bytes(p).max_attempts(1))
+            .collect();
+        queue.enqueue_bulk(jobs).await.unwrap();
+        let worker = Worker::builder(queue.clone())
+            .maintenance(false)
+            .poll_interval(Duration::from_millis(50))
+            .start(|job: Job| async move {
+                if job.payload() == b"ok" {
+                    Outcome::Done
+                } else {
+                    Outcome::fail("bad input")
+                }
+            })
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let counts = queue.counts().await.unwrap();
+            let recorded = queue.recorded_retention().await.unwrap();
+            if counts.completed == 3 && counts.dead == 4 && recorded == Some(rules) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "jobs not settled: {counts:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        worker.shutdown().await.unwrap();
+    });
+    let out = run_ok(&["trim", "plimsoll", "kept", "--yes", "--redis", &redis.url()]);
+    assert!(out.contains("Removed 4 jobs"), "{out}");
+    assert_eq!(redis.cmd(&["ZCARD", "plimsoll:{kept}:completed"]), "3");
+    assert_eq!(redis.cmd(&["ZCARD", "plimsoll:{kept}:dead"]), "0");
+}
+
 #[test]
 fn guard_once_prints_the_figures() {
     let redis = RedisServer::builder().maxmemory(64 << 20).start();

@@ -174,6 +174,29 @@ pub struct RawQueue {
     /// Deliver this queue's jobs by HTTP POST instead of leaving them for
     /// library workers.
     pub push: Option<RawPush>,
+    /// What the queue keeps of finished jobs; unset: the library's defaults
+    /// (or the rules its workers recorded).
+    pub retention: Option<RawRetention>,
+}
+
+/// `[queues.<name>.retention]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    /// Keep completed jobs within these bounds (all three required); unset:
+    /// completed jobs are removed at once.
+    pub completed: Option<RawBounds>,
+    /// The dead set's caps; a bound left out keeps its default.
+    pub dead: Option<RawBounds>,
+}
+
+/// Bounds of a retained set: `{ max_count = 1000, max_age = "7d", max_bytes = "64MiB" }`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBounds {
+    pub max_count: Option<u64>,
+    pub max_age: Option<String>,
+    pub max_bytes: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -294,6 +317,8 @@ pub struct QueueSettings {
     pub max_attempts: Option<u16>,
     pub timeout: Option<Duration>,
     pub push: Option<PushSettings>,
+    /// Configured retention rules; `None`: not configured here.
+    pub retention: Option<plimsoll::Retention>,
 }
 
 /// An HTTP target a queue's jobs are delivered to.
@@ -482,12 +507,19 @@ impl ServerConfig {
                     })
                 }
             };
+            let retention = q
+                .retention
+                .as_ref()
+                .map(|r| check_retention(r, &key("retention")))
+                .transpose()
+                .map_err(|(field, message)| bad(&field, message))?;
             queues.insert(
                 queue,
                 QueueSettings {
                     max_attempts: q.max_attempts,
                     timeout,
                     push,
+                    retention,
                 },
             );
         }
@@ -635,6 +667,47 @@ fn from_figment(err: &figment::Error) -> ConfigError {
 }
 
 /// `512MiB`, `1GiB`, `64MB`, `1048576`.
+/// Checks `[queues.<name>.retention]` (its key is `key`); an error names
+/// the setting.
+fn check_retention(raw: &RawRetention, key: &str) -> Result<plimsoll::Retention, (String, String)> {
+    use plimsoll::{Bounds, CompletedRetention};
+    let bounds = |raw: &RawBounds, set: &str, defaults: Option<Bounds>| {
+        let field = |name: &str| format!("{key}.{set}.{name}");
+        let missing = |name: &str| {
+            (
+                field(name),
+                "must be set to keep completed jobs".to_string(),
+            )
+        };
+        let max_count = match (raw.max_count, defaults) {
+            (Some(n), _) => n,
+            (None, Some(d)) => d.max_count(),
+            (None, None) => return Err(missing("max_count")),
+        };
+        let max_age = match (&raw.max_age, defaults) {
+            (Some(text), _) => parse_duration(text).map_err(|m| (field("max_age"), m))?,
+            (None, Some(d)) => d.max_age(),
+            (None, None) => return Err(missing("max_age")),
+        };
+        let max_bytes = match (&raw.max_bytes, defaults) {
+            (Some(text), _) => parse_bytes(text).map_err(|m| (field("max_bytes"), m))?,
+            (None, Some(d)) => d.max_bytes(),
+            (None, None) => return Err(missing("max_bytes")),
+        };
+        Bounds::new(max_count, max_age, max_bytes)
+            .map_err(|e| (format!("{key}.{set}"), e.message().to_string()))
+    };
+    let completed = match &raw.completed {
+        None => CompletedRetention::Remove,
+        Some(b) => CompletedRetention::Keep(bounds(b, "completed", None)?),
+    };
+    let dead = match &raw.dead {
+        None => plimsoll::queue::DEFAULT_DEAD_BOUNDS,
+        Some(b) => bounds(b, "dead", Some(plimsoll::queue::DEFAULT_DEAD_BOUNDS))?,
+    };
+    Ok(plimsoll::Retention { completed, dead })
+}
+
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
@@ -710,6 +783,43 @@ mod tests {
         assert_eq!(hook.queue.as_str(), "hooks.github");
         assert_eq!(hook.signature_header, "X-Hub-Signature-256");
         assert_eq!(hook.delivery_header.as_deref(), Some("X-GitHub-Delivery"));
+    }
+
+    #[test]
+    fn a_queues_retention_is_read_and_checked() {
+        let config = load_str(
+            "[queues.mail.retention]\n\
+             completed = { max_count = 500, max_age = \"1h\", max_bytes = \"1MiB\" }\n\
+             dead = { max_age = \"1d\" }\n",
+        )
+        .unwrap();
+        let retention = config.queues.values().next().unwrap().retention.unwrap();
+        assert_eq!(
+            retention.completed,
+            plimsoll::CompletedRetention::Keep(
+                plimsoll::Bounds::new(500, Duration::from_secs(3600), 1 << 20).unwrap()
+            )
+        );
+        assert_eq!(retention.dead.max_age(), Duration::from_secs(86_400));
+        assert_eq!(
+            retention.dead.max_count(),
+            plimsoll::queue::DEFAULT_DEAD_MAX_COUNT,
+            "a bound left out keeps its default"
+        );
+        let err = load_str("[queues.mail.retention]\ncompleted = { max_count = 5 }").unwrap_err();
+        assert_eq!(err.key, "queues.mail.retention.completed.max_age");
+        let err = load_str("[queues.mail.retention]\ndead = { max_count = 0 }").unwrap_err();
+        assert_eq!(err.key, "queues.mail.retention.dead");
+        assert!(
+            load_str("[queues.mail]")
+                .unwrap()
+                .queues
+                .values()
+                .next()
+                .unwrap()
+                .retention
+                .is_none()
+        );
     }
 
     /// `./scripts/run` exited at once on a fresh machine: the default

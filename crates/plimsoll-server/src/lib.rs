@@ -5,7 +5,8 @@
 //! - [`app`] builds the router (`/v1` API, `/hooks/{source}`, dashboard,
 //!   health), so tests call it in-process;
 //! - [`run`] is the whole server: Redis (configured, local, or embedded),
-//!   the spool and its replayer, push workers, the sampler, the API and the
+//!   the spool and its replayer, push workers, the maintenance services of
+//!   every queue it knows ([`maintenance`]), the sampler, the API and the
 //!   metrics listener, and the shutdown order below.
 //!
 //! # Shutdown order (SIGTERM or Ctrl-C)
@@ -14,7 +15,8 @@
 //!    503 with `Retry-After` (they are not accepted, so nothing is lost).
 //! 2. Stop accepting connections and let in-flight requests finish, up to
 //!    `shutdown_grace`.
-//! 3. Stop the push workers (each finishes or hands back its deliveries).
+//! 3. Stop the push workers (each finishes or hands back its deliveries),
+//!    then the maintenance services (each finishes its round).
 //! 4. Stop the replayer after its current batch, then close the spool (its
 //!    writer syncs what it holds).
 //! 5. Stop the sampler, the memory guard and the metrics listener.
@@ -31,6 +33,7 @@ pub mod extract;
 pub mod guard_metrics;
 pub mod health;
 pub mod intake;
+pub mod maintenance;
 pub mod metrics;
 pub mod push;
 pub mod rates;
@@ -244,6 +247,18 @@ pub async fn run(
                 .push((queue.as_str().to_string(), handle));
         }
     }
+    let push_queues = push_workers
+        .lock()
+        .await
+        .iter()
+        .map(|(queue, _)| queue.clone())
+        .collect();
+    let stop_maintenance = CancellationToken::new();
+    let maintenance = tokio::spawn(maintenance::run(
+        state.clone(),
+        push_queues,
+        stop_maintenance.clone(),
+    ));
     let sampler = tokio::spawn(sampler::run(
         state.clone(),
         push_workers.clone(),
@@ -314,6 +329,8 @@ pub async fn run(
             tracing::warn!(queue, error = %err, "push worker stopped with jobs left leased; they run again after their lease");
         }
     }
+    stop_maintenance.cancel();
+    let _ = maintenance.await;
     // 4: replayer, then the spool.
     services.cancel();
     let _ = replayer.await;

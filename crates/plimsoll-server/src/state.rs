@@ -135,7 +135,9 @@ impl AppState {
         self.inner.shutting_down.store(true, Ordering::Relaxed);
     }
 
-    /// The queue settings for `name`: the configured ones, or the defaults.
+    /// The queue settings for `name`: the configured ones (retention
+    /// included: a push worker's settles and janitor apply it), or the
+    /// defaults.
     pub fn queue_config(&self, name: &str) -> QueueConfig {
         let mut config = QueueConfig {
             prefix: self.inner.config.prefix.clone(),
@@ -154,6 +156,9 @@ impl AppState {
             }
             if let Some(timeout) = settings.timeout {
                 config.default_timeout = timeout;
+            }
+            if let Some(retention) = settings.retention {
+                config.retention = retention;
             }
         }
         config

@@ -7,4 +7,5 @@ mod api;
 mod dashboard;
 mod fuzz;
 mod intake;
+mod maintenance;
 mod push;

@@ -158,7 +158,48 @@ impl Retention {
     pub(crate) fn dead_args(&self) -> [u64; 3] {
         bounds_args(&self.dead)
     }
+
+    /// The rules as the queue's `meta` hash records them: a format version
+    /// (1), then the completed bounds (count 0: removed) and the dead bounds
+    /// as script arguments, space-separated.
+    pub(crate) fn to_record(self) -> String {
+        let [cc, ca, cb] = self.completed_args();
+        let [dc, da, db] = self.dead_args();
+        format!("{RECORD_VERSION} {cc} {ca} {cb} {dc} {da} {db}")
+    }
+
+    /// Reads [`to_record`](Self::to_record)'s text, checking every bound.
+    pub(crate) fn from_record(text: &str) -> Result<Self> {
+        let corrupt = |why: &str| {
+            Error::corrupt(format!("recorded retention {text:?} cannot be read: {why}"))
+        };
+        let values: Vec<u64> = text
+            .split_ascii_whitespace()
+            .map(str::parse)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| corrupt("not numbers"))?;
+        let [version, cc, ca, cb, dc, da, db] = values[..] else {
+            return Err(corrupt("not seven numbers"));
+        };
+        if version != RECORD_VERSION {
+            return Err(corrupt("written by another version of Plimsoll"));
+        }
+        let bounds = |count, age, bytes| {
+            Bounds::new(count, Duration::from_millis(age), bytes).map_err(|e| corrupt(e.message()))
+        };
+        let completed = match cc {
+            0 => CompletedRetention::Remove,
+            _ => CompletedRetention::Keep(bounds(cc, ca, cb)?),
+        };
+        Ok(Self {
+            completed,
+            dead: bounds(dc, da, db)?,
+        })
+    }
 }
+
+/// The format of [`Retention::to_record`].
+const RECORD_VERSION: u64 = 1;
 
 fn bounds_args(b: &Bounds) -> [u64; 3] {
     [b.max_count, crate::clock::ms(b.max_age), b.max_bytes]
@@ -184,7 +225,9 @@ pub struct QueueConfig {
     pub idempotency_window: Duration,
     /// What to keep of finished jobs, and how much.
     pub retention: Retention,
-    /// The clock passed to scripts.
+    /// The clock of the time passed to scripts. A queue keeps it on Redis'
+    /// time (see [`crate::clock`]) unless it is a
+    /// [`ManualClock`](crate::ManualClock), which is used as it is.
     pub clock: Arc<dyn Clock>,
 }
 
@@ -274,6 +317,30 @@ pub(crate) fn check_idempotency_window(window: Duration) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_retention_reads_back_as_written() {
+        let kept = Retention {
+            completed: CompletedRetention::Keep(
+                Bounds::new(500, Duration::from_secs(3600), 1 << 20).unwrap(),
+            ),
+            dead: Bounds::new(7, Duration::from_secs(86_400), 4096).unwrap(),
+        };
+        for retention in [Retention::default(), kept] {
+            let text = retention.to_record();
+            assert_eq!(Retention::from_record(&text).unwrap(), retention, "{text}");
+        }
+        for bad in [
+            "",
+            "1 0 0 0",
+            "2 0 0 0 10 1000 10",
+            "1 0 0 0 0 1000 10",
+            "x",
+        ] {
+            let err = Retention::from_record(bad).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_defaults_are_valid_and_remove_completed_jobs() {

@@ -16,7 +16,7 @@ use super::job::{JobId, JobInfo, JobState};
 use super::record;
 use super::scripts::{self, SCRIPTS};
 use crate::error::{Error, Result};
-use crate::keyspace::PRIORITY_LEVELS;
+use crate::keyspace::{PRIORITY_LEVELS, lease_deadline};
 
 /// The most workers whose active jobs one call looks at.
 const MAX_LISTED_WORKERS: isize = 1000;
@@ -296,15 +296,14 @@ impl Queue {
             JobState::Active => {
                 let mut rows = Vec::new();
                 for worker in self.worker_ids().await? {
-                    let leases: Vec<(u64, u64)> = redis::cmd("HGETALL")
+                    let leases: Vec<(u64, String)> = redis::cmd("HGETALL")
                         .arg(keys.active(&worker))
                         .query_async(&mut redis)
                         .await?;
-                    rows.extend(
-                        leases
-                            .into_iter()
-                            .map(|(id, lease)| (id, lease, worker.clone())),
-                    );
+                    rows.extend(leases.into_iter().map(|(id, lease)| {
+                        let deadline = lease_deadline(&lease).unwrap_or(0);
+                        (id, deadline, worker.clone())
+                    }));
                 }
                 rows.sort_unstable();
                 let rows: Vec<_> = rows.into_iter().skip(offset).take(limit).collect();

@@ -41,6 +41,7 @@ pub use inspect::{CancelOutcome, DeadSelection, QueueCounts, QueueTotals, Worker
 pub use job::{Enqueued, HIGHEST_PRIORITY, JobId, JobInfo, JobState, LOWEST_PRIORITY, NewJob};
 pub use record::{Compression, DEFAULT_COMPRESSION};
 
+use crate::clock::RedisClock;
 use crate::connection::Redis;
 use crate::error::Result;
 use crate::keyspace::{QueueKeys, QueueName, queues_registry};
@@ -55,7 +56,11 @@ struct Inner {
     redis: Redis,
     name: QueueName,
     keys: QueueKeys,
+    /// Its clock is `redis_clock` when that is set.
     config: QueueConfig,
+    /// The configured clock kept on Redis' time (`crate::clock`), unless
+    /// the configured clock is a manual one.
+    redis_clock: Option<Arc<RedisClock>>,
     batcher: OnceLock<mpsc::Sender<enqueue::Pending>>,
     registered: OnceCell<()>,
     /// Writes enqueued batches; shared with the batcher task.
@@ -75,9 +80,20 @@ impl Queue {
     /// A handle for the queue `name` with `config`, checked here: an invalid
     /// name or setting is an [`InvalidInput`](crate::ErrorKind::InvalidInput)
     /// error that names it. Nothing is written until the first enqueue.
+    ///
+    /// The configured clock is kept on Redis' time (see [`crate::clock`]):
+    /// `config().clock` is the corrected one.
     pub fn new(redis: Redis, name: &str, config: QueueConfig) -> Result<Self> {
         let name = QueueName::new(name)?;
         config.validate()?;
+        let mut config = config;
+        let redis_clock = config
+            .clock
+            .follows_redis()
+            .then(|| Arc::new(RedisClock::new(config.clock.clone())));
+        if let Some(clock) = &redis_clock {
+            config.clock = clock.clone();
+        }
         let keys = QueueKeys::new(&config.prefix, &name);
         let writer = Arc::new(enqueue::Writer::new(redis.clone(), keys.clone()));
         Ok(Self {
@@ -86,6 +102,7 @@ impl Queue {
                 name,
                 keys,
                 config,
+                redis_clock,
                 batcher: OnceLock::new(),
                 registered: OnceCell::new(),
                 writer,
@@ -122,6 +139,109 @@ impl Queue {
         self.inner.config.clock.now_ms()
     }
 
+    /// Puts the queue's clock on Redis' time before its first use, and
+    /// keeps it there: a reading older than `CLOCK_RESYNC_INTERVAL` is
+    /// renewed in the background (the current offset serves meanwhile).
+    /// Cheap when nothing is due (two atomic loads).
+    pub(crate) async fn ensure_clock(&self) -> Result<()> {
+        let Some(clock) = &self.inner.redis_clock else {
+            return Ok(());
+        };
+        if !clock.is_synced() {
+            return self.sync_clock().await;
+        }
+        if clock.is_stale() && clock.begin_sync() {
+            let queue = self.clone();
+            tokio::spawn(async move {
+                if let Err(err) = queue.sync_clock().await {
+                    tracing::debug!(queue = %queue.name(), error = %err,
+                        "could not read Redis' time; keeping the last offset");
+                }
+                if let Some(clock) = &queue.inner.redis_clock {
+                    clock.end_sync();
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// One reading of Redis' time (`time.lua`, on the queue's node).
+    async fn sync_clock(&self) -> Result<()> {
+        let Some(clock) = &self.inner.redis_clock else {
+            return Ok(());
+        };
+        let mut invocation = scripts::SCRIPTS.time.prepare_invoke();
+        invocation.key(self.keys().meta());
+        let sent = clock.base_now_ms();
+        let time: (u64, u64) = invocation
+            .invoke_async(&mut self.inner.redis.clone())
+            .await?;
+        clock.observe(sent, redis_time_ms(time), clock.base_now_ms());
+        Ok(())
+    }
+
+    /// The base clock's reading now, uncorrected; with
+    /// [`observe_redis_time`](Self::observe_redis_time), lets a script that
+    /// returns Redis' `TIME` anyway (the heartbeat) serve as a reading.
+    pub(crate) fn base_now_ms(&self) -> u64 {
+        match &self.inner.redis_clock {
+            Some(clock) => clock.base_now_ms(),
+            None => self.now_ms(),
+        }
+    }
+
+    /// How far Redis' time is ahead of this handle's configured clock, in
+    /// ms, as last measured; `None` before the first reading, and for a
+    /// manual clock (which is used as it is). See [`crate::clock`].
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        let clock = self.inner.redis_clock.as_ref()?;
+        clock.is_synced().then(|| clock.offset_ms())
+    }
+
+    /// A reading of Redis' `TIME` (seconds, microseconds) taken between the
+    /// base clock's `sent_ms` and `received_ms`.
+    pub(crate) fn observe_redis_time(&self, sent_ms: u64, time: (u64, u64), received_ms: u64) {
+        if let Some(clock) = &self.inner.redis_clock {
+            clock.observe(sent_ms, redis_time_ms(time), received_ms);
+        }
+    }
+
+    /// Records this handle's retention rules in the queue's `meta` hash, so
+    /// that maintenance run where the queue's settings are not known (the
+    /// janitor of `plimsoll serve` for a queue it has no settings for,
+    /// `plimsoll trim plimsoll`) applies the same rules instead of the
+    /// defaults. Workers record theirs when they start; the last one
+    /// recorded wins, so give a queue the same rules everywhere.
+    pub async fn record_retention(&self) -> Result<()> {
+        let _: () = self
+            .inner
+            .redis
+            .query(
+                redis::cmd("HSET")
+                    .arg(self.keys().meta())
+                    .arg(RETENTION_FIELD)
+                    .arg(self.config().retention.to_record()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The retention rules last recorded for this queue (by its workers or
+    /// by `plimsoll serve`), or `None` when none were. A record this version
+    /// cannot read is a [`Corrupt`](crate::ErrorKind::Corrupt) error.
+    pub async fn recorded_retention(&self) -> Result<Option<Retention>> {
+        let text: Option<String> = self
+            .inner
+            .redis
+            .query(
+                redis::cmd("HGET")
+                    .arg(self.keys().meta())
+                    .arg(RETENTION_FIELD),
+            )
+            .await?;
+        text.map(|text| Retention::from_record(&text)).transpose()
+    }
+
     /// Names of the queues that have been used under `prefix`.
     pub async fn list(redis: &Redis, prefix: &str) -> Result<Vec<QueueName>> {
         let names: Vec<String> = redis
@@ -139,6 +259,8 @@ impl Queue {
     /// and the dashboard can list it. The registry is the one key outside the
     /// queue's hash tag, hence a plain command and not part of a script.
     async fn register(&self) -> Result<()> {
+        // Due times are computed on Redis' time too.
+        self.ensure_clock().await?;
         self.inner
             .registered
             .get_or_try_init(|| async {
@@ -166,4 +288,12 @@ impl Queue {
             .await
             .map(|_| ())
     }
+}
+
+/// The `meta` field holding the queue's recorded retention rules.
+const RETENTION_FIELD: &str = "retention";
+
+/// Redis' `TIME` reply (seconds, microseconds) in ms since the epoch.
+fn redis_time_ms((secs, micros): (u64, u64)) -> u64 {
+    secs.saturating_mul(1000).saturating_add(micros / 1000)
 }

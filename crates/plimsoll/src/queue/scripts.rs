@@ -60,6 +60,7 @@ scripts! {
     retry_dead => "retry_dead.lua",
     purge_dead => "purge_dead.lua",
     trim => "trim.lua",
+    time => "time.lua",
 }
 
 /// Adds the queue's ten waiting lists, priority 0 first, as the next keys:
