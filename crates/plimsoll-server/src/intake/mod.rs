@@ -13,6 +13,7 @@
 //! accepted. Past the spool's bound the answer is 503 with `Retry-After`, so
 //! the sender keeps the webhook and tries again: a 2xx always means kept.
 
+pub mod quarantine;
 pub mod replay;
 pub mod signature;
 pub mod spool;
