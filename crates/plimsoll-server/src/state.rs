@@ -155,6 +155,9 @@ impl AppState {
             if let Some(timeout) = settings.timeout {
                 config.default_timeout = timeout;
             }
+            if let Some(limit) = settings.payload_limit {
+                config.payload_limit = limit;
+            }
         }
         config
     }
