@@ -653,10 +653,11 @@ impl ServerConfig {
 
 /// `PLIMSOLL_LISTEN`, `PLIMSOLL_REDIS_URL`, `PLIMSOLL_QUEUES__MAIL__…`: a
 /// single underscore after the prefix is part of a name, a double one nests.
-/// `PLIMSOLL_LOG` belongs to the command, not to this schema.
+/// `PLIMSOLL_LOG` belongs to the command and `PLIMSOLL_FAULT_REPS` to the
+/// fault tests (which run servers), not to this schema.
 fn env_provider() -> Env {
     Env::prefixed("PLIMSOLL_")
-        .ignore(&["log"])
+        .ignore(&["log", "fault_reps"])
         .map(|key| match key.as_str() {
             "redis_url" => "redis.url".into(),
             "prefix" => "redis.prefix".into(),
