@@ -173,6 +173,9 @@ pub struct RawQueue {
     pub timeout: Option<String>,
     /// Largest payload a job may have; default 512KiB.
     pub payload_limit: Option<String>,
+    /// How long idempotency keys (webhook identities among them) are
+    /// remembered; default 24h.
+    pub idempotency_window: Option<String>,
     /// Deliver this queue's jobs by HTTP POST instead of leaving them for
     /// library workers.
     pub push: Option<RawPush>,
@@ -296,6 +299,7 @@ pub struct QueueSettings {
     pub max_attempts: Option<u16>,
     pub timeout: Option<Duration>,
     pub payload_limit: Option<usize>,
+    pub idempotency_window: Option<Duration>,
     pub push: Option<PushSettings>,
 }
 
@@ -471,6 +475,22 @@ impl ServerConfig {
                     Some(limit)
                 }
             };
+            let idempotency_window = match &q.idempotency_window {
+                None => None,
+                Some(text) => {
+                    let window =
+                        parse_duration(text).map_err(|m| bad(&key("idempotency_window"), m))?;
+                    if window < Duration::from_secs(1)
+                        || window > plimsoll::queue::MAX_IDEMPOTENCY_WINDOW
+                    {
+                        return Err(bad(
+                            &key("idempotency_window"),
+                            "must be between 1s and 30 days".into(),
+                        ));
+                    }
+                    Some(window)
+                }
+            };
             let push = match &q.push {
                 None => None,
                 Some(p) => {
@@ -505,6 +525,7 @@ impl ServerConfig {
                     max_attempts: q.max_attempts,
                     timeout,
                     payload_limit,
+                    idempotency_window,
                     push,
                 },
             );
@@ -798,6 +819,21 @@ mod tests {
 
         let err = load_str("[queues.mail]\npayload_limit = \"65MiB\"").unwrap_err();
         assert_eq!(err.key, "queues.mail.payload_limit");
+    }
+
+    #[test]
+    fn a_queue_s_idempotency_window_is_bounded() {
+        let config = load_str("[queues.mail]\nidempotency_window = \"1h\"").unwrap();
+        let mail = plimsoll::keyspace::QueueName::new("mail").unwrap();
+        assert_eq!(
+            config.queues[&mail].idempotency_window,
+            Some(Duration::from_secs(3600))
+        );
+        for bad in ["0s", "31days"] {
+            let err =
+                load_str(&format!("[queues.mail]\nidempotency_window = \"{bad}\"")).unwrap_err();
+            assert_eq!(err.key, "queues.mail.idempotency_window", "{bad}");
+        }
     }
 
     #[test]

@@ -158,6 +158,9 @@ impl AppState {
             if let Some(limit) = settings.payload_limit {
                 config.payload_limit = limit;
             }
+            if let Some(window) = settings.idempotency_window {
+                config.idempotency_window = window;
+            }
         }
         config
     }
