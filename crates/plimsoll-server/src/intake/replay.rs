@@ -83,7 +83,9 @@ pub async fn run(state: AppState, stop: CancellationToken) {
             tracing::error!(error = %err, "cannot record replay progress; replay goes on, and after a restart the records behind it are replayed again (Redis drops them as duplicates)");
         }
         if round.done > 0 {
-            state.metrics().replayed(round.enqueued as u64);
+            state
+                .metrics()
+                .replayed((round.enqueued + round.duplicates) as u64);
             tracing::info!(
                 replayed = round.enqueued,
                 already_in_redis = round.duplicates,
@@ -167,7 +169,7 @@ async fn replay(state: &AppState, records: &[SpoolRecord]) -> Round {
                     round.done += written;
                     round.enqueued += written - duplicates;
                     round.duplicates += duplicates;
-                    if retry_later(&error) {
+                    if retry_later(&error) || round.done >= records.len() {
                         round.stopped = Some(error.to_string());
                         return round;
                     }
