@@ -17,7 +17,9 @@
 //! [`REDIS_START_WAIT`]. Past that it serves anyway: webhooks go to the
 //! spool, the API answers `redis_unavailable`, `/readyz` names what is
 //! degraded, and the push workers start once Redis answers (the replayer,
-//! the sampler and the guard retry on their own).
+//! the sampler and the guard retry on their own). A Redis that answers but
+//! refuses the connection (a wrong password) still fails the start: that is
+//! a mistake to fix, not an outage to ride out.
 //!
 //! # Shutdown order (SIGTERM or Ctrl-C)
 //!
@@ -241,6 +243,13 @@ pub async fn run(
     let redis_connected = tokio::time::timeout(REDIS_START_WAIT, redis.connected())
         .await
         .is_ok();
+    if let Some(err) = redis.connect_error()
+        && !err.is_transient()
+    {
+        // Redis answered and refused us (a wrong password, a wrong
+        // database): a mistake to fix, not an outage to ride out.
+        return Err(err.into());
+    }
     if !redis_connected {
         tracing::warn!(redis = %RedisConfig::new(&redis_url)?.redacted_urls().join(","),
             wait = ?REDIS_START_WAIT,

@@ -858,3 +858,17 @@ async fn a_redis_that_fills_up_during_intake_loses_no_webhook() {
         replayer.await.unwrap();
     }
 }
+
+/// Starting without Redis must not hide a Redis that answers and refuses
+/// the server (a wrong password): that still fails the start, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_refuses_the_server_fails_the_start_instead_of_waiting() {
+    let redis_server = RedisServer::start();
+    redis_server.cmd(&["CONFIG", "SET", "requirepass", "not-the-servers-password"]);
+    let data = tempfile::tempdir().unwrap();
+    let err = Running::start(HOOKS, data.path(), &redis_server.url())
+        .await
+        .err()
+        .expect("the start fails");
+    assert!(err.contains("NOAUTH") || err.contains("auth"), "{err}");
+}

@@ -21,7 +21,7 @@ use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::watch;
 
 use super::{Conn, Redis, RedisConfig, Topology, connect_error};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// Wait after the first failed attempt; it doubles up to
 /// [`LAZY_RETRY_MAX`].
@@ -35,16 +35,16 @@ pub(super) struct Lazy {
     /// The handle once connected.
     redis: OnceLock<Redis>,
     connected: watch::Sender<bool>,
-    last_error: Mutex<String>,
+    /// Why the last attempt failed: its kind and message.
+    last_error: Mutex<Option<(ErrorKind, String)>>,
 }
 
 impl Lazy {
     fn not_connected(&self) -> redis::RedisError {
-        let last = self
-            .last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let last = match &*self.last_error.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((_, message)) => message.clone(),
+            None => "no attempt yet".to_string(),
+        };
         std::io::Error::new(
             std::io::ErrorKind::NotConnected,
             format!("not connected to Redis yet ({last})"),
@@ -107,7 +107,7 @@ impl Redis {
         let lazy = Arc::new(Lazy {
             redis: OnceLock::new(),
             connected,
-            last_error: Mutex::new("no attempt yet".into()),
+            last_error: Mutex::new(None),
         });
         runtime.spawn(connect_in_background(Arc::downgrade(&lazy), config.clone()));
         Ok(Self {
@@ -123,6 +123,23 @@ impl Redis {
         match &self.conn {
             Conn::Lazy(lazy) => lazy.get().is_some(),
             _ => true,
+        }
+    }
+
+    /// Why the last attempt of a handle from
+    /// [`connect_lazy`](Self::connect_lazy) to connect failed, while it is
+    /// not connected: a [`Connection`](ErrorKind::Connection) or
+    /// [`Timeout`](ErrorKind::Timeout) error while Redis does not answer,
+    /// another kind when it answered and refused (a wrong password, say).
+    pub fn connect_error(&self) -> Option<Error> {
+        match &self.conn {
+            Conn::Lazy(lazy) if lazy.get().is_none() => lazy
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|(kind, message)| Error::new(*kind, message.clone())),
+            _ => None,
         }
     }
 
@@ -162,7 +179,8 @@ async fn connect_in_background(lazy: Weak<Lazy>, config: RedisConfig) {
                     tracing::debug!(error = %err, failures, "Redis still does not answer");
                 }
                 failures += 1;
-                *state.last_error.lock().unwrap_or_else(|e| e.into_inner()) = err.to_string();
+                *state.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((err.kind(), err.message().to_string()));
             }
         }
         drop(state);
