@@ -419,6 +419,17 @@ async fn a_record_redis_refuses_for_good_is_quarantined_and_the_rest_replay() {
         "{}",
         ready.text
     );
+    let alerts = s.call("GET", "/v1/guard/alerts", None).await;
+    assert!(
+        alerts
+            .json
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| { a["kind"]["type"] == "spool_quarantined" && a["kind"]["records"] == 1 }),
+        "raised through the guard: {}",
+        alerts.text
+    );
     let metrics = plimsoll_server::metrics_text(&s.state);
     assert!(
         metrics.contains("plimsoll_spool_quarantined_total 1"),
