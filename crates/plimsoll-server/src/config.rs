@@ -171,6 +171,11 @@ impl Default for RawSpool {
 pub struct RawQueue {
     pub max_attempts: Option<u16>,
     pub timeout: Option<String>,
+    /// Largest payload a job may have; default 512KiB.
+    pub payload_limit: Option<String>,
+    /// How long idempotency keys (webhook identities among them) are
+    /// remembered; default 24h.
+    pub idempotency_window: Option<String>,
     /// Deliver this queue's jobs by HTTP POST instead of leaving them for
     /// library workers.
     pub push: Option<RawPush>,
@@ -316,6 +321,8 @@ pub struct ServerConfig {
 pub struct QueueSettings {
     pub max_attempts: Option<u16>,
     pub timeout: Option<Duration>,
+    pub payload_limit: Option<usize>,
+    pub idempotency_window: Option<Duration>,
     pub push: Option<PushSettings>,
     /// Configured retention rules; `None`: not configured here.
     pub retention: Option<plimsoll::Retention>,
@@ -479,6 +486,36 @@ impl ServerConfig {
                 .map(parse_duration)
                 .transpose()
                 .map_err(|m| bad(&key("timeout"), m))?;
+            let payload_limit = match &q.payload_limit {
+                None => None,
+                Some(text) => {
+                    let limit =
+                        parse_bytes(text).map_err(|m| bad(&key("payload_limit"), m))? as usize;
+                    if !(1024..=plimsoll::queue::MAX_PAYLOAD_LIMIT).contains(&limit) {
+                        return Err(bad(
+                            &key("payload_limit"),
+                            "must be between 1KiB and 64MiB".into(),
+                        ));
+                    }
+                    Some(limit)
+                }
+            };
+            let idempotency_window = match &q.idempotency_window {
+                None => None,
+                Some(text) => {
+                    let window =
+                        parse_duration(text).map_err(|m| bad(&key("idempotency_window"), m))?;
+                    if window < Duration::from_secs(1)
+                        || window > plimsoll::queue::MAX_IDEMPOTENCY_WINDOW
+                    {
+                        return Err(bad(
+                            &key("idempotency_window"),
+                            "must be between 1s and 30 days".into(),
+                        ));
+                    }
+                    Some(window)
+                }
+            };
             let push = match &q.push {
                 None => None,
                 Some(p) => {
@@ -518,6 +555,8 @@ impl ServerConfig {
                 QueueSettings {
                     max_attempts: q.max_attempts,
                     timeout,
+                    payload_limit,
+                    idempotency_window,
                     push,
                     retention,
                 },
@@ -549,9 +588,38 @@ impl ServerConfig {
             if h.secret.is_some() && h.signature_header.trim().is_empty() {
                 return Err(bad(&key("signature_header"), "must name a header".into()));
             }
+            // A webhook answered 202 must be enqueueable: its body, in its
+            // envelope, must fit the queue's payload limit.
+            let payload_limit = queues
+                .get(&queue)
+                .and_then(|q: &QueueSettings| q.payload_limit)
+                .unwrap_or(plimsoll::queue::DEFAULT_PAYLOAD_LIMIT);
+            let room = payload_limit.saturating_sub(crate::intake::ENVELOPE_RESERVE);
+            if room == 0 {
+                return Err(bad(
+                    &format!("queues.{queue}.payload_limit"),
+                    format!(
+                        "{payload_limit} bytes leave no room for webhooks of source {source}: their envelope needs {} bytes beyond the body",
+                        crate::intake::ENVELOPE_RESERVE
+                    ),
+                ));
+            }
             let max_body = match &h.max_body {
-                Some(text) => parse_bytes(text).map_err(|m| bad(&key("max_body"), m))? as usize,
-                None => max_body,
+                Some(text) => {
+                    let asked = parse_bytes(text).map_err(|m| bad(&key("max_body"), m))? as usize;
+                    if asked > room {
+                        return Err(bad(
+                            &key("max_body"),
+                            format!(
+                                "{asked} bytes would let through webhooks queue {queue} refuses: it takes payloads up to {payload_limit} bytes and a webhook's envelope needs up to {} more; set at most {room} bytes, or raise queues.{queue}.payload_limit",
+                                crate::intake::ENVELOPE_RESERVE
+                            ),
+                        ));
+                    }
+                    asked
+                }
+                // The server's max_body, within what the queue takes.
+                None => max_body.min(room),
             };
             hooks.insert(
                 source.clone(),
@@ -638,10 +706,11 @@ impl ServerConfig {
 
 /// `PLIMSOLL_LISTEN`, `PLIMSOLL_REDIS_URL`, `PLIMSOLL_QUEUES__MAIL__…`: a
 /// single underscore after the prefix is part of a name, a double one nests.
-/// `PLIMSOLL_LOG` belongs to the command, not to this schema.
+/// `PLIMSOLL_LOG` belongs to the command and `PLIMSOLL_FAULT_REPS` to the
+/// fault tests (which run servers), not to this schema.
 fn env_provider() -> Env {
     Env::prefixed("PLIMSOLL_")
-        .ignore(&["log"])
+        .ignore(&["log", "fault_reps"])
         .map(|key| match key.as_str() {
             "redis_url" => "redis.url".into(),
             "prefix" => "redis.prefix".into(),
@@ -834,6 +903,47 @@ mod tests {
         );
         let guard_history = config.guard.unwrap().history_dir.unwrap();
         assert_eq!(guard_history, config.data_dir.join("guard"));
+    }
+
+    /// A 600 KB webhook passed the hook's default 1 MiB `max_body`, was
+    /// answered 202 and spooled, and failed `PayloadTooLarge` forever on
+    /// replay against the queue's 512 KiB limit.
+    #[test]
+    fn a_hook_never_takes_a_body_its_queue_refuses() {
+        let config = load_str("[hooks.github]\nsecret = \"it's a secret\"").unwrap();
+        let derived = config.hooks["github"].max_body;
+        assert_eq!(
+            derived,
+            plimsoll::queue::DEFAULT_PAYLOAD_LIMIT - crate::intake::ENVELOPE_RESERVE
+        );
+
+        let err = load_str("[hooks.github]\nmax_body = \"1MiB\"").unwrap_err();
+        assert_eq!(err.key, "hooks.github.max_body");
+        assert!(err.to_string().contains("payload_limit"), "{err}");
+
+        let config = load_str(
+            "[hooks.github]\nmax_body = \"1MiB\"\n[queues.\"hooks.github\"]\npayload_limit = \"2MiB\"",
+        )
+        .unwrap();
+        assert_eq!(config.hooks["github"].max_body, 1 << 20);
+
+        let err = load_str("[queues.mail]\npayload_limit = \"65MiB\"").unwrap_err();
+        assert_eq!(err.key, "queues.mail.payload_limit");
+    }
+
+    #[test]
+    fn a_queue_s_idempotency_window_is_bounded() {
+        let config = load_str("[queues.mail]\nidempotency_window = \"1h\"").unwrap();
+        let mail = plimsoll::keyspace::QueueName::new("mail").unwrap();
+        assert_eq!(
+            config.queues[&mail].idempotency_window,
+            Some(Duration::from_secs(3600))
+        );
+        for bad in ["0s", "31days"] {
+            let err =
+                load_str(&format!("[queues.mail]\nidempotency_window = \"{bad}\"")).unwrap_err();
+            assert_eq!(err.key, "queues.mail.idempotency_window", "{bad}");
+        }
     }
 
     #[test]

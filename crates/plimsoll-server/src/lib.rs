@@ -9,6 +9,19 @@
 //!   every queue it knows ([`maintenance`]), the sampler, the API and the
 //!   metrics listener, and the shutdown order below.
 //!
+//! # Starting while Redis is down
+//!
+//! A configured Redis that does not answer does not stop the server: a
+//! deploy during a Redis outage is exactly when the spool is needed. `run`
+//! locks the data folder ([`lock`]), makes a Redis handle that connects in
+//! the background ([`Redis::connect_lazy`]) and waits for it up to
+//! [`REDIS_START_WAIT`]. Past that it serves anyway: webhooks go to the
+//! spool, the API answers `redis_unavailable`, `/readyz` names what is
+//! degraded, and the push workers start once Redis answers (the replayer,
+//! the sampler and the guard retry on their own). A Redis that answers but
+//! refuses the connection (a wrong password) still fails the start: that is
+//! a mistake to fix, not an outage to ride out.
+//!
 //! # Shutdown order (SIGTERM or Ctrl-C)
 //!
 //! 1. Mark the server as stopping: `/readyz` answers 503, new webhooks get
@@ -33,6 +46,7 @@ pub mod extract;
 pub mod guard_metrics;
 pub mod health;
 pub mod intake;
+pub mod lock;
 pub mod maintenance;
 pub mod metrics;
 pub mod push;
@@ -43,7 +57,7 @@ pub mod state;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -82,6 +96,9 @@ pub fn app(state: AppState) -> Router {
         .route("/queues/{queue}/dead/retry", post(api::retry_dead))
         .route("/queues/{queue}/dead/purge", post(api::purge_dead))
         .route("/spool", get(api::spool_status))
+        .route("/spool/quarantine", get(api::list_quarantine))
+        .route("/spool/quarantine/retry", post(api::retry_quarantine))
+        .route("/spool/quarantine/purge", post(api::purge_quarantine))
         .route("/guard", get(api::guard_status))
         .route("/guard/alerts", get(api::guard_alerts))
         .route("/guard/memory", get(api::guard_memory))
@@ -160,6 +177,8 @@ pub enum ServeError {
     Redis(#[from] plimsoll::Error),
     #[error("embedded Redis: {0}")]
     Embedded(#[from] EmbeddedError),
+    #[error(transparent)]
+    DataDir(#[from] lock::LockError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -181,6 +200,9 @@ pub struct Started {
     /// Where Redis is, and whether this process started it.
     pub redis: String,
     pub redis_embedded: bool,
+    /// Whether Redis answered by the time the server started listening
+    /// (when not, webhooks are spooled and the rest joins when it answers).
+    pub redis_connected: bool,
     /// The token, when this process generated it (to show once).
     pub generated_token: Option<String>,
     /// One of the accepted tokens, for the dashboard's login link.
@@ -198,6 +220,8 @@ pub async fn run(
         "creating the data folder {}",
         config.data_dir.display()
     )))?;
+    // Held until this function returns.
+    let _data_dir_lock = lock::lock(&config.data_dir)?;
 
     // Redis: configured, or a local one that answers, or our own.
     let mut embedded = None;
@@ -218,7 +242,22 @@ pub async fn run(
             (url, true)
         }
     };
-    let redis = Redis::connect(RedisConfig::new(&redis_url)?).await?;
+    let redis = Redis::connect_lazy(RedisConfig::new(&redis_url)?)?;
+    let redis_connected = tokio::time::timeout(REDIS_START_WAIT, redis.connected())
+        .await
+        .is_ok();
+    if let Some(err) = redis.connect_error()
+        && !err.is_transient()
+    {
+        // Redis answered and refused us (a wrong password, a wrong
+        // database): a mistake to fix, not an outage to ride out.
+        return Err(err.into());
+    }
+    if !redis_connected {
+        tracing::warn!(redis = %RedisConfig::new(&redis_url)?.redacted_urls().join(","),
+            wait = ?REDIS_START_WAIT,
+            "Redis does not answer; serving without it: webhooks are spooled, the rest joins when it answers");
+    }
 
     let (tokens, generated_token) = match config.tokens.is_empty() {
         false => (config.tokens.clone(), None),
@@ -238,20 +277,33 @@ pub async fn run(
     };
     let replayer = tokio::spawn(intake::replay::run(state.clone(), services.clone()));
     let push_workers = Arc::new(Mutex::new(Vec::new()));
-    for (queue, settings) in &config.queues {
-        if let Some(push) = &settings.push {
-            let handle = push::start(&state, queue.as_str(), push.clone())?;
-            push_workers
-                .lock()
-                .await
-                .push((queue.as_str().to_string(), handle));
+    let push_start = CancellationToken::new();
+    let push_starter = if redis_connected {
+        // As before: a push target that cannot start fails the start.
+        for (queue, handle) in start_push_workers(&state)? {
+            push_workers.lock().await.push((queue, handle));
         }
-    }
-    let push_queues = push_workers
-        .lock()
-        .await
+        None
+    } else {
+        let (state, workers, stop) = (state.clone(), push_workers.clone(), push_start.clone());
+        Some(tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = state.redis().connected() => {}
+            }
+            match start_push_workers(&state) {
+                Ok(started) => workers.lock().await.extend(started),
+                Err(err) => tracing::error!(error = %err, "cannot start push delivery"),
+            }
+        }))
+    };
+    // Queues with a push target get their services from their push worker
+    // (which may start only once Redis answers); maintenance runs the rest.
+    let push_queues = config
+        .queues
         .iter()
-        .map(|(queue, _)| queue.clone())
+        .filter(|(_, settings)| settings.push.is_some())
+        .map(|(queue, _)| queue.as_str().to_string())
         .collect();
     let stop_maintenance = CancellationToken::new();
     let maintenance = tokio::spawn(maintenance::run(
@@ -299,6 +351,7 @@ pub async fn run(
         metrics: metrics_task.as_ref().map(|(a, _)| *a),
         redis: RedisConfig::new(&redis_url)?.redacted_urls().join(","),
         redis_embedded,
+        redis_connected,
         generated_token,
         token: tokens[0].clone(),
     });
@@ -323,7 +376,11 @@ pub async fn run(
             "requests still running after the grace period; dropping them"
         );
     }
-    // 3: push workers.
+    // 3: push workers (none start from here on).
+    push_start.cancel();
+    if let Some(starter) = push_starter {
+        let _ = starter.await;
+    }
     for (queue, worker) in push_workers.lock().await.drain(..) {
         if let Err(err) = worker.shutdown().await {
             tracing::warn!(queue, error = %err, "push worker stopped with jobs left leased; they run again after their lease");
@@ -349,6 +406,27 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long `run` waits for a configured Redis before it serves without it.
+/// Long enough for a Redis that is up to answer, so that a normal start
+/// begins with everything connected.
+pub const REDIS_START_WAIT: Duration = Duration::from_secs(2);
+
+/// Starts the push worker of every queue with a push target.
+fn start_push_workers(
+    state: &AppState,
+) -> Result<Vec<(String, plimsoll::WorkerHandle)>, plimsoll::Error> {
+    let mut started = Vec::new();
+    for (queue, settings) in &state.config().queues {
+        if let Some(push) = &settings.push {
+            started.push((
+                queue.as_str().to_string(),
+                push::start(state, queue.as_str(), push.clone())?,
+            ));
+        }
+    }
+    Ok(started)
 }
 
 /// The server's metrics, then the guard's (rendered by

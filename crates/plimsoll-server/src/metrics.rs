@@ -66,6 +66,8 @@ pub struct Snapshots {
     pub spool_records: u64,
     pub spool_bytes: u64,
     pub spool_max_bytes: u64,
+    pub spool_quarantine_records: u64,
+    pub spool_quarantine_bytes: u64,
     pub cache: Option<plimsoll::CacheStats>,
 }
 
@@ -84,6 +86,7 @@ pub struct Metrics {
     http_seconds: Family<RouteLabels, Histogram>,
     intake: Family<IntakeLabels, Counter>,
     replayed: Counter,
+    quarantined: Counter,
     snapshots: Arc<Mutex<Snapshots>>,
     up: Gauge,
 }
@@ -131,6 +134,12 @@ impl Metrics {
             "Spooled webhooks handed to Redis",
             replayed.clone(),
         );
+        let quarantined = Counter::default();
+        registry.register(
+            "spool_quarantined",
+            "Spooled webhooks Redis refused for good, moved to the quarantine",
+            quarantined.clone(),
+        );
         let up = Gauge::default();
         up.set(1);
         registry.register("up", "1 while the server runs", up.clone());
@@ -142,6 +151,7 @@ impl Metrics {
             http_seconds,
             intake,
             replayed,
+            quarantined,
             snapshots,
             up,
         }
@@ -181,6 +191,11 @@ impl Metrics {
     /// Counts spooled webhooks handed to Redis.
     pub fn replayed(&self, n: u64) {
         self.replayed.inc_by(n);
+    }
+
+    /// Counts spooled webhooks moved to the quarantine.
+    pub fn quarantined(&self, n: u64) {
+        self.quarantined.inc_by(n);
     }
 
     /// Replaces the snapshots with `update`'s changes.
@@ -298,6 +313,16 @@ impl Collector for SnapshotCollector {
                 "spool_max_bytes",
                 "The spool's bound; past it webhooks are refused with 503",
                 snap.spool_max_bytes,
+            ),
+            (
+                "spool_quarantine_records",
+                "Spooled webhooks Redis refused for good, held in the quarantine",
+                snap.spool_quarantine_records,
+            ),
+            (
+                "spool_quarantine_bytes",
+                "Bytes of the spool's quarantine",
+                snap.spool_quarantine_bytes,
             ),
         ] {
             let gauge = ConstGauge::new(value as i64);

@@ -160,6 +160,12 @@ impl AppState {
             if let Some(retention) = settings.retention {
                 config.retention = retention;
             }
+            if let Some(limit) = settings.payload_limit {
+                config.payload_limit = limit;
+            }
+            if let Some(window) = settings.idempotency_window {
+                config.idempotency_window = window;
+            }
         }
         config
     }

@@ -14,6 +14,11 @@
 //! Blocking commands (`BLPOP`) must not share the multiplexed socket, or they
 //! would stall every other caller behind them; [`Redis::dedicated`] opens a
 //! separate connection for them.
+//!
+//! [`Redis::connect_lazy`] (in `lazy.rs`) makes a handle before Redis
+//! answers, for a server that must start during an outage.
+
+mod lazy;
 
 use std::fmt;
 use std::sync::Arc;
@@ -138,6 +143,8 @@ fn redact(url: &str) -> String {
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// Made by [`Redis::connect_lazy`]: one of the two once connected.
+    Lazy(Arc<lazy::Lazy>),
 }
 
 /// A shared, pipelining connection to one Redis server or one cluster.
@@ -218,6 +225,11 @@ impl Redis {
     /// Opens a separate connection of the same topology, for blocking
     /// commands. `response_timeout` must exceed the longest block.
     pub async fn dedicated(&self, response_timeout: Option<Duration>) -> Result<Self> {
+        if let Conn::Lazy(lazy) = &self.conn
+            && lazy.get().is_none()
+        {
+            return Err(lazy.not_connected_error());
+        }
         let topology = if self.is_cluster() {
             Topology::Cluster
         } else {
@@ -235,7 +247,13 @@ impl Redis {
 
     /// Whether this handle talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self.conn, Conn::Cluster(_))
+        match &self.conn {
+            Conn::Single(_) => false,
+            Conn::Cluster(_) => true,
+            Conn::Lazy(lazy) => lazy
+                .get()
+                .map_or(self.config.topology == Topology::Cluster, Redis::is_cluster),
+        }
     }
 
     /// The configuration this handle was made from.
@@ -321,6 +339,7 @@ impl ConnectionLike for Redis {
         match &mut self.conn {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Lazy(lazy) => lazy.req_packed_command(cmd),
         }
     }
 
@@ -333,6 +352,7 @@ impl ConnectionLike for Redis {
         match &mut self.conn {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Lazy(lazy) => lazy.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -340,6 +360,7 @@ impl ConnectionLike for Redis {
         match &self.conn {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Lazy(lazy) => lazy.get_db(),
         }
     }
 }

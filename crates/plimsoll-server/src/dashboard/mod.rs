@@ -186,17 +186,57 @@ async fn overview(State(state): State<AppState>, request: Request) -> Response {
     page.push("<h2>Cache</h2>");
     page.push(&cache_card(&state.cache().stats()));
 
-    let spool = api::spool_view(&state);
-    page.push("<h2>Webhook spool</h2><section class=\"card\" id=\"spool\">");
-    page.push(&format!(
-        "<p><span class=\"{}\">{} webhooks waiting for Redis</span> · {} of {} ({:.0}%)</p></section>",
-        if spool.records == 0 { "ok" } else if spool.filling { "bad" } else { "warn" },
+    page.push("<h2>Webhook spool</h2>");
+    page.push(&spool_card(&state));
+    respond(&headers, page)
+}
+
+/// Quarantined webhooks listed on the overview at most.
+const QUARANTINE_LISTED: usize = 20;
+
+/// The spool: what waits for Redis, and what Redis refused for good.
+fn spool_card(state: &AppState) -> String {
+    let spool = api::spool_view(state);
+    let mut card = format!(
+        "<section class=\"card\" id=\"spool\"><p><span class=\"{}\">{} webhooks waiting for Redis</span> · {} of {} ({:.0}%)</p>",
+        if spool.records == 0 {
+            "ok"
+        } else if spool.filling {
+            "bad"
+        } else {
+            "warn"
+        },
         spool.records,
         human_bytes(spool.bytes),
         human_bytes(spool.max_bytes),
         spool.fill * 100.0
+    );
+    card.push_str(&format!(
+        "<p id=\"quarantine\"><span class=\"{}\">{} webhooks in quarantine</span> (refused by Redis for good; \
+         <code>GET /v1/spool/quarantine</code>, then <code>POST /v1/spool/quarantine/retry</code> or <code>…/purge</code>){}</p>",
+        if spool.quarantined == 0 { "ok" } else { "bad" },
+        spool.quarantined,
+        if spool.quarantine_full { " · full: replay waits" } else { "" }
     ));
-    respond(&headers, page)
+    let listed = state.spool().quarantine().list(0, QUARANTINE_LISTED);
+    if !listed.is_empty() {
+        card.push_str(
+            "<table><tr><th>Queue</th><th>Identity</th><th class=\"num\">Bytes</th><th>Reason</th><th>Payload</th></tr>",
+        );
+        for q in listed {
+            card.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                escape(&q.queue),
+                escape(q.identity.as_deref().unwrap_or("-")),
+                q.payload_bytes,
+                escape(&q.reason),
+                escape(&String::from_utf8_lossy(&q.preview[..q.preview.len().min(80)]))
+            ));
+        }
+        card.push_str("</table>");
+    }
+    card.push_str("</section>");
+    card
 }
 
 fn cache_card(stats: &plimsoll::CacheStats) -> String {

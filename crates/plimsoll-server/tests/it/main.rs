@@ -9,3 +9,4 @@ mod fuzz;
 mod intake;
 mod maintenance;
 mod push;
+mod spool_faults;

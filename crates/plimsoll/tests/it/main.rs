@@ -9,6 +9,7 @@ mod guard;
 mod guard_attribute;
 mod guard_layouts;
 mod guard_trim;
+mod lazy_connect;
 mod leases;
 mod memory;
 mod queue;
