@@ -294,6 +294,7 @@ fn accept(shared: &Shared, jobs: &Fetched) {
 /// One call of `fetch.lua` (leases), then, for more than [`INLINE_RECORDS`]
 /// jobs, the records by a plain HMGET.
 async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetch> {
+    shared.queue.check_redis().await?;
     let keys = shared.queue.keys();
     let mut invocation = SCRIPTS.fetch.prepare_invoke();
     invocation
