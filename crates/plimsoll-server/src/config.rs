@@ -69,6 +69,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const FD_RESERVE: u64 = 64 + crate::listener::METRICS_MAX_CONNECTIONS as u64;
 /// Fewer client connections than this is no server: refused at start.
 pub const MIN_CONNECTIONS: usize = 16;
+/// More client connections than this is refused whatever the open-file
+/// limit says (which may be "unlimited").
+pub const MAX_CONNECTIONS: usize = 1_000_000;
 /// Largest `max_body` (API and hooks): a job is not a file store, and the
 /// library's largest payload limit is the same.
 pub const MAX_MAX_BODY: u64 = plimsoll::queue::MAX_PAYLOAD_LIMIT as u64;
@@ -817,10 +820,10 @@ fn check_http(
         .try_into()
         .unwrap_or(usize::MAX);
     let max_connections = match h.max_connections {
-        Some(n) if n < MIN_CONNECTIONS => {
+        Some(n) if !(MIN_CONNECTIONS..=MAX_CONNECTIONS).contains(&n) => {
             return Err(bad(
                 "http.max_connections",
-                format!("must be at least {MIN_CONNECTIONS}"),
+                format!("must be {MIN_CONNECTIONS} to {MAX_CONNECTIONS}"),
             ));
         }
         Some(n) if n > room => {
