@@ -238,5 +238,15 @@ fn human(report: &TrimReport) -> String {
         }
         out.push_str("Nothing was removed; run again with --yes to remove them.\n");
     }
+    if report.skipped > 0 {
+        out.push_str(&format!(
+            "Skipped {} keys that match the pattern but belong to a queue; they were not \
+             touched (trim them with the queue's own target: plimsoll, bullmq, sidekiq):\n",
+            report.skipped
+        ));
+        for example in &report.skipped_examples {
+            out.push_str(&format!("  {example}\n"));
+        }
+    }
     out
 }

@@ -69,6 +69,12 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             false
         }
     };
+    degraded.extend(
+        state
+            .redis_warnings()
+            .into_iter()
+            .map(|w| format!("redis: {w}")),
+    );
     let spool = crate::api::spool_view(&state);
     if spool.records > 0 {
         degraded.push(format!(

@@ -4,10 +4,12 @@
 //!
 //! - [`app`] builds the router (`/v1` API, `/hooks/{source}`, dashboard,
 //!   health), so tests call it in-process;
-//! - [`run`] is the whole server: Redis (configured, local, or embedded),
-//!   the spool and its replayer, push workers, the maintenance services of
-//!   every queue it knows ([`maintenance`]), the sampler, the API and the
-//!   metrics listener, and the shutdown order below.
+//! - [`run`] is the whole server: Redis (configured, local, or embedded,
+//!   refused when it may evict keys — [`check_redis`]), the spool and its
+//!   replayer, push workers, the maintenance services of every queue it
+//!   knows ([`maintenance`]), the sampler, the API and the metrics listener
+//!   (each behind [`listener::serve`]: header read timeout, connection
+//!   limit), and the shutdown order below.
 //!
 //! # Starting while Redis is down
 //!
@@ -26,8 +28,9 @@
 //!
 //! 1. Mark the server as stopping: `/readyz` answers 503, new webhooks get
 //!    503 with `Retry-After` (they are not accepted, so nothing is lost).
-//! 2. Stop accepting connections and let in-flight requests finish, up to
-//!    `shutdown_grace`.
+//! 2. Stop accepting connections (the listener closes, so new ones are
+//!    refused), close those waiting for a request, and let in-flight
+//!    requests finish, up to `shutdown_grace` (see [`listener`]).
 //! 3. Stop the push workers (each finishes or hands back its deliveries),
 //!    then the maintenance services (each finishes its round).
 //! 4. Stop the replayer after its current batch, then close the spool (its
@@ -38,6 +41,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod dashboard;
 pub mod embedded;
@@ -46,6 +50,7 @@ pub mod extract;
 pub mod guard_metrics;
 pub mod health;
 pub mod intake;
+pub mod listener;
 pub mod lock;
 pub mod maintenance;
 pub mod metrics;
@@ -112,20 +117,18 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::require_token,
         ));
-    let hooks_limit = state
-        .config()
-        .hooks
-        .values()
-        .map(|h| h.max_body)
-        .max()
-        .unwrap_or(0)
-        .max(state.config().max_body);
     Router::new()
         .route("/v1/openapi.json", get(api::openapi))
         .nest("/v1", api)
         .route(
             "/hooks/{source}",
-            post(intake::receive).layer(DefaultBodyLimit::max(hooks_limit)),
+            // Each source's own cap, applied while the body is read.
+            post(intake::receive)
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    body::hook_body_cap,
+                ))
+                .route_layer(DefaultBodyLimit::disable()),
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -133,6 +136,11 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config().max_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            body::read_deadline,
+        ))
+        .layer(middleware::from_fn(auth::nosniff))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -149,19 +157,21 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Counts and times every request by route.
+/// Counts and times every request by route. Labels come from fixed sets
+/// only — the route as matched (not the path sent), the method among the
+/// standard ones — so that no caller can add series to `/metrics`.
 async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_string();
+    let method = metrics::method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "(unmatched)".into());
+        .unwrap_or_else(|| metrics::UNMATCHED_ROUTE.into());
     let response = next.run(request).await;
     state.metrics().http(
         &route,
-        &method,
+        method,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
@@ -258,6 +268,13 @@ pub async fn run(
             wait = ?REDIS_START_WAIT,
             "Redis does not answer; serving without it: webhooks are spooled, the rest joins when it answers");
     }
+    // A Redis that is not reachable yet is checked by each queue on its
+    // first use.
+    let durability = if redis_connected {
+        check_redis(&config, &redis).await?
+    } else {
+        Vec::new()
+    };
 
     let (tokens, generated_token) = match config.tokens.is_empty() {
         false => (config.tokens.clone(), None),
@@ -269,6 +286,7 @@ pub async fn run(
     let spool = Spool::open(&config.data_dir.join("spool"), config.spool_max_bytes)
         .map_err(io("opening the webhook spool"))?;
     let state = AppState::new(config.clone(), redis, tokens.clone(), spool)?;
+    state.set_redis_warnings(durability);
 
     let services = CancellationToken::new();
     let guard_tasks = match state.guard() {
@@ -335,14 +353,19 @@ pub async fn run(
             let router = Router::new()
                 .route("/metrics", get(serve_metrics))
                 .with_state(state.clone());
-            let stop = services.clone();
+            let limits = listener::Limits {
+                header_read_timeout: config.http.header_read_timeout,
+                max_connections: listener::METRICS_MAX_CONNECTIONS,
+            };
             Some((
                 bound,
-                tokio::spawn(async move {
-                    let _ = axum::serve(listener, router)
-                        .with_graceful_shutdown(async move { stop.cancelled().await })
-                        .await;
-                }),
+                tokio::spawn(listener::serve(
+                    listener,
+                    router,
+                    limits,
+                    listener::ConnectionMetrics::default(),
+                    services.clone(),
+                )),
             ))
         }
     };
@@ -360,11 +383,16 @@ pub async fn run(
     let stopping = CancellationToken::new();
     let grace = config.shutdown_grace;
     let server_state = state.clone();
-    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown({
-        let stopping = stopping.clone();
-        async move { stopping.cancelled().await }
-    });
-    let server = tokio::spawn(server.into_future());
+    let server = tokio::spawn(listener::serve(
+        listener,
+        app(state.clone()),
+        listener::Limits {
+            header_read_timeout: config.http.header_read_timeout,
+            max_connections: config.http.max_connections,
+        },
+        state.metrics().connections(config.http.max_connections),
+        stopping.clone(),
+    ));
     shutdown.await;
     tracing::info!("shutting down");
     server_state.begin_shutdown();
@@ -427,6 +455,39 @@ fn start_push_workers(
         }
     }
     Ok(started)
+}
+
+/// Refuses a Redis that may evict keys (unless `redis.allow_eviction`), and
+/// returns what `/readyz` should say about one that does not fsync every
+/// write while webhooks come in (an acknowledged webhook is only as durable
+/// as that). Every primary of a cluster is asked. A Redis that cannot be
+/// asked now is asked again by each queue on its first use.
+pub async fn check_redis(config: &ServerConfig, redis: &Redis) -> Result<Vec<String>, ServeError> {
+    let durability = match plimsoll::durability::Durability::inspect(redis).await {
+        Ok(durability) => durability,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read Redis' eviction and persistence settings now; each queue asks again on first use");
+            return Ok(Vec::new());
+        }
+    };
+    if config.allow_eviction {
+        if let Err(err) = durability.refuse_eviction() {
+            tracing::warn!(error = %err, "redis.allow_eviction is set: running queues on a Redis that may evict keys");
+        }
+    } else {
+        durability.refuse_eviction()?;
+    }
+    if config.hooks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let warnings = durability.warnings();
+    for warning in &warnings {
+        tracing::warn!(
+            warning,
+            "webhooks are acknowledged before Redis has them on disk"
+        );
+    }
+    Ok(warnings)
 }
 
 /// The server's metrics, then the guard's (rendered by

@@ -37,7 +37,15 @@ async fn sample(
     let quarantine = state.spool().quarantine().stats();
     let max = state.config().spool_max_bytes;
     let cache = state.cache().stats();
+    let config = state.config();
+    let pinned = config
+        .queues
+        .keys()
+        .map(|q| q.as_str().to_string())
+        .chain(config.hooks.values().map(|h| h.queue.as_str().to_string()))
+        .collect();
     state.metrics().update(|s| {
+        s.pinned_queues = pinned;
         s.cache = Some(cache);
         s.spool_records = spool.records;
         s.spool_bytes = spool.bytes;

@@ -39,6 +39,8 @@ struct Inner {
     rates: Rates,
     shutting_down: AtomicBool,
     started: Instant,
+    /// What Redis does not promise (see `plimsoll::durability`), for `/readyz`.
+    redis_warnings: RwLock<Vec<String>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -81,6 +83,7 @@ impl AppState {
                 rates: Rates::default(),
                 shutting_down: AtomicBool::new(false),
                 started: Instant::now(),
+                redis_warnings: RwLock::new(Vec::new()),
             }),
         })
     }
@@ -127,6 +130,23 @@ impl AppState {
         self.inner.started.elapsed()
     }
 
+    /// What Redis does not promise, as `/readyz` lists it.
+    pub fn redis_warnings(&self) -> Vec<String> {
+        self.inner
+            .redis_warnings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_redis_warnings(&self, warnings: Vec<String>) {
+        *self
+            .inner
+            .redis_warnings
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = warnings;
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::Relaxed)
     }
@@ -167,6 +187,7 @@ impl AppState {
                 config.idempotency_window = window;
             }
         }
+        config.allow_evicting_redis = self.inner.config.allow_eviction;
         config
     }
 

@@ -28,10 +28,14 @@ pub const MAX_QUEUE_NAME_LEN: usize = 64;
 /// Number of priority levels; each level is one waiting list.
 pub const PRIORITY_LEVELS: usize = 10;
 
-/// A validated queue name: 1 to 64 characters from `A-Z a-z 0-9 _ - .`.
+/// A validated queue name: 1 to 64 characters from `A-Z a-z 0-9 _ - .`,
+/// not dots alone.
 ///
 /// Braces would break the hash tag and colons would blur key families in
-/// the memory report, so neither is allowed.
+/// the memory report, so neither is allowed. `.` and `..` (and any name of
+/// dots only) are path segments every HTTP client and browser resolves
+/// away, so such a queue could be made through the API but never reached
+/// again by its URL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueName(String);
 
@@ -40,6 +44,11 @@ impl QueueName {
     pub fn new(name: impl Into<String>) -> Result<Self> {
         let name = name.into();
         check_name("queue name", &name, MAX_QUEUE_NAME_LEN)?;
+        if name.chars().all(|c| c == '.') {
+            return Err(Error::invalid(format!(
+                "queue name {name:?} is only dots, which URLs resolve away; add a letter or digit"
+            )));
+        }
         Ok(Self(name))
     }
 
@@ -75,7 +84,7 @@ fn check_name(what: &str, name: &str, max_len: usize) -> Result<()> {
 }
 
 /// Checks a key prefix: non-empty, no braces, no whitespace.
-pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
+pub fn validate_prefix(prefix: &str) -> Result<()> {
     if prefix.is_empty()
         || prefix.len() > 64
         || prefix
@@ -334,7 +343,9 @@ mod tests {
     #[test]
     fn queue_names_are_checked() {
         assert!(QueueName::new("webhooks.github-v2_x").is_ok());
-        for bad in ["", "a{b}", "a:b", "a b", &"x".repeat(65)] {
+        assert!(QueueName::new(".a").is_ok());
+        assert!(QueueName::new("a..").is_ok());
+        for bad in ["", "a{b}", "a:b", "a b", &"x".repeat(65), ".", "..", "..."] {
             let err = QueueName::new(bad).unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::InvalidInput, "{bad:?}");
         }

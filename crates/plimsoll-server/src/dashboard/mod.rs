@@ -4,7 +4,14 @@
 //! build step.
 //!
 //! It uses the API's tokens: `/login?token=…` (the link `plimsoll serve`
-//! prints) or the login form sets an HttpOnly, SameSite=Strict cookie.
+//! prints) or the login form sets an HttpOnly, SameSite=Strict cookie. Every
+//! response carries a strict Content-Security-Policy (own scripts only, no
+//! framing); the buttons' API calls are checked to come from the
+//! dashboard's own origin (see [`crate::auth`]).
+//!
+//! Nothing a page shows may make it fail: times are formatted for any
+//! number Redis may hold (see [`html::fmt_time`]), and a bad query is
+//! answered with the error page and its status, never a panic.
 
 mod chart;
 mod html;
@@ -51,6 +58,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
             get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
         )
         .merge(pages)
+        .layer(middleware::from_fn(auth::dashboard_headers))
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
@@ -76,7 +84,21 @@ async fn login_page(State(state): State<AppState>, Query(query): Query<LoginQuer
     }
 }
 
-async fn login_form(State(state): State<AppState>, Form(form): Form<LoginQuery>) -> Response {
+async fn login_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginQuery>,
+) -> Response {
+    // Another site must not log a browser in with a token of its choosing
+    // (the browser would then act as that account on this dashboard). A
+    // form post from a browser always says where it comes from.
+    if let Err(why) = auth::same_origin(&headers, state.config().http.public_origin.as_deref()) {
+        return (
+            StatusCode::FORBIDDEN,
+            login_html(Some(&format!("Refused: {why}."))),
+        )
+            .into_response();
+    }
     login(&state, form.token.as_deref().unwrap_or(""))
 }
 
@@ -426,7 +448,10 @@ fn forecast_line(series: &[chart::Point], f: &plimsoll::Forecast) -> Option<Vec<
     let end_value = f.peak_bytes + f.growth_bytes_per_sec * span / 1000.0;
     Some(vec![
         (last_t, f.peak_bytes.max(0.0) as u64),
-        (last_t + span as u64, end_value.max(0.0) as u64),
+        (
+            last_t.saturating_add(span as u64),
+            end_value.max(0.0) as u64,
+        ),
     ])
 }
 
@@ -615,7 +640,14 @@ async fn queue_page(
         Ok(queue) => queue,
         Err(err) => return error_page(&headers, err.status(), err.message()),
     };
-    match queue.jobs(job_state, query.offset, PAGE_SIZE).await {
+    let jobs = match queue.jobs(job_state, query.offset, PAGE_SIZE).await {
+        Ok(jobs) => Ok(jobs),
+        Err(err) if err.kind() == plimsoll::ErrorKind::InvalidInput => {
+            return error_page(&headers, StatusCode::BAD_REQUEST, err.message());
+        }
+        Err(err) => Err(err),
+    };
+    match jobs {
         Ok(jobs) if jobs.is_empty() => {
             page.push(&format!("<p class=\"muted\">No {job_state} jobs.</p>"))
         }
@@ -643,7 +675,7 @@ async fn queue_page(
                 page.push(&format!(
                     "<p><a href=\"/queues/{url}?state={}&offset={}\">Next page</a></p>",
                     job_state.as_str(),
-                    query.offset + PAGE_SIZE
+                    query.offset.saturating_add(PAGE_SIZE)
                 ));
             }
         }

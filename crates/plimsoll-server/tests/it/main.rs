@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod dashboard;
+mod edges;
 mod fuzz;
 mod intake;
 mod maintenance;

@@ -33,6 +33,11 @@ pub const MAX_ATTEMPTS_LIMIT: u16 = 1000;
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// The longest timeout a job may ask for (the record holds it in u32 ms).
 pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// The furthest ahead a job may be scheduled (`NewJob::delay`,
+/// `NewJob::run_at`): ten years. Further is a mistake, not a plan — a delay
+/// of 2^64 - 1 ms was once taken and then broke every page that showed the
+/// job's due time.
+pub const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// How long an idempotency key is remembered.
 pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 /// The longest idempotency window.
@@ -229,6 +234,10 @@ pub struct QueueConfig {
     /// time (see [`crate::clock`]) unless it is a
     /// [`ManualClock`](crate::ManualClock), which is used as it is.
     pub clock: Arc<dyn Clock>,
+    /// Run on a Redis whose `maxmemory-policy` may evict keys, accepting that
+    /// jobs and idempotency keys may vanish under memory pressure. Off by
+    /// default: such a Redis is refused (see [`crate::durability`]).
+    pub allow_evicting_redis: bool,
 }
 
 impl Default for QueueConfig {
@@ -243,6 +252,7 @@ impl Default for QueueConfig {
             idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
             retention: Retention::default(),
             clock: Arc::new(SystemClock),
+            allow_evicting_redis: false,
         }
     }
 }
@@ -300,6 +310,23 @@ pub(crate) fn check_timeout(timeout: Duration) -> Result<()> {
     if timeout < Duration::from_millis(1) || timeout > MAX_JOB_TIMEOUT {
         return Err(Error::invalid(format!(
             "timeout {timeout:?} must be 1 ms to 24 h"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a job is due at most [`MAX_SCHEDULE_AHEAD`] from `now_ms`.
+pub(crate) fn check_run_at(run_at: crate::queue::job::RunAt, now_ms: u64) -> Result<()> {
+    use crate::queue::job::RunAt;
+    let limit_ms = crate::clock::ms(MAX_SCHEDULE_AHEAD);
+    let ahead_ms = match run_at {
+        RunAt::After(delay) => crate::clock::ms(delay),
+        RunAt::At(time) => crate::queue::job::system_time_ms(time).saturating_sub(now_ms),
+    };
+    if ahead_ms > limit_ms {
+        return Err(Error::invalid(format!(
+            "a job may be scheduled at most 10 years ahead ({limit_ms} ms); \
+             this one is {ahead_ms} ms ahead"
         )));
     }
     Ok(())

@@ -412,6 +412,9 @@ impl Queue {
         if let Some(priority) = job.priority {
             check_priority(priority)?;
         }
+        if let Some(run_at) = job.run_at {
+            super::config::check_run_at(run_at, self.now_ms())?;
+        }
         if let Some(attempts) = job.max_attempts {
             check_max_attempts(attempts)?;
         }

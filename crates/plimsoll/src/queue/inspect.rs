@@ -22,6 +22,12 @@ use crate::keyspace::{PRIORITY_LEVELS, lease_deadline};
 const MAX_LISTED_WORKERS: isize = 1000;
 /// The most jobs one listing returns.
 pub const MAX_LIST_LIMIT: usize = 1000;
+/// The largest offset a listing takes. Past it is a mistake (an offset of
+/// 2^64 - 1 once reached Redis as an out-of-range index): no queue holds
+/// that many jobs in one state, and paging so deep costs Redis O(offset).
+/// Within it, an offset past the end gives an empty page, as a list that
+/// shrinks while it is paged through must.
+pub const MAX_LIST_OFFSET: usize = 100_000_000;
 /// How often a cancel retries when a worker it did not know of leased the job.
 const CANCEL_ATTEMPTS: usize = 3;
 
@@ -239,8 +245,15 @@ impl Queue {
 
     /// Jobs in `state`, in the order they will be handled (waiting: priority,
     /// then FIFO; scheduled: due time) or, for the dead and completed sets,
-    /// oldest first. At most 1,000 (`MAX_LIST_LIMIT`) per call.
+    /// oldest first. At most 1,000 (`MAX_LIST_LIMIT`) per call. An offset
+    /// past the end gives no jobs; one above [`MAX_LIST_OFFSET`] is
+    /// [`InvalidInput`](crate::ErrorKind::InvalidInput).
     pub async fn jobs(&self, state: JobState, offset: usize, limit: usize) -> Result<Vec<JobInfo>> {
+        if offset > MAX_LIST_OFFSET {
+            return Err(Error::invalid(format!(
+                "offset {offset} is above the largest, {MAX_LIST_OFFSET}"
+            )));
+        }
         let limit = limit.min(MAX_LIST_LIMIT);
         if limit == 0 {
             return Ok(Vec::new());

@@ -34,10 +34,13 @@ pub use config::{
     DEFAULT_DEAD_MAX_COUNT, DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_JOB_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PAYLOAD_LIMIT, DEFAULT_PRIORITY, MAX_ATTEMPTS_LIMIT, MAX_IDEMPOTENCY_KEY_LEN,
     MAX_IDEMPOTENCY_WINDOW, MAX_JOB_TIMEOUT, MAX_PAYLOAD_LIMIT, MAX_RETENTION_AGE,
-    MAX_RETENTION_BYTES, MAX_RETENTION_COUNT, QueueConfig, Retention,
+    MAX_RETENTION_BYTES, MAX_RETENTION_COUNT, MAX_SCHEDULE_AHEAD, QueueConfig, Retention,
 };
 pub use enqueue::{BulkError, MAX_BATCH_BYTES, MAX_BATCH_JOBS};
-pub use inspect::{CancelOutcome, DeadSelection, QueueCounts, QueueTotals, WorkerInfo};
+pub use inspect::{
+    CancelOutcome, DeadSelection, MAX_LIST_LIMIT, MAX_LIST_OFFSET, QueueCounts, QueueTotals,
+    WorkerInfo,
+};
 pub use job::{Enqueued, HIGHEST_PRIORITY, JobId, JobInfo, JobState, LOWEST_PRIORITY, NewJob};
 pub use record::{Compression, DEFAULT_COMPRESSION};
 
@@ -63,6 +66,8 @@ struct Inner {
     redis_clock: Option<Arc<RedisClock>>,
     batcher: OnceLock<mpsc::Sender<enqueue::Pending>>,
     registered: OnceCell<()>,
+    /// Set once Redis was found not to evict keys (or that was allowed).
+    redis_checked: OnceCell<()>,
     /// Writes enqueued batches; shared with the batcher task.
     writer: Arc<enqueue::Writer>,
 }
@@ -105,6 +110,7 @@ impl Queue {
                 redis_clock,
                 batcher: OnceLock::new(),
                 registered: OnceCell::new(),
+                redis_checked: OnceCell::new(),
                 writer,
             }),
         })
@@ -255,10 +261,26 @@ impl Queue {
         Ok(names)
     }
 
+    /// Refuses a Redis that may evict keys, unless the configuration allows
+    /// it: asked once per handle, on its first enqueue or fetch, then
+    /// remembered (see [`crate::durability`]). A failed check is asked again
+    /// next time.
+    pub(crate) async fn check_redis(&self) -> Result<()> {
+        if self.inner.config.allow_evicting_redis {
+            return Ok(());
+        }
+        self.inner
+            .redis_checked
+            .get_or_try_init(|| crate::durability::refuse_eviction(&self.inner.redis))
+            .await
+            .map(|_| ())
+    }
+
     /// Records the queue in the registry once per handle, so that `plimsoll`
     /// and the dashboard can list it. The registry is the one key outside the
     /// queue's hash tag, hence a plain command and not part of a script.
     async fn register(&self) -> Result<()> {
+        self.check_redis().await?;
         // Due times are computed on Redis' time too.
         self.ensure_clock().await?;
         self.inner

@@ -313,6 +313,7 @@ fn accept(shared: &Shared, jobs: &Fetched, sent_at: Instant) {
 /// leaves them unrenewed and scores the worker by them, so the rescuer puts
 /// them back once they lapse.
 async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetch> {
+    shared.queue.check_redis().await?;
     shared.queue.ensure_clock().await?;
     let keys = shared.queue.keys();
     let mut invocation = SCRIPTS.fetch.prepare_invoke();
