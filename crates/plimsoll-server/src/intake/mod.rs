@@ -15,9 +15,10 @@
 //! replay of the spooled copy carry the same key, so neither an enqueue that
 //! timed out but landed, nor a replay interrupted by a crash or a partial
 //! failure, can enqueue a webhook twice. The cost: each such key takes
-//! Redis memory for the queue's idempotency window (24 h by default; see
-//! `docs/server.md` for the measured bytes), and an enqueue with a key runs
-//! one more `redis.call` per job in `enqueue.lua`.
+//! Redis memory, for the queue's idempotency window (24 h by default) when
+//! it is a delivery id and for [`MINTED_IDENTITY_WINDOW`] at most when it
+//! was minted (see `docs/server.md` for the measured bytes), and an enqueue
+//! with a key runs one more `redis.call` per job in `enqueue.lua`.
 //!
 //! When Redis cannot take the job (down, out of memory, too slow) the webhook
 //! goes to the local spool, fsync'd before the 202. While the spool holds
@@ -68,6 +69,17 @@ pub const ENVELOPE_RESERVE: usize = 16 << 10;
 /// Prefix of identities minted for webhooks without a delivery id; the rest
 /// is 128 random bits in base64url (22 characters).
 const MINTED_IDENTITY_PREFIX: &str = "plim-";
+/// How long a minted identity is kept in Redis (the queue's
+/// `idempotency_window` when that is shorter). A delivery id is kept for the
+/// whole window because the sender may redeliver hours later; a minted one
+/// only has to outlive this server's own second tries: a replay after an
+/// enqueue that timed out but landed, or after a replay cut short (Redis
+/// full part-way, a crash). Those come as soon as Redis takes writes again,
+/// so ten minutes covers them while keeping the cost at about 165 bytes ×
+/// the webhooks of ten minutes (1,000 a second: about 100 MB) instead of a
+/// day's. A second try later than this (Redis unusable for longer right
+/// after taking the webhook) may enqueue it twice: at least once, never lost.
+pub const MINTED_IDENTITY_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 /// A webhook was kept.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -184,7 +196,7 @@ async fn accept(
     let payload = envelope(source, hook, headers, body, delivery)?;
     let identity = delivery.map_or_else(mint_identity, str::to_string);
     let queue = state.queue(hook.queue.as_str())?;
-    let job = NewJob::bytes(payload.clone()).idempotency_key(identity.clone());
+    let job = identified(NewJob::bytes(payload.clone()), &identity, &queue);
     // Whatever Redis would refuse is refused now, not after a 202.
     queue.check(&job).map_err(|err| match err.kind() {
         ErrorKind::PayloadTooLarge => ApiError::new(
@@ -260,6 +272,21 @@ async fn accept(
             )
             .retry_after(5))
         }
+    }
+}
+
+/// `job` with its identity as idempotency key: a delivery id for the
+/// queue's whole idempotency window, a minted identity for
+/// [`MINTED_IDENTITY_WINDOW`] at most.
+pub(crate) fn identified(job: NewJob, identity: &str, queue: &plimsoll::Queue) -> NewJob {
+    if identity.starts_with(MINTED_IDENTITY_PREFIX) {
+        let window = queue
+            .config()
+            .idempotency_window
+            .min(MINTED_IDENTITY_WINDOW);
+        job.idempotency_key_for(identity, window)
+    } else {
+        job.idempotency_key(identity)
     }
 }
 

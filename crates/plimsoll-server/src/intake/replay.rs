@@ -146,7 +146,7 @@ async fn replay(state: &AppState, records: &[SpoolRecord]) -> Round {
             }
         };
         let run = &records[round.done..round.done + run];
-        let jobs: Vec<NewJob> = run.iter().map(job).collect();
+        let jobs: Vec<NewJob> = run.iter().map(|record| job(record, &queue)).collect();
         // Send the records up to the first one the queue would refuse.
         let (sendable, refused) = match jobs.iter().position(|j| queue.check(j).is_err()) {
             Some(bad) => (bad, queue.check(&jobs[bad]).err()),
@@ -199,11 +199,12 @@ async fn replay(state: &AppState, records: &[SpoolRecord]) -> Round {
     round
 }
 
-/// The job a record stands for.
-fn job(record: &SpoolRecord) -> NewJob {
+/// The job a record stands for, with the same identity (and window) as the
+/// intake's direct attempt.
+fn job(record: &SpoolRecord, queue: &plimsoll::Queue) -> NewJob {
     let job = NewJob::bytes(record.payload.clone());
     match &record.idempotency_key {
-        Some(key) => job.idempotency_key(key.clone()),
+        Some(key) => super::identified(job, key, queue),
         None => job,
     }
 }

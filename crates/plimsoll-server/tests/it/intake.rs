@@ -232,3 +232,66 @@ async fn past_the_spool_bound_webhooks_get_503_so_the_sender_retries() {
         "every 202 is on disk, nothing more"
     );
 }
+
+/// Minted identities were kept for the queue's whole idempotency window (24 h
+/// by default): 1,000 webhooks a second without a delivery id kept about
+/// 14 GB of keys. They only have to outlive the server's own second tries.
+#[tokio::test]
+async fn identities_minted_for_webhooks_without_a_delivery_id_expire_within_ten_minutes() {
+    let s = server(
+        r#"
+[hooks.anon]
+delivery_header = ""
+
+[hooks.plain]
+delivery_header = "X-Delivery"
+"#,
+    )
+    .await;
+    let redis = redis::Client::open(s.redis_server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttls = |pattern: &'static str| {
+        let mut redis = redis.clone();
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            let mut ttls = Vec::new();
+            for key in keys {
+                let ttl: i64 = redis::cmd("PTTL")
+                    .arg(&key)
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                ttls.push(ttl);
+            }
+            ttls
+        }
+    };
+    for n in 0..3 {
+        let anon = Request::post("/hooks/anon")
+            .header("Content-Type", "application/json")
+            .body(Body::from(json!({"n": n}).to_string()))
+            .unwrap();
+        assert_eq!(s.send(anon).await.status, StatusCode::ACCEPTED);
+        assert_eq!(s.send(plain(n)).await.status, StatusCode::ACCEPTED);
+    }
+    let minted = ttls("plimsoll:{hooks.anon}:idem:*").await;
+    assert_eq!(minted.len(), 3, "one identity per webhook");
+    let limit = plimsoll_server::intake::MINTED_IDENTITY_WINDOW.as_millis() as i64;
+    assert!(
+        minted.iter().all(|&ttl| ttl > 0 && ttl <= limit),
+        "{minted:?}"
+    );
+    let delivered = ttls("plimsoll:{hooks.plain}:idem:*").await;
+    assert_eq!(delivered.len(), 3);
+    assert!(
+        delivered.iter().all(|&ttl| ttl > limit),
+        "delivery ids keep the queue's window: {delivered:?}"
+    );
+}
