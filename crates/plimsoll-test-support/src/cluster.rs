@@ -152,7 +152,8 @@ impl RedisCluster {
     pub fn wait_promoted(&self, replica: usize) {
         let deadline = Instant::now() + FAILOVER_TIMEOUT;
         loop {
-            let promoted = myself(&self.nodes[replica]).primary && owns_any_slot(&self.nodes[replica]);
+            let promoted =
+                myself(&self.nodes[replica]).primary && owns_any_slot(&self.nodes[replica]);
             let ok = promoted
                 && self.live().all(|i| {
                     let info = parse_info(&self.nodes[i].cmd(&["CLUSTER", "INFO"]));
@@ -216,7 +217,11 @@ fn myself(node: &RedisServer) -> Myself {
     let nodes = node.cmd(&["CLUSTER", "NODES"]);
     let line = nodes
         .lines()
-        .find(|l| l.split_whitespace().nth(2).is_some_and(|f| f.contains("myself")))
+        .find(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .is_some_and(|f| f.contains("myself"))
+        })
         .expect("CLUSTER NODES has a myself line");
     let fields: Vec<&str> = line.split_whitespace().collect();
     let flags = fields[2];
@@ -229,10 +234,11 @@ fn myself(node: &RedisServer) -> Myself {
 
 fn slot_ranges(node: &RedisServer) -> Vec<(u16, u16)> {
     let nodes = node.cmd(&["CLUSTER", "NODES"]);
-    let Some(line) = nodes
-        .lines()
-        .find(|l| l.split_whitespace().nth(2).is_some_and(|f| f.contains("myself")))
-    else {
+    let Some(line) = nodes.lines().find(|l| {
+        l.split_whitespace()
+            .nth(2)
+            .is_some_and(|f| f.contains("myself"))
+    }) else {
         return Vec::new();
     };
     line.split_whitespace()

@@ -11,26 +11,57 @@
 //! keeps all keys of one queue under one hash tag, which is what makes the
 //! same Lua scripts valid on a cluster.
 //!
-//! Blocking commands (`BLPOP`) must not share the multiplexed socket, or they
-//! would stall every other caller behind them; [`Redis::dedicated`] opens a
-//! separate connection for them.
+//! Blocking commands (`BLPOP`, `WAIT`) must not share the multiplexed socket,
+//! or they would stall every other caller behind them; [`Redis::dedicated`]
+//! opens a separate connection for them.
+//!
+//! A command that Redis refuses *before running it*, for a reason that passes
+//! by itself — a slot migrating (`TRYAGAIN`, `ASK`), a cluster failing over
+//! (`CLUSTERDOWN`), a server loading its data — is tried again within the
+//! call's budget (the response timeout), with short waits: the cluster client
+//! does a few quick retries itself ([`CLUSTER_RETRIES`]), and writes that go
+//! through [`Redis::retry_refused`] keep trying until the budget is spent.
+//! When it is, the error names the cause (`slot migrating (TRYAGAIN)`), not a
+//! timeout: with the client's default waits (1.28 s and up, 16 times) an
+//! enqueue during a slot migration used to wait out the whole response
+//! timeout and report that Redis could not be reached, while Redis was
+//! answering all along.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// How long to wait for a TCP connection to Redis.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long to wait for any one reply. Generous, because a batch of 1,000 jobs
 /// is one command; the cache uses its own, much shorter, budget on top.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Times the cluster client retries a command that a node refused with a
+/// redirection or a passing condition (`MOVED`, `ASK`, `TRYAGAIN`,
+/// `CLUSTERDOWN`) before it gives the error back. Redirections are retried at
+/// once; the others after [`CLUSTER_MIN_RETRY_WAIT`] to
+/// [`CLUSTER_MAX_RETRY_WAIT`], doubling: about a second at most in all, well
+/// inside the response timeout, so the error that comes back names the cause
+/// rather than a timeout.
+pub const CLUSTER_RETRIES: u32 = 10;
+/// The shortest wait before the cluster client retries (redis-rs' default,
+/// 1.28 s, made a slot migration look like an outage).
+pub const CLUSTER_MIN_RETRY_WAIT: Duration = Duration::from_millis(10);
+/// The longest wait before the cluster client retries.
+pub const CLUSTER_MAX_RETRY_WAIT: Duration = Duration::from_millis(200);
+/// The first wait of [`Redis::retry_refused`]; it doubles up to
+/// [`REFUSED_MAX_WAIT`].
+const REFUSED_FIRST_WAIT: Duration = Duration::from_millis(10);
+/// The longest wait of [`Redis::retry_refused`] between two tries.
+const REFUSED_MAX_WAIT: Duration = Duration::from_millis(100);
 
 /// Whether the target is one server or a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +145,12 @@ impl RedisConfig {
         self
     }
 
+    /// How long a call waits for a reply: also the budget within which a
+    /// refused write is tried again.
+    pub(crate) fn reply_budget(&self) -> Duration {
+        self.response_timeout
+    }
+
     /// The URLs, with passwords replaced by `***`, for logs and status pages.
     pub fn redacted_urls(&self) -> Vec<String> {
         self.urls.iter().map(|u| redact(u)).collect()
@@ -181,7 +218,12 @@ impl Redis {
         let conn = match topology {
             Topology::Cluster => {
                 let mut builder = ClusterClient::builder(config.urls.clone())
-                    .connection_timeout(config.connect_timeout);
+                    .connection_timeout(config.connect_timeout)
+                    .retries(CLUSTER_RETRIES)
+                    .min_retry_wait(CLUSTER_MIN_RETRY_WAIT.as_millis() as u64)
+                    .max_retry_wait(CLUSTER_MAX_RETRY_WAIT.as_millis() as u64)
+                    // 10 ms × 2^retry, within the bounds above.
+                    .retry_wait_formula(10, 2);
                 if let Some(timeout) = response_timeout {
                     builder = builder.response_timeout(timeout);
                 }
@@ -249,47 +291,161 @@ impl Redis {
         Ok(cmd.query_async(&mut conn).await?)
     }
 
-    /// Runs `commands` as one MULTI/EXEC transaction, sent in one write, and
-    /// returns each command's reply; a reply may be an error (Redis does not
-    /// roll back a transaction whose command failed while it ran).
+    /// Runs a transaction guarded by a WATCH: `WATCH watch`, then `before`
+    /// (commands that run at once, e.g. a script that checks a condition and,
+    /// when it fails, writes the watched key), then `commands` in one
+    /// MULTI/EXEC, then `after` (e.g. `WAIT`), all sent in one write.
+    /// Returns each command's reply; a reply may be an error (Redis does not
+    /// roll back a transaction whose command failed while it ran), and
+    /// [`Guarded::exec`] is `None` when the watched key changed and Redis did
+    /// not run the transaction.
     ///
     /// Errors: the first error Redis gave while queueing a command (the
     /// transaction then did not run at all; under `maxmemory` this is the
     /// out-of-memory error, as Redis checks every queued command), or the
     /// error of EXEC itself. On a cluster every command must reach the same
-    /// slot: the transaction goes to the node of the first key.
-    pub async fn transaction(&self, commands: Vec<Cmd>) -> Result<Vec<Value>> {
-        let count = commands.len();
+    /// slot: the pipeline goes to the node of the first key. A redirection
+    /// that the cluster client follows resends the whole pipeline, so
+    /// `before` must not touch a key that the transaction does not: a slot
+    /// migration that refuses one of them must refuse the transaction too.
+    pub(crate) async fn guarded_transaction(
+        &self,
+        watch: &str,
+        before: Vec<Cmd>,
+        commands: Vec<Cmd>,
+        after: Vec<Cmd>,
+    ) -> std::result::Result<Guarded, RedisError> {
+        let (n_before, count, n_after) = (before.len(), commands.len(), after.len());
         let mut pipe = redis::pipe();
+        pipe.cmd("WATCH").arg(watch);
+        for command in before {
+            pipe.add_command(command);
+        }
         pipe.cmd("MULTI");
         for command in commands {
             pipe.add_command(command);
         }
         pipe.cmd("EXEC");
+        for command in after {
+            pipe.add_command(command);
+        }
         // Errors come back as values, so that the one that explains the
         // EXECABORT (an OOM while queueing) is the one reported.
         pipe.ignore_errors();
         let mut conn = self.clone();
         let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
-        if replies.len() != count + 2 {
-            return Err(Error::corrupt(format!(
-                "a transaction of {count} commands got {} replies",
+        let expected = 1 + n_before + 1 + count + 1 + n_after;
+        if replies.len() != expected {
+            return Err(unexpected(format!(
+                "a transaction of {count} commands got {} replies, not {expected}",
                 replies.len()
             )));
         }
         let mut replies = replies.into_iter();
+        if let Some(Value::ServerError(error)) = replies.next() {
+            return Err(error.into());
+        }
+        let before: Vec<Value> = replies.by_ref().take(n_before).collect();
+        // MULTI and the queued commands: an error here means the transaction
+        // did not run.
         for reply in replies.by_ref().take(count + 1) {
             if let Value::ServerError(error) = reply {
-                return Err(redis::RedisError::from(error).into());
+                return Err(error.into());
             }
         }
-        match replies.next() {
-            Some(Value::Array(results)) if results.len() == count => Ok(results),
-            Some(Value::ServerError(error)) => Err(redis::RedisError::from(error).into()),
-            other => Err(Error::corrupt(format!(
-                "EXEC of {count} commands replied {other:?}"
-            ))),
+        let exec = match replies.next() {
+            Some(Value::Array(results)) if results.len() == count => Some(results),
+            Some(Value::Nil) => None,
+            Some(Value::ServerError(error)) => return Err(error.into()),
+            other => {
+                return Err(unexpected(format!(
+                    "EXEC of {count} commands replied {other:?}"
+                )));
+            }
+        };
+        Ok(Guarded {
+            before,
+            exec,
+            after: replies.collect(),
+        })
+    }
+
+    /// Runs `attempt` until it succeeds, fails for a reason other than a
+    /// refusal that passes by itself, or the response timeout (the call's
+    /// budget) has passed since the first try; waits 10 ms, doubling up to
+    /// 100 ms, between tries. Only for calls that Redis refuses whole
+    /// before running them (a script, a transaction whose every key the
+    /// refusal covers), never for ones that may have run in part.
+    ///
+    /// Errors: the last refusal as [`Unavailable`](ErrorKind::Unavailable),
+    /// naming its cause and how long it lasted; any other error as is.
+    pub(crate) async fn retry_refused<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, RedisError>>,
+    {
+        let started = Instant::now();
+        let deadline = started + self.config.response_timeout;
+        let mut wait = REFUSED_FIRST_WAIT;
+        loop {
+            let err = match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let Some(cause) = refusal_cause(&err) else {
+                return Err(err.into());
+            };
+            if Instant::now() + wait >= deadline {
+                let detail = Error::from(err);
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "{cause}: Redis refused {what} for {:.1} s ({})",
+                        started.elapsed().as_secs_f64(),
+                        detail.message()
+                    ),
+                ));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(REFUSED_MAX_WAIT);
         }
+    }
+}
+
+/// What a [`Redis::guarded_transaction`] replied.
+#[derive(Debug)]
+pub(crate) struct Guarded {
+    /// The replies of the commands before MULTI.
+    pub before: Vec<Value>,
+    /// The replies of the transaction's commands, or `None` when Redis did
+    /// not run it because the watched key changed.
+    pub exec: Option<Vec<Value>>,
+    /// The replies of the commands after EXEC.
+    pub after: Vec<Value>,
+}
+
+fn unexpected(message: String) -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply",
+        message,
+    ))
+}
+
+/// Why Redis refused a command without running it, when the reason passes
+/// by itself: what a caller is told once its budget is spent.
+fn refusal_cause(err: &RedisError) -> Option<&'static str> {
+    use redis::ErrorKind as K;
+    match err.kind() {
+        K::Server(ServerErrorKind::TryAgain) => Some("slot migrating (TRYAGAIN)"),
+        K::Server(ServerErrorKind::Ask | ServerErrorKind::Moved) => {
+            Some("slot moving between nodes (ASK/MOVED)")
+        }
+        K::Server(ServerErrorKind::ClusterDown) => Some("cluster down (CLUSTERDOWN)"),
+        K::Server(ServerErrorKind::MasterDown) => Some("primary down (MASTERDOWN)"),
+        K::Server(ServerErrorKind::BusyLoading) => Some("Redis loading its data (LOADING)"),
+        K::Server(ServerErrorKind::ReadOnly) => Some("node is a read-only replica (READONLY)"),
+        _ => None,
     }
 }
 

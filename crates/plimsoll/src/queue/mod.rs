@@ -32,9 +32,11 @@ use tokio::sync::{OnceCell, mpsc};
 pub use config::{
     Bounds, CompletedRetention, DEFAULT_DEAD_BOUNDS, DEFAULT_DEAD_MAX_AGE, DEFAULT_DEAD_MAX_BYTES,
     DEFAULT_DEAD_MAX_COUNT, DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_JOB_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_PAYLOAD_LIMIT, DEFAULT_PRIORITY, MAX_ATTEMPTS_LIMIT, MAX_IDEMPOTENCY_KEY_LEN,
-    MAX_IDEMPOTENCY_WINDOW, MAX_JOB_TIMEOUT, MAX_PAYLOAD_LIMIT, MAX_RETENTION_AGE,
-    MAX_RETENTION_BYTES, MAX_RETENTION_COUNT, QueueConfig, Retention,
+    DEFAULT_MAX_QUEUES, DEFAULT_PAYLOAD_LIMIT, DEFAULT_PRIORITY, DEFAULT_REPLICA_TIMEOUT,
+    Durability, MAX_ATTEMPTS_LIMIT, MAX_DURABILITY_REPLICAS, MAX_IDEMPOTENCY_KEY_LEN,
+    MAX_IDEMPOTENCY_WINDOW, MAX_JOB_TIMEOUT, MAX_PAYLOAD_LIMIT, MAX_QUEUES_LIMIT,
+    MAX_REPLICA_TIMEOUT, MAX_RETENTION_AGE, MAX_RETENTION_BYTES, MAX_RETENTION_COUNT, QueueConfig,
+    Retention,
 };
 pub use enqueue::{BulkError, MAX_BATCH_BYTES, MAX_BATCH_JOBS};
 pub use inspect::{CancelOutcome, DeadSelection, QueueCounts, QueueTotals, WorkerInfo};
@@ -79,7 +81,11 @@ impl Queue {
         let name = QueueName::new(name)?;
         config.validate()?;
         let keys = QueueKeys::new(&config.prefix, &name);
-        let writer = Arc::new(enqueue::Writer::new(redis.clone(), keys.clone()));
+        let writer = Arc::new(enqueue::Writer::new(
+            redis.clone(),
+            keys.clone(),
+            config.durability,
+        ));
         Ok(Self {
             inner: Arc::new(Inner {
                 redis,

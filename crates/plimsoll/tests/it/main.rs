@@ -5,6 +5,7 @@ mod support;
 
 mod cache;
 mod cluster;
+mod failover;
 mod guard;
 mod guard_attribute;
 mod guard_layouts;

@@ -1,0 +1,111 @@
+//! Faults of a replicated Redis on one primary and its replica: a failover
+//! that loses the writes the replica never received. The replica is
+//! detached before those writes (so the loss is deterministic), the primary
+//! is killed with SIGKILL and the replica takes over its address, as a
+//! promoted replica behind a virtual IP would.
+
+use std::collections::{HashMap, HashSet};
+
+use plimsoll::{JobState, NewJob, Queue, Redis};
+use plimsoll_test_support::RedisPair;
+
+/// Every waiting job's id and payload, as the queue lists them (an id
+/// listed twice appears twice).
+pub async fn waiting(queue: &Queue) -> Vec<(u64, Vec<u8>)> {
+    let mut all = Vec::new();
+    loop {
+        let page = queue
+            .jobs(JobState::Waiting, all.len(), 1000)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page.into_iter().map(|job| (job.id.0, job.payload)));
+    }
+}
+
+/// Waits until `redis` has reconnected after its server went away (the
+/// first call on a broken connection fails; the handle reconnects behind it).
+pub async fn reconnected(redis: &Redis) {
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "a reconnect",
+        || async { redis.query::<String>(&redis::cmd("PING")).await.is_ok() },
+    )
+    .await;
+}
+
+async fn enqueue_named(
+    queue: &Queue,
+    names: impl IntoIterator<Item = String>,
+) -> Vec<(u64, Vec<u8>)> {
+    let mut acked = Vec::new();
+    for name in names {
+        let done = queue.enqueue(NewJob::bytes(name.clone())).await.unwrap();
+        acked.push((done.id.0, name.into_bytes()));
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_not_reused_after_a_failover_loses_the_reservation() {
+    let mut pair = RedisPair::start();
+    let url = pair.primary.url();
+    let connect = || async { Redis::connect_url(&url).await.unwrap() };
+
+    // Jobs the replica has: they survive the failover.
+    let early = Queue::with_defaults(connect().await, "ids").unwrap();
+    let kept = enqueue_named(&early, (0..10).map(|i| format!("early-{i}"))).await;
+    pair.wait_in_sync();
+
+    // A producer reserves a run and enqueues on the primary alone: its
+    // reservation and its jobs are lost in the failover, its run is not.
+    pair.detach_replica();
+    let stale = Queue::with_defaults(connect().await, "ids").unwrap();
+    let lost = enqueue_named(&stale, (0..5).map(|i| format!("lost-{i}"))).await;
+    pair.fail_over();
+    reconnected(stale.redis()).await;
+
+    // A fresh producer reserves on the promoted replica, whose next_id is
+    // from before the lost reservation; then the stale one goes on.
+    let fresh = Queue::with_defaults(connect().await, "ids").unwrap();
+    let fresh_acked = enqueue_named(&fresh, (0..20).map(|i| format!("fresh-{i}"))).await;
+    let stale_acked = enqueue_named(&stale, (0..20).map(|i| format!("stale-{i}"))).await;
+
+    let listed = waiting(&fresh).await;
+    let mut seen = HashSet::new();
+    let twice: Vec<u64> = listed
+        .iter()
+        .filter(|(id, _)| !seen.insert(*id))
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(twice.is_empty(), "ids listed twice in waiting: {twice:?}");
+    let records: HashMap<u64, Vec<u8>> = listed.into_iter().collect();
+    let acked_after: Vec<_> = kept
+        .iter()
+        .chain(&fresh_acked)
+        .chain(&stale_acked)
+        .collect();
+    let overwritten: Vec<u64> = acked_after
+        .iter()
+        .filter(|(id, payload)| records.get(id) != Some(payload))
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(
+        overwritten.is_empty(),
+        "acknowledged jobs whose record is missing or another job's: {overwritten:?}"
+    );
+    assert_eq!(
+        records.len(),
+        kept.len() + fresh_acked.len() + stale_acked.len()
+    );
+    // The stale producer's first batch after the failover was stopped once.
+    assert_eq!(pair.replica.cmd(&["GET", fresh.keys().lost_runs()]), "1");
+    // Durability off: what the primary alone had is gone (the next test
+    // shows the setting that prevents it).
+    assert!(
+        lost.iter()
+            .all(|(id, payload)| records.get(id) != Some(payload))
+    );
+}
