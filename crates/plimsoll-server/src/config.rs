@@ -138,6 +138,10 @@ pub struct RawRedis {
     pub url: Option<String>,
     pub prefix: String,
     pub embedded_maxmemory: String,
+    /// What an enqueue (API or webhook) waits for before it answers, for
+    /// queues that set none: `primary` (default), `replicas[:COUNT[:TIMEOUT]]`
+    /// or `replicas-aof[:COUNT[:TIMEOUT]]`.
+    pub durability: Option<String>,
 }
 
 impl Default for RawRedis {
@@ -146,6 +150,7 @@ impl Default for RawRedis {
             url: None,
             prefix: plimsoll::keyspace::DEFAULT_PREFIX.into(),
             embedded_maxmemory: DEFAULT_EMBEDDED_MAXMEMORY.into(),
+            durability: None,
         }
     }
 }
@@ -171,6 +176,8 @@ impl Default for RawSpool {
 pub struct RawQueue {
     pub max_attempts: Option<u16>,
     pub timeout: Option<String>,
+    /// As `redis.durability`, for this queue.
+    pub durability: Option<String>,
     /// Deliver this queue's jobs by HTTP POST instead of leaving them for
     /// library workers.
     pub push: Option<RawPush>,
@@ -278,6 +285,8 @@ pub struct ServerConfig {
     pub redis_url: Option<String>,
     pub prefix: String,
     pub embedded_maxmemory: u64,
+    /// What enqueues wait for, for queues that set none.
+    pub durability: plimsoll::Durability,
     pub spool_max_bytes: u64,
     pub spool_warn_at: f64,
     pub queues: BTreeMap<QueueName, QueueSettings>,
@@ -293,6 +302,7 @@ pub struct ServerConfig {
 pub struct QueueSettings {
     pub max_attempts: Option<u16>,
     pub timeout: Option<Duration>,
+    pub durability: Option<plimsoll::Durability>,
     pub push: Option<PushSettings>,
 }
 
@@ -487,6 +497,12 @@ impl ServerConfig {
                 QueueSettings {
                     max_attempts: q.max_attempts,
                     timeout,
+                    durability: q
+                        .durability
+                        .as_deref()
+                        .map(str::parse::<plimsoll::Durability>)
+                        .transpose()
+                        .map_err(|e| bad(&key("durability"), e.message().to_string()))?,
                     push,
                 },
             );
@@ -594,6 +610,14 @@ impl ServerConfig {
             max_body,
             shutdown_grace,
             redis_url: raw.redis.url,
+            durability: raw
+                .redis
+                .durability
+                .as_deref()
+                .map(str::parse::<plimsoll::Durability>)
+                .transpose()
+                .map_err(|e| bad("redis.durability", e.message().to_string()))?
+                .unwrap_or_default(),
             prefix: raw.redis.prefix,
             embedded_maxmemory,
             spool_max_bytes,
@@ -749,5 +773,36 @@ mod tests {
         assert_eq!(parse_bytes("2048").unwrap(), 2048);
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn durability_has_a_server_wide_default_and_a_per_queue_setting() {
+        let config = load_str(
+            "[redis]\ndurability = \"replicas:1:250ms\"\n[queues.mail]\ndurability = \"primary\"\n[queues.pay]\nmax_attempts = 3",
+        )
+        .unwrap();
+        assert_eq!(
+            config.durability,
+            plimsoll::Durability::Replicas {
+                count: 1,
+                timeout: Duration::from_millis(250)
+            }
+        );
+        let mail = QueueName::new("mail").unwrap();
+        let pay = QueueName::new("pay").unwrap();
+        assert_eq!(
+            config.queues[&mail].durability,
+            Some(plimsoll::Durability::Primary)
+        );
+        assert_eq!(config.queues[&pay].durability, None);
+        assert_eq!(
+            load_str("").unwrap().durability,
+            plimsoll::Durability::Primary
+        );
+
+        let err = load_str("[queues.mail]\ndurability = \"replicas:0\"").unwrap_err();
+        assert_eq!(err.key, "queues.mail.durability", "{err}");
+        let err = load_str("[redis]\ndurability = \"always\"").unwrap_err();
+        assert_eq!(err.key, "redis.durability", "{err}");
     }
 }

@@ -432,21 +432,32 @@ fn unexpected(message: String) -> RedisError {
     ))
 }
 
+/// The causes [`Redis::retry_refused`] names when Redis kept refusing a
+/// write: the start of such an error's message, before `": "`. Safe to show
+/// to an API caller (no addresses, no keys).
+pub const REFUSAL_CAUSES: [&str; 6] = [
+    "slot migrating (TRYAGAIN)",
+    "slot moving between nodes (ASK/MOVED)",
+    "cluster down (CLUSTERDOWN)",
+    "primary down (MASTERDOWN)",
+    "Redis loading its data (LOADING)",
+    "node is a read-only replica (READONLY)",
+];
+
 /// Why Redis refused a command without running it, when the reason passes
 /// by itself: what a caller is told once its budget is spent.
 fn refusal_cause(err: &RedisError) -> Option<&'static str> {
     use redis::ErrorKind as K;
-    match err.kind() {
-        K::Server(ServerErrorKind::TryAgain) => Some("slot migrating (TRYAGAIN)"),
-        K::Server(ServerErrorKind::Ask | ServerErrorKind::Moved) => {
-            Some("slot moving between nodes (ASK/MOVED)")
-        }
-        K::Server(ServerErrorKind::ClusterDown) => Some("cluster down (CLUSTERDOWN)"),
-        K::Server(ServerErrorKind::MasterDown) => Some("primary down (MASTERDOWN)"),
-        K::Server(ServerErrorKind::BusyLoading) => Some("Redis loading its data (LOADING)"),
-        K::Server(ServerErrorKind::ReadOnly) => Some("node is a read-only replica (READONLY)"),
-        _ => None,
-    }
+    let index = match err.kind() {
+        K::Server(ServerErrorKind::TryAgain) => 0,
+        K::Server(ServerErrorKind::Ask | ServerErrorKind::Moved) => 1,
+        K::Server(ServerErrorKind::ClusterDown) => 2,
+        K::Server(ServerErrorKind::MasterDown) => 3,
+        K::Server(ServerErrorKind::BusyLoading) => 4,
+        K::Server(ServerErrorKind::ReadOnly) => 5,
+        _ => return None,
+    };
+    Some(REFUSAL_CAUSES[index])
 }
 
 async fn detect_topology(config: &RedisConfig) -> Result<Topology> {

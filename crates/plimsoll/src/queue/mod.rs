@@ -16,6 +16,19 @@
 //! way to Redis, the next one gathers, and each batch is one transaction.
 //! Callers still get their own result, and a batch is atomic, so one caller's
 //! Ok means its job is in Redis.
+//!
+//! # On a replicated Redis
+//!
+//! Replication is asynchronous. By default ([`Durability::Primary`]) Ok
+//! means the primary has the job; a failover that promotes a replica the
+//! job had not reached loses it. [`Durability::Replicas`] waits for replicas
+//! (`WAIT`) after each batch and fails with
+//! [`NotReplicated`](crate::ErrorKind::NotReplicated) when they do not
+//! confirm in time, so that Ok survives a failover to one of them.
+//! Whatever the setting, a failover that loses writes never makes two jobs
+//! share an id: each producer's run of ids is recorded with it, and a batch
+//! whose run was lost is not written but sent again under fresh ids (see
+//! `enqueue.rs`).
 
 mod config;
 mod enqueue;

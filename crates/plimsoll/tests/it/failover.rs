@@ -109,3 +109,117 @@ async fn ids_are_not_reused_after_a_failover_loses_the_reservation() {
             .all(|(id, payload)| records.get(id) != Some(payload))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replica_durability_no_acknowledged_job_is_lost_in_a_failover() {
+    use std::time::{Duration, Instant};
+
+    use plimsoll::{Durability, ErrorKind, QueueConfig};
+
+    let mut pair = RedisPair::start();
+    let redis = Redis::connect_url(&pair.primary.url()).await.unwrap();
+    let durable = Queue::new(
+        redis.clone(),
+        "durable",
+        QueueConfig {
+            durability: Durability::Replicas {
+                count: 1,
+                timeout: Duration::from_millis(200),
+            },
+            ..QueueConfig::default()
+        },
+    )
+    .unwrap();
+    let plain = Queue::with_defaults(redis.clone(), "plain").unwrap();
+
+    // In sync: both settings acknowledge, and both keep what they did.
+    let durable_acked = enqueue_named(&durable, (0..20).map(|i| format!("d-{i}"))).await;
+    let mut plain_acked = enqueue_named(&plain, (0..20).map(|i| format!("p-{i}"))).await;
+
+    // The replica falls behind for good (it will be promoted without what
+    // follows).
+    pair.detach_replica();
+    plain_acked.extend(enqueue_named(&plain, (20..40).map(|i| format!("p-{i}"))).await);
+    let started = Instant::now();
+    let err = durable
+        .enqueue(NewJob::bytes("d-unconfirmed"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotReplicated, "{err}");
+    assert!(err.is_transient());
+    let message = err.to_string();
+    assert!(
+        message.contains("written to the primary") && message.contains("0 of the 1 replica"),
+        "{message}"
+    );
+    assert!(
+        message.contains("job 1"),
+        "the error names the job: {message}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    // A bulk call says which jobs are on the primary all the same.
+    let bulk = durable
+        .enqueue_bulk(
+            (0..150)
+                .map(|i| NewJob::bytes(format!("d-bulk-{i}")))
+                .collect(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(bulk.error.kind(), ErrorKind::NotReplicated);
+    assert_eq!(bulk.written(), 150, "{bulk}");
+
+    pair.fail_over();
+    reconnected(&redis).await;
+    let kept = |listed: Vec<(u64, Vec<u8>)>, acked: &[(u64, Vec<u8>)]| {
+        let records: HashMap<u64, Vec<u8>> = listed.into_iter().collect();
+        acked
+            .iter()
+            .filter(|(id, payload)| records.get(id) == Some(payload))
+            .count()
+    };
+    let durable_kept = kept(waiting(&durable).await, &durable_acked);
+    let plain_kept = kept(waiting(&plain).await, &plain_acked);
+    assert_eq!(
+        durable_kept,
+        durable_acked.len(),
+        "durable: acknowledged jobs lost"
+    );
+    // Durability primary: the 20 acknowledged after the replica fell behind
+    // are gone.
+    assert_eq!((plain_acked.len(), plain_kept), (40, 20));
+}
+
+#[tokio::test]
+async fn replicas_aof_durability_needs_a_redis_with_waitaof() {
+    use plimsoll::{Durability, ErrorKind, QueueConfig};
+
+    let (server, redis) = crate::support::redis().await;
+    let version = server.info("server")["redis_version"].clone();
+    let queue = Queue::new(
+        redis,
+        "aof",
+        QueueConfig {
+            durability: "replicas-aof:1:50ms".parse::<Durability>().unwrap(),
+            ..QueueConfig::default()
+        },
+    )
+    .unwrap();
+    let err = queue.enqueue(NewJob::bytes("x")).await.unwrap_err();
+    let major_minor: Vec<u32> = version
+        .split('.')
+        .take(2)
+        .map(|p| p.parse().unwrap())
+        .collect();
+    if major_minor < vec![7, 2] {
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(
+            err.to_string().contains("7.2") && err.to_string().contains(&version),
+            "{err}"
+        );
+        assert_eq!(queue.counts().await.unwrap().totals.enqueued, 0);
+    } else {
+        // A server without replicas never confirms.
+        assert_eq!(err.kind(), ErrorKind::NotReplicated, "{err}");
+    }
+}
