@@ -437,7 +437,7 @@ fn unexpected(message: String) -> RedisError {
 /// to an API caller (no addresses, no keys).
 pub const REFUSAL_CAUSES: [&str; 6] = [
     "slot migrating (TRYAGAIN)",
-    "slot moving between nodes (ASK/MOVED)",
+    "slot migrating (ASK/MOVED)",
     "cluster down (CLUSTERDOWN)",
     "primary down (MASTERDOWN)",
     "Redis loading its data (LOADING)",
