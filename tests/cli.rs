@@ -247,6 +247,25 @@ fn enqueue_and_queue_stats_work_from_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("priority 12"));
 }
 
+#[test]
+fn queue_delete_shows_what_it_would_delete_until_yes() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    for payload in ["a", "b"] {
+        run_ok(&["enqueue", "--redis", &url, "gone", payload]);
+    }
+    let out = run_ok(&["queue", "delete", "--redis", &url, "gone"]);
+    assert!(out.contains("would delete queue gone: 2 waiting"), "{out}");
+    assert!(redis.keys().iter().any(|k| k.contains("{gone}")));
+    let out = run_ok(&["queue", "delete", "--redis", &url, "gone", "--yes"]);
+    assert!(out.contains("deleted queue gone: 2 jobs"), "{out}");
+    assert!(
+        redis.keys().iter().all(|k| !k.contains("{gone}")),
+        "{:?}",
+        redis.keys()
+    );
+}
+
 // ---- memory guard: `plimsoll memory`, `plimsoll trim`, `plimsoll guard --once` ----
 
 /// Completed BullMQ jobs `bull:mail:<id>` (hash + completed-set entry) and

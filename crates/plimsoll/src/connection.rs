@@ -587,6 +587,222 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// Loads a script (`SCRIPT LOAD source`) on the node that serves `key`
+    /// alone (the one server: on it).
+    pub(crate) async fn load_script_for(&self, source: &str, key: &str) -> Result<()> {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(source);
+        match &self.conn {
+            Conn::Single(_) => {
+                let _: String = self.query(&load).await?;
+            }
+            Conn::Cluster(conn) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(key, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                conn.clone().route_command(load, routing).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `evalsha` (an `EVALSHA` of the script whose source is `source`,
+    /// with `key` among its keys); when Redis does not know the script, loads
+    /// it on the node that serves `key` and runs it again.
+    pub(crate) async fn evalsha<T: redis::FromRedisValue>(
+        &self,
+        evalsha: &Cmd,
+        source: &str,
+        key: &str,
+    ) -> std::result::Result<T, RedisError> {
+        match evalsha.query_async(&mut self.clone()).await {
+            Err(err) if err.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.load_script_for(source, key)
+                    .await
+                    .map_err(|e| unexpected(e.to_string()))?;
+                evalsha.query_async(&mut self.clone()).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// Keys examined per `SCAN` call of the scans below.
+const SCAN_COUNT: usize = 1000;
+
+impl Redis {
+    /// Runs `cmd` on the node at `address` (`host:port`) of a cluster, or on
+    /// the one server.
+    async fn on_address(&self, cmd: &Cmd, address: &str) -> std::result::Result<Value, RedisError> {
+        use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+        match &self.conn {
+            Conn::Single(_) => cmd.query_async(&mut self.clone()).await,
+            Conn::Cluster(conn) => {
+                let (host, port) = address.rsplit_once(':').unwrap_or((address, "6379"));
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.to_string(),
+                    port: port.parse().unwrap_or(6379),
+                });
+                conn.clone().route_command(cmd.clone(), routing).await
+            }
+        }
+    }
+
+    /// The addresses of the healthy primaries (the one server's own for a
+    /// single server), without opening connections to them.
+    async fn primary_addresses(&self) -> Result<Vec<String>> {
+        if !self.is_cluster() {
+            return Ok(vec![url_address(&self.config.urls[0])]);
+        }
+        let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+        let mut addresses = parse_cluster_primaries(&nodes);
+        addresses.sort();
+        addresses.dedup();
+        Ok(addresses)
+    }
+
+    /// One `SCAN cursor MATCH pattern COUNT 1000` on the node at `address`:
+    /// the next cursor (0 when the scan is done) and the keys.
+    async fn scan_once(
+        &self,
+        address: &str,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<String>)> {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        let reply = self.on_address(&scan, address).await?;
+        let (cursor, keys): (String, Vec<String>) = redis::from_redis_value(reply)?;
+        let cursor = cursor
+            .parse()
+            .map_err(|_| Error::corrupt(format!("SCAN replied cursor {cursor:?}")))?;
+        Ok((cursor, keys))
+    }
+
+    /// Keys matching `pattern` on every primary, each scanned with at most
+    /// `max_calls` SCAN calls of 1,000 keys: complete on a keyspace of up to
+    /// that many thousand keys per primary, a sample beyond. Returns the keys
+    /// and whether every scan finished. A primary that does not answer is
+    /// skipped (logged); the call fails only when none answers.
+    pub(crate) async fn scan_primaries(
+        &self,
+        pattern: &str,
+        max_calls: usize,
+    ) -> Result<(Vec<String>, bool)> {
+        let mut keys = Vec::new();
+        let mut complete = true;
+        let mut last_error = None;
+        let addresses = self.primary_addresses().await?;
+        let mut answered = 0;
+        for address in &addresses {
+            let mut cursor = 0;
+            let mut calls = 0;
+            let scanned: Result<()> = async {
+                loop {
+                    let (next, found) = self.scan_once(address, cursor, pattern).await?;
+                    keys.extend(found);
+                    calls += 1;
+                    cursor = next;
+                    if cursor == 0 || calls >= max_calls {
+                        return Ok(());
+                    }
+                }
+            }
+            .await;
+            match scanned {
+                Ok(()) => {
+                    answered += 1;
+                    complete &= cursor == 0;
+                }
+                Err(err) => {
+                    tracing::warn!(node = %address, error = %err, "a primary did not answer SCAN; skipped");
+                    complete = false;
+                    last_error = Some(err);
+                }
+            }
+        }
+        match last_error {
+            Some(err) if answered == 0 => Err(err),
+            _ => Ok((keys, complete)),
+        }
+    }
+
+    /// Every key matching `pattern` on the node that serves `key`'s slot (on
+    /// one server: the server), found with SCAN, 1,000 keys examined per
+    /// call, each batch of matches handed to `each` before the next call.
+    /// Returns the sum of what `each` returned.
+    pub(crate) async fn scan_node_of<F, Fut>(
+        &self,
+        key: &str,
+        pattern: &str,
+        mut each: F,
+    ) -> Result<u64>
+    where
+        F: FnMut(Vec<String>) -> Fut,
+        Fut: Future<Output = Result<u64>>,
+    {
+        let address = if self.is_cluster() {
+            let slot: u16 = self
+                .query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
+                .await?;
+            let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+            owner_of_slot(&nodes, slot).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("no primary serves slot {slot}"),
+                )
+            })?
+        } else {
+            url_address(&self.config.urls[0])
+        };
+        let (mut cursor, mut total) = (0, 0);
+        loop {
+            let (next, found) = self.scan_once(&address, cursor, pattern).await?;
+            if !found.is_empty() {
+                total += each(found).await?;
+            }
+            if next == 0 {
+                return Ok(total);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// `text` as a literal in a SCAN / KEYS pattern: `*`, `?`, `[`, `]` and `\`
+/// escaped.
+pub(crate) fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The address of the healthy primary that serves `slot`, from `CLUSTER
+/// NODES` output.
+fn owner_of_slot(nodes: &str, slot: u16) -> Option<String> {
+    nodes.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 9 || !fields[2].split(',').any(|f| f == "master") {
+            return None;
+        }
+        let owns = fields[8..].iter().any(|range| {
+            let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+            matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if (lo..=hi).contains(&slot))
+        });
+        owns.then(|| fields[1].split(['@', ',']).next().unwrap_or_default().to_string())
+    })
+}
+
 /// `host:port` of a URL (`redis+unix` URLs give their path).
 fn url_address(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -653,6 +869,22 @@ d4 127.0.0.1:7003@17003 master,fail - 0 1 3 disconnected 10923-16383
             parse_cluster_primaries(nodes),
             ["127.0.0.1:7000", "127.0.0.1:7001"]
         );
+    }
+
+    #[test]
+    fn globs_are_escaped_and_slots_found() {
+        assert_eq!(glob_escape("a*b?[c]\\d"), "a\\*b\\?\\[c\\]\\\\d");
+        let nodes = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001 master - 0 1 2 connected 5461-10922 [10923->-c3]
+c3 127.0.0.1:7002@17002 slave b2 0 1 2 connected
+";
+        assert_eq!(
+            owner_of_slot(nodes, 5461).as_deref(),
+            Some("127.0.0.1:7001")
+        );
+        assert_eq!(owner_of_slot(nodes, 0).as_deref(), Some("127.0.0.1:7000"));
+        assert_eq!(owner_of_slot(nodes, 12000), None);
     }
 
     #[test]

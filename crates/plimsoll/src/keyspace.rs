@@ -97,9 +97,13 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
 
 /// The set of all queue names: `<prefix>:queues`.
 ///
-/// Type: set of queue names. Bound: one member per queue; removed by
+/// Type: set of queue names. Bound: one member per queue, at most
+/// `QueueConfig::max_queues` (default 1,000) for new queues; removed by
 /// `Queue::delete` (`plimsoll queue delete`). It is the one key outside any
-/// queue's hash tag, so it is written with a plain command, never in a script.
+/// queue's hash tag, so only `register.lua` (which touches it alone) and
+/// plain commands write it; it is best effort (see `queue/registry.rs`): an
+/// enqueue never waits for it long nor fails because it cannot be reached,
+/// and `Queue::list` puts back the queues it lost.
 pub fn queues_registry(prefix: &str) -> String {
     format!("{prefix}:queues")
 }

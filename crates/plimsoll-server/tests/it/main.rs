@@ -8,3 +8,4 @@ mod dashboard;
 mod fuzz;
 mod intake;
 mod push;
+mod queues;

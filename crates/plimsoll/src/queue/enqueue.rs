@@ -31,7 +31,7 @@ use super::config::{
 };
 use super::job::{Enqueued, JobId, NewJob, RunAt, system_time_ms};
 use super::record::{self, Header};
-use super::scripts::{CHECK_IDS, SCRIPTS};
+use super::scripts::{CHECK_IDS, PRODUCER_SOURCES, SCRIPTS};
 use crate::clock::ms;
 use crate::connection::Redis;
 use crate::error::{Error, ErrorKind, Result};
@@ -253,9 +253,7 @@ impl Queue {
         // Jobs taken but not written because the call stopped before their
         // batch was sent; they follow every batch sent.
         let mut unsent = 0;
-        let mut in_flight: FuturesOrdered<
-            BoxFuture<'static, (usize, Result<Vec<Enqueued>, WriteError>)>,
-        > = FuturesOrdered::new();
+        let mut in_flight: FuturesOrdered<BoxFuture<'static, BatchWritten>> = FuturesOrdered::new();
         // The batch being encoded, and whether the iterator is used up.
         let mut encoding: Option<Encoding> = None;
         let mut exhausted = false;
@@ -603,6 +601,9 @@ pub(crate) struct Ids {
     generation: u64,
 }
 
+/// A bulk call's batch on its way: its length and how its write went.
+type BatchWritten = (usize, Result<Vec<Enqueued>, WriteError>);
+
 /// A batch that failed, and its jobs when they were written all the same
 /// (to the primary, not confirmed by its replicas).
 #[derive(Debug)]
@@ -678,18 +679,22 @@ impl Writer {
                 .min(MAX_ID_RESERVATION);
             let last: u64 = self
                 .redis
-                .retry_refused("the id reservation", || async {
-                    let mut conn = self.redis.clone();
-                    SCRIPTS
-                        .reserve_ids
-                        .key(self.keys.meta())
-                        .key(self.keys.id_runs())
+                .retry_refused("the id reservation", || {
+                    let mut reserve = redis::cmd("EVALSHA");
+                    reserve
+                        .arg(SCRIPTS.reserve_ids.get_hash())
+                        .arg(2)
+                        .arg(self.keys.meta())
+                        .arg(self.keys.id_runs())
                         .arg(want)
                         .arg(&self.token)
                         .arg(MAX_ID_RUNS)
-                        .arg(now)
-                        .invoke_async(&mut conn)
-                        .await
+                        .arg(now);
+                    async move {
+                        self.redis
+                            .evalsha(&reserve, &PRODUCER_SOURCES.reserve_ids, self.keys.meta())
+                            .await
+                    }
                 })
                 .await?;
             *run = IdRun {
@@ -715,10 +720,8 @@ impl Writer {
     /// cannot fall back from EVALSHA to EVAL the way a lone call can.
     async fn ensure_script(&self) -> Result<()> {
         if !self.script_loaded.load(Ordering::Acquire) {
-            SCRIPTS
-                .enqueue
-                .prepare_invoke()
-                .load_async(&mut self.redis.clone())
+            self.redis
+                .load_script_for(&PRODUCER_SOURCES.enqueue, self.keys.jobs())
                 .await?;
             self.script_loaded.store(true, Ordering::Release);
         }

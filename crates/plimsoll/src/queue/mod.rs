@@ -35,12 +35,13 @@ mod enqueue;
 mod inspect;
 pub(crate) mod job;
 pub(crate) mod record;
+mod registry;
 pub(crate) mod scripts;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::mpsc;
 
 pub use config::{
     Bounds, CompletedRetention, DEFAULT_DEAD_BOUNDS, DEFAULT_DEAD_MAX_AGE, DEFAULT_DEAD_MAX_BYTES,
@@ -52,13 +53,14 @@ pub use config::{
     Retention,
 };
 pub use enqueue::{BulkError, MAX_BATCH_BYTES, MAX_BATCH_JOBS};
-pub use inspect::{CancelOutcome, DeadSelection, QueueCounts, QueueTotals, WorkerInfo};
+pub use inspect::{CancelOutcome, DeadSelection, Deleted, QueueCounts, QueueTotals, WorkerInfo};
 pub use job::{Enqueued, HIGHEST_PRIORITY, JobId, JobInfo, JobState, LOWEST_PRIORITY, NewJob};
 pub use record::{Compression, DEFAULT_COMPRESSION};
+pub use registry::{DISCOVERY_SCAN_CALLS, REGISTER_RETRY, REGISTER_WAIT, REGISTRY_REFRESH};
 
 use crate::connection::Redis;
 use crate::error::Result;
-use crate::keyspace::{QueueKeys, QueueName, queues_registry};
+use crate::keyspace::{QueueKeys, QueueName};
 
 /// A handle for one queue; clones share one connection and one batcher.
 #[derive(Clone)]
@@ -72,7 +74,7 @@ struct Inner {
     keys: QueueKeys,
     config: QueueConfig,
     batcher: OnceLock<mpsc::Sender<enqueue::Pending>>,
-    registered: OnceCell<()>,
+    registration: registry::Registration,
     /// Writes enqueued batches; shared with the batcher task.
     writer: Arc<enqueue::Writer>,
 }
@@ -106,7 +108,7 @@ impl Queue {
                 keys,
                 config,
                 batcher: OnceLock::new(),
-                registered: OnceCell::new(),
+                registration: registry::Registration::default(),
                 writer,
             }),
         })
@@ -139,50 +141,5 @@ impl Queue {
 
     pub(crate) fn now_ms(&self) -> u64 {
         self.inner.config.clock.now_ms()
-    }
-
-    /// Names of the queues that have been used under `prefix`.
-    pub async fn list(redis: &Redis, prefix: &str) -> Result<Vec<QueueName>> {
-        let names: Vec<String> = redis
-            .query(redis::cmd("SMEMBERS").arg(queues_registry(prefix)))
-            .await?;
-        let mut names: Vec<QueueName> = names
-            .into_iter()
-            .filter_map(|n| QueueName::new(n).ok())
-            .collect();
-        names.sort();
-        Ok(names)
-    }
-
-    /// Records the queue in the registry once per handle, so that `plimsoll`
-    /// and the dashboard can list it. The registry is the one key outside the
-    /// queue's hash tag, hence a plain command and not part of a script.
-    async fn register(&self) -> Result<()> {
-        self.inner
-            .registered
-            .get_or_try_init(|| async {
-                let _: () = self
-                    .inner
-                    .redis
-                    .query(
-                        redis::cmd("SADD")
-                            .arg(queues_registry(&self.inner.config.prefix))
-                            .arg(self.inner.name.as_str()),
-                    )
-                    .await?;
-                let _: () = self
-                    .inner
-                    .redis
-                    .query(
-                        redis::cmd("HSETNX")
-                            .arg(self.inner.keys.meta())
-                            .arg("created_at")
-                            .arg(self.now_ms()),
-                    )
-                    .await?;
-                Ok(())
-            })
-            .await
-            .map(|_| ())
     }
 }

@@ -27,6 +27,27 @@ async fn queues_spread_over_the_shards_and_run_every_transition() {
     assert!(nodes.len() >= 2, "queues landed on {} node(s)", nodes.len());
     let listed = Queue::list(&redis, "plimsoll").await.unwrap();
     assert_eq!(listed.len(), names.len());
+
+    // A registry lost in a failover: listing finds the queues on every
+    // primary by their keys, and registers them again.
+    let registry = cluster.node_for_key("plimsoll:queues");
+    registry.cmd(&["DEL", "plimsoll:queues"]);
+    let listed = Queue::list(&redis, "plimsoll").await.unwrap();
+    assert_eq!(listed.len(), names.len());
+    assert_eq!(registry.cmd(&["SCARD", "plimsoll:queues"]), "6");
+
+    // Deleting a queue removes its keys from its shard and its entry.
+    let alpha = Queue::with_defaults(redis.clone(), "alpha").unwrap();
+    let deleted = alpha.delete(false).await.unwrap();
+    assert!(deleted.keys > 0);
+    let node = cluster.node_for_key(alpha.keys().jobs());
+    assert!(
+        node.keys().iter().all(|k| !k.contains("{alpha}")),
+        "{:?}",
+        node.keys()
+    );
+    let listed = Queue::list(&redis, "plimsoll").await.unwrap();
+    assert_eq!(listed.len(), names.len() - 1);
 }
 
 async fn run_every_transition(queue: &Queue) {

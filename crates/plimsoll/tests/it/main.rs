@@ -12,5 +12,6 @@ mod guard_layouts;
 mod guard_trim;
 mod memory;
 mod queue;
+mod registry;
 mod retention;
 mod worker;
