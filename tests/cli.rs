@@ -388,3 +388,59 @@ fn guard_once_prints_the_figures() {
     ]);
     assert!(human.contains("of 64.0 MiB"), "{human}");
 }
+
+// ---- `plimsoll bench` on a Redis Cluster ----
+
+#[test]
+fn bench_runs_its_workloads_on_a_cluster() {
+    let cluster = plimsoll_test_support::RedisCluster::start();
+    let url = cluster.urls()[0].clone();
+    let out = plimsoll()
+        .args([
+            "bench", "--redis", &url, "--flush", "--reps", "1", "--n", "300",
+        ])
+        .args([
+            "--workload",
+            "W1-single,W1-bulk,W2-drain,W3-waiting,W3-retained,W4-latency,C1-hit",
+        ])
+        .args(["--rate", "200", "--duration", "1s", "--concurrency", "4"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench on a cluster failed:\n{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let workloads: Vec<&str> = lines
+        .iter()
+        .map(|l| l["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        workloads,
+        [
+            "W1-single",
+            "W1-bulk",
+            "W2-drain",
+            "W3-waiting",
+            "W3-retained",
+            "W4-latency",
+            "C1-hit"
+        ]
+    );
+    for line in &lines {
+        assert!(
+            line["redis_version"]
+                .as_str()
+                .is_some_and(|v| !v.is_empty()),
+            "{line}"
+        );
+    }
+    assert!(lines[1]["jobs_per_s"].as_f64().unwrap() > 0.0);
+    // Memory summed over the primaries: a waiting job costs some bytes.
+    assert!(
+        lines[3]["bytes_per_job"].as_f64().unwrap() > 100.0,
+        "{}",
+        lines[3]
+    );
+}
