@@ -60,7 +60,10 @@ impl RedisCluster {
         );
         let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
             .map(|_| {
-                let mut builder = RedisServer::builder().cluster();
+                let mut builder = RedisServer::builder()
+                    .cluster()
+                    // A replica's full sync starts at once, not 5 s later.
+                    .config("repl-diskless-sync-delay", "0");
                 if let Some(timeout) = node_timeout {
                     builder = builder.node_timeout(timeout);
                 }
@@ -145,6 +148,31 @@ impl RedisCluster {
     /// Kills node `index` with SIGKILL, as a crash would.
     pub fn kill(&mut self, index: usize) {
         self.nodes[index].kill();
+    }
+
+    /// Starts a killed node again on its port and folder; it rejoins the
+    /// cluster from its `nodes.conf` (a primary that was failed over comes
+    /// back as a replica of the node that took its slots).
+    pub fn restart(&mut self, index: usize) {
+        self.nodes[index].restart();
+    }
+
+    /// Waits until node `index` is a replica whose link to its primary is up
+    /// and whose first sync is done.
+    pub fn wait_replica_in_sync(&self, index: usize) {
+        let deadline = Instant::now() + FAILOVER_TIMEOUT;
+        loop {
+            let info = self.nodes[index].replication();
+            if info.get("role").map(String::as_str) == Some("slave") && in_sync(&self.nodes[index])
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {index} did not become an in-sync replica within {FAILOVER_TIMEOUT:?}: {info:?}"
+            );
+            sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until the node at `replica` is a primary that owns slots and

@@ -5,6 +5,7 @@ mod support;
 
 mod cache;
 mod cluster;
+mod cluster_failover;
 mod failover;
 mod guard;
 mod guard_attribute;
