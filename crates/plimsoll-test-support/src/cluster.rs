@@ -157,14 +157,13 @@ impl RedisCluster {
         self.nodes[index].restart();
     }
 
-    /// Waits until node `index` is a replica whose link to its primary is up
-    /// and whose first sync is done.
+    /// Waits until node `index` is a replica whose link to its primary is up,
+    /// whose first sync is done, and which its primary counts as online.
     pub fn wait_replica_in_sync(&self, index: usize) {
         let deadline = Instant::now() + FAILOVER_TIMEOUT;
         loop {
             let info = self.nodes[index].replication();
-            if info.get("role").map(String::as_str) == Some("slave") && in_sync(&self.nodes[index])
-            {
+            if info.get("role").map(String::as_str) == Some("slave") && self.in_sync(index) {
                 return;
             }
             assert!(
@@ -206,12 +205,12 @@ impl RedisCluster {
     fn wait_ready(&self) {
         let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
         loop {
-            let ready = self.nodes.iter().all(|node| {
-                let info = parse_info(&node.cmd(&["CLUSTER", "INFO"]));
+            let ready = (0..self.nodes.len()).all(|i| {
+                let info = parse_info(&self.nodes[i].cmd(&["CLUSTER", "INFO"]));
                 let clustered = info.get("cluster_state").map(String::as_str) == Some("ok")
                     && info.get("cluster_slots_ok").map(String::as_str) == Some("16384")
                     && info.get("cluster_known_nodes") == Some(&self.nodes.len().to_string());
-                clustered && in_sync(node)
+                clustered && self.in_sync(i)
             });
             if ready {
                 return;
@@ -225,17 +224,27 @@ impl RedisCluster {
     }
 }
 
-/// A primary, or a replica whose link is up and which applied everything
-/// its primary reported having sent.
-fn in_sync(node: &RedisServer) -> bool {
-    let info: HashMap<String, String> = node.replication();
-    match info.get("role").map(String::as_str) {
-        Some("master") => true,
-        Some("slave") => {
-            info.get("master_link_status").map(String::as_str) == Some("up")
-                && info.get("master_sync_in_progress").map(String::as_str) == Some("0")
+impl RedisCluster {
+    /// Node `index` is a primary, or a replica whose link is up, whose sync
+    /// is done and which its primary counts as online (`WAIT` counts only
+    /// those; a replica says its link is up a moment before).
+    fn in_sync(&self, index: usize) -> bool {
+        let node = &self.nodes[index];
+        let info: HashMap<String, String> = node.replication();
+        match info.get("role").map(String::as_str) {
+            Some("master") => true,
+            Some("slave") => {
+                let linked = info.get("master_link_status").map(String::as_str) == Some("up")
+                    && info.get("master_sync_in_progress").map(String::as_str) == Some("0");
+                let primary = myself(node).replicates;
+                linked
+                    && self.live().any(|i| {
+                        Some(myself(&self.nodes[i]).id) == primary
+                            && self.nodes[i].replica_online(node.port())
+                    })
+            }
+            _ => false,
         }
-        _ => false,
     }
 }
 

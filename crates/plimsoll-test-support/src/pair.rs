@@ -33,8 +33,9 @@ impl RedisPair {
         pair
     }
 
-    /// Waits until the replica's link is up and it has applied everything
-    /// the primary wrote so far.
+    /// Waits until the replica's link is up, it has applied everything the
+    /// primary wrote so far, and the primary counts it as online (so that
+    /// `WAIT` counts it).
     pub fn wait_in_sync(&self) {
         let deadline = Instant::now() + SYNC_TIMEOUT;
         loop {
@@ -46,7 +47,11 @@ impl RedisPair {
             };
             let written = offset(&primary, "master_repl_offset");
             let applied = offset(&replica, "slave_repl_offset");
-            if up && written.is_some() && written == applied {
+            if up
+                && written.is_some()
+                && written == applied
+                && self.primary.replica_online(self.replica.port())
+            {
                 return;
             }
             assert!(

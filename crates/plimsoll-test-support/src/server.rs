@@ -262,6 +262,23 @@ impl RedisServer {
         self.info("replication")
     }
 
+    /// Whether this server, a primary, counts the replica listening on
+    /// `port` as online: `WAIT` counts only those, and a replica says its
+    /// link is up a moment before its primary puts it online.
+    pub fn replica_online(&self, port: u16) -> bool {
+        self.replication()
+            .iter()
+            .filter(|(field, _)| field.starts_with("slave"))
+            .any(|(_, value)| {
+                let fields: HashMap<&str, &str> = value
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .collect();
+                fields.get("port") == Some(&port.to_string().as_str())
+                    && fields.get("state") == Some(&"online")
+            })
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_default()
