@@ -45,8 +45,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 "  Redis      {} (a private redis-server this process started; data in its data folder)",
                 started.redis
             );
-        } else {
+        } else if started.redis_connected {
             println!("  Redis      {}", started.redis);
+        } else {
+            println!(
+                "  Redis      {}  (not answering yet: webhooks are spooled; the API, push delivery and the guard join when it answers)",
+                started.redis
+            );
         }
         println!("  API        http://{}/v1  (OpenAPI: /v1/openapi.json)", started.api);
         println!("  Dashboard  http://{}/login?token={}", started.api, started.token);

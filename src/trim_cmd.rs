@@ -13,8 +13,10 @@ use crate::util::{RedisArgs, human_bytes, parse_duration};
 /// What to trim.
 #[derive(Debug, Subcommand)]
 pub enum TrimCommand {
-    /// A Plimsoll queue, by the default retention rules: completed jobs
-    /// removed, dead jobs capped (10,000, 7 days, 64 MiB).
+    /// A Plimsoll queue, by its own retention rules as its workers (or
+    /// `plimsoll serve`) recorded them in Redis; by the defaults (completed
+    /// jobs removed, dead jobs capped at 10,000, 7 days, 64 MiB) when none
+    /// were recorded.
     Plimsoll {
         #[command(flatten)]
         common: Common,
@@ -114,10 +116,29 @@ pub enum SidekiqSetArg {
 pub async fn run(command: TrimCommand) -> Result<()> {
     let (common, target) = match command {
         TrimCommand::Plimsoll { common, queue } => {
+            let redis = common.redis.connect().await?;
+            let handle = plimsoll::Queue::new(
+                redis,
+                &queue,
+                plimsoll::QueueConfig {
+                    prefix: common.redis.prefix.clone(),
+                    ..plimsoll::QueueConfig::default()
+                },
+            )?;
+            let retention = match handle.recorded_retention().await? {
+                Some(retention) => retention,
+                None => {
+                    eprintln!(
+                        "No retention rules are recorded for queue {queue} (no worker of this \
+                         version ran it); trimming by the defaults."
+                    );
+                    Retention::default()
+                }
+            };
             let target = TrimTarget::Plimsoll {
                 prefix: common.redis.prefix.clone(),
                 queue,
-                retention: Retention::default(),
+                retention,
             };
             (common, target)
         }
@@ -216,6 +237,16 @@ fn human(report: &TrimReport) -> String {
             }
         }
         out.push_str("Nothing was removed; run again with --yes to remove them.\n");
+    }
+    if report.skipped > 0 {
+        out.push_str(&format!(
+            "Skipped {} keys that match the pattern but belong to a queue; they were not \
+             touched (trim them with the queue's own target: plimsoll, bullmq, sidekiq):\n",
+            report.skipped
+        ));
+        for example in &report.skipped_examples {
+            out.push_str(&format!("  {example}\n"));
+        }
     }
     out
 }

@@ -33,8 +33,19 @@ impl Drop for Served {
 }
 
 fn serve(redis: &RedisServer, data: &std::path::Path, extra: &[&str]) -> Served {
+    serve_with(plimsoll(), redis, data, extra)
+}
+
+/// `plimsoll serve` run by `command` (the binary, or a shell that sets
+/// limits and then execs it).
+fn serve_with(
+    mut command: Command,
+    redis: &RedisServer,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> Served {
     let port = free_port();
-    let mut child = plimsoll()
+    let mut child = command
         .args([
             "serve",
             "--redis",
@@ -360,6 +371,71 @@ fn trim_is_a_dry_run_until_yes() {
     assert_eq!(redis.dbsize(), 31);
 }
 
+/// `plimsoll trim plimsoll` trimmed every queue by the default rules: it
+/// removed the completed jobs a queue keeps for a week and kept dead jobs
+/// the queue's own rules drop after a day.
+#[test]
+fn trim_plimsoll_honours_the_retention_a_queues_workers_recorded() {
+    use plimsoll::{
+        Bounds, CompletedRetention, Job, ManualClock, NewJob, Outcome, Queue, QueueConfig, Redis,
+        Retention, SystemClock, Worker,
+    };
+    const DAY: Duration = Duration::from_secs(86_400);
+    let redis = RedisServer::start();
+    let rules = Retention {
+        completed: CompletedRetention::Keep(Bounds::new(1000, 7 * DAY, 1 << 20).unwrap()),
+        dead: Bounds::new(1000, DAY, 1 << 20).unwrap(),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // Three completed and four dead jobs, finished two days ago by a
+        // worker with these rules (which it records).
+        let clock =
+            ManualClock::new(plimsoll::Clock::now_ms(&SystemClock) - 2 * DAY.as_millis() as u64);
+        let queue = Queue::new(
+            Redis::connect_url(&redis.url()).await.unwrap(),
+            "kept",
+            QueueConfig {
+                clock: std::sync::Arc::new(clock),
+                retention: rules,
+                ..QueueConfig::default()
+            },
+        )
+        .unwrap();
+        let jobs = ["ok", "ok", "ok", "bad", "bad", "bad", "bad"]
+            .into_iter()
+            .map(|p| NewJob::bytes(p).max_attempts(1))
+            .collect();
+        queue.enqueue_bulk(jobs).await.unwrap();
+        let worker = Worker::builder(queue.clone())
+            .maintenance(false)
+            .poll_interval(Duration::from_millis(50))
+            .start(|job: Job| async move {
+                if job.payload() == b"ok" {
+                    Outcome::Done
+                } else {
+                    Outcome::fail("bad input")
+                }
+            })
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let counts = queue.counts().await.unwrap();
+            let recorded = queue.recorded_retention().await.unwrap();
+            if counts.completed == 3 && counts.dead == 4 && recorded == Some(rules) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "jobs not settled: {counts:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        worker.shutdown().await.unwrap();
+    });
+    let out = run_ok(&["trim", "plimsoll", "kept", "--yes", "--redis", &redis.url()]);
+    assert!(out.contains("Removed 4 jobs"), "{out}");
+    assert_eq!(redis.cmd(&["ZCARD", "plimsoll:{kept}:completed"]), "3");
+    assert_eq!(redis.cmd(&["ZCARD", "plimsoll:{kept}:dead"]), "0");
+}
+
 #[test]
 fn guard_once_prints_the_figures() {
     let redis = RedisServer::builder().maxmemory(64 << 20).start();
@@ -444,4 +520,122 @@ fn bench_runs_its_workloads_on_a_cluster() {
         "{}",
         lines[3]
     );
+}
+
+// ---- the server's edges, against the binary ----
+
+/// 300 connections sending headers slowly kept all four real webhooks from
+/// being answered by a server at 256 open files. Run as a user would: the
+/// binary under `ulimit -n 256`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_at_256_open_files_never_keep_webhooks_from_being_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let redis = RedisServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("plimsoll.toml");
+    std::fs::write(
+        &config,
+        "[http]\nheader_read_timeout = \"2s\"\n[hooks.plain]\ndelivery_header = \"X-Delivery\"\n",
+    )
+    .unwrap();
+    let mut shell = Command::new("sh");
+    shell.args([
+        "-c",
+        "ulimit -n 256 && exec \"$0\" \"$@\"",
+        env!("CARGO_BIN_EXE_plimsoll"),
+    ]);
+    let served = serve_with(
+        shell,
+        &redis,
+        &data.path().join("data"),
+        &["--config", &config.display().to_string()],
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", served.child.id())).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(" 256 ")),
+        "{limits}"
+    );
+    let addr = served.api.trim_start_matches("http://").to_string();
+    let mut stalled = Vec::new();
+    for _ in 0..300 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream.write_all(b"POST /hooks/pl").await.unwrap();
+        stalled.push(stream);
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut slowest = Duration::ZERO;
+    for i in 0..4 {
+        let started = Instant::now();
+        let response = client
+            .post(format!("{}/hooks/plain", served.api))
+            .header("X-Delivery", format!("real-{i}"))
+            .body(format!("{{\"n\":{i}}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "webhook {i}");
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "slowest webhook took {slowest:?}"
+    );
+    // Truth from Redis: four jobs waiting.
+    assert_eq!(
+        redis.cmd(&["LLEN", "plimsoll:{hooks.plain}:waiting:5"]),
+        "4"
+    );
+    let started = Instant::now();
+    let mut closed = 0;
+    for mut stream in stalled {
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(Ok(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+    assert_eq!(closed, 300, "stalled connections still open");
+    eprintln!(
+        "binary at ulimit -n 256: 300 stalled connections, 4 of 4 webhooks answered 202 \
+         (slowest {slowest:?}), 4 in Redis, {closed} of 300 stalled closed ({:?} after the webhooks)",
+        started.elapsed()
+    );
+}
+
+/// On a Redis with an evicting policy, `serve` used to start and lose jobs
+/// silently under memory pressure.
+#[test]
+fn serve_refuses_a_redis_that_evicts_unless_told_to_accept_it() {
+    let redis = RedisServer::builder()
+        .maxmemory_policy("allkeys-lru")
+        .start();
+    let data = tempfile::tempdir().unwrap();
+    let out = plimsoll()
+        .args(["serve", "--redis", &redis.url(), "--listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", ""])
+        .args(["--data-dir", &data.path().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("maxmemory-policy allkeys-lru"), "{err}");
+    assert!(err.contains("redis.allow_eviction"), "{err}");
+
+    let mut accepting = plimsoll();
+    accepting.env("PLIMSOLL_REDIS__ALLOW_EVICTION", "true");
+    let served = serve_with(accepting, &redis, data.path(), &[]);
+    drop(served);
 }

@@ -48,6 +48,48 @@ pub const DEFAULT_DELIVERY_HEADER: &str = "X-GitHub-Delivery";
 pub const DEFAULT_PUSH_TIMEOUT: &str = "10s";
 /// Deliveries to one push target at once.
 pub const DEFAULT_PUSH_CONCURRENCY: usize = 8;
+/// Time a client has to send a request's headers, counted from when the
+/// server starts waiting for them: from the connection's accept, and again
+/// after each response on a kept-alive connection (so it is also how long an
+/// idle keep-alive connection stays open). Real senders send their headers
+/// in milliseconds; GitHub gives up on a webhook after 10 s, so a stalled
+/// client must lose its connection well before that.
+pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "5s";
+/// Time a client has to send a whole request body, counted from the start
+/// of the request and never reset by progress (a body dripped one byte at a
+/// time is cut off too). 1 MiB in 30 s needs about 280 kbit/s.
+pub const DEFAULT_BODY_READ_TIMEOUT: &str = "30s";
+/// Open client connections at most, unless the open-file limit leaves room
+/// for fewer (see [`FD_RESERVE`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// File descriptors kept back from client connections: Redis connections
+/// (queue, cache, guard, one per cluster node), spool segments and the data
+/// folder lock, the guard's history, the listeners, the embedded Redis'
+/// pipes, and the metrics listener's own connections.
+pub const FD_RESERVE: u64 = 64 + crate::listener::METRICS_MAX_CONNECTIONS as u64;
+/// Fewer client connections than this is no server: refused at start.
+pub const MIN_CONNECTIONS: usize = 16;
+/// More client connections than this is refused whatever the open-file
+/// limit says (which may be "unlimited").
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+/// Largest `max_body` (API and hooks): a job is not a file store, and the
+/// library's largest payload limit is the same.
+pub const MAX_MAX_BODY: u64 = plimsoll::queue::MAX_PAYLOAD_LIMIT as u64;
+/// Smallest `max_body`: a webhook envelope alone is a few hundred bytes.
+pub const MIN_MAX_BODY: u64 = 1024;
+/// Largest `spool.max_bytes`. The spool holds webhooks only while Redis is
+/// away; more than this is a typo, not a plan.
+pub const MAX_SPOOL_MAX_BYTES: u64 = 1 << 40;
+/// Largest `redis.embedded_maxmemory`.
+pub const MAX_EMBEDDED_MAXMEMORY: u64 = 1 << 40;
+/// Longest `shutdown_grace`: orchestrators kill a process long before.
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(10 * 60);
+/// Shortest push timeout: a delivery needs at least a round trip.
+pub const MIN_PUSH_TIMEOUT: Duration = Duration::from_millis(100);
+/// Fastest push rate limit that still means something.
+pub const MAX_PUSH_RATE: u32 = 1_000_000;
+/// Longest bearer token or secret accepted (a pasted file is a mistake).
+pub const MAX_SECRET_LEN: usize = 1024;
 
 /// The file as written, before checking. Every field has a default.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +102,7 @@ pub struct RawConfig {
     pub data_dir: String,
     pub max_body: String,
     pub shutdown_grace: String,
+    pub http: RawHttp,
     pub redis: RawRedis,
     pub spool: RawSpool,
     pub queues: BTreeMap<String, RawQueue>,
@@ -121,12 +164,40 @@ impl Default for RawConfig {
             data_dir: DEFAULT_DATA_DIR.into(),
             max_body: DEFAULT_MAX_BODY.into(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
+            http: RawHttp::default(),
             redis: RawRedis::default(),
             spool: RawSpool::default(),
             queues: BTreeMap::new(),
             hooks: BTreeMap::new(),
             cache: RawCache::default(),
             guard: RawGuard::default(),
+        }
+    }
+}
+
+/// The API listener's edges: how long clients may take, how many may be
+/// connected, and the origin the dashboard is reached at.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    pub header_read_timeout: String,
+    pub body_read_timeout: String,
+    /// Unset: [`DEFAULT_MAX_CONNECTIONS`], or fewer when the open-file limit
+    /// leaves room for fewer.
+    pub max_connections: Option<usize>,
+    /// The URL browsers reach the dashboard at (behind a proxy that changes
+    /// the Host header), e.g. `https://plimsoll.example.com`. Requests made
+    /// with the dashboard's cookie must come from this origin or the Host's.
+    pub public_url: Option<String>,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT.into(),
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT.into(),
+            max_connections: None,
+            public_url: None,
         }
     }
 }
@@ -138,6 +209,9 @@ pub struct RawRedis {
     pub url: Option<String>,
     pub prefix: String,
     pub embedded_maxmemory: String,
+    /// Run queues on a Redis whose `maxmemory-policy` evicts keys, accepting
+    /// that jobs and idempotency keys may vanish under memory pressure.
+    pub allow_eviction: bool,
     /// What an enqueue (API or webhook) waits for before it answers, for
     /// queues that set none: `primary` (default), `replicas[:COUNT[:TIMEOUT]]`
     /// or `replicas-aof[:COUNT[:TIMEOUT]]`.
@@ -150,6 +224,7 @@ impl Default for RawRedis {
             url: None,
             prefix: plimsoll::keyspace::DEFAULT_PREFIX.into(),
             embedded_maxmemory: DEFAULT_EMBEDDED_MAXMEMORY.into(),
+            allow_eviction: false,
             durability: None,
         }
     }
@@ -176,11 +251,39 @@ impl Default for RawSpool {
 pub struct RawQueue {
     pub max_attempts: Option<u16>,
     pub timeout: Option<String>,
+    /// Largest payload a job may have; default 512KiB.
+    pub payload_limit: Option<String>,
+    /// How long idempotency keys (webhook identities among them) are
+    /// remembered; default 24h.
+    pub idempotency_window: Option<String>,
     /// As `redis.durability`, for this queue.
     pub durability: Option<String>,
     /// Deliver this queue's jobs by HTTP POST instead of leaving them for
     /// library workers.
     pub push: Option<RawPush>,
+    /// What the queue keeps of finished jobs; unset: the library's defaults
+    /// (or the rules its workers recorded).
+    pub retention: Option<RawRetention>,
+}
+
+/// `[queues.<name>.retention]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    /// Keep completed jobs within these bounds (all three required); unset:
+    /// completed jobs are removed at once.
+    pub completed: Option<RawBounds>,
+    /// The dead set's caps; a bound left out keeps its default.
+    pub dead: Option<RawBounds>,
+}
+
+/// Bounds of a retained set: `{ max_count = 1000, max_age = "7d", max_bytes = "64MiB" }`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBounds {
+    pub max_count: Option<u64>,
+    pub max_age: Option<String>,
+    pub max_bytes: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -282,7 +385,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub max_body: usize,
     pub shutdown_grace: Duration,
+    pub http: HttpSettings,
     pub redis_url: Option<String>,
+    /// Queues may run on a Redis that evicts keys (`redis.allow_eviction`).
+    pub allow_eviction: bool,
     pub prefix: String,
     pub embedded_maxmemory: u64,
     /// What enqueues wait for, for queues that set none.
@@ -297,13 +403,41 @@ pub struct ServerConfig {
     pub guard: Option<plimsoll::GuardConfig>,
 }
 
+/// The API listener's edges (`[http]`), checked.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    /// Resolved against the open-file limit at load.
+    pub max_connections: usize,
+    /// `scheme://host[:port]` of `public_url`, lower-case, default port left out.
+    pub public_origin: Option<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: parse_duration(DEFAULT_HEADER_READ_TIMEOUT)
+                .expect("the default is a duration"),
+            body_read_timeout: parse_duration(DEFAULT_BODY_READ_TIMEOUT)
+                .expect("the default is a duration"),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            public_origin: None,
+        }
+    }
+}
+
 /// Settings of one configured queue.
 #[derive(Debug, Clone, Default)]
 pub struct QueueSettings {
     pub max_attempts: Option<u16>,
     pub timeout: Option<Duration>,
+    pub payload_limit: Option<usize>,
+    pub idempotency_window: Option<Duration>,
     pub durability: Option<plimsoll::Durability>,
     pub push: Option<PushSettings>,
+    /// Configured retention rules; `None`: not configured here.
+    pub retention: Option<plimsoll::Retention>,
 }
 
 /// An HTTP target a queue's jobs are delivered to.
@@ -402,42 +536,39 @@ impl ServerConfig {
             ));
         }
         for (i, token) in raw.tokens.iter().enumerate() {
-            if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if token.len() < 16
+                || token.len() > MAX_SECRET_LEN
+                || token.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
                 return Err(bad(
                     "tokens",
                     format!(
-                        "token {} must be at least 16 characters without spaces",
+                        "token {} must be 16 to {MAX_SECRET_LEN} characters without spaces",
                         i + 1
                     ),
                 ));
             }
         }
-        let max_body = parse_bytes(&raw.max_body).map_err(|m| bad("max_body", m))? as usize;
-        if !(1024..=64 << 20).contains(&max_body) {
-            return Err(bad("max_body", "must be between 1KiB and 64MiB".into()));
-        }
-        let shutdown_grace =
-            parse_duration(&raw.shutdown_grace).map_err(|m| bad("shutdown_grace", m))?;
+        let max_body = body_size(&raw.max_body).map_err(|m| bad("max_body", m))?;
+        let shutdown_grace = parse_duration(&raw.shutdown_grace)
+            .and_then(|d| in_duration_range(d, Duration::from_secs(1), MAX_SHUTDOWN_GRACE))
+            .map_err(|m| bad("shutdown_grace", m))?;
         if let Some(url) = &raw.redis.url {
             plimsoll::RedisConfig::new(url)
                 .map_err(|e| bad("redis.url", e.message().to_string()))?;
         }
+        plimsoll::keyspace::validate_prefix(&raw.redis.prefix)
+            .map_err(|e| bad("redis.prefix", e.message().to_string()))?;
         let embedded_maxmemory = parse_bytes(&raw.redis.embedded_maxmemory)
+            .and_then(|n| in_byte_range(n, 16 << 20, MAX_EMBEDDED_MAXMEMORY))
             .map_err(|m| bad("redis.embedded_maxmemory", m))?;
-        if embedded_maxmemory < 16 << 20 {
-            return Err(bad(
-                "redis.embedded_maxmemory",
-                "must be at least 16MiB".into(),
-            ));
-        }
-        let spool_max_bytes =
-            parse_bytes(&raw.spool.max_bytes).map_err(|m| bad("spool.max_bytes", m))?;
-        if spool_max_bytes < 1 << 20 {
-            return Err(bad("spool.max_bytes", "must be at least 1MiB".into()));
-        }
+        let spool_max_bytes = parse_bytes(&raw.spool.max_bytes)
+            .and_then(|n| in_byte_range(n, 1 << 20, MAX_SPOOL_MAX_BYTES))
+            .map_err(|m| bad("spool.max_bytes", m))?;
         if !(0.1..=1.0).contains(&raw.spool.warn_at) {
             return Err(bad("spool.warn_at", "must be between 0.1 and 1.0".into()));
         }
+        let http = check_http(&raw, &bad)?;
 
         // Absolute from here on: the embedded redis-server changes into its
         // folder before it opens files named relative to ours, and the
@@ -458,12 +589,55 @@ impl ServerConfig {
             let key = |field: &str| format!("queues.{name}.{field}");
             let queue = QueueName::new(name.clone())
                 .map_err(|e| bad(&format!("queues.{name}"), e.message().to_string()))?;
+            if let Some(attempts) = q.max_attempts {
+                in_range(attempts, 1, plimsoll::queue::MAX_ATTEMPTS_LIMIT)
+                    .map_err(|m| bad(&key("max_attempts"), m))?;
+            }
             let timeout = q
                 .timeout
                 .as_deref()
-                .map(parse_duration)
+                .map(|text| {
+                    parse_duration(text).and_then(|d| {
+                        in_duration_range(
+                            d,
+                            Duration::from_millis(1),
+                            plimsoll::queue::MAX_JOB_TIMEOUT,
+                        )
+                    })
+                })
                 .transpose()
                 .map_err(|m| bad(&key("timeout"), m))?;
+            let payload_limit = match &q.payload_limit {
+                None => None,
+                Some(text) => {
+                    let limit =
+                        parse_bytes(text).map_err(|m| bad(&key("payload_limit"), m))? as usize;
+                    if !(1024..=plimsoll::queue::MAX_PAYLOAD_LIMIT).contains(&limit) {
+                        return Err(bad(
+                            &key("payload_limit"),
+                            "must be between 1KiB and 64MiB".into(),
+                        ));
+                    }
+                    Some(limit)
+                }
+            };
+            let idempotency_window = match &q.idempotency_window {
+                None => None,
+                Some(text) => {
+                    let window =
+                        parse_duration(text).map_err(|m| bad(&key("idempotency_window"), m))?;
+                    if window < Duration::from_secs(1)
+                        || window > plimsoll::queue::MAX_IDEMPOTENCY_WINDOW
+                    {
+                        return Err(bad(
+                            &key("idempotency_window"),
+                            "must be between 1s and 30 days".into(),
+                        ));
+                    }
+                    Some(window)
+                }
+            };
+            let job_timeout = timeout.unwrap_or(plimsoll::queue::DEFAULT_JOB_TIMEOUT);
             let push = match &q.push {
                 None => None,
                 Some(p) => {
@@ -476,8 +650,25 @@ impl ServerConfig {
                     if !(1..=1000).contains(&p.concurrency) {
                         return Err(bad(&key("push.concurrency"), "must be 1 to 1000".into()));
                     }
-                    let timeout =
-                        parse_duration(&p.timeout).map_err(|m| bad(&key("push.timeout"), m))?;
+                    // A delivery that may outlast the job's lease would run
+                    // twice: the lease ends and the job is handed out again.
+                    let timeout = parse_duration(&p.timeout)
+                        .and_then(|d| in_duration_range(d, MIN_PUSH_TIMEOUT, job_timeout))
+                        .map_err(|m| {
+                            bad(
+                                &key("push.timeout"),
+                                format!("{m} (the queue's job timeout)"),
+                            )
+                        })?;
+                    if let Some(secret) = &p.secret
+                        && !secret.is_empty()
+                        && !(8..=MAX_SECRET_LEN).contains(&secret.len())
+                    {
+                        return Err(bad(
+                            &key("push.secret"),
+                            format!("must be 8 to {MAX_SECRET_LEN} characters"),
+                        ));
+                    }
                     Some(PushSettings {
                         url,
                         secret: p.secret.clone().filter(|s| !s.is_empty()),
@@ -485,18 +676,34 @@ impl ServerConfig {
                         concurrency: p.concurrency,
                         rate_per_second: match p.rate_per_second {
                             None => None,
-                            Some(n) => Some(std::num::NonZeroU32::new(n).ok_or_else(|| {
-                                bad(&key("push.rate_per_second"), "must be at least 1".into())
-                            })?),
+                            Some(n) => Some(
+                                in_range(n, 1, MAX_PUSH_RATE)
+                                    .ok()
+                                    .and_then(std::num::NonZeroU32::new)
+                                    .ok_or_else(|| {
+                                        bad(
+                                            &key("push.rate_per_second"),
+                                            format!("must be 1 to {MAX_PUSH_RATE}"),
+                                        )
+                                    })?,
+                            ),
                         },
                     })
                 }
             };
+            let retention = q
+                .retention
+                .as_ref()
+                .map(|r| check_retention(r, &key("retention")))
+                .transpose()
+                .map_err(|(field, message)| bad(&field, message))?;
             queues.insert(
                 queue,
                 QueueSettings {
                     max_attempts: q.max_attempts,
                     timeout,
+                    payload_limit,
+                    idempotency_window,
                     durability: q
                         .durability
                         .as_deref()
@@ -504,6 +711,7 @@ impl ServerConfig {
                         .transpose()
                         .map_err(|e| bad(&key("durability"), e.message().to_string()))?,
                     push,
+                    retention,
                 },
             );
         }
@@ -526,16 +734,60 @@ impl ServerConfig {
             let queue = QueueName::new(queue_name)
                 .map_err(|e| bad(&key("queue"), e.message().to_string()))?;
             if let Some(secret) = &h.secret
-                && secret.len() < 8
+                && !(8..=MAX_SECRET_LEN).contains(&secret.len())
             {
-                return Err(bad(&key("secret"), "must be at least 8 characters".into()));
+                return Err(bad(
+                    &key("secret"),
+                    format!("must be 8 to {MAX_SECRET_LEN} characters"),
+                ));
             }
-            if h.secret.is_some() && h.signature_header.trim().is_empty() {
+            // A name that is not a header name would be looked up in vain on
+            // every webhook: each one would be refused.
+            if h.secret.is_some()
+                && axum::http::HeaderName::try_from(h.signature_header.trim()).is_err()
+            {
                 return Err(bad(&key("signature_header"), "must name a header".into()));
             }
+            if !h.delivery_header.is_empty()
+                && axum::http::HeaderName::try_from(h.delivery_header.as_str()).is_err()
+            {
+                return Err(bad(
+                    &key("delivery_header"),
+                    format!("{:?} is not a header name", h.delivery_header),
+                ));
+            }
+            // A webhook answered 202 must be enqueueable: its body, in its
+            // envelope, must fit the queue's payload limit.
+            let payload_limit = queues
+                .get(&queue)
+                .and_then(|q: &QueueSettings| q.payload_limit)
+                .unwrap_or(plimsoll::queue::DEFAULT_PAYLOAD_LIMIT);
+            let room = payload_limit.saturating_sub(crate::intake::ENVELOPE_RESERVE);
+            if room == 0 {
+                return Err(bad(
+                    &format!("queues.{queue}.payload_limit"),
+                    format!(
+                        "{payload_limit} bytes leave no room for webhooks of source {source}: their envelope needs {} bytes beyond the body",
+                        crate::intake::ENVELOPE_RESERVE
+                    ),
+                ));
+            }
             let max_body = match &h.max_body {
-                Some(text) => parse_bytes(text).map_err(|m| bad(&key("max_body"), m))? as usize,
-                None => max_body,
+                Some(text) => {
+                    let asked = body_size(text).map_err(|m| bad(&key("max_body"), m))?;
+                    if asked > room {
+                        return Err(bad(
+                            &key("max_body"),
+                            format!(
+                                "{asked} bytes would let through webhooks queue {queue} refuses: it takes payloads up to {payload_limit} bytes and a webhook's envelope needs up to {} more; set at most {room} bytes, or raise queues.{queue}.payload_limit",
+                                crate::intake::ENVELOPE_RESERVE
+                            ),
+                        ));
+                    }
+                    asked
+                }
+                // The server's max_body, within what the queue takes.
+                None => max_body.min(room),
             };
             hooks.insert(
                 source.clone(),
@@ -553,8 +805,19 @@ impl ServerConfig {
         let cache = plimsoll::CacheConfig {
             prefix: raw.redis.prefix.clone(),
             namespace: raw.cache.namespace.clone(),
-            timeout: parse_duration(&raw.cache.timeout).map_err(|m| bad("cache.timeout", m))?,
+            timeout: parse_duration(&raw.cache.timeout)
+                .and_then(|d| {
+                    in_duration_range(
+                        d,
+                        Duration::from_millis(1),
+                        plimsoll::cache::config::MAX_TIMEOUT,
+                    )
+                })
+                .map_err(|m| bad("cache.timeout", m))?,
             default_ttl: parse_duration(&raw.cache.default_ttl)
+                .and_then(|d| {
+                    in_duration_range(d, Duration::from_secs(1), plimsoll::cache::config::MAX_TTL)
+                })
                 .map_err(|m| bad("cache.default_ttl", m))?,
             local: raw
                 .cache
@@ -575,14 +838,29 @@ impl ServerConfig {
                 ..plimsoll::GuardConfig::default()
             };
             if let Some(text) = &g.interval {
-                config.interval = parse_duration(text).map_err(|m| bad("guard.interval", m))?;
+                config.interval = parse_duration(text)
+                    .and_then(|d| in_duration_range(d, MIN_GUARD_INTERVAL, MAX_GUARD_INTERVAL))
+                    .map_err(|m| bad("guard.interval", m))?;
             }
             if let Some(text) = &g.limit {
-                config.limit = Some(parse_bytes(text).map_err(|m| bad("guard.limit", m))?);
+                config.limit = Some(
+                    parse_bytes(text)
+                        .and_then(|n| in_byte_range(n, 1 << 20, MAX_GUARD_LIMIT))
+                        .map_err(|m| bad("guard.limit", m))?,
+                );
             }
             if let Some(text) = &g.report_interval {
-                config.attribute_interval =
-                    Some(parse_duration(text).map_err(|m| bad("guard.report_interval", m))?);
+                config.attribute_interval = Some(
+                    parse_duration(text)
+                        .and_then(|d| {
+                            in_duration_range(
+                                d,
+                                MIN_GUARD_REPORT_INTERVAL,
+                                MAX_GUARD_REPORT_INTERVAL,
+                            )
+                        })
+                        .map_err(|m| bad("guard.report_interval", m))?,
+                );
             }
             if let Some(url) = &g.webhook {
                 let sink = plimsoll::WebhookSink::json(url)
@@ -609,7 +887,9 @@ impl ServerConfig {
             data_dir,
             max_body,
             shutdown_grace,
+            http,
             redis_url: raw.redis.url,
+            allow_eviction: raw.redis.allow_eviction,
             durability: raw
                 .redis
                 .durability
@@ -628,12 +908,142 @@ impl ServerConfig {
     }
 }
 
+/// Shortest `guard.interval`: the guard's command budget is per reading.
+pub const MIN_GUARD_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest `guard.interval`: a Redis can fill in less than an hour.
+pub const MAX_GUARD_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// Largest `guard.limit`.
+pub const MAX_GUARD_LIMIT: u64 = 1 << 50;
+/// Shortest `guard.report_interval`: a report walks the keyspace.
+pub const MIN_GUARD_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest `guard.report_interval`.
+pub const MAX_GUARD_REPORT_INTERVAL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// The `[http]` section, with `max_connections` resolved against the
+/// process's open-file limit.
+fn check_http(
+    raw: &RawConfig,
+    bad: &impl Fn(&str, String) -> ConfigError,
+) -> Result<HttpSettings, ConfigError> {
+    let h = &raw.http;
+    let header_read_timeout = parse_duration(&h.header_read_timeout)
+        .and_then(|d| in_duration_range(d, Duration::from_millis(100), Duration::from_secs(120)))
+        .map_err(|m| bad("http.header_read_timeout", m))?;
+    let body_read_timeout = parse_duration(&h.body_read_timeout)
+        .and_then(|d| in_duration_range(d, Duration::from_secs(1), Duration::from_secs(600)))
+        .map_err(|m| bad("http.body_read_timeout", m))?;
+    let push_connections: u64 = raw
+        .queues
+        .values()
+        .filter_map(|q| q.push.as_ref())
+        .map(|p| p.concurrency.min(1000) as u64)
+        .sum();
+    let open_files = crate::listener::open_file_limit();
+    let room = open_files
+        .saturating_sub(FD_RESERVE + push_connections)
+        .try_into()
+        .unwrap_or(usize::MAX);
+    let max_connections = match h.max_connections {
+        Some(n) if !(MIN_CONNECTIONS..=MAX_CONNECTIONS).contains(&n) => {
+            return Err(bad(
+                "http.max_connections",
+                format!("must be {MIN_CONNECTIONS} to {MAX_CONNECTIONS}"),
+            ));
+        }
+        Some(n) if n > room => {
+            return Err(bad(
+                "http.max_connections",
+                format!(
+                    "{n} connections do not fit the open-file limit of {open_files} \
+                     ({FD_RESERVE} kept for Redis, the spool and metrics, \
+                     {push_connections} for push deliveries): at most {room}; \
+                     raise the limit (ulimit -n) or lower the setting"
+                ),
+            ));
+        }
+        Some(n) => n,
+        None if room < MIN_CONNECTIONS => {
+            return Err(bad(
+                "http.max_connections",
+                format!(
+                    "the open-file limit of {open_files} leaves {room} descriptors for \
+                     client connections ({FD_RESERVE} kept for Redis, the spool and \
+                     metrics, {push_connections} for push deliveries); at least \
+                     {MIN_CONNECTIONS} are needed: raise the limit (ulimit -n)"
+                ),
+            ));
+        }
+        None => DEFAULT_MAX_CONNECTIONS.min(room),
+    };
+    let public_origin = match &h.public_url {
+        None => None,
+        Some(text) => {
+            let url = reqwest::Url::parse(text)
+                .map_err(|e| bad("http.public_url", format!("{text:?} is not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(bad(
+                    "http.public_url",
+                    "must be an http or https URL with a host".into(),
+                ));
+            }
+            Some(url.origin().ascii_serialization())
+        }
+    };
+    Ok(HttpSettings {
+        header_read_timeout,
+        body_read_timeout,
+        max_connections,
+        public_origin,
+    })
+}
+
+/// A body limit: `max_body` of the API or of a hook.
+fn body_size(text: &str) -> Result<usize, String> {
+    let bytes = parse_bytes(text).and_then(|n| in_byte_range(n, MIN_MAX_BODY, MAX_MAX_BODY))?;
+    Ok(bytes as usize)
+}
+
+/// `value` when it lies in `low..=high`, else a message that says the range.
+fn in_range<T: PartialOrd + fmt::Display>(value: T, low: T, high: T) -> Result<T, String> {
+    if value < low || value > high {
+        return Err(format!("{value} is out of range: must be {low} to {high}"));
+    }
+    Ok(value)
+}
+
+fn in_duration_range(value: Duration, low: Duration, high: Duration) -> Result<Duration, String> {
+    let show = |d: Duration| humantime::format_duration(d).to_string();
+    if value < low || value > high {
+        return Err(format!(
+            "{} is out of range: must be {} to {}",
+            show(value),
+            show(low),
+            show(high)
+        ));
+    }
+    Ok(value)
+}
+
+fn in_byte_range(value: u64, low: u64, high: u64) -> Result<u64, String> {
+    use plimsoll::units::human_bytes;
+    if value < low || value > high {
+        return Err(format!(
+            "{} is out of range: must be {} to {}",
+            human_bytes(value),
+            human_bytes(low),
+            human_bytes(high)
+        ));
+    }
+    Ok(value)
+}
+
 /// `PLIMSOLL_LISTEN`, `PLIMSOLL_REDIS_URL`, `PLIMSOLL_QUEUES__MAIL__…`: a
 /// single underscore after the prefix is part of a name, a double one nests.
-/// `PLIMSOLL_LOG` belongs to the command, not to this schema.
+/// `PLIMSOLL_LOG` belongs to the command and `PLIMSOLL_FAULT_REPS` to the
+/// fault tests (which run servers), not to this schema.
 fn env_provider() -> Env {
     Env::prefixed("PLIMSOLL_")
-        .ignore(&["log"])
+        .ignore(&["log", "fault_reps"])
         .map(|key| match key.as_str() {
             "redis_url" => "redis.url".into(),
             "prefix" => "redis.prefix".into(),
@@ -659,6 +1069,47 @@ fn from_figment(err: &figment::Error) -> ConfigError {
 }
 
 /// `512MiB`, `1GiB`, `64MB`, `1048576`.
+/// Checks `[queues.<name>.retention]` (its key is `key`); an error names
+/// the setting.
+fn check_retention(raw: &RawRetention, key: &str) -> Result<plimsoll::Retention, (String, String)> {
+    use plimsoll::{Bounds, CompletedRetention};
+    let bounds = |raw: &RawBounds, set: &str, defaults: Option<Bounds>| {
+        let field = |name: &str| format!("{key}.{set}.{name}");
+        let missing = |name: &str| {
+            (
+                field(name),
+                "must be set to keep completed jobs".to_string(),
+            )
+        };
+        let max_count = match (raw.max_count, defaults) {
+            (Some(n), _) => n,
+            (None, Some(d)) => d.max_count(),
+            (None, None) => return Err(missing("max_count")),
+        };
+        let max_age = match (&raw.max_age, defaults) {
+            (Some(text), _) => parse_duration(text).map_err(|m| (field("max_age"), m))?,
+            (None, Some(d)) => d.max_age(),
+            (None, None) => return Err(missing("max_age")),
+        };
+        let max_bytes = match (&raw.max_bytes, defaults) {
+            (Some(text), _) => parse_bytes(text).map_err(|m| (field("max_bytes"), m))?,
+            (None, Some(d)) => d.max_bytes(),
+            (None, None) => return Err(missing("max_bytes")),
+        };
+        Bounds::new(max_count, max_age, max_bytes)
+            .map_err(|e| (format!("{key}.{set}"), e.message().to_string()))
+    };
+    let completed = match &raw.completed {
+        None => CompletedRetention::Remove,
+        Some(b) => CompletedRetention::Keep(bounds(b, "completed", None)?),
+    };
+    let dead = match &raw.dead {
+        None => plimsoll::queue::DEFAULT_DEAD_BOUNDS,
+        Some(b) => bounds(b, "dead", Some(plimsoll::queue::DEFAULT_DEAD_BOUNDS))?,
+    };
+    Ok(plimsoll::Retention { completed, dead })
+}
+
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
@@ -721,6 +1172,170 @@ mod tests {
         assert!(err.key.starts_with("queues."), "{err}");
     }
 
+    /// Settings that started a server on which every request then failed
+    /// (`max_attempts = 0`, a 0 s push timeout, a 100 GiB `max_body`…) are
+    /// refused at start, each naming its key.
+    #[test]
+    fn every_setting_out_of_its_range_is_refused_naming_it() {
+        let push =
+            |extra: &str| format!("[queues.out.push]\nurl = \"http://127.0.0.1:1/x\"\n{extra}");
+        let cases: Vec<(String, &str)> = vec![
+            ("max_body = \"0\"".into(), "max_body"),
+            ("max_body = \"100GiB\"".into(), "max_body"),
+            ("shutdown_grace = \"0s\"".into(), "shutdown_grace"),
+            ("shutdown_grace = \"400days\"".into(), "shutdown_grace"),
+            ("tokens = [\"short\"]".into(), "tokens"),
+            (format!("tokens = [\"{}\"]", "t".repeat(2000)), "tokens"),
+            ("[redis]\nprefix = \"a{b}\"".into(), "redis.prefix"),
+            (
+                "[redis]\nembedded_maxmemory = \"1MiB\"".into(),
+                "redis.embedded_maxmemory",
+            ),
+            (
+                "[redis]\nembedded_maxmemory = \"100TiB\"".into(),
+                "redis.embedded_maxmemory",
+            ),
+            (
+                "[redis]\nembedded_maxmemory = \"9000GiB\"".into(),
+                "redis.embedded_maxmemory",
+            ),
+            ("[spool]\nmax_bytes = \"10\"".into(), "spool.max_bytes"),
+            ("[spool]\nmax_bytes = \"5000GiB\"".into(), "spool.max_bytes"),
+            ("[spool]\nwarn_at = 0.0".into(), "spool.warn_at"),
+            (
+                "[queues.mail]\nmax_attempts = 0".into(),
+                "queues.mail.max_attempts",
+            ),
+            (
+                "[queues.mail]\nmax_attempts = 5000".into(),
+                "queues.mail.max_attempts",
+            ),
+            (
+                "[queues.mail]\ntimeout = \"0s\"".into(),
+                "queues.mail.timeout",
+            ),
+            (
+                "[queues.mail]\ntimeout = \"400days\"".into(),
+                "queues.mail.timeout",
+            ),
+            (push("timeout = \"0s\""), "queues.out.push.timeout"),
+            (push("timeout = \"400days\""), "queues.out.push.timeout"),
+            (push("timeout = \"10m\""), "queues.out.push.timeout"),
+            (push("concurrency = 0"), "queues.out.push.concurrency"),
+            (
+                push("rate_per_second = 0"),
+                "queues.out.push.rate_per_second",
+            ),
+            (
+                push("rate_per_second = 2000000"),
+                "queues.out.push.rate_per_second",
+            ),
+            (push("secret = \"short\""), "queues.out.push.secret"),
+            (
+                "[queues.out.push]\nurl = \"ftp://x/\"".into(),
+                "queues.out.push.url",
+            ),
+            ("[hooks.gh]\nmax_body = \"0\"".into(), "hooks.gh.max_body"),
+            (
+                "[hooks.gh]\nmax_body = \"100GiB\"".into(),
+                "hooks.gh.max_body",
+            ),
+            ("[hooks.gh]\nsecret = \"x\"".into(), "hooks.gh.secret"),
+            (
+                "[hooks.gh]\nsecret = \"long enough\"\nsignature_header = \"a b\"".into(),
+                "hooks.gh.signature_header",
+            ),
+            (
+                "[hooks.gh]\ndelivery_header = \"a:b\"".into(),
+                "hooks.gh.delivery_header",
+            ),
+            ("[hooks.gh]\nqueue = \"..\"".into(), "hooks.gh.queue"),
+            ("[cache]\ntimeout = \"0s\"".into(), "cache.timeout"),
+            ("[cache]\ntimeout = \"1h\"".into(), "cache.timeout"),
+            ("[cache]\ndefault_ttl = \"0s\"".into(), "cache.default_ttl"),
+            (
+                "[cache]\ndefault_ttl = \"400days\"".into(),
+                "cache.default_ttl",
+            ),
+            ("[guard]\ninterval = \"1ms\"".into(), "guard.interval"),
+            ("[guard]\ninterval = \"30days\"".into(), "guard.interval"),
+            ("[guard]\nlimit = \"0\"".into(), "guard.limit"),
+            (
+                "[guard]\nreport_interval = \"1s\"".into(),
+                "guard.report_interval",
+            ),
+            (
+                "[http]\nheader_read_timeout = \"0s\"".into(),
+                "http.header_read_timeout",
+            ),
+            (
+                "[http]\nheader_read_timeout = \"1h\"".into(),
+                "http.header_read_timeout",
+            ),
+            (
+                "[http]\nbody_read_timeout = \"0s\"".into(),
+                "http.body_read_timeout",
+            ),
+            (
+                "[http]\nbody_read_timeout = \"1day\"".into(),
+                "http.body_read_timeout",
+            ),
+            ("[http]\nmax_connections = 0".into(), "http.max_connections"),
+            (
+                "[http]\nmax_connections = 100000000".into(),
+                "http.max_connections",
+            ),
+            (
+                "[http]\npublic_url = \"not a url\"".into(),
+                "http.public_url",
+            ),
+            (
+                "[http]\npublic_url = \"ftp://host/\"".into(),
+                "http.public_url",
+            ),
+        ];
+        for (toml, key) in &cases {
+            let err = load_str(toml).expect_err(toml);
+            assert_eq!(&err.key, key, "{toml}: {err}");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let err = load_str("[queues.mail]\nmax_attempts = 5000").unwrap_err();
+        assert!(err.message.contains("1 to 1000"), "{err}");
+        let err = load_str("[hooks.gh]\nmax_body = \"100GiB\"").unwrap_err();
+        assert!(err.message.contains("64.0 MiB"), "{err}");
+    }
+
+    #[test]
+    fn the_edge_settings_have_defaults_and_fit_the_open_file_limit() {
+        let config = load_str("").unwrap();
+        assert_eq!(config.http.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.http.body_read_timeout, Duration::from_secs(30));
+        let room = crate::listener::open_file_limit().saturating_sub(FD_RESERVE);
+        assert_eq!(
+            config.http.max_connections as u64,
+            (DEFAULT_MAX_CONNECTIONS as u64).min(room)
+        );
+        assert!(!config.allow_eviction);
+        let config = load_str("[http]\npublic_url = \"HTTPS://Dash.Example.com:443/x\"").unwrap();
+        assert_eq!(
+            config.http.public_origin.as_deref(),
+            Some("https://dash.example.com")
+        );
+        let config = load_str("[queues.out]\ntimeout = \"1h\"\n[queues.out.push]\nurl = \"http://h/\"\ntimeout = \"10m\"").unwrap();
+        assert_eq!(
+            config
+                .queues
+                .values()
+                .next()
+                .unwrap()
+                .push
+                .as_ref()
+                .unwrap()
+                .timeout,
+            Duration::from_secs(600)
+        );
+    }
+
     #[test]
     fn unknown_settings_are_errors_not_ignored() {
         let err = load_str("lisen = \"127.0.0.1:1\"").unwrap_err();
@@ -736,6 +1351,43 @@ mod tests {
         assert_eq!(hook.delivery_header.as_deref(), Some("X-GitHub-Delivery"));
     }
 
+    #[test]
+    fn a_queues_retention_is_read_and_checked() {
+        let config = load_str(
+            "[queues.mail.retention]\n\
+             completed = { max_count = 500, max_age = \"1h\", max_bytes = \"1MiB\" }\n\
+             dead = { max_age = \"1d\" }\n",
+        )
+        .unwrap();
+        let retention = config.queues.values().next().unwrap().retention.unwrap();
+        assert_eq!(
+            retention.completed,
+            plimsoll::CompletedRetention::Keep(
+                plimsoll::Bounds::new(500, Duration::from_secs(3600), 1 << 20).unwrap()
+            )
+        );
+        assert_eq!(retention.dead.max_age(), Duration::from_secs(86_400));
+        assert_eq!(
+            retention.dead.max_count(),
+            plimsoll::queue::DEFAULT_DEAD_MAX_COUNT,
+            "a bound left out keeps its default"
+        );
+        let err = load_str("[queues.mail.retention]\ncompleted = { max_count = 5 }").unwrap_err();
+        assert_eq!(err.key, "queues.mail.retention.completed.max_age");
+        let err = load_str("[queues.mail.retention]\ndead = { max_count = 0 }").unwrap_err();
+        assert_eq!(err.key, "queues.mail.retention.dead");
+        assert!(
+            load_str("[queues.mail]")
+                .unwrap()
+                .queues
+                .values()
+                .next()
+                .unwrap()
+                .retention
+                .is_none()
+        );
+    }
+
     /// `./scripts/run` exited at once on a fresh machine: the default
     /// `.plimsoll` was handed to redis-server as a relative path.
     #[test]
@@ -748,6 +1400,47 @@ mod tests {
         );
         let guard_history = config.guard.unwrap().history_dir.unwrap();
         assert_eq!(guard_history, config.data_dir.join("guard"));
+    }
+
+    /// A 600 KB webhook passed the hook's default 1 MiB `max_body`, was
+    /// answered 202 and spooled, and failed `PayloadTooLarge` forever on
+    /// replay against the queue's 512 KiB limit.
+    #[test]
+    fn a_hook_never_takes_a_body_its_queue_refuses() {
+        let config = load_str("[hooks.github]\nsecret = \"it's a secret\"").unwrap();
+        let derived = config.hooks["github"].max_body;
+        assert_eq!(
+            derived,
+            plimsoll::queue::DEFAULT_PAYLOAD_LIMIT - crate::intake::ENVELOPE_RESERVE
+        );
+
+        let err = load_str("[hooks.github]\nmax_body = \"1MiB\"").unwrap_err();
+        assert_eq!(err.key, "hooks.github.max_body");
+        assert!(err.to_string().contains("payload_limit"), "{err}");
+
+        let config = load_str(
+            "[hooks.github]\nmax_body = \"1MiB\"\n[queues.\"hooks.github\"]\npayload_limit = \"2MiB\"",
+        )
+        .unwrap();
+        assert_eq!(config.hooks["github"].max_body, 1 << 20);
+
+        let err = load_str("[queues.mail]\npayload_limit = \"65MiB\"").unwrap_err();
+        assert_eq!(err.key, "queues.mail.payload_limit");
+    }
+
+    #[test]
+    fn a_queue_s_idempotency_window_is_bounded() {
+        let config = load_str("[queues.mail]\nidempotency_window = \"1h\"").unwrap();
+        let mail = plimsoll::keyspace::QueueName::new("mail").unwrap();
+        assert_eq!(
+            config.queues[&mail].idempotency_window,
+            Some(Duration::from_secs(3600))
+        );
+        for bad in ["0s", "31days"] {
+            let err =
+                load_str(&format!("[queues.mail]\nidempotency_window = \"{bad}\"")).unwrap_err();
+            assert_eq!(err.key, "queues.mail.idempotency_window", "{bad}");
+        }
     }
 
     #[test]

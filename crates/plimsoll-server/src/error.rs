@@ -137,6 +137,16 @@ impl From<plimsoll::Error> for ApiError {
                 "too_many_queues",
                 err.message().to_string(),
             ),
+            ErrorKind::EvictingRedis => {
+                tracing::error!(error = %err, "refusing to run a queue on a Redis that may evict keys");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "redis_evicts",
+                    "Redis may evict keys (its maxmemory-policy is not noeviction), so queues \
+                     are refused there; the server log names the node and the policy"
+                        .to_string(),
+                )
+            }
             ErrorKind::ShuttingDown => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",

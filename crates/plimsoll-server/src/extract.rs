@@ -89,7 +89,13 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
 }
 
 fn bytes_rejection(rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if crate::body::is_deadline(&rejection) {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body did not arrive in time (http.body_read_timeout)",
+        )
+    } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",

@@ -52,6 +52,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     .await;
     let redis_ok = match ping {
         Ok(Ok(_)) => true,
+        Ok(Err(_)) if !state.redis().is_connected() => {
+            degraded.push(
+                "redis: not reached since the server started; webhooks are spooled, \
+                 the API, push delivery and the guard join when it answers"
+                    .to_string(),
+            );
+            false
+        }
         Ok(Err(err)) => {
             degraded.push(format!("redis: {}", err.kind_name()));
             false
@@ -61,12 +69,30 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             false
         }
     };
+    degraded.extend(
+        state
+            .redis_warnings()
+            .into_iter()
+            .map(|w| format!("redis: {w}")),
+    );
     let spool = crate::api::spool_view(&state);
     if spool.records > 0 {
         degraded.push(format!(
             "spool: {} webhooks waiting for Redis ({:.0}% full)",
             spool.records,
             spool.fill * 100.0
+        ));
+    }
+    if spool.quarantined > 0 {
+        degraded.push(format!(
+            "spool quarantine: {} webhooks Redis refused for good wait for an operator \
+             (GET /v1/spool/quarantine){}",
+            spool.quarantined,
+            if spool.quarantine_full {
+                "; it is full, so replay stops at the next one Redis refuses"
+            } else {
+                ""
+            }
         ));
     }
     if spool.filling && !redis_ok {

@@ -4,17 +4,35 @@
 //!
 //! - [`app`] builds the router (`/v1` API, `/hooks/{source}`, dashboard,
 //!   health), so tests call it in-process;
-//! - [`run`] is the whole server: Redis (configured, local, or embedded),
-//!   the spool and its replayer, push workers, the sampler, the API and the
-//!   metrics listener, and the shutdown order below.
+//! - [`run`] is the whole server: Redis (configured, local, or embedded,
+//!   refused when it may evict keys — [`check_redis`]), the spool and its
+//!   replayer, push workers, the maintenance services of every queue it
+//!   knows ([`maintenance`]), the sampler, the API and the metrics listener
+//!   (each behind [`listener::serve`]: header read timeout, connection
+//!   limit), and the shutdown order below.
+//!
+//! # Starting while Redis is down
+//!
+//! A configured Redis that does not answer does not stop the server: a
+//! deploy during a Redis outage is exactly when the spool is needed. `run`
+//! locks the data folder ([`lock`]), makes a Redis handle that connects in
+//! the background ([`Redis::connect_lazy`]) and waits for it up to
+//! [`REDIS_START_WAIT`]. Past that it serves anyway: webhooks go to the
+//! spool, the API answers `redis_unavailable`, `/readyz` names what is
+//! degraded, and the push workers start once Redis answers (the replayer,
+//! the sampler and the guard retry on their own). A Redis that answers but
+//! refuses the connection (a wrong password) still fails the start: that is
+//! a mistake to fix, not an outage to ride out.
 //!
 //! # Shutdown order (SIGTERM or Ctrl-C)
 //!
 //! 1. Mark the server as stopping: `/readyz` answers 503, new webhooks get
 //!    503 with `Retry-After` (they are not accepted, so nothing is lost).
-//! 2. Stop accepting connections and let in-flight requests finish, up to
-//!    `shutdown_grace`.
-//! 3. Stop the push workers (each finishes or hands back its deliveries).
+//! 2. Stop accepting connections (the listener closes, so new ones are
+//!    refused), close those waiting for a request, and let in-flight
+//!    requests finish, up to `shutdown_grace` (see [`listener`]).
+//! 3. Stop the push workers (each finishes or hands back its deliveries),
+//!    then the maintenance services (each finishes its round).
 //! 4. Stop the replayer after its current batch, then close the spool (its
 //!    writer syncs what it holds).
 //! 5. Stop the sampler, the memory guard and the metrics listener.
@@ -23,6 +41,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod dashboard;
 pub mod embedded;
@@ -31,6 +50,9 @@ pub mod extract;
 pub mod guard_metrics;
 pub mod health;
 pub mod intake;
+pub mod listener;
+pub mod lock;
+pub mod maintenance;
 pub mod metrics;
 pub mod push;
 pub mod rates;
@@ -40,7 +62,7 @@ pub mod state;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -82,6 +104,9 @@ pub fn app(state: AppState) -> Router {
         .route("/queues/{queue}/dead/retry", post(api::retry_dead))
         .route("/queues/{queue}/dead/purge", post(api::purge_dead))
         .route("/spool", get(api::spool_status))
+        .route("/spool/quarantine", get(api::list_quarantine))
+        .route("/spool/quarantine/retry", post(api::retry_quarantine))
+        .route("/spool/quarantine/purge", post(api::purge_quarantine))
         .route("/guard", get(api::guard_status))
         .route("/guard/alerts", get(api::guard_alerts))
         .route("/guard/memory", get(api::guard_memory))
@@ -95,20 +120,18 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::require_token,
         ));
-    let hooks_limit = state
-        .config()
-        .hooks
-        .values()
-        .map(|h| h.max_body)
-        .max()
-        .unwrap_or(0)
-        .max(state.config().max_body);
     Router::new()
         .route("/v1/openapi.json", get(api::openapi))
         .nest("/v1", api)
         .route(
             "/hooks/{source}",
-            post(intake::receive).layer(DefaultBodyLimit::max(hooks_limit)),
+            // Each source's own cap, applied while the body is read.
+            post(intake::receive)
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    body::hook_body_cap,
+                ))
+                .route_layer(DefaultBodyLimit::disable()),
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -116,6 +139,11 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config().max_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            body::read_deadline,
+        ))
+        .layer(middleware::from_fn(auth::nosniff))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -132,19 +160,21 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Counts and times every request by route.
+/// Counts and times every request by route. Labels come from fixed sets
+/// only — the route as matched (not the path sent), the method among the
+/// standard ones — so that no caller can add series to `/metrics`.
 async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_string();
+    let method = metrics::method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "(unmatched)".into());
+        .unwrap_or_else(|| metrics::UNMATCHED_ROUTE.into());
     let response = next.run(request).await;
     state.metrics().http(
         &route,
-        &method,
+        method,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
@@ -160,6 +190,8 @@ pub enum ServeError {
     Redis(#[from] plimsoll::Error),
     #[error("embedded Redis: {0}")]
     Embedded(#[from] EmbeddedError),
+    #[error(transparent)]
+    DataDir(#[from] lock::LockError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -181,6 +213,9 @@ pub struct Started {
     /// Where Redis is, and whether this process started it.
     pub redis: String,
     pub redis_embedded: bool,
+    /// Whether Redis answered by the time the server started listening
+    /// (when not, webhooks are spooled and the rest joins when it answers).
+    pub redis_connected: bool,
     /// The token, when this process generated it (to show once).
     pub generated_token: Option<String>,
     /// One of the accepted tokens, for the dashboard's login link.
@@ -198,6 +233,8 @@ pub async fn run(
         "creating the data folder {}",
         config.data_dir.display()
     )))?;
+    // Held until this function returns.
+    let _data_dir_lock = lock::lock(&config.data_dir)?;
 
     // Redis: configured, or a local one that answers, or our own.
     let mut embedded = None;
@@ -218,7 +255,29 @@ pub async fn run(
             (url, true)
         }
     };
-    let redis = Redis::connect(RedisConfig::new(&redis_url)?).await?;
+    let redis = Redis::connect_lazy(RedisConfig::new(&redis_url)?)?;
+    let redis_connected = tokio::time::timeout(REDIS_START_WAIT, redis.connected())
+        .await
+        .is_ok();
+    if let Some(err) = redis.connect_error()
+        && !err.is_transient()
+    {
+        // Redis answered and refused us (a wrong password, a wrong
+        // database): a mistake to fix, not an outage to ride out.
+        return Err(err.into());
+    }
+    if !redis_connected {
+        tracing::warn!(redis = %RedisConfig::new(&redis_url)?.redacted_urls().join(","),
+            wait = ?REDIS_START_WAIT,
+            "Redis does not answer; serving without it: webhooks are spooled, the rest joins when it answers");
+    }
+    // A Redis that is not reachable yet is checked by each queue on its
+    // first use.
+    let durability = if redis_connected {
+        check_redis(&config, &redis).await?
+    } else {
+        Vec::new()
+    };
 
     let (tokens, generated_token) = match config.tokens.is_empty() {
         false => (config.tokens.clone(), None),
@@ -230,6 +289,7 @@ pub async fn run(
     let spool = Spool::open(&config.data_dir.join("spool"), config.spool_max_bytes)
         .map_err(io("opening the webhook spool"))?;
     let state = AppState::new(config.clone(), redis, tokens.clone(), spool)?;
+    state.set_redis_warnings(durability);
 
     let services = CancellationToken::new();
     let guard_tasks = match state.guard() {
@@ -238,15 +298,40 @@ pub async fn run(
     };
     let replayer = tokio::spawn(intake::replay::run(state.clone(), services.clone()));
     let push_workers = Arc::new(Mutex::new(Vec::new()));
-    for (queue, settings) in &config.queues {
-        if let Some(push) = &settings.push {
-            let handle = push::start(&state, queue.as_str(), push.clone())?;
-            push_workers
-                .lock()
-                .await
-                .push((queue.as_str().to_string(), handle));
+    let push_start = CancellationToken::new();
+    let push_starter = if redis_connected {
+        // As before: a push target that cannot start fails the start.
+        for (queue, handle) in start_push_workers(&state)? {
+            push_workers.lock().await.push((queue, handle));
         }
-    }
+        None
+    } else {
+        let (state, workers, stop) = (state.clone(), push_workers.clone(), push_start.clone());
+        Some(tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = state.redis().connected() => {}
+            }
+            match start_push_workers(&state) {
+                Ok(started) => workers.lock().await.extend(started),
+                Err(err) => tracing::error!(error = %err, "cannot start push delivery"),
+            }
+        }))
+    };
+    // Queues with a push target get their services from their push worker
+    // (which may start only once Redis answers); maintenance runs the rest.
+    let push_queues = config
+        .queues
+        .iter()
+        .filter(|(_, settings)| settings.push.is_some())
+        .map(|(queue, _)| queue.as_str().to_string())
+        .collect();
+    let stop_maintenance = CancellationToken::new();
+    let maintenance = tokio::spawn(maintenance::run(
+        state.clone(),
+        push_queues,
+        stop_maintenance.clone(),
+    ));
     let sampler = tokio::spawn(sampler::run(
         state.clone(),
         push_workers.clone(),
@@ -271,14 +356,19 @@ pub async fn run(
             let router = Router::new()
                 .route("/metrics", get(serve_metrics))
                 .with_state(state.clone());
-            let stop = services.clone();
+            let limits = listener::Limits {
+                header_read_timeout: config.http.header_read_timeout,
+                max_connections: listener::METRICS_MAX_CONNECTIONS,
+            };
             Some((
                 bound,
-                tokio::spawn(async move {
-                    let _ = axum::serve(listener, router)
-                        .with_graceful_shutdown(async move { stop.cancelled().await })
-                        .await;
-                }),
+                tokio::spawn(listener::serve(
+                    listener,
+                    router,
+                    limits,
+                    listener::ConnectionMetrics::default(),
+                    services.clone(),
+                )),
             ))
         }
     };
@@ -287,6 +377,7 @@ pub async fn run(
         metrics: metrics_task.as_ref().map(|(a, _)| *a),
         redis: RedisConfig::new(&redis_url)?.redacted_urls().join(","),
         redis_embedded,
+        redis_connected,
         generated_token,
         token: tokens[0].clone(),
     });
@@ -295,11 +386,16 @@ pub async fn run(
     let stopping = CancellationToken::new();
     let grace = config.shutdown_grace;
     let server_state = state.clone();
-    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown({
-        let stopping = stopping.clone();
-        async move { stopping.cancelled().await }
-    });
-    let server = tokio::spawn(server.into_future());
+    let server = tokio::spawn(listener::serve(
+        listener,
+        app(state.clone()),
+        listener::Limits {
+            header_read_timeout: config.http.header_read_timeout,
+            max_connections: config.http.max_connections,
+        },
+        state.metrics().connections(config.http.max_connections),
+        stopping.clone(),
+    ));
     shutdown.await;
     tracing::info!("shutting down");
     server_state.begin_shutdown();
@@ -311,12 +407,18 @@ pub async fn run(
             "requests still running after the grace period; dropping them"
         );
     }
-    // 3: push workers.
+    // 3: push workers (none start from here on).
+    push_start.cancel();
+    if let Some(starter) = push_starter {
+        let _ = starter.await;
+    }
     for (queue, worker) in push_workers.lock().await.drain(..) {
         if let Err(err) = worker.shutdown().await {
             tracing::warn!(queue, error = %err, "push worker stopped with jobs left leased; they run again after their lease");
         }
     }
+    stop_maintenance.cancel();
+    let _ = maintenance.await;
     // 4: replayer, then the spool.
     services.cancel();
     let _ = replayer.await;
@@ -335,6 +437,60 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long `run` waits for a configured Redis before it serves without it.
+/// Long enough for a Redis that is up to answer, so that a normal start
+/// begins with everything connected.
+pub const REDIS_START_WAIT: Duration = Duration::from_secs(2);
+
+/// Starts the push worker of every queue with a push target.
+fn start_push_workers(
+    state: &AppState,
+) -> Result<Vec<(String, plimsoll::WorkerHandle)>, plimsoll::Error> {
+    let mut started = Vec::new();
+    for (queue, settings) in &state.config().queues {
+        if let Some(push) = &settings.push {
+            started.push((
+                queue.as_str().to_string(),
+                push::start(state, queue.as_str(), push.clone())?,
+            ));
+        }
+    }
+    Ok(started)
+}
+
+/// Refuses a Redis that may evict keys (unless `redis.allow_eviction`), and
+/// returns what `/readyz` should say about one that does not fsync every
+/// write while webhooks come in (an acknowledged webhook is only as durable
+/// as that). Every primary of a cluster is asked. A Redis that cannot be
+/// asked now is asked again by each queue on its first use.
+pub async fn check_redis(config: &ServerConfig, redis: &Redis) -> Result<Vec<String>, ServeError> {
+    let durability = match plimsoll::durability::Durability::inspect(redis).await {
+        Ok(durability) => durability,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read Redis' eviction and persistence settings now; each queue asks again on first use");
+            return Ok(Vec::new());
+        }
+    };
+    if config.allow_eviction {
+        if let Err(err) = durability.refuse_eviction() {
+            tracing::warn!(error = %err, "redis.allow_eviction is set: running queues on a Redis that may evict keys");
+        }
+    } else {
+        durability.refuse_eviction()?;
+    }
+    if config.hooks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let warnings = durability.warnings();
+    for warning in &warnings {
+        tracing::warn!(
+            warning,
+            "webhooks are acknowledged before Redis has them on disk"
+        );
+    }
+    Ok(warnings)
 }
 
 /// The server's metrics, then the guard's (rendered by

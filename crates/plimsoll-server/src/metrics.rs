@@ -22,10 +22,37 @@ use prometheus_client::registry::Registry;
 use plimsoll::queue::QueueCounts;
 use plimsoll::worker::WorkerStats;
 
+/// The `route` label of a request no route matched: one series for every
+/// invented path.
+pub const UNMATCHED_ROUTE: &str = "(unmatched)";
+/// Queues given series of their own on `/metrics`, at most; the rest are
+/// summed under `queue="(other)"`. API callers can name queues at will, and
+/// each labelled queue costs a dozen series.
+pub const MAX_LABELLED_QUEUES: usize = 200;
+/// The `queue` label of the queues beyond [`MAX_LABELLED_QUEUES`].
+pub const OTHER_QUEUES: &str = "(other)";
+
+/// The `method` label: the standard methods by name, anything else `other`
+/// (hyper accepts any token as a method, so a caller could otherwise add a
+/// series per request).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     route: String,
-    method: String,
+    method: &'static str,
     status: u16,
 }
 
@@ -66,7 +93,37 @@ pub struct Snapshots {
     pub spool_records: u64,
     pub spool_bytes: u64,
     pub spool_max_bytes: u64,
+    pub spool_quarantine_records: u64,
+    pub spool_quarantine_bytes: u64,
     pub cache: Option<plimsoll::CacheStats>,
+    /// Queues that keep series of their own however many there are (the
+    /// configured ones, webhook queues included).
+    pub pinned_queues: std::collections::BTreeSet<String>,
+}
+
+impl Snapshots {
+    /// Whether `queue` gets series of its own: the pinned queues, then the
+    /// others in name order, up to [`MAX_LABELLED_QUEUES`] in all.
+    fn labelled(&self) -> std::collections::BTreeSet<&str> {
+        let mut labelled: std::collections::BTreeSet<&str> =
+            self.pinned_queues.iter().map(String::as_str).collect();
+        for queue in self.queues.keys() {
+            if labelled.len() >= MAX_LABELLED_QUEUES.max(self.pinned_queues.len()) {
+                break;
+            }
+            labelled.insert(queue);
+        }
+        labelled
+    }
+}
+
+/// The label a queue's figures go under.
+fn queue_label<'a>(labelled: &std::collections::BTreeSet<&str>, queue: &'a str) -> &'a str {
+    if labelled.contains(queue) {
+        queue
+    } else {
+        OTHER_QUEUES
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,8 +141,11 @@ pub struct Metrics {
     http_seconds: Family<RouteLabels, Histogram>,
     intake: Family<IntakeLabels, Counter>,
     replayed: Counter,
+    quarantined: Counter,
     snapshots: Arc<Mutex<Snapshots>>,
     up: Gauge,
+    connections: crate::listener::ConnectionMetrics,
+    connection_limit: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,9 +191,37 @@ impl Metrics {
             "Spooled webhooks handed to Redis",
             replayed.clone(),
         );
+        let quarantined = Counter::default();
+        registry.register(
+            "spool_quarantined",
+            "Spooled webhooks Redis refused for good, moved to the quarantine",
+            quarantined.clone(),
+        );
         let up = Gauge::default();
         up.set(1);
         registry.register("up", "1 while the server runs", up.clone());
+        let connections = crate::listener::ConnectionMetrics::default();
+        registry.register(
+            "http_connections",
+            "Client connections open on the API listener",
+            connections.open.clone(),
+        );
+        let connection_limit = Gauge::default();
+        registry.register(
+            "http_connection_limit",
+            "Client connections the API listener keeps open at most (http.max_connections)",
+            connection_limit.clone(),
+        );
+        registry.register(
+            "http_connections_shed",
+            "Connections closed while waiting for a request, to make room for a new one",
+            connections.shed.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "New connections answered 503 because every open one had a request in flight",
+            connections.refused.clone(),
+        );
         let snapshots = Arc::new(Mutex::new(Snapshots::default()));
         registry.register_collector(Box::new(SnapshotCollector(snapshots.clone())));
         Self {
@@ -142,17 +230,26 @@ impl Metrics {
             http_seconds,
             intake,
             replayed,
+            quarantined,
             snapshots,
             up,
+            connections,
+            connection_limit,
         }
     }
 
+    /// The API listener's connection figures, with its limit recorded.
+    pub fn connections(&self, limit: usize) -> crate::listener::ConnectionMetrics {
+        self.connection_limit.set(limit as i64);
+        self.connections.clone()
+    }
+
     /// Records one answered HTTP request.
-    pub fn http(&self, route: &str, method: &str, status: u16, seconds: f64) {
+    pub fn http(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
         self.http_requests
             .get_or_create(&HttpLabels {
                 route: route.to_string(),
-                method: method.to_string(),
+                method,
                 status,
             })
             .inc();
@@ -183,6 +280,11 @@ impl Metrics {
         self.replayed.inc_by(n);
     }
 
+    /// Counts spooled webhooks moved to the quarantine.
+    pub fn quarantined(&self, n: u64) {
+        self.quarantined.inc_by(n);
+    }
+
     /// Replaces the snapshots with `update`'s changes.
     pub fn update(&self, update: impl FnOnce(&mut Snapshots)) {
         update(&mut self.snapshots.lock().unwrap_or_else(|e| e.into_inner()));
@@ -207,76 +309,110 @@ impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snap = self.0.lock().unwrap_or_else(|e| e.into_inner());
 
+        let labelled = snap.labelled();
+        // Queues past the cap are summed under one label.
+        let mut counts: BTreeMap<&str, [u64; 5]> = BTreeMap::new();
+        let mut events: BTreeMap<&str, [u64; 6]> = BTreeMap::new();
+        for (queue, c) in &snap.queues {
+            let label = queue_label(&labelled, queue);
+            let sum = counts.entry(label).or_default();
+            for (slot, n) in
+                sum.iter_mut()
+                    .zip([c.waiting, c.scheduled, c.active, c.dead, c.completed])
+            {
+                *slot += n;
+            }
+            let t = &c.totals;
+            let sum = events.entry(label).or_default();
+            for (slot, n) in sum.iter_mut().zip([
+                t.enqueued,
+                t.completed,
+                t.retried,
+                t.dead,
+                t.cancelled,
+                t.rescued,
+            ]) {
+                *slot += n;
+            }
+        }
+        let mut bytes: BTreeMap<&str, u64> = BTreeMap::new();
+        for (queue, n) in &snap.queue_memory {
+            *bytes.entry(queue_label(&labelled, queue)).or_default() += n;
+        }
+        let mut running: BTreeMap<&str, u64> = BTreeMap::new();
+        for (queue, s) in &snap.push_workers {
+            *running.entry(queue_label(&labelled, queue)).or_default() += s.running;
+        }
+
         let mut jobs = encoder.encode_descriptor(
             "queue_jobs",
             "Jobs in a queue, by state",
             None,
             MetricType::Gauge,
         )?;
-        for (queue, c) in &snap.queues {
-            for (state, n) in [
-                ("waiting", c.waiting),
-                ("scheduled", c.scheduled),
-                ("active", c.active),
-                ("dead", c.dead),
-                ("completed", c.completed),
-            ] {
+        for (queue, sums) in &counts {
+            for (state, n) in ["waiting", "scheduled", "active", "dead", "completed"]
+                .into_iter()
+                .zip(sums)
+            {
                 let labels = QueueStateLabels {
-                    queue: queue.clone(),
+                    queue: queue.to_string(),
                     state: state.into(),
                 };
-                ConstGauge::new(n as i64).encode(jobs.encode_family(&labels)?)?;
+                ConstGauge::new(*n as i64).encode(jobs.encode_family(&labels)?)?;
             }
         }
 
-        let mut events = encoder.encode_descriptor(
+        let mut family = encoder.encode_descriptor(
             "queue_events",
             "Jobs that went through a queue since it was created, by event",
             None,
             MetricType::Counter,
         )?;
-        for (queue, c) in &snap.queues {
-            let t = &c.totals;
+        for (queue, sums) in &events {
             for (event, n) in [
-                ("enqueued", t.enqueued),
-                ("completed", t.completed),
-                ("retried", t.retried),
-                ("dead", t.dead),
-                ("cancelled", t.cancelled),
-                ("rescued", t.rescued),
-            ] {
+                "enqueued",
+                "completed",
+                "retried",
+                "dead",
+                "cancelled",
+                "rescued",
+            ]
+            .into_iter()
+            .zip(sums)
+            {
                 let labels = QueueEventLabels {
-                    queue: queue.clone(),
+                    queue: queue.to_string(),
                     event: event.into(),
                 };
-                ConstCounter::new(n).encode(events.encode_family(&labels)?)?;
+                ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
             }
         }
 
-        let mut bytes = encoder.encode_descriptor(
+        let mut family = encoder.encode_descriptor(
             "queue_memory_bytes",
             "Bytes a queue's keys take in Redis (MEMORY USAGE, sampled)",
             None,
             MetricType::Gauge,
         )?;
-        for (queue, n) in &snap.queue_memory {
+        for (queue, n) in &bytes {
             let labels = QueueLabels {
-                queue: queue.clone(),
+                queue: queue.to_string(),
             };
-            ConstGauge::new(*n as i64).encode(bytes.encode_family(&labels)?)?;
+            ConstGauge::new(*n as i64).encode(family.encode_family(&labels)?)?;
         }
 
-        let mut workers = encoder.encode_descriptor(
+        let mut family = encoder.encode_descriptor(
             "push_running",
             "Push deliveries in progress, by queue",
             None,
             MetricType::Gauge,
         )?;
-        for (queue, s) in &snap.push_workers {
+        for (queue, n) in &running {
             let labels = QueueLabels {
-                queue: queue.clone(),
+                queue: queue.to_string(),
             };
-            ConstGauge::new(s.running as i64).encode(workers.encode_family(&labels)?)?;
+            ConstGauge::new(*n as i64).encode(family.encode_family(&labels)?)?;
         }
 
         if let Some(cache) = &snap.cache {
@@ -298,6 +434,16 @@ impl Collector for SnapshotCollector {
                 "spool_max_bytes",
                 "The spool's bound; past it webhooks are refused with 503",
                 snap.spool_max_bytes,
+            ),
+            (
+                "spool_quarantine_records",
+                "Spooled webhooks Redis refused for good, held in the quarantine",
+                snap.spool_quarantine_records,
+            ),
+            (
+                "spool_quarantine_bytes",
+                "Bytes of the spool's quarantine",
+                snap.spool_quarantine_bytes,
             ),
         ] {
             let gauge = ConstGauge::new(value as i64);

@@ -13,6 +13,14 @@ use utoipa::ToSchema;
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// How often the sampler reads the counters.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+/// Queues whose samples are kept at most. Every page and API call that shows
+/// a queue records a sample, also for names a caller makes up; past this,
+/// queues with no sample in the window are dropped, and new ones are not
+/// recorded (their rates read 0) until room is made.
+pub const MAX_RATE_QUEUES: usize = 10_000;
+/// Samples closer together than this replace each other, so that a queue
+/// shown a thousand times a second keeps a minute of samples, not 60,000.
+const MIN_SAMPLE_GAP: Duration = Duration::from_secs(1);
 
 /// Jobs per second over the last minute.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize, ToSchema)]
@@ -38,12 +46,30 @@ impl Rates {
     }
 
     fn record_at(&self, queue: &str, totals: QueueTotals, at: Instant) {
+        let kept = RATE_WINDOW + SAMPLE_INTERVAL;
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        if samples.len() >= MAX_RATE_QUEUES && !samples.contains_key(queue) {
+            samples.retain(|_, series| {
+                series
+                    .back()
+                    .is_some_and(|(t, _)| at.saturating_duration_since(*t) <= kept)
+            });
+            if samples.len() >= MAX_RATE_QUEUES {
+                return;
+            }
+        }
         let series = samples.entry(queue.to_string()).or_default();
+        // Samples kept are at least MIN_SAMPLE_GAP apart, plus the latest:
+        // a last sample that came too soon after the one before it only
+        // stood in for "now", and the new one takes its place.
+        let n = series.len();
+        if n >= 2 && series[n - 1].0.saturating_duration_since(series[n - 2].0) < MIN_SAMPLE_GAP {
+            series.pop_back();
+        }
         series.push_back((at, totals));
         while series
             .front()
-            .is_some_and(|(t, _)| at.duration_since(*t) > RATE_WINDOW + SAMPLE_INTERVAL)
+            .is_some_and(|(t, _)| at.saturating_duration_since(*t) > kept)
         {
             series.pop_front();
         }
@@ -94,5 +120,34 @@ mod tests {
         assert!((r.completed_per_s - 1.6).abs() < 1e-9);
         assert!((r.failed_per_s - 0.2).abs() < 1e-9);
         assert_eq!(rates.get("other"), QueueRates::default());
+    }
+
+    /// Each GET of a made-up queue name added a map entry for good, and
+    /// each view of a queue a sample.
+    #[test]
+    fn the_samples_are_bounded_by_queue_and_by_time() {
+        let rates = Rates::default();
+        let start = Instant::now();
+        for i in 0..MAX_RATE_QUEUES + 500 {
+            rates.record_at(&format!("q{i}"), QueueTotals::default(), start);
+        }
+        let len = |rates: &Rates| rates.samples.lock().unwrap().len();
+        assert_eq!(len(&rates), MAX_RATE_QUEUES);
+        // A minute later the stale ones make room.
+        let later = start + RATE_WINDOW + SAMPLE_INTERVAL + Duration::from_secs(1);
+        rates.record_at("fresh", QueueTotals::default(), later);
+        assert_eq!(len(&rates), 1);
+
+        for ms in 0..60_000u64 {
+            let totals = QueueTotals {
+                enqueued: ms,
+                ..QueueTotals::default()
+            };
+            rates.record_at("busy", totals, start + Duration::from_millis(ms));
+        }
+        let series = rates.samples.lock().unwrap()["busy"].len();
+        assert!((59..=62).contains(&series), "{series} samples for a minute");
+        let r = rates.get("busy");
+        assert!((r.enqueued_per_s - 1000.0).abs() < 1.0, "{r:?}");
     }
 }

@@ -34,13 +34,24 @@ async fn sample(
 ) -> Result<(), crate::error::ApiError> {
     watch_spool(state).await;
     let spool = state.spool().stats();
+    let quarantine = state.spool().quarantine().stats();
     let max = state.config().spool_max_bytes;
     let cache = state.cache().stats();
+    let config = state.config();
+    let pinned = config
+        .queues
+        .keys()
+        .map(|q| q.as_str().to_string())
+        .chain(config.hooks.values().map(|h| h.queue.as_str().to_string()))
+        .collect();
     state.metrics().update(|s| {
+        s.pinned_queues = pinned;
         s.cache = Some(cache);
         s.spool_records = spool.records;
         s.spool_bytes = spool.bytes;
         s.spool_max_bytes = max;
+        s.spool_quarantine_records = quarantine.records;
+        s.spool_quarantine_bytes = quarantine.bytes;
     });
     let workers: Vec<_> = push_workers
         .lock()
@@ -98,23 +109,64 @@ pub async fn watch_spool(state: &AppState) {
             view.fill * 100.0
         )
     };
-    let alert = plimsoll::guard::Alert {
-        severity: if raised {
-            plimsoll::guard::Severity::Critical
-        } else {
-            plimsoll::guard::Severity::Info
+    let severity = if raised {
+        plimsoll::guard::Severity::Critical
+    } else {
+        plimsoll::guard::Severity::Info
+    };
+    raise_spool_alert(state, severity, kind, summary, view.bytes, view.max_bytes).await;
+}
+
+/// Raises an alert about spooled webhooks that were moved to the
+/// quarantine: each one is a webhook that was answered 202 and will not
+/// reach its queue until an operator acts.
+pub async fn alert_quarantined(state: &AppState, moved: usize) {
+    let stats = state.spool().quarantine().stats();
+    let summary = format!(
+        "{moved} spooled webhook(s) were refused by Redis for good and moved to the quarantine,          which holds {} of at most {}; see GET /v1/spool/quarantine, then retry or purge them",
+        stats.records, stats.max_records
+    );
+    raise_spool_alert(
+        state,
+        plimsoll::guard::Severity::Warning,
+        plimsoll::guard::AlertKind::SpoolQuarantined {
+            records: stats.records,
         },
+        summary,
+        stats.bytes,
+        stats.max_bytes,
+    )
+    .await;
+}
+
+/// Sends an alert about the spool through the guard's sinks when the guard
+/// runs, else to the log.
+async fn raise_spool_alert(
+    state: &AppState,
+    severity: plimsoll::guard::Severity,
+    kind: plimsoll::guard::AlertKind,
+    summary: String,
+    used: u64,
+    limit: u64,
+) {
+    let ratio = if limit == 0 {
+        0.0
+    } else {
+        used as f64 / limit as f64
+    };
+    let alert = plimsoll::guard::Alert {
+        severity,
         kind,
-        node: format!("spool:{}", state.config().data_dir.join("spool").display()),
+        node: format!("spool:{}", state.spool().dir().display()),
         at_ms: crate::api::now_ms(),
         summary,
-        used_bytes: view.bytes,
-        limit_bytes: view.max_bytes,
+        used_bytes: used,
+        limit_bytes: limit,
         limit_source: plimsoll::guard::LimitSource::Configured,
-        used_ratio: view.fill,
-        maxmemory_bytes: view.max_bytes,
-        total_used_bytes: view.bytes,
-        total_limit_bytes: view.max_bytes,
+        used_ratio: ratio,
+        maxmemory_bytes: limit,
+        total_used_bytes: used,
+        total_limit_bytes: limit,
         forecast: None,
         top_growing: Vec::new(),
     };
@@ -122,7 +174,9 @@ pub async fn watch_spool(state: &AppState) {
         Some(guard) => {
             guard.raise(alert).await;
         }
-        None if raised => tracing::error!(summary = %alert.summary, "webhook spool alert"),
+        None if severity > plimsoll::guard::Severity::Info => {
+            tracing::error!(summary = %alert.summary, "webhook spool alert");
+        }
         None => tracing::info!(summary = %alert.summary, "webhook spool alert cleared"),
     }
 }

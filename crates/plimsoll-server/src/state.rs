@@ -39,6 +39,8 @@ struct Inner {
     rates: Rates,
     shutting_down: AtomicBool,
     started: Instant,
+    /// What Redis does not promise (see `plimsoll::durability`), for `/readyz`.
+    redis_warnings: RwLock<Vec<String>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -81,6 +83,7 @@ impl AppState {
                 rates: Rates::default(),
                 shutting_down: AtomicBool::new(false),
                 started: Instant::now(),
+                redis_warnings: RwLock::new(Vec::new()),
             }),
         })
     }
@@ -127,6 +130,23 @@ impl AppState {
         self.inner.started.elapsed()
     }
 
+    /// What Redis does not promise, as `/readyz` lists it.
+    pub fn redis_warnings(&self) -> Vec<String> {
+        self.inner
+            .redis_warnings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_redis_warnings(&self, warnings: Vec<String>) {
+        *self
+            .inner
+            .redis_warnings
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = warnings;
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::Relaxed)
     }
@@ -135,7 +155,9 @@ impl AppState {
         self.inner.shutting_down.store(true, Ordering::Relaxed);
     }
 
-    /// The queue settings for `name`: the configured ones, or the defaults.
+    /// The queue settings for `name`: the configured ones (retention
+    /// included: a push worker's settles and janitor apply it), or the
+    /// defaults.
     pub fn queue_config(&self, name: &str) -> QueueConfig {
         let mut config = QueueConfig {
             prefix: self.inner.config.prefix.clone(),
@@ -159,7 +181,17 @@ impl AppState {
             if let Some(durability) = settings.durability {
                 config.durability = durability;
             }
+            if let Some(retention) = settings.retention {
+                config.retention = retention;
+            }
+            if let Some(limit) = settings.payload_limit {
+                config.payload_limit = limit;
+            }
+            if let Some(window) = settings.idempotency_window {
+                config.idempotency_window = window;
+            }
         }
+        config.allow_evicting_redis = self.inner.config.allow_eviction;
         config
     }
 

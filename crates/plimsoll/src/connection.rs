@@ -26,6 +26,11 @@
 //! enqueue during a slot migration used to wait out the whole response
 //! timeout and report that Redis could not be reached, while Redis was
 //! answering all along.
+//!
+//! [`Redis::connect_lazy`] (in `lazy.rs`) makes a handle before Redis
+//! answers, for a server that must start during an outage.
+
+mod lazy;
 
 use std::fmt;
 use std::future::Future;
@@ -175,6 +180,8 @@ fn redact(url: &str) -> String {
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// Made by [`Redis::connect_lazy`]: one of the two once connected.
+    Lazy(Arc<lazy::Lazy>),
 }
 
 /// A shared, pipelining connection to one Redis server or one cluster.
@@ -260,6 +267,11 @@ impl Redis {
     /// Opens a separate connection of the same topology, for blocking
     /// commands. `response_timeout` must exceed the longest block.
     pub async fn dedicated(&self, response_timeout: Option<Duration>) -> Result<Self> {
+        if let Conn::Lazy(lazy) = &self.conn
+            && lazy.get().is_none()
+        {
+            return Err(lazy.not_connected_error());
+        }
         let topology = if self.is_cluster() {
             Topology::Cluster
         } else {
@@ -277,7 +289,13 @@ impl Redis {
 
     /// Whether this handle talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self.conn, Conn::Cluster(_))
+        match &self.conn {
+            Conn::Single(_) => false,
+            Conn::Cluster(_) => true,
+            Conn::Lazy(lazy) => lazy
+                .get()
+                .map_or(self.config.topology == Topology::Cluster, Redis::is_cluster),
+        }
     }
 
     /// The configuration this handle was made from.
@@ -488,6 +506,7 @@ impl ConnectionLike for Redis {
         match &mut self.conn {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Lazy(lazy) => lazy.req_packed_command(cmd),
         }
     }
 
@@ -500,6 +519,7 @@ impl ConnectionLike for Redis {
         match &mut self.conn {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Lazy(lazy) => lazy.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -507,6 +527,7 @@ impl ConnectionLike for Redis {
         match &self.conn {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Lazy(lazy) => lazy.get_db(),
         }
     }
 }
@@ -577,24 +598,84 @@ impl Redis {
         }
         let mut primaries = Vec::with_capacity(addresses.len());
         for address in addresses {
-            let url = with_address(&self.config.urls[0], &address);
-            let mut config = (*self.config).clone();
-            config.urls = vec![url];
-            let redis = Self::open(config, Topology::Single, None).await?;
+            let redis = self.open_node(&address).await?;
             primaries.push(Primary { address, redis });
         }
         Ok(primaries)
     }
+
+    /// Each primary's address, with a single-node connection to it or the
+    /// error that opening one gave (a node that is failing over), each
+    /// opened within `wait`: one node that does not answer does not hold up
+    /// the others.
+    /// The node list comes from the node that serves `key`.
+    pub(crate) async fn try_primaries(
+        &self,
+        key: &str,
+        wait: Duration,
+    ) -> Result<Vec<(String, Result<Redis>)>> {
+        if !self.is_cluster() {
+            return Ok(vec![(url_address(&self.config.urls[0]), Ok(self.clone()))]);
+        }
+        let addresses = sorted_primaries(&self.cluster_nodes_via(key).await?);
+        let opened = futures::future::join_all(addresses.iter().map(|address| async move {
+            match tokio::time::timeout(wait, self.open_node(address)).await {
+                Ok(opened) => opened,
+                Err(_) => Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("{address} did not answer within {wait:?}"),
+                )),
+            }
+        }))
+        .await;
+        Ok(addresses.into_iter().zip(opened).collect())
+    }
+
+    /// A single-node connection to the cluster node at `address`, with this
+    /// handle's scheme, credentials and settings.
+    async fn open_node(&self, address: &str) -> Result<Redis> {
+        let url = with_address(&self.config.urls[0], address);
+        let mut config = (*self.config).clone();
+        config.urls = vec![url];
+        Self::open(config, Topology::Single, None).await
+    }
+
+    /// The address of the primary that serves `key` (the one server's own).
+    pub(crate) async fn primary_address_of(&self, key: &str) -> Result<String> {
+        if !self.is_cluster() {
+            return Ok(url_address(&self.config.urls[0]));
+        }
+        let slot: u16 = self
+            .query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
+            .await?;
+        let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+        owner_of_slot(&nodes, slot).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("no primary serves slot {slot}"),
+            )
+        })
+    }
 }
 
 impl Redis {
+    /// The connection behind a lazy handle once it is connected; the handle
+    /// itself otherwise.
+    fn resolved(&self) -> &Redis {
+        match &self.conn {
+            Conn::Lazy(lazy) => lazy.get().unwrap_or(self),
+            _ => self,
+        }
+    }
+
     /// Loads a script (`SCRIPT LOAD source`) on the node that serves `key`
     /// alone (the one server: on it).
     pub(crate) async fn load_script_for(&self, source: &str, key: &str) -> Result<()> {
         let mut load = redis::cmd("SCRIPT");
         load.arg("LOAD").arg(source);
-        match &self.conn {
-            Conn::Single(_) => {
+        match &self.resolved().conn {
+            // A lazy handle not connected yet answers with its error.
+            Conn::Single(_) | Conn::Lazy(_) => {
                 let _: String = self.query(&load).await?;
             }
             Conn::Cluster(conn) => {
@@ -636,8 +717,8 @@ impl Redis {
     /// the one server.
     async fn on_address(&self, cmd: &Cmd, address: &str) -> std::result::Result<Value, RedisError> {
         use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-        match &self.conn {
-            Conn::Single(_) => cmd.query_async(&mut self.clone()).await,
+        match &self.resolved().conn {
+            Conn::Single(_) | Conn::Lazy(_) => cmd.query_async(&mut self.clone()).await,
             Conn::Cluster(conn) => {
                 let (host, port) = address.rsplit_once(':').unwrap_or((address, "6379"));
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
@@ -656,10 +737,23 @@ impl Redis {
             return Ok(vec![url_address(&self.config.urls[0])]);
         }
         let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
-        let mut addresses = parse_cluster_primaries(&nodes);
-        addresses.sort();
-        addresses.dedup();
-        Ok(addresses)
+        Ok(sorted_primaries(&nodes))
+    }
+
+    /// `CLUSTER NODES` as the node that serves `key` tells it: a keyless
+    /// command would go to a random node, which may be the one failing over.
+    async fn cluster_nodes_via(&self, key: &str) -> Result<String> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        let Conn::Cluster(conn) = &self.resolved().conn else {
+            return self.query(redis::cmd("CLUSTER").arg("NODES")).await;
+        };
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+            Route::with_key(key, SlotAddr::Master),
+        ));
+        let mut nodes = redis::cmd("CLUSTER");
+        nodes.arg("NODES");
+        let reply = conn.clone().route_command(nodes, routing).await?;
+        Ok(redis::from_redis_value(reply)?)
     }
 
     /// One `SCAN cursor MATCH pattern COUNT 1000` on the node at `address`:
@@ -772,6 +866,14 @@ impl Redis {
             cursor = next;
         }
     }
+}
+
+/// The healthy primaries of `CLUSTER NODES` output, sorted, once each.
+fn sorted_primaries(nodes: &str) -> Vec<String> {
+    let mut addresses = parse_cluster_primaries(nodes);
+    addresses.sort();
+    addresses.dedup();
+    addresses
 }
 
 /// `text` as a literal in a SCAN / KEYS pattern: `*`, `?`, `[`, `]` and `\`

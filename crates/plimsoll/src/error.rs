@@ -63,6 +63,12 @@ pub enum ErrorKind {
     /// This machine refused something Plimsoll needed (a thread, a
     /// runtime); the message says what.
     System,
+    /// Redis may evict keys under memory pressure (its `maxmemory-policy`
+    /// is not `noeviction`), so jobs and idempotency keys could vanish
+    /// without a trace. The message names the node and the policy. Set the
+    /// policy to `noeviction`, or accept the risk explicitly
+    /// (`QueueConfig::allow_evicting_redis`).
+    EvictingRedis,
 }
 
 impl ErrorKind {
@@ -82,6 +88,7 @@ impl ErrorKind {
             Self::Corrupt => "unexpected data in Redis",
             Self::ShuttingDown => "shutting down",
             Self::System => "the operating system refused a resource",
+            Self::EvictingRedis => "Redis may evict keys",
         }
     }
 }

@@ -34,10 +34,14 @@ pub const PRIORITY_LEVELS: usize = 10;
 /// set stays in Redis' compact encoding.
 pub const MAX_ID_RUNS: u64 = 1000;
 
-/// A validated queue name: 1 to 64 characters from `A-Z a-z 0-9 _ - .`.
+/// A validated queue name: 1 to 64 characters from `A-Z a-z 0-9 _ - .`,
+/// not dots alone.
 ///
 /// Braces would break the hash tag and colons would blur key families in
-/// the memory report, so neither is allowed.
+/// the memory report, so neither is allowed. `.` and `..` (and any name of
+/// dots only) are path segments every HTTP client and browser resolves
+/// away, so such a queue could be made through the API but never reached
+/// again by its URL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueName(String);
 
@@ -46,6 +50,11 @@ impl QueueName {
     pub fn new(name: impl Into<String>) -> Result<Self> {
         let name = name.into();
         check_name("queue name", &name, MAX_QUEUE_NAME_LEN)?;
+        if name.chars().all(|c| c == '.') {
+            return Err(Error::invalid(format!(
+                "queue name {name:?} is only dots, which URLs resolve away; add a letter or digit"
+            )));
+        }
         Ok(Self(name))
     }
 
@@ -81,7 +90,7 @@ fn check_name(what: &str, name: &str, max_len: usize) -> Result<()> {
 }
 
 /// Checks a key prefix: non-empty, no braces, no whitespace.
-pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
+pub fn validate_prefix(prefix: &str) -> Result<()> {
     if prefix.is_empty()
         || prefix.len() > 64
         || prefix
@@ -228,16 +237,23 @@ impl QueueKeys {
     }
 
     /// `…:workers` — sorted set, worker id scored by the earliest lease
-    /// deadline (ms) among its jobs (or its own liveness deadline when idle).
+    /// deadline (ms) in its `active` hash, every lease there counted (or its
+    /// own liveness deadline when it holds none).
     /// Bound: live workers; the rescuer removes a worker whose leases expired.
     pub fn workers(&self) -> &str {
         &self.workers
     }
 
-    /// `…:active:<worker>` — hash, job id → lease deadline (ms), the jobs that
-    /// `worker` has fetched and not yet settled. Bound: the worker's
-    /// concurrency plus prefetch; removed when it is empty, by the worker at
-    /// shutdown or by the rescuer once the worker's leases expired.
+    /// `…:active:<worker>` — hash, job id → `<token>:<deadline>`: the lease
+    /// of each job that `worker` has fetched and not yet settled, as its
+    /// fencing token (the queue's `lease_token` counter, taken once per
+    /// fetch call, so every lease of a job has a token of its own) and its
+    /// deadline in ms, on Redis' time. Settling, renewing, handing back and
+    /// a handler's cancel act only on a lease that still carries the run's
+    /// token. Bound: the worker's concurrency plus prefetch, more
+    /// while fast handlers outpace its fetches (at most 10,000); removed when
+    /// it is empty, by the worker at shutdown or by the rescuer once the
+    /// worker's leases expired.
     pub fn active(&self, worker: &str) -> String {
         format!("{}:active:{worker}", self.base)
     }
@@ -256,8 +272,11 @@ impl QueueKeys {
     }
 
     /// `…:meta` — hash of queue settings: `next_id` (the last id reserved;
-    /// ids start at 1,000,001, see `reserve_ids.lua`), `paused`, `created_at`.
-    /// Bound: a fixed set of fields.
+    /// ids start at 1,000,001, see `reserve_ids.lua`), `paused`, `created_at`,
+    /// `lease_token` (the last fencing token `fetch.lua` issued) and
+    /// `retention` (the queue's retention rules as its workers and `plimsoll
+    /// serve` apply them, so that maintenance run elsewhere applies the same:
+    /// see `Queue::recorded_retention`). Bound: a fixed set of fields.
     pub fn meta(&self) -> &str {
         &self.meta
     }
@@ -304,9 +323,26 @@ impl QueueKeys {
     }
 }
 
+/// The deadline (ms) in a value of an `active` hash (`<token>:<deadline>`;
+/// values written before fencing tokens hold the deadline alone), or `None`
+/// when the value is not one.
+pub(crate) fn lease_deadline(value: &str) -> Option<u64> {
+    let deadline = value
+        .rsplit_once(':')
+        .map_or(value, |(_, deadline)| deadline);
+    deadline.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_value_gives_its_deadline() {
+        assert_eq!(lease_deadline("17:1700000000123"), Some(1_700_000_000_123));
+        assert_eq!(lease_deadline("1700000000123"), Some(1_700_000_000_123));
+        assert_eq!(lease_deadline("17:"), None);
+    }
 
     #[test]
     fn every_key_carries_the_queue_hash_tag() {
@@ -343,7 +379,9 @@ mod tests {
     #[test]
     fn queue_names_are_checked() {
         assert!(QueueName::new("webhooks.github-v2_x").is_ok());
-        for bad in ["", "a{b}", "a:b", "a b", &"x".repeat(65)] {
+        assert!(QueueName::new(".a").is_ok());
+        assert!(QueueName::new("a..").is_ok());
+        for bad in ["", "a{b}", "a:b", "a b", &"x".repeat(65), ".", "..", "..."] {
             let err = QueueName::new(bad).unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::InvalidInput, "{bad:?}");
         }

@@ -35,6 +35,7 @@
 pub mod cache;
 pub mod clock;
 pub mod connection;
+pub mod durability;
 pub mod error;
 pub mod guard;
 pub mod keyspace;

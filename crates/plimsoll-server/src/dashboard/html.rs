@@ -94,8 +94,17 @@ pub fn fmt_rate(per_s: f64) -> String {
     }
 }
 
-/// Epoch milliseconds as `2026-11-25 02:40:01Z`.
+/// The first instant RFC 3339 cannot write (year 10000), in milliseconds.
+const RFC3339_END_MS: u64 = 253_402_300_800_000;
+
+/// Epoch milliseconds as `2026-11-25 02:40:01Z`, for any value: past the
+/// year 9999 (which RFC 3339 cannot write, and `humantime` refuses with a
+/// formatting error that `to_string` turns into a panic) as the raw number.
+/// A job due at 2^64 - 1 ms once made every page that listed it fail.
 pub fn fmt_time(ms: u64) -> String {
+    if ms >= RFC3339_END_MS {
+        return format!("{ms} ms after 1970 (after the year 9999)");
+    }
     let time = UNIX_EPOCH + Duration::from_millis(ms);
     humantime::format_rfc3339_seconds(time)
         .to_string()
@@ -121,5 +130,19 @@ mod tests {
         assert_eq!(fmt_rate(0.5), "0.50");
         assert_eq!(fmt_rate(1234.4), "1234");
         assert_eq!(fmt_time(0), "1970-01-01 00:00:00Z");
+    }
+
+    /// A job due at `u64::MAX` ms panicked every page that showed it.
+    #[test]
+    fn any_time_formats_without_a_panic() {
+        assert_eq!(fmt_time(RFC3339_END_MS - 1000), "9999-12-31 23:59:59Z");
+        for ms in [RFC3339_END_MS, u64::MAX / 2, u64::MAX - 1, u64::MAX] {
+            assert!(fmt_time(ms).contains("after the year 9999"), "{ms}");
+        }
+        for secs in [f64::MAX, f64::INFINITY, f64::NAN, -1.0, 1e300] {
+            fmt_duration(secs);
+        }
+        fmt_rate(f64::MAX);
+        fmt_rate(f64::NAN);
     }
 }

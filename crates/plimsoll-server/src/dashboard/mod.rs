@@ -4,7 +4,14 @@
 //! build step.
 //!
 //! It uses the API's tokens: `/login?token=…` (the link `plimsoll serve`
-//! prints) or the login form sets an HttpOnly, SameSite=Strict cookie.
+//! prints) or the login form sets an HttpOnly, SameSite=Strict cookie. Every
+//! response carries a strict Content-Security-Policy (own scripts only, no
+//! framing); the buttons' API calls are checked to come from the
+//! dashboard's own origin (see [`crate::auth`]).
+//!
+//! Nothing a page shows may make it fail: times are formatted for any
+//! number Redis may hold (see [`html::fmt_time`]), and a bad query is
+//! answered with the error page and its status, never a panic.
 
 mod chart;
 mod html;
@@ -51,6 +58,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
             get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
         )
         .merge(pages)
+        .layer(middleware::from_fn(auth::dashboard_headers))
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
@@ -76,7 +84,21 @@ async fn login_page(State(state): State<AppState>, Query(query): Query<LoginQuer
     }
 }
 
-async fn login_form(State(state): State<AppState>, Form(form): Form<LoginQuery>) -> Response {
+async fn login_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginQuery>,
+) -> Response {
+    // Another site must not log a browser in with a token of its choosing
+    // (the browser would then act as that account on this dashboard). A
+    // form post from a browser always says where it comes from.
+    if let Err(why) = auth::same_origin(&headers, state.config().http.public_origin.as_deref()) {
+        return (
+            StatusCode::FORBIDDEN,
+            login_html(Some(&format!("Refused: {why}."))),
+        )
+            .into_response();
+    }
     login(&state, form.token.as_deref().unwrap_or(""))
 }
 
@@ -186,17 +208,57 @@ async fn overview(State(state): State<AppState>, request: Request) -> Response {
     page.push("<h2>Cache</h2>");
     page.push(&cache_card(&state.cache().stats()));
 
-    let spool = api::spool_view(&state);
-    page.push("<h2>Webhook spool</h2><section class=\"card\" id=\"spool\">");
-    page.push(&format!(
-        "<p><span class=\"{}\">{} webhooks waiting for Redis</span> · {} of {} ({:.0}%)</p></section>",
-        if spool.records == 0 { "ok" } else if spool.filling { "bad" } else { "warn" },
+    page.push("<h2>Webhook spool</h2>");
+    page.push(&spool_card(&state));
+    respond(&headers, page)
+}
+
+/// Quarantined webhooks listed on the overview at most.
+const QUARANTINE_LISTED: usize = 20;
+
+/// The spool: what waits for Redis, and what Redis refused for good.
+fn spool_card(state: &AppState) -> String {
+    let spool = api::spool_view(state);
+    let mut card = format!(
+        "<section class=\"card\" id=\"spool\"><p><span class=\"{}\">{} webhooks waiting for Redis</span> · {} of {} ({:.0}%)</p>",
+        if spool.records == 0 {
+            "ok"
+        } else if spool.filling {
+            "bad"
+        } else {
+            "warn"
+        },
         spool.records,
         human_bytes(spool.bytes),
         human_bytes(spool.max_bytes),
         spool.fill * 100.0
+    );
+    card.push_str(&format!(
+        "<p id=\"quarantine\"><span class=\"{}\">{} webhooks in quarantine</span> (refused by Redis for good; \
+         <code>GET /v1/spool/quarantine</code>, then <code>POST /v1/spool/quarantine/retry</code> or <code>…/purge</code>){}</p>",
+        if spool.quarantined == 0 { "ok" } else { "bad" },
+        spool.quarantined,
+        if spool.quarantine_full { " · full: replay waits" } else { "" }
     ));
-    respond(&headers, page)
+    let listed = state.spool().quarantine().list(0, QUARANTINE_LISTED);
+    if !listed.is_empty() {
+        card.push_str(
+            "<table><tr><th>Queue</th><th>Identity</th><th class=\"num\">Bytes</th><th>Reason</th><th>Payload</th></tr>",
+        );
+        for q in listed {
+            card.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                escape(&q.queue),
+                escape(q.identity.as_deref().unwrap_or("-")),
+                q.payload_bytes,
+                escape(&q.reason),
+                escape(&String::from_utf8_lossy(&q.preview[..q.preview.len().min(80)]))
+            ));
+        }
+        card.push_str("</table>");
+    }
+    card.push_str("</section>");
+    card
 }
 
 fn cache_card(stats: &plimsoll::CacheStats) -> String {
@@ -386,7 +448,10 @@ fn forecast_line(series: &[chart::Point], f: &plimsoll::Forecast) -> Option<Vec<
     let end_value = f.peak_bytes + f.growth_bytes_per_sec * span / 1000.0;
     Some(vec![
         (last_t, f.peak_bytes.max(0.0) as u64),
-        (last_t + span as u64, end_value.max(0.0) as u64),
+        (
+            last_t.saturating_add(span as u64),
+            end_value.max(0.0) as u64,
+        ),
     ])
 }
 
@@ -575,7 +640,14 @@ async fn queue_page(
         Ok(queue) => queue,
         Err(err) => return error_page(&headers, err.status(), err.message()),
     };
-    match queue.jobs(job_state, query.offset, PAGE_SIZE).await {
+    let jobs = match queue.jobs(job_state, query.offset, PAGE_SIZE).await {
+        Ok(jobs) => Ok(jobs),
+        Err(err) if err.kind() == plimsoll::ErrorKind::InvalidInput => {
+            return error_page(&headers, StatusCode::BAD_REQUEST, err.message());
+        }
+        Err(err) => Err(err),
+    };
+    match jobs {
         Ok(jobs) if jobs.is_empty() => {
             page.push(&format!("<p class=\"muted\">No {job_state} jobs.</p>"))
         }
@@ -603,7 +675,7 @@ async fn queue_page(
                 page.push(&format!(
                     "<p><a href=\"/queues/{url}?state={}&offset={}\">Next page</a></p>",
                     job_state.as_str(),
-                    query.offset + PAGE_SIZE
+                    query.offset.saturating_add(PAGE_SIZE)
                 ));
             }
         }

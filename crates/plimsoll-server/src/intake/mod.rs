@@ -2,9 +2,22 @@
 //!
 //! A webhook is checked (its source must be configured; its HMAC-SHA256
 //! signature must match when the source has a secret), wrapped in an
-//! envelope with its source, delivery id and headers, and enqueued on the
-//! source's queue with the delivery id as idempotency key, so a redelivery is
-//! dropped. The answer is 202.
+//! envelope with its source, delivery id and headers, checked against
+//! everything its queue's enqueue checks ([`plimsoll::Queue::check`]: a 202
+//! must mean the webhook can be enqueued, never a record that waits forever
+//! in the spool), and enqueued on the source's queue. The answer is 202.
+//!
+//! # Identity
+//!
+//! Every webhook has an identity, its idempotency key in Redis: the delivery
+//! id when the source sends one (so a redelivery is dropped), else one minted
+//! here, before the first enqueue attempt. The direct enqueue and any later
+//! replay of the spooled copy carry the same key, so neither an enqueue that
+//! timed out but landed, nor a replay interrupted by a crash or a partial
+//! failure, can enqueue a webhook twice. The cost: each such key takes
+//! Redis memory for the queue's idempotency window (24 h by default; see
+//! `docs/server.md` for the measured bytes), and an enqueue with a key runs
+//! one more `redis.call` per job in `enqueue.lua`.
 //!
 //! When Redis cannot take the job (down, out of memory, too slow) the webhook
 //! goes to the local spool, fsync'd before the 202. While the spool holds
@@ -13,6 +26,7 @@
 //! accepted. Past the spool's bound the answer is 503 with `Retry-After`, so
 //! the sender keeps the webhook and tries again: a 2xx always means kept.
 
+pub mod quarantine;
 pub mod replay;
 pub mod signature;
 pub mod spool;
@@ -44,6 +58,16 @@ pub const REDIS_BUDGET: Duration = Duration::from_millis(500);
 const FULL_RETRY_AFTER_S: u64 = 30;
 /// Longest delivery id accepted.
 const MAX_DELIVERY_ID: usize = 200;
+/// Room a webhook's envelope takes beyond its body (source, delivery id,
+/// the headers kept, JSON wrapping) for a JSON body with ordinary headers.
+/// A hook's `max_body` leaves this much of its queue's payload limit free
+/// (`config.rs` refuses one that does not); a webhook whose envelope still
+/// does not fit (a binary body grows by a third in base64) is refused with
+/// 413 before it is answered.
+pub const ENVELOPE_RESERVE: usize = 16 << 10;
+/// Prefix of identities minted for webhooks without a delivery id; the rest
+/// is 128 random bits in base64url (22 characters).
+const MINTED_IDENTITY_PREFIX: &str = "plim-";
 
 /// A webhook was kept.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -158,14 +182,26 @@ async fn accept(
         None => None,
     };
     let payload = envelope(source, hook, headers, body, delivery)?;
+    let identity = delivery.map_or_else(mint_identity, str::to_string);
+    let queue = state.queue(hook.queue.as_str())?;
+    let job = NewJob::bytes(payload.clone()).idempotency_key(identity.clone());
+    // Whatever Redis would refuse is refused now, not after a 202.
+    queue.check(&job).map_err(|err| match err.kind() {
+        ErrorKind::PayloadTooLarge => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the webhook's envelope of {} bytes exceeds the {} bytes queue {} takes",
+                payload.len(),
+                queue.config().payload_limit,
+                hook.queue
+            ),
+        ),
+        _ => ApiError::from(err),
+    })?;
 
     // While older webhooks wait in the spool, newer ones queue up behind them.
     if state.spool().is_empty() {
-        let queue = state.queue(hook.queue.as_str())?;
-        let mut job = NewJob::bytes(payload.clone());
-        if let Some(id) = delivery {
-            job = job.idempotency_key(id);
-        }
         match tokio::time::timeout(REDIS_BUDGET, queue.enqueue(job)).await {
             Ok(Ok(enqueued)) => {
                 return Ok((
@@ -188,7 +224,7 @@ async fn accept(
     }
     let record = SpoolRecord {
         queue: hook.queue.as_str().to_string(),
-        idempotency_key: delivery.map(str::to_string),
+        idempotency_key: Some(identity),
         received_at_ms: now_ms(),
         payload,
     };
@@ -225,6 +261,17 @@ async fn accept(
             .retry_after(5))
         }
     }
+}
+
+/// A fresh identity for a webhook without a delivery id.
+fn mint_identity() -> String {
+    use base64::Engine;
+    use rand::RngExt;
+    let bits: [u8; 16] = rand::rng().random();
+    format!(
+        "{MINTED_IDENTITY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bits)
+    )
 }
 
 /// Failures that mean "Redis cannot take it now" rather than "bad webhook".

@@ -1,17 +1,38 @@
 //! The replayer: hands spooled webhooks to Redis, in the order they were
 //! accepted, once Redis takes writes again.
 //!
-//! It reads a batch from the spool's cursor, enqueues each run of records for
-//! one queue with one bulk call (their delivery ids as idempotency keys, so a
-//! record enqueued twice — a crash between enqueue and commit — is dropped
-//! the second time), and commits the cursor after every run that Redis
-//! took. When Redis refuses, it waits and tries the same records again.
+//! It reads a batch from the spool's cursor and enqueues each run of records
+//! for one queue with one bulk call, each record's identity (its delivery id,
+//! or the one minted at intake) as idempotency key. Redis thus drops a
+//! record it has already taken — the direct enqueue that timed out but
+//! landed, a batch that landed before a crash or before the cursor could be
+//! persisted, a batch of a bulk call that landed after an earlier one
+//! failed — so a replay never enqueues a webhook twice. The cursor is
+//! committed past every record Redis took.
+//!
+//! What Redis refuses decides what happens next:
+//!
+//! - transient (unreachable, timing out, loading, failing over), out of
+//!   memory, shutting down, or unable to persist (`MISCONF`): the same
+//!   records are tried again after a backoff;
+//! - anything else — the record can never be enqueued as it is (its queue's
+//!   limit was lowered while it waited, a key of its queue holds the wrong
+//!   type, an ACL forbids the write): the first record Redis did not take
+//!   goes to the [quarantine](super::quarantine), which is visible and
+//!   alerted on, and replay moves on. Records are also checked before they
+//!   are sent ([`plimsoll::Queue::check`]), so one bad record in a run
+//!   never costs the others a round trip.
+//!
+//! A full quarantine stops replay (nothing is dropped) until an operator
+//! empties it.
 
 use std::time::Duration;
 
-use plimsoll::NewJob;
+use plimsoll::{ErrorKind, NewJob, Queue};
 use tokio_util::sync::CancellationToken;
 
+use super::quarantine::QuarantineError;
+use super::spool::SpoolRecord;
 use crate::state::AppState;
 
 /// Records read per round.
@@ -28,6 +49,11 @@ pub async fn run(state: AppState, stop: CancellationToken) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         if spool.is_empty() {
+            if spool.cursor_behind()
+                && let Err(err) = spool.persist_cursor().await
+            {
+                tracing::warn!(error = %err, "cannot record replay progress; after a restart the records behind it are replayed again (Redis drops them as duplicates)");
+            }
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = spool.appended() => {}
@@ -52,63 +78,203 @@ pub async fn run(state: AppState, stop: CancellationToken) {
             }
             continue;
         }
-        let mut done = 0;
-        let mut refused = None;
-        while done < batch.records.len() {
-            let queue_name = &batch.records[done].queue;
-            let run = batch.records[done..]
-                .iter()
-                .take_while(|r| &r.queue == queue_name)
-                .count();
-            let queue = match state.queue(queue_name) {
-                Ok(queue) => queue,
-                Err(err) => {
-                    tracing::error!(queue = %queue_name, error = ?err, "spooled webhooks name a bad queue; dropping them");
-                    done += run;
-                    continue;
-                }
-            };
-            let jobs: Vec<NewJob> = batch.records[done..done + run]
-                .iter()
-                .map(|r| {
-                    let job = NewJob::bytes(r.payload.clone());
-                    match &r.idempotency_key {
-                        Some(key) => job.idempotency_key(key.clone()),
-                        None => job,
-                    }
-                })
-                .collect();
-            match queue.enqueue_bulk(jobs).await {
-                Ok(_) => done += run,
-                Err(err) => {
-                    // Batches are atomic: what was written is a prefix.
-                    done += err.outcomes.iter().take_while(|o| o.is_some()).count();
-                    refused = Some(err.error);
-                    break;
-                }
-            }
+        let round = replay(&state, &batch.records).await;
+        if let Err(err) = spool.commit(&batch, round.done).await {
+            tracing::error!(error = %err, "cannot record replay progress; replay goes on, and after a restart the records behind it are replayed again (Redis drops them as duplicates)");
         }
-        if let Err(err) = spool.commit(&batch, done).await {
-            tracing::error!(error = %err, "cannot record replay progress; records may be enqueued twice (duplicates with a delivery id are dropped)");
-        }
-        if done > 0 {
-            state.metrics().replayed(done as u64);
+        if round.done > 0 {
+            state
+                .metrics()
+                .replayed((round.enqueued + round.duplicates) as u64);
             tracing::info!(
-                replayed = done,
+                replayed = round.enqueued,
+                already_in_redis = round.duplicates,
+                quarantined = round.quarantined,
                 left = spool.stats().records,
                 "replayed spooled webhooks into Redis"
             );
         }
-        match refused {
+        if round.quarantined > 0 {
+            crate::sampler::alert_quarantined(&state, round.quarantined).await;
+        }
+        match round.stopped {
             None => backoff = FIRST_BACKOFF,
-            Some(err) => {
-                tracing::warn!(error = %err, left = spool.stats().records, ?backoff,
-                    "Redis still refuses spooled webhooks; will retry");
+            Some(why) => {
+                tracing::warn!(reason = %why, left = spool.stats().records, ?backoff,
+                    "spooled webhooks cannot be replayed now; will retry");
                 if sleep_or_stop(&stop, backoff).await {
                     return;
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
+        }
+    }
+}
+
+/// What one round did with a batch.
+#[derive(Debug, Default)]
+struct Round {
+    /// Records handed over, a prefix of the batch: enqueued, dropped by
+    /// Redis as already there, or quarantined.
+    done: usize,
+    enqueued: usize,
+    duplicates: usize,
+    quarantined: usize,
+    /// Why the round stopped before the end of the batch.
+    stopped: Option<String>,
+}
+
+async fn replay(state: &AppState, records: &[SpoolRecord]) -> Round {
+    let mut round = Round::default();
+    while round.done < records.len() {
+        let queue_name = &records[round.done].queue;
+        let run = records[round.done..]
+            .iter()
+            .take_while(|r| &r.queue == queue_name)
+            .count();
+        let queue = match state.queue(queue_name) {
+            Ok(queue) => queue,
+            Err(err) => {
+                let reason = format!("the queue name is not valid: {}", err.message());
+                if let Err(stop) = quarantine(state, &records[round.done], &reason).await {
+                    round.stopped = Some(stop);
+                    return round;
+                }
+                round.quarantined += 1;
+                round.done += 1;
+                continue;
+            }
+        };
+        let run = &records[round.done..round.done + run];
+        let jobs: Vec<NewJob> = run.iter().map(job).collect();
+        // Send the records up to the first one the queue would refuse.
+        let (sendable, refused) = match jobs.iter().position(|j| queue.check(j).is_err()) {
+            Some(bad) => (bad, queue.check(&jobs[bad]).err()),
+            None => (jobs.len(), None),
+        };
+        let mut jobs = jobs;
+        jobs.truncate(sendable);
+        if !jobs.is_empty() {
+            match send(&queue, jobs).await {
+                Sent::All { duplicates } => {
+                    round.done += sendable;
+                    round.enqueued += sendable - duplicates;
+                    round.duplicates += duplicates;
+                }
+                Sent::Prefix {
+                    written,
+                    duplicates,
+                    error,
+                } => {
+                    round.done += written;
+                    round.enqueued += written - duplicates;
+                    round.duplicates += duplicates;
+                    if retry_later(&error) || round.done >= records.len() {
+                        round.stopped = Some(error.to_string());
+                        return round;
+                    }
+                    // Refused for good: the first record not taken goes
+                    // aside, and the rest are tried again at once.
+                    if let Err(stop) =
+                        quarantine(state, &records[round.done], &error.to_string()).await
+                    {
+                        round.stopped = Some(stop);
+                        return round;
+                    }
+                    round.quarantined += 1;
+                    round.done += 1;
+                    continue;
+                }
+            }
+        }
+        if let Some(error) = refused {
+            if let Err(stop) = quarantine(state, &records[round.done], &error.to_string()).await {
+                round.stopped = Some(stop);
+                return round;
+            }
+            round.quarantined += 1;
+            round.done += 1;
+        }
+    }
+    round
+}
+
+/// The job a record stands for.
+fn job(record: &SpoolRecord) -> NewJob {
+    let job = NewJob::bytes(record.payload.clone());
+    match &record.idempotency_key {
+        Some(key) => job.idempotency_key(key.clone()),
+        None => job,
+    }
+}
+
+enum Sent {
+    All {
+        duplicates: usize,
+    },
+    /// The first `written` records are in Redis (or were there already);
+    /// the rest are not, or may be (a later batch of the call can have
+    /// landed: their identities make sending them again safe).
+    Prefix {
+        written: usize,
+        duplicates: usize,
+        error: plimsoll::Error,
+    },
+}
+
+async fn send(queue: &Queue, jobs: Vec<NewJob>) -> Sent {
+    match queue.enqueue_bulk(jobs).await {
+        Ok(done) => Sent::All {
+            duplicates: done.iter().filter(|e| e.duplicate).count(),
+        },
+        Err(err) => {
+            let prefix: Vec<_> = err.outcomes.iter().map_while(|o| o.as_ref()).collect();
+            Sent::Prefix {
+                written: prefix.len(),
+                duplicates: prefix.iter().filter(|e| e.duplicate).count(),
+                error: err.error,
+            }
+        }
+    }
+}
+
+/// Whether a record Redis refused with `err` may be taken later as it is.
+/// Besides the kinds the library calls transient, a full Redis (room is
+/// made), one shutting down, and one that cannot persist (`MISCONF`, an
+/// operator fixes its disk) or lacks replicas (`NOREPLICAS`): these describe
+/// Redis, not the record, and quarantining every record while they last
+/// would be wrong.
+fn retry_later(err: &plimsoll::Error) -> bool {
+    err.is_transient()
+        || matches!(err.kind(), ErrorKind::OutOfMemory | ErrorKind::ShuttingDown)
+        || (err.kind() == ErrorKind::Redis
+            && ["MISCONF", "NOREPLICAS"]
+                .iter()
+                .any(|code| err.message().contains(code)))
+}
+
+/// Moves `record` to the quarantine; the error says why replay must stop
+/// instead (the quarantine is full or cannot write).
+async fn quarantine(state: &AppState, record: &SpoolRecord, reason: &str) -> Result<(), String> {
+    let quarantine = state.spool().quarantine().clone();
+    let (owned, why) = (record.clone(), reason.to_string());
+    let at = crate::api::now_ms();
+    let added = tokio::task::spawn_blocking(move || quarantine.add(&owned, &why, at))
+        .await
+        .unwrap_or_else(|e| Err(QuarantineError::Io(std::io::Error::other(e.to_string()))));
+    match added {
+        Ok(fresh) => {
+            if fresh {
+                state.metrics().quarantined(1);
+            }
+            tracing::error!(queue = %record.queue, identity = ?record.idempotency_key, reason,
+                "Redis refuses a spooled webhook for good; moved it to the quarantine (GET /v1/spool/quarantine) and replaying the rest");
+            Ok(())
+        }
+        Err(err) => {
+            tracing::error!(queue = %record.queue, identity = ?record.idempotency_key, reason, error = %err,
+                "Redis refuses a spooled webhook for good and it cannot be quarantined; replay waits (nothing is dropped)");
+            Err(format!("{err}; the record was refused: {reason}"))
         }
     }
 }

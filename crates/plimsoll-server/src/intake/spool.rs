@@ -8,46 +8,98 @@
 //! webhooks a second cost a handful of syncs.
 //!
 //! Layout: segment files `spool-<n>.log` (a new one every
-//! [`SEGMENT_BYTES`]), and a `cursor` file naming the segment and offset up to
-//! which records have been handed to Redis. A record is
+//! [`SEGMENT_BYTES`]), a `cursor` file naming the segment and offset up to
+//! which records have been handed to Redis, and the [quarantine]
+//! (`quarantine.log`) of records Redis refused for good. A record is
 //! `[0xA5][len: u32][crc32: u32][body]`, body =
-//! `[queue len: u16][queue][key len: u16][key][received at ms: u64][payload]`.
-//! At open, a torn record at the end (a crash mid-write) is cut off: it was
-//! never acknowledged.
+//! `[queue len: u16][queue][key len: u16][key][received at ms: u64][payload]`,
+//! the key being the record's identity (its delivery id, or one minted at
+//! intake) that makes its replay idempotent.
+//!
+//! # Nothing acknowledged behind garbage
+//!
+//! A write can fail part-way (disk full, EIO) and leave a torn frame. The
+//! writer keeps the length of the segment's acknowledged prefix and, after a
+//! failed write, cuts the file back to it (`ftruncate` + `fsync`) before
+//! anything else is written; if the cut fails too, it seals the segment at
+//! that length and goes on in a new one. So no record is ever written after
+//! bytes that are not a record. The replayer reads only what the writer has
+//! acknowledged (the head segment up to its acknowledged length, sealed
+//! segments up to theirs), never bytes a failed write may have left.
+//!
+//! Recovery at open keeps every record that is there: a bad stretch followed
+//! by valid frames (a file written before that rule, or a flipped bit) is
+//! skipped by resynchronising on the next frame whose magic, bounded length
+//! ([`MAX_RECORD_BODY`]) and CRC hold, and logged; only the bytes after the
+//! last valid frame — a write that was never acknowledged — are cut off.
+//! Every segment file is made durable in its folder (`fsync` of the folder)
+//! before a record in it is acknowledged.
+//!
+//! # Replay progress
+//!
+//! The replay position lives in memory and in `cursor`. A commit moves the
+//! position in memory first — the records are in Redis, they must not be
+//! handed over again — and then persists it; when persisting fails, the
+//! next commit (or [`Spool::persist_cursor`]) writes the newer position.
+//! After a crash the records behind a stale `cursor` are replayed again, and
+//! their identities make Redis drop them as duplicates.
 //!
 //! The log is bounded by bytes: an append that would pass the bound fails, and
 //! the intake answers 503 so that the sender retries later — never a 2xx for
 //! something not kept.
+//!
+//! [quarantine]: super::quarantine
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::quarantine::{MAX_QUARANTINE_RECORDS, Quarantine};
 
 /// Size at which the writer starts a new segment; fully replayed segments
 /// are deleted whole.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// Appends waiting for the writer at most; beyond, callers wait.
 const QUEUE_DEPTH: usize = 65_536;
+/// Appends the writer takes into one write and one sync at most.
+const GROUP_COMMIT_MAX: usize = 4096;
 const MAGIC: u8 = 0xA5;
-const FRAME_HEADER: usize = 9;
+/// Magic, length and CRC.
+pub(crate) const FRAME_HEADER: usize = 9;
 /// Longest queue name or key a record holds (the intake checks earlier).
 const MAX_FIELD: usize = u16::MAX as usize;
+/// The longest frame body the spool writes, and so the longest length it
+/// believes when it reads one from disk: a payload at the library's highest
+/// limit ([`plimsoll::queue::MAX_PAYLOAD_LIMIT`], 64 MiB; intake never
+/// spools a payload its queue would refuse) with the longest queue name and
+/// key. A longer length read from disk is corruption and is never allocated.
+pub const MAX_RECORD_BODY: usize = plimsoll::queue::MAX_PAYLOAD_LIMIT + 2 * (2 + MAX_FIELD) + 8;
+/// Bytes read from a segment at a time.
+const READ_CHUNK: usize = 256 << 10;
+/// The name of the quarantine's file in the spool's folder.
+const QUARANTINE_FILE: &str = "quarantine.log";
 
 /// One spooled webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpoolRecord {
     pub queue: String,
+    /// The record's identity, its idempotency key in Redis: the delivery id
+    /// when the webhook has one, else one minted at intake before the first
+    /// enqueue attempt. `None` only in records spooled by versions that did
+    /// not mint one (those are replayed at least once).
     pub idempotency_key: Option<String>,
     pub received_at_ms: u64,
     pub payload: Vec<u8>,
 }
 
 impl SpoolRecord {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode_body(&self) -> Vec<u8> {
         let key = self.idempotency_key.as_deref().unwrap_or("");
         let queue = &self.queue.as_bytes()[..self.queue.len().min(MAX_FIELD)];
         let key = &key.as_bytes()[..key.len().min(MAX_FIELD)];
@@ -59,15 +111,10 @@ impl SpoolRecord {
         body.extend_from_slice(key);
         body.extend_from_slice(&self.received_at_ms.to_le_bytes());
         body.extend_from_slice(&self.payload);
-        let mut frame = Vec::with_capacity(FRAME_HEADER + body.len());
-        frame.push(MAGIC);
-        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        frame.extend_from_slice(&body);
-        frame
+        body
     }
 
-    fn decode(body: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(body: &[u8]) -> Option<Self> {
         let mut at = 0;
         let mut take = |n: usize| -> Option<&[u8]> {
             let slice = body.get(at..at + n)?;
@@ -89,12 +136,25 @@ impl SpoolRecord {
     }
 }
 
+/// `body` framed: magic, length, CRC, body.
+pub(crate) fn frame(body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(FRAME_HEADER + body.len());
+    frame.push(MAGIC);
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
 /// Why an append failed. The webhook was not kept.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     /// The spool is at its byte bound.
     #[error("the spool is full ({bytes} of {max} bytes)")]
     Full { bytes: u64, max: u64 },
+    /// The record is longer than any the spool keeps.
+    #[error("a record of {bytes} bytes is longer than the spool's {max}")]
+    TooLarge { bytes: usize, max: usize },
     /// Writing or syncing failed.
     #[error("the spool could not write: {0}")]
     Io(String),
@@ -114,7 +174,8 @@ pub struct SpoolStats {
     pub bytes: u64,
     /// Records appended since the process started.
     pub appended: u64,
-    /// Records handed to Redis since the process started.
+    /// Records handed to Redis (or to the quarantine) since the process
+    /// started.
     pub replayed: u64,
 }
 
@@ -123,6 +184,15 @@ pub struct SpoolStats {
 pub struct Cursor {
     pub segment: u64,
     pub offset: u64,
+}
+
+impl Cursor {
+    fn next_segment(self) -> Self {
+        Self {
+            segment: self.segment + 1,
+            offset: 0,
+        }
+    }
 }
 
 /// Records read for replay, in order, each with the position after it and
@@ -134,9 +204,42 @@ pub struct ReplayBatch {
     sizes: Vec<u64>,
 }
 
+/// A fault the writer makes on its next write, for tests on machines where
+/// a small file system cannot be mounted. Not for production use.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFault {
+    /// Write this many bytes of the next group, then fail as a full disk
+    /// does.
+    TornWrite { after: usize },
+    /// The same, and the cut back after it fails too.
+    TornWriteAndFailedCut { after: usize },
+}
+
 struct Append {
     frame: Vec<u8>,
     done: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+/// What the writer has acknowledged: the head segment up to its length, and
+/// the final length of every older segment still on disk. Readers never
+/// read past it.
+#[derive(Debug, Clone, Default)]
+struct Written {
+    head: Cursor,
+    sealed: BTreeMap<u64, u64>,
+}
+
+impl Written {
+    /// How far a reader may read in `segment`; `None` for a segment the
+    /// writer has not reached, or one that is gone.
+    fn limit(&self, segment: u64) -> Option<u64> {
+        if segment == self.head.segment {
+            Some(self.head.offset)
+        } else {
+            self.sealed.get(&segment).copied()
+        }
+    }
 }
 
 struct Inner {
@@ -146,19 +249,22 @@ struct Inner {
     records: AtomicU64,
     appended: AtomicU64,
     replayed: AtomicU64,
-    /// Where replay has reached (persisted in `cursor`).
+    /// Where replay has reached, in this process.
     cursor: Mutex<Cursor>,
-    /// The segment being written.
-    head: AtomicU64,
+    /// Where `cursor` on disk says replay has reached (at most `cursor`).
+    persisted: Mutex<Cursor>,
+    written: Mutex<Written>,
     sender: Mutex<Option<mpsc::Sender<Append>>>,
     /// Woken after every append, for the replayer.
     appended_notify: Notify,
+    fault: Mutex<Option<WriteFault>>,
 }
 
 /// The spool; cheap to clone.
 #[derive(Clone)]
 pub struct Spool {
     inner: Arc<Inner>,
+    quarantine: Quarantine,
 }
 
 impl std::fmt::Debug for Spool {
@@ -170,16 +276,48 @@ impl std::fmt::Debug for Spool {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Spool {
-    /// Opens (or creates) the spool in `dir`, recovering what is there: counts
-    /// the records not yet replayed and cuts off a torn last record.
+    /// Opens (or creates) the spool in `dir`, recovering what is there:
+    /// counts the records not yet replayed, skips (and logs) bad stretches
+    /// between valid records, and cuts off bytes after the last valid record
+    /// of each segment (a write that was never acknowledged). Its quarantine
+    /// is bounded by [`MAX_QUARANTINE_RECORDS`] and `max_bytes`, so any
+    /// record the spool could hold fits.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let cursor = read_cursor(dir)?;
-        let mut segments = list_segments(dir)?;
-        segments.retain(|n| *n >= cursor.segment);
-        let mut bytes = 0;
-        let mut records = 0;
+        let persisted = read_cursor(dir)?;
+        // Segments before the cursor are fully replayed leftovers.
+        for segment in list_segments(dir)? {
+            if segment < persisted.segment {
+                let _ = fs::remove_file(segment_path(dir, segment));
+            }
+        }
+        let segments = list_segments(dir)?;
+        let cursor = if segments.contains(&persisted.segment) {
+            persisted
+        } else {
+            // A fresh spool, or a cursor whose segment is gone: start at the
+            // first segment there is (or a new one), never in the middle of a
+            // file the cursor was not counted in.
+            Cursor {
+                segment: segments
+                    .first()
+                    .copied()
+                    .unwrap_or(persisted.segment.max(1)),
+                offset: 0,
+            }
+        };
+        if cursor != persisted {
+            // Before anything is appended: a stale cursor file could
+            // otherwise name an offset in a segment written from now on.
+            write_cursor(dir, cursor)?;
+        }
+        let mut written = Written::default();
+        let (mut bytes, mut records) = (0, 0);
         for &segment in &segments {
             let path = segment_path(dir, segment);
             let from = if segment == cursor.segment {
@@ -187,28 +325,29 @@ impl Spool {
             } else {
                 0
             };
-            let (valid_len, count_after, bytes_after) = scan(&path, from)?;
-            let len = fs::metadata(&path)?.len();
-            if valid_len < len {
-                tracing::warn!(segment = %path.display(), kept = valid_len, cut = len - valid_len,
-                    "cutting a torn record off the spool (it was never acknowledged)");
-                OpenOptions::new()
-                    .write(true)
-                    .open(&path)?
-                    .set_len(valid_len)?;
-                File::open(&path)?.sync_all()?;
+            let scan = scan_segment(&path, from)?;
+            if scan.valid_len < scan.file_len {
+                tracing::warn!(segment = %path.display(), kept = scan.valid_len,
+                    cut = scan.file_len - scan.valid_len,
+                    "cutting bytes after the last valid record off the spool (a write that was never acknowledged)");
+                let file = OpenOptions::new().write(true).open(&path)?;
+                file.set_len(scan.valid_len)?;
+                file.sync_all()?;
             }
-            bytes += bytes_after;
-            records += count_after;
+            bytes += scan.bytes;
+            records += scan.records;
+            written.sealed.insert(segment, scan.valid_len);
         }
-        // Segments before the cursor are fully replayed leftovers.
-        for segment in list_segments(dir)? {
-            if segment < cursor.segment {
-                let _ = fs::remove_file(segment_path(dir, segment));
-            }
-        }
-        let head = segments.last().copied().unwrap_or(cursor.segment.max(1));
-        let first = segments.first().copied().unwrap_or(head);
+        let head = segments.last().copied().unwrap_or(cursor.segment);
+        written.head = Cursor {
+            segment: head,
+            offset: written.sealed.remove(&head).unwrap_or(0),
+        };
+        let quarantine = Quarantine::open(
+            &dir.join(QUARANTINE_FILE),
+            MAX_QUARANTINE_RECORDS,
+            max_bytes,
+        )?;
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             max_bytes,
@@ -216,33 +355,41 @@ impl Spool {
             records: AtomicU64::new(records),
             appended: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
-            cursor: Mutex::new(if cursor.segment == 0 {
-                Cursor {
-                    segment: first,
-                    offset: 0,
-                }
-            } else {
-                cursor
-            }),
-            head: AtomicU64::new(head),
+            cursor: Mutex::new(cursor),
+            persisted: Mutex::new(cursor),
             sender: Mutex::new(None),
             appended_notify: Notify::new(),
+            fault: Mutex::new(None),
+            written: Mutex::new(written.clone()),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        *inner.sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        *lock(&inner.sender) = Some(tx);
         let writer_inner = inner.clone();
+        let segment = SegmentWriter {
+            dir: dir.to_path_buf(),
+            segment: written.head.segment,
+            good_len: written.head.offset,
+            file: None,
+        };
         std::thread::Builder::new()
             .name("plimsoll-spool".into())
-            .spawn(move || writer(writer_inner, rx))?;
+            .spawn(move || writer(writer_inner, rx, segment))?;
         if records > 0 {
             tracing::warn!(records, bytes, dir = %dir.display(), "the spool holds webhooks from before; they will be replayed");
         }
-        Ok(Self { inner })
+        Ok(Self { inner, quarantine })
     }
 
     /// Appends a record and returns once it is on disk.
     pub async fn append(&self, record: &SpoolRecord) -> Result<(), SpoolError> {
-        let frame = record.encode();
+        let body = record.encode_body();
+        if body.len() > MAX_RECORD_BODY {
+            return Err(SpoolError::TooLarge {
+                bytes: body.len(),
+                max: MAX_RECORD_BODY,
+            });
+        }
+        let frame = frame(&body);
         let len = frame.len() as u64;
         // Reserve the bytes first, so that concurrent appends cannot pass the
         // bound together.
@@ -258,12 +405,7 @@ impl Spool {
                 max: self.inner.max_bytes,
             });
         }
-        let sender = self
-            .inner
-            .sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let sender = lock(&self.inner.sender).clone();
         let result = match sender {
             None => Err(SpoolError::Closed),
             Some(sender) => {
@@ -274,15 +416,8 @@ impl Spool {
                 }
             }
         };
-        match &result {
-            Ok(()) => {
-                self.inner.records.fetch_add(1, Ordering::SeqCst);
-                self.inner.appended.fetch_add(1, Ordering::Relaxed);
-                self.inner.appended_notify.notify_one();
-            }
-            Err(_) => {
-                self.inner.bytes.fetch_sub(len, Ordering::SeqCst);
-            }
+        if result.is_err() {
+            self.inner.bytes.fetch_sub(len, Ordering::SeqCst);
         }
         result
     }
@@ -302,6 +437,16 @@ impl Spool {
         self.inner.records.load(Ordering::SeqCst) == 0
     }
 
+    /// The records Redis refused for good.
+    pub fn quarantine(&self) -> &Quarantine {
+        &self.quarantine
+    }
+
+    /// The folder the spool lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
     /// Waits until something is appended.
     pub async fn appended(&self) {
         self.inner.appended_notify.notified().await;
@@ -315,27 +460,55 @@ impl Spool {
             .map_err(|e| io::Error::other(e.to_string()))?
     }
 
-    /// Marks the first `count` records of a batch as handed to Redis:
-    /// persists the cursor and deletes segments wholly behind it.
+    /// Marks the first `count` records of a batch as handed over (to Redis
+    /// or to the quarantine): they are not read again by this process, and
+    /// their bytes leave the bound. Then persists the position and deletes
+    /// segments wholly behind it. An error says only that persisting failed:
+    /// the records are still marked, and the next commit (or
+    /// [`persist_cursor`](Self::persist_cursor)) persists the newer position.
     pub async fn commit(&self, batch: &ReplayBatch, count: usize) -> io::Result<()> {
         if count == 0 {
             return Ok(());
         }
-        let inner = self.inner.clone();
         let end = batch.ends[count - 1];
-        let bytes = batch.sizes[..count].iter().sum();
-        tokio::task::spawn_blocking(move || commit(&inner, end, count as u64, bytes))
+        let bytes: u64 = batch.sizes[..count].iter().sum();
+        {
+            let mut cursor = lock(&self.inner.cursor);
+            debug_assert!(end > *cursor, "a batch is committed once, in order");
+            *cursor = end;
+        }
+        self.inner.records.fetch_sub(count as u64, Ordering::SeqCst);
+        self.inner.bytes.fetch_sub(bytes, Ordering::SeqCst);
+        self.inner
+            .replayed
+            .fetch_add(count as u64, Ordering::Relaxed);
+        self.persist_cursor().await
+    }
+
+    /// Whether the replay position on disk lags the one in memory (a commit
+    /// could not persist it).
+    pub fn cursor_behind(&self) -> bool {
+        *lock(&self.inner.persisted) < *lock(&self.inner.cursor)
+    }
+
+    /// Persists the replay position if the one on disk lags behind.
+    pub async fn persist_cursor(&self) -> io::Result<()> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || persist_cursor(&inner))
             .await
             .map_err(|e| io::Error::other(e.to_string()))?
     }
 
+    /// Makes the writer's next write fail, for tests that cannot fill a
+    /// disk.
+    #[doc(hidden)]
+    pub fn inject_write_fault(&self, fault: WriteFault) {
+        *lock(&self.inner.fault) = Some(fault);
+    }
+
     /// Stops the writer after the appends already queued.
     pub fn close(&self) {
-        self.inner
-            .sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        lock(&self.inner.sender).take();
     }
 }
 
@@ -358,6 +531,11 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(segments)
 }
 
+/// Makes the folder's entries (a file created or renamed in it) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 fn read_cursor(dir: &Path) -> io::Result<Cursor> {
     match fs::read_to_string(dir.join("cursor")) {
         Ok(text) => {
@@ -375,156 +553,364 @@ fn read_cursor(dir: &Path) -> io::Result<Cursor> {
     }
 }
 
-/// Walks a segment: (length of its valid prefix, records from `from` on,
-/// their bytes).
-fn scan(path: &Path, from: u64) -> io::Result<(u64, u64, u64)> {
-    let mut reader = BufReader::new(File::open(path)?);
-    let mut at = 0u64;
-    let (mut count, mut bytes) = (0u64, 0u64);
+/// Replaces `cursor` atomically (write, sync, rename, sync the folder).
+fn write_cursor(dir: &Path, cursor: Cursor) -> io::Result<()> {
+    let tmp = dir.join("cursor.tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        write!(f, "{} {}", cursor.segment, cursor.offset)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join("cursor"))?;
+    sync_dir(dir)
+}
+
+/// What a walk over one segment found.
+struct Scan {
+    file_len: u64,
+    /// Where the last valid record ends.
+    valid_len: u64,
+    /// Records (and their bytes) from the offset asked for on.
+    records: u64,
+    bytes: u64,
+}
+
+/// Walks a segment, counting the records from `from` on and logging every
+/// bad stretch that valid records follow.
+fn scan_segment(path: &Path, from: u64) -> io::Result<Scan> {
+    let file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let mut frames = Frames::new(&file, 0, file_len);
+    let mut scan = Scan {
+        file_len,
+        valid_len: 0,
+        records: 0,
+        bytes: 0,
+    };
+    let mut skipped: Option<(u64, u64)> = None;
     loop {
-        match read_frame(&mut reader)? {
-            Some(body) => {
-                let len = (FRAME_HEADER + body.len()) as u64;
-                if at >= from {
-                    count += 1;
-                    bytes += len;
+        match frames.next()? {
+            Step::Frame { start, end, body } => {
+                if let Some((at, to)) = skipped.take() {
+                    tracing::warn!(segment = %path.display(), at, bytes = to - at,
+                        "skipped bytes that are not a spool record; the records after them are kept");
                 }
-                at += len;
+                if SpoolRecord::decode(&body).is_none() {
+                    tracing::error!(segment = %path.display(), at = start,
+                        "a spool record with a valid checksum does not decode; skipped");
+                } else if start >= from {
+                    scan.records += 1;
+                    scan.bytes += end - start;
+                }
+                scan.valid_len = end;
             }
-            None => return Ok((at, count, bytes)),
+            Step::Skipped { from, to } => skipped = Some((from, to)),
+            Step::End => return Ok(scan),
         }
     }
 }
 
-/// One frame's body, or None at the end or at a torn or corrupt frame.
-fn read_frame(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
-    let mut header = [0u8; FRAME_HEADER];
-    match reader.read_exact(&mut header) {
-        Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(err) => return Err(err),
+/// One step of a walk over frames.
+pub(crate) enum Step {
+    /// A valid frame at `start..end`.
+    Frame {
+        start: u64,
+        end: u64,
+        body: Vec<u8>,
+    },
+    /// `from..to` holds no valid frame; the next one, if any, starts at `to`.
+    Skipped {
+        from: u64,
+        to: u64,
+    },
+    End,
+}
+
+/// The frames of a file between two offsets, resynchronising past bad
+/// stretches on the next offset where a whole valid frame (magic, a length
+/// within [`MAX_RECORD_BODY`] and the region, CRC) starts.
+pub(crate) struct Frames<'f> {
+    file: &'f File,
+    at: u64,
+    limit: u64,
+    buffer: Vec<u8>,
+    buffer_at: u64,
+}
+
+impl<'f> Frames<'f> {
+    pub(crate) fn new(file: &'f File, from: u64, limit: u64) -> Self {
+        Self {
+            file,
+            at: from,
+            limit,
+            buffer: Vec::new(),
+            buffer_at: 0,
+        }
     }
-    if header[0] != MAGIC {
-        return Ok(None);
+
+    pub(crate) fn next(&mut self) -> io::Result<Step> {
+        if self.at >= self.limit {
+            return Ok(Step::End);
+        }
+        let start = self.at;
+        if let Some(body) = self.frame_at(start)? {
+            let end = start + (FRAME_HEADER + body.len()) as u64;
+            self.at = end;
+            return Ok(Step::Frame { start, end, body });
+        }
+        let to = self.resync(start + 1)?.unwrap_or(self.limit);
+        self.at = to;
+        Ok(Step::Skipped { from: start, to })
     }
-    let len = u32::from_le_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(header[5..9].try_into().expect("4 bytes"));
-    let mut body = vec![0u8; len];
-    match reader.read_exact(&mut body) {
-        Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(err) => return Err(err),
+
+    /// The body of the valid frame at `at`, if one starts there.
+    fn frame_at(&mut self, at: u64) -> io::Result<Option<Vec<u8>>> {
+        if at + FRAME_HEADER as u64 > self.limit {
+            return Ok(None);
+        }
+        let header: [u8; FRAME_HEADER] = self
+            .bytes(at, FRAME_HEADER)?
+            .try_into()
+            .expect("a header's bytes");
+        if header[0] != MAGIC {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[5..9].try_into().expect("4 bytes"));
+        // Bounded before anything is allocated for it.
+        if len > MAX_RECORD_BODY || at + (FRAME_HEADER + len) as u64 > self.limit {
+            return Ok(None);
+        }
+        let body = self.bytes(at + FRAME_HEADER as u64, len)?;
+        Ok((crc32fast::hash(body) == crc).then(|| body.to_vec()))
     }
-    Ok((crc32fast::hash(&body) == crc).then_some(body))
+
+    /// The next offset from `from` where a valid frame starts.
+    fn resync(&mut self, from: u64) -> io::Result<Option<u64>> {
+        let mut at = from;
+        while at + FRAME_HEADER as u64 <= self.limit {
+            let len = ((self.limit - at) as usize).min(READ_CHUNK);
+            match self.bytes(at, len)?.iter().position(|&b| b == MAGIC) {
+                None => at += len as u64,
+                Some(i) => {
+                    let candidate = at + i as u64;
+                    if self.frame_at(candidate)?.is_some() {
+                        return Ok(Some(candidate));
+                    }
+                    at = candidate + 1;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// `len` bytes at `at` (within the region), read in chunks.
+    fn bytes(&mut self, at: u64, len: usize) -> io::Result<&[u8]> {
+        let end = at + len as u64;
+        let buffer_end = self.buffer_at + self.buffer.len() as u64;
+        if at < self.buffer_at || end > buffer_end {
+            let want = (len.max(READ_CHUNK) as u64).min(self.limit - at) as usize;
+            self.buffer.resize(want, 0);
+            self.file.read_exact_at(&mut self.buffer, at)?;
+            self.buffer_at = at;
+        }
+        let start = (at - self.buffer_at) as usize;
+        Ok(&self.buffer[start..start + len])
+    }
+}
+
+/// The segment the writer appends to, and the length of its acknowledged
+/// prefix: nothing but acknowledged records is ever left before a write.
+struct SegmentWriter {
+    dir: PathBuf,
+    segment: u64,
+    good_len: u64,
+    file: Option<File>,
+}
+
+impl SegmentWriter {
+    fn append(
+        &mut self,
+        bytes: &[u8],
+        fault: Option<WriteFault>,
+        written: &Mutex<Written>,
+    ) -> io::Result<()> {
+        if self.good_len >= SEGMENT_BYTES {
+            self.seal_and_roll(written);
+        }
+        let result = self.write(bytes, fault);
+        if result.is_err() {
+            let cut_fails = matches!(fault, Some(WriteFault::TornWriteAndFailedCut { .. }));
+            self.cut_back(cut_fails, written);
+        }
+        result
+    }
+
+    fn write(&mut self, bytes: &[u8], fault: Option<WriteFault>) -> io::Result<()> {
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(segment_path(&self.dir, self.segment))?;
+                // Once per segment and process, before its first record is
+                // acknowledged: the file may have just been created (or
+                // created by a process that crashed before syncing).
+                sync_dir(&self.dir)?;
+                self.file.insert(file)
+            }
+        };
+        if let Some(WriteFault::TornWrite { after } | WriteFault::TornWriteAndFailedCut { after }) =
+            fault
+        {
+            file.write_all(&bytes[..after.min(bytes.len())])?;
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "injected write failure (test hook)",
+            ));
+        }
+        file.write_all(bytes)?;
+        file.sync_data()?;
+        self.good_len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// After a failed write: cut the segment back to its acknowledged
+    /// prefix, or, when that fails too, seal it there and go on in a new
+    /// segment, so that no record ever follows what the failure left.
+    fn cut_back(&mut self, injected_failure: bool, written: &Mutex<Written>) {
+        let Some(file) = &self.file else {
+            // Nothing was opened, so nothing was written.
+            return;
+        };
+        let cut = if injected_failure {
+            Err(io::Error::other("injected cut failure (test hook)"))
+        } else {
+            file.set_len(self.good_len).and_then(|()| file.sync_all())
+        };
+        if let Err(err) = cut {
+            tracing::error!(segment = self.segment, good_len = self.good_len, error = %err,
+                "could not cut a failed spool write back; sealing the segment there and going on in a new one");
+            self.seal_and_roll(written);
+        }
+    }
+
+    fn seal_and_roll(&mut self, written: &Mutex<Written>) {
+        let mut written = lock(written);
+        written.sealed.insert(self.segment, self.good_len);
+        self.segment += 1;
+        self.good_len = 0;
+        self.file = None;
+        written.head = Cursor {
+            segment: self.segment,
+            offset: 0,
+        };
+    }
 }
 
 /// The writer thread: group commit of everything queued, then one sync.
-fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Append>) {
-    let mut head = inner.head.load(Ordering::SeqCst);
-    let mut file: Option<File> = None;
+fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Append>, mut segment: SegmentWriter) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
-        while let Ok(next) = rx.try_recv() {
-            batch.push(next);
-            if batch.len() >= 4096 {
-                break;
+        while batch.len() < GROUP_COMMIT_MAX {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
             }
         }
-        let result = (|| -> io::Result<()> {
-            let mut f = match file.take() {
-                Some(f) => f,
-                None => open_segment(&inner.dir, head)?,
-            };
-            if f.metadata()?.len() >= SEGMENT_BYTES {
-                f.sync_data()?;
-                head += 1;
-                inner.head.store(head, Ordering::SeqCst);
-                f = open_segment(&inner.dir, head)?;
-                File::open(&inner.dir)?.sync_all()?;
+        let mut buffer = Vec::with_capacity(batch.iter().map(|a| a.frame.len()).sum());
+        for append in &batch {
+            buffer.extend_from_slice(&append.frame);
+        }
+        let fault = lock(&inner.fault).take();
+        let result = segment.append(&buffer, fault, &inner.written);
+        match &result {
+            Ok(()) => {
+                // Counted before they become readable, so that a commit
+                // never subtracts what was not added.
+                inner
+                    .records
+                    .fetch_add(batch.len() as u64, Ordering::SeqCst);
+                inner
+                    .appended
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                lock(&inner.written).head = Cursor {
+                    segment: segment.segment,
+                    offset: segment.good_len,
+                };
+                inner.appended_notify.notify_one();
             }
-            let mut buffer = Vec::with_capacity(batch.iter().map(|a| a.frame.len()).sum());
-            for append in &batch {
-                buffer.extend_from_slice(&append.frame);
+            Err(err) => {
+                tracing::error!(error = %err, webhooks = batch.len(),
+                    "spool write failed; those webhooks were refused");
             }
-            f.write_all(&buffer)?;
-            f.sync_data()?;
-            file = Some(f);
-            Ok(())
-        })();
-        let reply = |r: &io::Result<()>| match r {
-            Ok(()) => Ok(()),
-            Err(e) => Err(SpoolError::Io(e.to_string())),
-        };
-        if let Err(err) = &result {
-            tracing::error!(error = %err, "spool write failed; those webhooks were refused");
-            // Start from a fresh handle next time; a failed write may have
-            // left a torn frame, which the next open cuts off.
-            file = None;
         }
         for append in batch {
-            let _ = append.done.send(reply(&result));
+            let _ = append.done.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(SpoolError::Io(e.to_string())),
+            });
         }
     }
-    if let Some(f) = file {
+    if let Some(f) = segment.file {
         let _ = f.sync_all();
     }
 }
 
-fn open_segment(dir: &Path, segment: u64) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(segment_path(dir, segment))
-}
-
 fn read_batch(inner: &Inner, max: usize) -> io::Result<ReplayBatch> {
-    let mut cursor = *inner.cursor.lock().unwrap_or_else(|e| e.into_inner());
-    let head = inner.head.load(Ordering::SeqCst);
+    let mut cursor = *lock(&inner.cursor);
+    let written = lock(&inner.written).clone();
     let mut batch = ReplayBatch::default();
-    while batch.records.len() < max && cursor.segment <= head {
+    while batch.records.len() < max {
+        let before_head = cursor.segment < written.head.segment;
+        let limit = match written.limit(cursor.segment) {
+            Some(limit) if cursor.offset < limit => limit,
+            _ if before_head => {
+                cursor = cursor.next_segment();
+                continue;
+            }
+            _ => break,
+        };
         let path = segment_path(&inner.dir, cursor.segment);
-        let mut file = match File::open(&path) {
+        let file = match File::open(&path) {
             Ok(file) => file,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                if cursor.segment < head {
-                    cursor = Cursor {
-                        segment: cursor.segment + 1,
-                        offset: 0,
-                    };
-                    continue;
-                }
-                break;
+            Err(err) if err.kind() == io::ErrorKind::NotFound && before_head => {
+                cursor = cursor.next_segment();
+                continue;
             }
             Err(err) => return Err(err),
         };
-        file.seek(SeekFrom::Start(cursor.offset))?;
-        let mut reader = BufReader::new(file);
+        let mut frames = Frames::new(&file, cursor.offset, limit);
         while batch.records.len() < max {
-            match read_frame(&mut reader)? {
-                Some(body) => {
-                    let len = (FRAME_HEADER + body.len()) as u64;
-                    cursor.offset += len;
+            match frames.next()? {
+                Step::Frame { start, end, body } => {
+                    cursor.offset = end;
                     match SpoolRecord::decode(&body) {
                         Some(record) => {
                             batch.records.push(record);
                             batch.ends.push(cursor);
-                            batch.sizes.push(len);
+                            batch.sizes.push(end - start);
                         }
+                        // Not counted at open either.
                         None => tracing::error!(
                             segment = cursor.segment,
+                            at = start,
                             "a spool record with a valid checksum does not decode; skipped"
                         ),
                     }
                 }
-                None => break,
+                Step::Skipped { from, to } => tracing::warn!(
+                    segment = cursor.segment,
+                    at = from,
+                    bytes = to - from,
+                    "skipped bytes that are not a spool record"
+                ),
+                Step::End => break,
             }
         }
-        if batch.records.len() < max && cursor.segment < head {
-            // This segment is done; the writer has moved on.
-            cursor = Cursor {
-                segment: cursor.segment + 1,
-                offset: 0,
-            };
+        if batch.records.len() < max && before_head {
+            cursor = cursor.next_segment();
         } else {
             break;
         }
@@ -532,22 +918,19 @@ fn read_batch(inner: &Inner, max: usize) -> io::Result<ReplayBatch> {
     Ok(batch)
 }
 
-fn commit(inner: &Inner, end: Cursor, records: u64, bytes: u64) -> io::Result<()> {
-    let tmp = inner.dir.join("cursor.tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        write!(f, "{} {}", end.segment, end.offset)?;
-        f.sync_all()?;
+fn persist_cursor(inner: &Inner) -> io::Result<()> {
+    let end = *lock(&inner.cursor);
+    if *lock(&inner.persisted) >= end {
+        return Ok(());
     }
-    fs::rename(&tmp, inner.dir.join("cursor"))?;
-    File::open(&inner.dir)?.sync_all()?;
-    *inner.cursor.lock().unwrap_or_else(|e| e.into_inner()) = end;
-    inner.records.fetch_sub(records, Ordering::SeqCst);
-    inner.bytes.fetch_sub(bytes, Ordering::SeqCst);
-    inner.replayed.fetch_add(records, Ordering::Relaxed);
+    write_cursor(&inner.dir, end)?;
+    *lock(&inner.persisted) = end;
+    // Only segments behind the persisted position: a restart looks for the
+    // one it names.
     for segment in list_segments(&inner.dir)? {
         if segment < end.segment {
             fs::remove_file(segment_path(&inner.dir, segment))?;
+            lock(&inner.written).sealed.remove(&segment);
         }
     }
     Ok(())
@@ -564,6 +947,29 @@ mod tests {
             received_at_ms: 1_700_000_000_000 + i,
             payload: format!("{{\"n\":{i}}}").into_bytes(),
         }
+    }
+
+    fn encoded(i: u64) -> Vec<u8> {
+        frame(&record(i).encode_body())
+    }
+
+    fn only_segment(dir: &Path) -> PathBuf {
+        let segments = list_segments(dir).unwrap();
+        assert_eq!(segments.len(), 1, "{segments:?}");
+        segment_path(dir, segments[0])
+    }
+
+    fn append_raw(path: &Path, bytes: &[u8]) {
+        OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    }
+
+    async fn read_all(spool: &Spool) -> Vec<SpoolRecord> {
+        spool.read_batch(100_000).await.unwrap().records
     }
 
     #[tokio::test]
@@ -605,16 +1011,10 @@ mod tests {
         spool.close();
         drop(spool);
         // A crash mid-write leaves half a frame.
-        let segment = list_segments(dir.path()).unwrap()[0];
-        let path = segment_path(dir.path(), segment);
-        let mut frame = record(3).encode();
+        let path = only_segment(dir.path());
+        let mut frame = encoded(3);
         frame.truncate(frame.len() / 2);
-        OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(&frame)
-            .unwrap();
+        append_raw(&path, &frame);
 
         let spool = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(spool.stats().records, 3);
@@ -623,13 +1023,129 @@ mod tests {
         // And appends after the cut are readable.
         spool.append(&record(4)).await.unwrap();
         spool.commit(&batch, 3).await.unwrap();
-        assert_eq!(spool.read_batch(10).await.unwrap().records, vec![record(4)]);
+        assert_eq!(read_all(&spool).await, vec![record(4)]);
+    }
+
+    /// Disk full mid-write: the next batch was appended after the torn
+    /// frame, replay stopped there and a restart cut the file at it,
+    /// deleting every acknowledged record behind it.
+    #[tokio::test]
+    async fn a_failed_append_never_hides_the_records_after_it() {
+        for fault in [
+            WriteFault::TornWrite { after: 20 },
+            WriteFault::TornWriteAndFailedCut { after: 20 },
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+            spool.append(&record(0)).await.unwrap();
+            spool.inject_write_fault(fault);
+            let err = spool.append(&record(1)).await.unwrap_err();
+            assert!(matches!(err, SpoolError::Io(_)), "{err}");
+            for i in 2..7 {
+                spool.append(&record(i)).await.unwrap();
+            }
+            let kept = [0, 2, 3, 4, 5, 6].map(record).to_vec();
+            assert_eq!(
+                read_all(&spool).await,
+                kept,
+                "{fault:?}: replay reads past it"
+            );
+            assert_eq!(spool.stats().records, 6);
+            spool.close();
+            drop(spool);
+
+            let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(spool.stats().records, 6, "{fault:?}: a restart keeps them");
+            assert_eq!(read_all(&spool).await, kept, "{fault:?}");
+        }
+    }
+
+    /// A spool written before failed writes were cut back: a torn frame
+    /// with acknowledged records after it. Open used to cut the file at the
+    /// torn frame.
+    #[tokio::test]
+    async fn recovery_keeps_the_valid_records_after_a_torn_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        spool.append(&record(0)).await.unwrap();
+        spool.close();
+        drop(spool);
+        let path = only_segment(dir.path());
+        let mut torn = encoded(1);
+        torn.truncate(torn.len() - 3);
+        append_raw(&path, &torn);
+        // A length that would allocate gigabytes if believed.
+        append_raw(&path, &[MAGIC, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4]);
+        for i in 2..5 {
+            append_raw(&path, &encoded(i));
+        }
+        let mut torn_tail = encoded(5);
+        torn_tail.truncate(7);
+        append_raw(&path, &torn_tail);
+
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(spool.stats().records, 4);
+        let kept = [0, 2, 3, 4].map(record).to_vec();
+        assert_eq!(read_all(&spool).await, kept);
+        // The unacknowledged tail is cut, so appends land right after.
+        spool.append(&record(6)).await.unwrap();
+        let batch = spool.read_batch(10).await.unwrap();
+        assert_eq!(batch.records.last(), Some(&record(6)));
+        spool.commit(&batch, 5).await.unwrap();
+        assert!(spool.is_empty());
+        assert_eq!(spool.stats().bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_cannot_persist_still_moves_replay_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        for i in 0..4 {
+            spool.append(&record(i)).await.unwrap();
+        }
+        // A folder where the new cursor is written: persisting fails.
+        fs::create_dir(dir.path().join("cursor.tmp")).unwrap();
+        let batch = spool.read_batch(2).await.unwrap();
+        assert!(spool.commit(&batch, 2).await.is_err());
+        assert!(spool.cursor_behind());
+        assert_eq!(
+            read_all(&spool).await,
+            [2, 3].map(record).to_vec(),
+            "committed records are not read again"
+        );
+        fs::remove_dir(dir.path().join("cursor.tmp")).unwrap();
+        spool.persist_cursor().await.unwrap();
+        assert!(!spool.cursor_behind());
+        spool.close();
+        drop(spool);
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(spool.stats().records, 2);
+    }
+
+    #[tokio::test]
+    async fn replay_moves_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        spool.append(&record(0)).await.unwrap();
+        // A failed cut seals segment 1; the rest go to segment 2.
+        spool.inject_write_fault(WriteFault::TornWriteAndFailedCut { after: 5 });
+        spool.append(&record(1)).await.unwrap_err();
+        spool.append(&record(2)).await.unwrap();
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 2);
+        let batch = spool.read_batch(10).await.unwrap();
+        assert_eq!(batch.records, [0, 2].map(record).to_vec());
+        spool.commit(&batch, 2).await.unwrap();
+        assert_eq!(
+            list_segments(dir.path()).unwrap().len(),
+            1,
+            "a replayed segment is deleted"
+        );
     }
 
     #[tokio::test]
     async fn past_its_bound_the_spool_refuses_and_keeps_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let frame = record(0).encode().len() as u64;
+        let frame = encoded(0).len() as u64;
         let spool = Spool::open(dir.path(), frame * 3).unwrap();
         for i in 0..3 {
             spool.append(&record(i)).await.unwrap();
@@ -642,13 +1158,24 @@ mod tests {
     #[test]
     fn records_round_trip_through_their_encoding() {
         let r = record(7);
-        let frame = r.encode();
-        let body = read_frame(&mut &frame[..]).unwrap().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut bytes = frame(&r.encode_body());
+        fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let Step::Frame { body, .. } = Frames::new(&file, 0, bytes.len() as u64).next().unwrap()
+        else {
+            panic!("a frame");
+        };
         assert_eq!(SpoolRecord::decode(&body).unwrap(), r);
-        let mut corrupt = frame.clone();
-        *corrupt.last_mut().unwrap() ^= 1;
+        *bytes.last_mut().unwrap() ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
         assert!(
-            read_frame(&mut &corrupt[..]).unwrap().is_none(),
+            matches!(
+                Frames::new(&file, 0, bytes.len() as u64).next().unwrap(),
+                Step::Skipped { .. }
+            ),
             "checksum catches it"
         );
     }

@@ -5,7 +5,10 @@ mod support;
 
 mod api;
 mod dashboard;
+mod edges;
 mod fuzz;
 mod intake;
+mod maintenance;
 mod push;
 mod queues;
+mod spool_faults;

@@ -6,33 +6,37 @@
 -- allow-oom: completing frees memory, so it must work on a full Redis.
 --
 -- KEYS[1]  jobs       hash, id -> record
--- KEYS[2]  active     this worker's hash, id -> lease deadline
+-- KEYS[2]  active     this worker's hash, id -> '<token>:<deadline ms>'
 -- KEYS[3]  stats      hash of counters (completed, completed_bytes)
 -- KEYS[4]  completed  sorted set, id -> completion time (ms)
 -- ARGV[1]  now (ms)
 -- ARGV[2]  retained count bound (0: remove completed jobs)
 -- ARGV[3]  retained age bound (ms)
 -- ARGV[4]  retained bytes bound
--- ARGV[5..] ids (at most 1000)
--- Returns: the ids this worker no longer held a lease on (rescued or
--- cancelled meanwhile); they were not completed by this call.
+-- ARGV[5..] the leases, in groups: token, count, that many ids (at most
+--           1000 ids in all)
+-- Returns: the ids whose lease this worker no longer holds under that token
+-- (rescued, and perhaps leased again, or cancelled meanwhile); they were not
+-- completed by this call.
 
 local now = tonumber(ARGV[1])
 local keep_count = tonumber(ARGV[2])
-if #ARGV - 4 > 1000 then
-  return redis.error_reply('ERR plimsoll complete: more than 1000 ids')
+local ids, prefixes = lease_groups(5, 1000)
+if not ids then
+  return redis.error_reply('ERR plimsoll complete: bad lease groups')
 end
 
-if #ARGV < 5 then return {} end
--- One HMGET checks every lease at once: per-id calls cost a redis.call each.
-local leases = redis.call('HMGET', KEYS[2], unpack(ARGV, 5, #ARGV))
+if #ids == 0 then return {} end
+-- One HMGET reads every lease at once (per-id calls cost a redis.call
+-- each); the token check is a string compare of what it returned.
+local leases = redis.call('HMGET', KEYS[2], unpack(ids))
 local done = {}
 local lost = {}
-for i = 5, #ARGV do
-  if leases[i - 4] then
-    done[#done + 1] = ARGV[i]
+for i = 1, #ids do
+  if lease_is(leases[i], prefixes[i]) then
+    done[#done + 1] = ids[i]
   else
-    lost[#lost + 1] = ARGV[i]
+    lost[#lost + 1] = ids[i]
   end
 end
 

@@ -7,7 +7,7 @@
 -- must be recorded on a full Redis, or the job would run again and again.
 --
 -- KEYS[1]      jobs       hash, id -> record
--- KEYS[2]      active     this worker's hash, id -> lease deadline
+-- KEYS[2]      active     this worker's hash, id -> '<token>:<deadline ms>'
 -- KEYS[3]      stats      hash of counters (retried, dead, dead_bytes)
 -- KEYS[4]      scheduled  sorted set, id -> due time (ms)
 -- KEYS[5]      dead       sorted set, id -> time of death (ms)
@@ -15,30 +15,37 @@
 -- KEYS[7..16]  waiting    lists, priority 0..9
 -- ARGV[1]      now (ms)
 -- ARGV[2..4]   dead-set bounds: count, age (ms), bytes
--- then 3 values per job (at most 1000 jobs):
---   id, retry_at (ms; -1: fail for good), error text
--- Returns: {retried, dead, lost ids...}; lost ids are those this worker no
--- longer held a lease on, left untouched.
+-- then 4 values per job (at most 1000 jobs):
+--   id, lease token, retry_at (ms; -1: fail for good), error text
+-- Returns: {retried, dead, lost ids...}; lost ids are those whose lease this
+-- worker no longer holds under that token, left untouched.
 
 local now = tonumber(ARGV[1])
-local n = (#ARGV - 4) / 3
+local n = (#ARGV - 4) / 4
 if n > 1000 or n ~= math.floor(n) then
   return redis.error_reply('ERR plimsoll fail: bad arguments')
 end
+if n == 0 then return {0, 0} end
 
-local retried, dead_ids, dead_lengths, lost = 0, {}, {}, {}
+-- One HMGET reads every lease; the token check is a string compare.
+local ids = {}
+for i = 0, n - 1 do ids[i + 1] = ARGV[5 + 4 * i] end
+local leases = redis.call('HMGET', KEYS[2], unpack(ids))
+
+local retried, dead_ids, dead_lengths, lost, owned = 0, {}, {}, {}, {}
 local woke = false
 for i = 0, n - 1 do
-  local id = ARGV[5 + 3 * i]
-  local retry_at = tonumber(ARGV[6 + 3 * i])
+  local id = ids[i + 1]
+  local retry_at = tonumber(ARGV[7 + 4 * i])
   local rec = false
-  if redis.call('HDEL', KEYS[2], id) == 1 then
+  if lease_is(leases[i + 1], ARGV[6 + 4 * i] .. ':') then
+    owned[#owned + 1] = id
     rec = redis.call('HGET', KEYS[1], id)
   end
   if not rec then
     lost[#lost + 1] = id
   else
-    rec = rec_failed(rec, ARGV[7 + 3 * i])
+    rec = rec_failed(rec, ARGV[8 + 4 * i])
     redis.call('HSET', KEYS[1], id, rec)
     if retry_at >= 0 and rec_attempts(rec) < rec_max_attempts(rec) then
       retried = retried + 1
@@ -55,6 +62,7 @@ for i = 0, n - 1 do
   end
 end
 
+if #owned > 0 then call_chunked('HDEL', KEYS[2], owned, 1) end
 if woke then notify(KEYS[6]) end
 if retried > 0 then redis.call('HINCRBY', KEYS[3], 'retried', retried) end
 if #dead_ids > 0 then

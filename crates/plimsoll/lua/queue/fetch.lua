@@ -4,9 +4,10 @@
 --
 -- allow-oom: a full Redis must keep draining; a lease is a few bytes.
 --
--- KEYS[1]      meta     hash; field paused stops fetching
+-- KEYS[1]      meta     hash; field paused stops fetching, field
+--                       lease_token counts the fetches that leased jobs
 -- KEYS[2]      workers  sorted set, worker -> earliest lease deadline
--- KEYS[3]      active   this worker's hash, id -> lease deadline (ms)
+-- KEYS[3]      active   this worker's hash, id -> '<token>:<deadline ms>'
 -- KEYS[4]      notify   wake-up list (at most one element)
 -- KEYS[5..14]  waiting  lists, priority 0..9
 -- KEYS[15]     jobs     hash, id -> record
@@ -16,8 +17,11 @@
 -- ARGV[4]      lease (ms)
 -- ARGV[5]      inline: the most leased jobs whose records come back in the
 --              reply (0..1000)
--- Returns: { leased ids, records }; empty when the queue is paused or
--- nothing is waiting. `records` holds the jobs' records, in the order of
+-- Returns: { leased ids, records, token }; ids and records empty (token 0)
+-- when the queue is paused or nothing is waiting. `token` is the fencing
+-- token of every lease this call took: the queue's lease_token counter,
+-- taken once per call that leases anything, so no two leases of one job
+-- ever share one. `records` holds the jobs' records, in the order of
 -- the ids, when at most `inline` jobs were leased, and is empty otherwise:
 -- the worker then reads them with a plain HMGET. Passing kilobyte records
 -- through Lua costs Redis about four times as much as HMGET does, which
@@ -31,13 +35,10 @@ if want < 1 or want > 1000 then
   return redis.error_reply('ERR plimsoll fetch: bad count ' .. tostring(want))
 end
 if redis.call('HEXISTS', KEYS[1], 'paused') == 1 then
-  return { {}, {} }
+  return { {}, {}, 0 }
 end
 
--- A string, so that redis.call does not format the number once per job.
-local deadline = tostring(now + tonumber(ARGV[4]))
 local out = {}
-local leases = {}
 -- LMPOP takes from the first non-empty list, so one call serves the common
 -- case instead of a call per priority; each further call starts at the next
 -- non-empty list, at most ten in all.
@@ -57,20 +58,31 @@ while want > 0 do
   want = want - #ids
   for i = 1, #ids do
     out[#out + 1] = ids[i]
-    leases[#leases + 1] = ids[i]
-    leases[#leases + 1] = deadline
   end
 end
 
-if #leases > 0 then
-  call_chunked('HSET', KEYS[3], leases, 2)
-  redis.call('ZADD', KEYS[2], 'NX', deadline, ARGV[3])
-  if want <= 0 then
-    -- A full batch may have left jobs behind: wake another idle worker.
-    notify(KEYS[4])
-  end
-  if #out <= tonumber(ARGV[5]) then
-    return { out, redis.call('HMGET', KEYS[15], unpack(out)) }
-  end
+if #out == 0 then
+  return { out, {}, 0 }
 end
-return { out, {} }
+local token = redis.call('HINCRBY', KEYS[1], 'lease_token', 1)
+local deadline = now + tonumber(ARGV[4])
+-- One string for every lease, so that redis.call does not format numbers
+-- once per job.
+local lease = token .. ':' .. deadline
+local leases = {}
+for i = 1, #out do
+  leases[#leases + 1] = out[i]
+  leases[#leases + 1] = lease
+end
+call_chunked('HSET', KEYS[3], leases, 2)
+-- LT: the worker's score is its earliest deadline; a new lease never moves
+-- it later (and adds the worker if the rescuer had removed it).
+redis.call('ZADD', KEYS[2], 'LT', deadline, ARGV[3])
+if want <= 0 then
+  -- A full batch may have left jobs behind: wake another idle worker.
+  notify(KEYS[4])
+end
+if #out <= tonumber(ARGV[5]) then
+  return { out, redis.call('HMGET', KEYS[15], unpack(out)), token }
+end
+return { out, {}, token }

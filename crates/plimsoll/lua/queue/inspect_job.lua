@@ -24,6 +24,6 @@ t = redis.call('ZSCORE', KEYS[4], id)
 if t then return {'completed', rec, t, ''} end
 for i = 5, #KEYS do
   t = redis.call('HGET', KEYS[i], id)
-  if t then return {'active', rec, t, ARGV[i - 3]} end
+  if t then return {'active', rec, tostring(lease_deadline(t) or 0), ARGV[i - 3]} end
 end
 return {'waiting', rec, '0', ''}

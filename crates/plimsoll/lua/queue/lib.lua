@@ -22,6 +22,51 @@
 -- stack holds 8,000, this keeps well under it.
 local CHUNK = 512
 
+-- Leases. A worker's `active` hash maps a job id to '<token>:<deadline>': the
+-- lease's fencing token (from meta's lease_token counter, one per fetch
+-- call) and its deadline in ms. A script that settles, renews or hands back
+-- a lease is told the token the worker holds and acts only when the value
+-- still carries it: a run whose lease was rescued (and perhaps leased again,
+-- to the same worker) cannot touch the new lease.
+
+-- Whether an active-hash value belongs to the lease whose token is
+-- `prefix` without the trailing ':' (a string compare; no Redis call).
+local function lease_is(value, prefix)
+  return value and string.sub(value, 1, #prefix) == prefix
+end
+
+-- The deadline (ms) of an active-hash value, or nil when it is not one.
+-- Values written before fencing tokens hold the deadline alone.
+local function lease_deadline(value)
+  local colon = string.find(value, ':', 1, true)
+  if colon then
+    return tonumber(string.sub(value, colon + 1))
+  end
+  return tonumber(value)
+end
+
+-- Reads leases passed as groups `token, count, id...` from ARGV[from] on
+-- (the jobs of one fetch share a token, so it is sent once per group).
+-- Returns parallel tables of ids and lease prefixes ('<token>:'), or nil
+-- when the groups are malformed or hold more than `max` ids.
+local function lease_groups(from, max)
+  local ids, prefixes = {}, {}
+  local i = from
+  while i <= #ARGV do
+    local prefix = ARGV[i] .. ':'
+    local n = tonumber(ARGV[i + 1])
+    if not n or n < 1 or i + 1 + n > #ARGV or #ids + n > max then
+      return nil
+    end
+    for j = i + 2, i + 1 + n do
+      ids[#ids + 1] = ARGV[j]
+      prefixes[#prefixes + 1] = prefix
+    end
+    i = i + 2 + n
+  end
+  return ids, prefixes
+end
+
 local function rec_priority(rec)
   return string.byte(rec, 3)
 end

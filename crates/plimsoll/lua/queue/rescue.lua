@@ -5,7 +5,7 @@
 -- worker every time ends in the dead set instead of looping.
 --
 -- KEYS[1]      workers  sorted set, worker -> earliest lease deadline
--- KEYS[2]      active   the worker's hash, id -> lease deadline
+-- KEYS[2]      active   the worker's hash, id -> '<token>:<deadline ms>'
 -- KEYS[3]      jobs     hash, id -> record
 -- KEYS[4]      stats    hash of counters (rescued, dead, dead_bytes)
 -- KEYS[5]      dead     sorted set, id -> time of death (ms)
@@ -24,7 +24,8 @@ local rescued, dead_ids, dead_lengths = 0, {}, {}
 local earliest = false
 for i = 1, #entries, 2 do
   local id = entries[i]
-  local lease = tonumber(entries[i + 1])
+  -- An unreadable value counts as lapsed: a lease nobody can renew.
+  local lease = lease_deadline(entries[i + 1]) or 0
   if lease < now then
     redis.call('HDEL', KEYS[2], id)
     local rec = redis.call('HGET', KEYS[3], id)

@@ -82,6 +82,14 @@ pub enum AlertKind {
     },
     /// The spool is back under its warning level.
     SpoolCleared,
+    /// Spooled webhooks that Redis refused for good (not for a transient
+    /// reason) were moved to the spool's quarantine, so that the others
+    /// replay; they reach their queue only when an operator retries them.
+    /// `used_bytes` / `limit_bytes` are the quarantine's.
+    SpoolQuarantined {
+        /// Webhooks in the quarantine.
+        records: u64,
+    },
 }
 
 impl AlertKind {
@@ -98,6 +106,7 @@ impl AlertKind {
             Self::Unreachable { .. } => "unreachable",
             Self::SpoolFilling { .. } => "spool_filling",
             Self::SpoolCleared => "spool_cleared",
+            Self::SpoolQuarantined { .. } => "spool_quarantined",
         }
     }
 
@@ -109,6 +118,7 @@ impl AlertKind {
                 | Self::LeewayRaised { .. }
                 | Self::OutOfMemory { .. }
                 | Self::SpoolFilling { .. }
+                | Self::SpoolQuarantined { .. }
         )
     }
 }

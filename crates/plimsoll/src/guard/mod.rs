@@ -821,5 +821,8 @@ fn summary(kind: &AlertKind, sample: &NodeSample, forecast: Option<&Forecast>) -
         AlertKind::SpoolCleared => {
             format!("the webhook spool is back under its warning level: {used}")
         }
+        AlertKind::SpoolQuarantined { records } => {
+            format!("the webhook spool's quarantine holds {records} webhooks Redis refused: {used}")
+        }
     }
 }

@@ -13,7 +13,12 @@
 //! - a **generic family** from the memory report (e.g. `session:<uuid>`):
 //!   keys beyond a count, or not touched for longer than an age
 //!   (`OBJECT IDLETIME`), found with `SCAN MATCH` on every primary and each
-//!   checked against the family's pattern before it is unlinked.
+//!   checked against the family's pattern before it is unlinked. Every key
+//!   found is also classified on its own: one that belongs to a known queue
+//!   layout (a Plimsoll queue's `jobs` hash, a BullMQ job, …) is skipped and
+//!   counted in [`TrimReport::skipped`], whatever the pattern looks like —
+//!   `plimsoll:<*>:jobs` reads as a generic pattern, but the keys it matches
+//!   are every queue's job records.
 //!
 //! Every command used (`SCAN`, `ZRANGE`, `UNLINK`, `ZREM`,
 //! `ZREMRANGEBYRANK`, `OBJECT`, `MEMORY USAGE`, and the janitor's script,
@@ -232,6 +237,11 @@ pub struct TrimReport {
     pub duration_secs: f64,
     /// Some of the keys (or job ids) selected.
     pub examples: Vec<String>,
+    /// Keys the pattern matched but that belong to a known queue layout
+    /// (a generic-family trim leaves them alone; trim their queue instead).
+    pub skipped: u64,
+    /// Some of the skipped keys, with what they belong to.
+    pub skipped_examples: Vec<String>,
 }
 
 /// Trims `target` on `redis` (every primary, for a generic family).
@@ -262,6 +272,8 @@ pub async fn trim(redis: &Redis, target: &TrimTarget, options: &TrimOptions) -> 
         commands: 0,
         duration_secs: 0.0,
         examples: Vec::new(),
+        skipped: 0,
+        skipped_examples: Vec::new(),
     };
     let mut pacer = Pacer::new(options.budget, DEFAULT_BUSY_LATENCY);
     match target {
@@ -672,9 +684,10 @@ async fn family(
     let mut examples: Vec<String> = Vec::new();
     let (mut sampled, mut sampled_bytes) = (0usize, 0.0);
     let pass_started = Instant::now();
+    let mut skipped = Skipped::default();
     for primary in &primaries {
         let mut pacer = Pacer::new(options.budget, DEFAULT_BUSY_LATENCY);
-        let mut walker = Walker::new(&primary.redis, &glob, pattern);
+        let mut walker = Walker::new(&primary.redis, &glob, pattern, &classifier);
         let mut sample: Vec<String> = Vec::new();
         while let Some(batch) = walker.next(&mut pacer).await? {
             for (key, idle) in batch {
@@ -692,7 +705,10 @@ async fn family(
         report.commands += pacer.commands;
         let room = 10usize.saturating_sub(examples.len());
         examples.extend(sample.into_iter().take(room));
+        skipped.add(walker.skipped);
     }
+    report.skipped = skipped.count;
+    report.skipped_examples = skipped.examples;
     // What goes: every key idle for `older_than` or longer, and the longest
     // idle beyond `keep`.
     let age_secs = selection.older_than.map(|a| a.as_secs());
@@ -733,7 +749,7 @@ async fn family(
     let mut removed = 0u64;
     for primary in &primaries {
         let mut pacer = Pacer::new(options.budget, DEFAULT_BUSY_LATENCY);
-        let mut walker = Walker::new(&primary.redis, &glob, pattern);
+        let mut walker = Walker::new(&primary.redis, &glob, pattern, &classifier);
         while removed < to_remove
             && let Some(batch) = walker.next(&mut pacer).await?
         {
@@ -767,12 +783,41 @@ async fn family(
     Ok(())
 }
 
+/// Keys a generic trim left alone because they belong to a known layout.
+#[derive(Debug, Default)]
+struct Skipped {
+    count: u64,
+    /// `key (what it is)`, the first few.
+    examples: Vec<String>,
+}
+
+impl Skipped {
+    const EXAMPLES: usize = 10;
+
+    fn note(&mut self, key: &str, family: &super::attribute::families::Family) {
+        self.count += 1;
+        if self.examples.len() < Self::EXAMPLES {
+            self.examples.push(format!("{key} ({})", family.name));
+        }
+    }
+
+    fn add(&mut self, other: Skipped) {
+        self.count += other.count;
+        let room = Self::EXAMPLES.saturating_sub(self.examples.len());
+        self.examples.extend(other.examples.into_iter().take(room));
+    }
+}
+
 /// Walks one node with `SCAN MATCH glob`, keeps the keys of the family, and
-/// asks their idle time (`OBJECT IDLETIME`), one SCAN batch at a time.
+/// asks their idle time (`OBJECT IDLETIME`), one SCAN batch at a time. A key
+/// that matches the pattern but belongs to a known layout is left out (and
+/// counted in `skipped`), in every batch.
 struct Walker<'a> {
     node: &'a Redis,
     glob: &'a str,
     pattern: &'a str,
+    classifier: &'a Classifier,
+    skipped: Skipped,
     cursor: u64,
     done: bool,
     /// Buckets visited per second: a command budget alone would let the
@@ -781,11 +826,13 @@ struct Walker<'a> {
 }
 
 impl<'a> Walker<'a> {
-    fn new(node: &'a Redis, glob: &'a str, pattern: &'a str) -> Self {
+    fn new(node: &'a Redis, glob: &'a str, pattern: &'a str, classifier: &'a Classifier) -> Self {
         Self {
             node,
             glob,
             pattern,
+            classifier,
+            skipped: Skipped::default(),
             cursor: 0,
             done: false,
             keys: Pacer::new(DEFAULT_KEYS_PER_SECOND, DEFAULT_BUSY_LATENCY),
@@ -815,10 +862,18 @@ impl<'a> Walker<'a> {
         self.keys.observe(sent.elapsed());
         self.cursor = next;
         self.done = next == 0;
-        let members: Vec<String> = keys
-            .into_iter()
-            .filter(|k| pattern_matches(self.pattern, k))
-            .collect();
+        let mut members = Vec::with_capacity(keys.len());
+        for key in keys {
+            if !pattern_matches(self.pattern, &key) {
+                continue;
+            }
+            let family = self.classifier.classify(key.as_bytes());
+            if family.layout == Layout::Generic {
+                members.push(key);
+            } else {
+                self.skipped.note(&key, &family);
+            }
+        }
         if members.is_empty() {
             return Ok(Some(Vec::new()));
         }

@@ -35,6 +35,11 @@ pub const MAX_ATTEMPTS_LIMIT: u16 = 1000;
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// The longest timeout a job may ask for (the record holds it in u32 ms).
 pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// The furthest ahead a job may be scheduled (`NewJob::delay`,
+/// `NewJob::run_at`): ten years. Further is a mistake, not a plan — a delay
+/// of 2^64 - 1 ms was once taken and then broke every page that showed the
+/// job's due time.
+pub const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// How long an idempotency key is remembered.
 pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 /// The longest idempotency window.
@@ -325,7 +330,48 @@ impl Retention {
     pub(crate) fn dead_args(&self) -> [u64; 3] {
         bounds_args(&self.dead)
     }
+
+    /// The rules as the queue's `meta` hash records them: a format version
+    /// (1), then the completed bounds (count 0: removed) and the dead bounds
+    /// as script arguments, space-separated.
+    pub(crate) fn to_record(self) -> String {
+        let [cc, ca, cb] = self.completed_args();
+        let [dc, da, db] = self.dead_args();
+        format!("{RECORD_VERSION} {cc} {ca} {cb} {dc} {da} {db}")
+    }
+
+    /// Reads [`to_record`](Self::to_record)'s text, checking every bound.
+    pub(crate) fn from_record(text: &str) -> Result<Self> {
+        let corrupt = |why: &str| {
+            Error::corrupt(format!("recorded retention {text:?} cannot be read: {why}"))
+        };
+        let values: Vec<u64> = text
+            .split_ascii_whitespace()
+            .map(str::parse)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| corrupt("not numbers"))?;
+        let [version, cc, ca, cb, dc, da, db] = values[..] else {
+            return Err(corrupt("not seven numbers"));
+        };
+        if version != RECORD_VERSION {
+            return Err(corrupt("written by another version of Plimsoll"));
+        }
+        let bounds = |count, age, bytes| {
+            Bounds::new(count, Duration::from_millis(age), bytes).map_err(|e| corrupt(e.message()))
+        };
+        let completed = match cc {
+            0 => CompletedRetention::Remove,
+            _ => CompletedRetention::Keep(bounds(cc, ca, cb)?),
+        };
+        Ok(Self {
+            completed,
+            dead: bounds(dc, da, db)?,
+        })
+    }
 }
+
+/// The format of [`Retention::to_record`].
+const RECORD_VERSION: u64 = 1;
 
 fn bounds_args(b: &Bounds) -> [u64; 3] {
     [b.max_count, crate::clock::ms(b.max_age), b.max_bytes]
@@ -358,8 +404,14 @@ pub struct QueueConfig {
     /// enqueue to a queue beyond it fails with
     /// [`TooManyQueues`](crate::ErrorKind::TooManyQueues).
     pub max_queues: u64,
-    /// The clock passed to scripts.
+    /// The clock of the time passed to scripts. A queue keeps it on Redis'
+    /// time (see [`crate::clock`]) unless it is a
+    /// [`ManualClock`](crate::ManualClock), which is used as it is.
     pub clock: Arc<dyn Clock>,
+    /// Run on a Redis whose `maxmemory-policy` may evict keys, accepting that
+    /// jobs and idempotency keys may vanish under memory pressure. Off by
+    /// default: such a Redis is refused (see [`crate::durability`]).
+    pub allow_evicting_redis: bool,
 }
 
 impl Default for QueueConfig {
@@ -376,6 +428,7 @@ impl Default for QueueConfig {
             durability: Durability::Primary,
             max_queues: DEFAULT_MAX_QUEUES,
             clock: Arc::new(SystemClock),
+            allow_evicting_redis: false,
         }
     }
 }
@@ -445,6 +498,23 @@ pub(crate) fn check_timeout(timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Checks that a job is due at most [`MAX_SCHEDULE_AHEAD`] from `now_ms`.
+pub(crate) fn check_run_at(run_at: crate::queue::job::RunAt, now_ms: u64) -> Result<()> {
+    use crate::queue::job::RunAt;
+    let limit_ms = crate::clock::ms(MAX_SCHEDULE_AHEAD);
+    let ahead_ms = match run_at {
+        RunAt::After(delay) => crate::clock::ms(delay),
+        RunAt::At(time) => crate::queue::job::system_time_ms(time).saturating_sub(now_ms),
+    };
+    if ahead_ms > limit_ms {
+        return Err(Error::invalid(format!(
+            "a job may be scheduled at most 10 years ahead ({limit_ms} ms); \
+             this one is {ahead_ms} ms ahead"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_idempotency_window(window: Duration) -> Result<()> {
     if window < Duration::from_secs(1) || window > MAX_IDEMPOTENCY_WINDOW {
         return Err(Error::invalid(format!(
@@ -457,6 +527,30 @@ pub(crate) fn check_idempotency_window(window: Duration) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_retention_reads_back_as_written() {
+        let kept = Retention {
+            completed: CompletedRetention::Keep(
+                Bounds::new(500, Duration::from_secs(3600), 1 << 20).unwrap(),
+            ),
+            dead: Bounds::new(7, Duration::from_secs(86_400), 4096).unwrap(),
+        };
+        for retention in [Retention::default(), kept] {
+            let text = retention.to_record();
+            assert_eq!(Retention::from_record(&text).unwrap(), retention, "{text}");
+        }
+        for bad in [
+            "",
+            "1 0 0 0",
+            "2 0 0 0 10 1000 10",
+            "1 0 0 0 0 1000 10",
+            "x",
+        ] {
+            let err = Retention::from_record(bad).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_defaults_are_valid_and_remove_completed_jobs() {

@@ -410,8 +410,13 @@ impl Queue {
         Encoding { len, prepared }
     }
 
-    /// Checks a job against the queue's limits without encoding it.
-    fn check(&self, job: &NewJob) -> Result<()> {
+    /// Checks a job against everything an enqueue checks before it writes
+    /// (payload size, priority, attempts, timeout, idempotency key and
+    /// window), without encoding or writing it: a caller that must promise
+    /// a job will be accepted later (the server's webhook spool) checks it
+    /// before it promises. Errors as [`enqueue`](Self::enqueue)'s for a bad
+    /// job.
+    pub fn check(&self, job: &NewJob) -> Result<()> {
         let limit = self.inner.config.payload_limit;
         if job.payload.len() > limit {
             return Err(Error::new(
@@ -424,6 +429,9 @@ impl Queue {
         }
         if let Some(priority) = job.priority {
             check_priority(priority)?;
+        }
+        if let Some(run_at) = job.run_at {
+            super::config::check_run_at(run_at, self.now_ms())?;
         }
         if let Some(attempts) = job.max_attempts {
             check_max_attempts(attempts)?;

@@ -17,12 +17,18 @@ use super::record;
 use super::scripts::{self, SCRIPTS};
 use crate::connection::glob_escape;
 use crate::error::{Error, ErrorKind, Result};
-use crate::keyspace::{PRIORITY_LEVELS, queues_registry};
+use crate::keyspace::{PRIORITY_LEVELS, lease_deadline, queues_registry};
 
 /// The most workers whose active jobs one call looks at.
 const MAX_LISTED_WORKERS: isize = 1000;
 /// The most jobs one listing returns.
 pub const MAX_LIST_LIMIT: usize = 1000;
+/// The largest offset a listing takes. Past it is a mistake (an offset of
+/// 2^64 - 1 once reached Redis as an out-of-range index): no queue holds
+/// that many jobs in one state, and paging so deep costs Redis O(offset).
+/// Within it, an offset past the end gives an empty page, as a list that
+/// shrinks while it is paged through must.
+pub const MAX_LIST_OFFSET: usize = 100_000_000;
 /// How often a cancel retries when a worker it did not know of leased the job.
 const CANCEL_ATTEMPTS: usize = 3;
 /// Keys one `UNLINK` of [`Queue::delete`] removes at most: the call stays
@@ -253,8 +259,15 @@ impl Queue {
 
     /// Jobs in `state`, in the order they will be handled (waiting: priority,
     /// then FIFO; scheduled: due time) or, for the dead and completed sets,
-    /// oldest first. At most 1,000 (`MAX_LIST_LIMIT`) per call.
+    /// oldest first. At most 1,000 (`MAX_LIST_LIMIT`) per call. An offset
+    /// past the end gives no jobs; one above [`MAX_LIST_OFFSET`] is
+    /// [`InvalidInput`](crate::ErrorKind::InvalidInput).
     pub async fn jobs(&self, state: JobState, offset: usize, limit: usize) -> Result<Vec<JobInfo>> {
+        if offset > MAX_LIST_OFFSET {
+            return Err(Error::invalid(format!(
+                "offset {offset} is above the largest, {MAX_LIST_OFFSET}"
+            )));
+        }
         let limit = limit.min(MAX_LIST_LIMIT);
         if limit == 0 {
             return Ok(Vec::new());
@@ -310,15 +323,14 @@ impl Queue {
             JobState::Active => {
                 let mut rows = Vec::new();
                 for worker in self.worker_ids().await? {
-                    let leases: Vec<(u64, u64)> = redis::cmd("HGETALL")
+                    let leases: Vec<(u64, String)> = redis::cmd("HGETALL")
                         .arg(keys.active(&worker))
                         .query_async(&mut redis)
                         .await?;
-                    rows.extend(
-                        leases
-                            .into_iter()
-                            .map(|(id, lease)| (id, lease, worker.clone())),
-                    );
+                    rows.extend(leases.into_iter().map(|(id, lease)| {
+                        let deadline = lease_deadline(&lease).unwrap_or(0);
+                        (id, deadline, worker.clone())
+                    }));
                 }
                 rows.sort_unstable();
                 let rows: Vec<_> = rows.into_iter().skip(offset).take(limit).collect();

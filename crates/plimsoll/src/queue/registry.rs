@@ -75,6 +75,9 @@ impl Queue {
     /// answered that it is full and lacks this queue. Every other failure is
     /// logged and the write goes on.
     pub(crate) async fn register(&self) -> Result<()> {
+        self.check_redis().await?;
+        // Due times are computed on Redis' time too.
+        self.ensure_clock().await?;
         let state = &self.inner.registration;
         let now = self.now_ms();
         let registered_at = state.registered_at.load(Ordering::Relaxed);

@@ -83,6 +83,7 @@ scripts! {
     purge_dead => "purge_dead.lua",
     trim => "trim.lua",
     register => "register.lua",
+    time => "time.lua",
 }
 
 /// `check_ids.lua` as sent with EVAL before every batch: without its

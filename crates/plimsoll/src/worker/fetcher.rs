@@ -18,17 +18,19 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::lease::{Lease, LeaseKey};
 use super::services::error_backoff;
 use super::settler::Settle;
-use super::{Handler, Lease, MAX_FETCH, MAX_IN_HAND, Shared, run_job};
+use super::{Handler, MAX_FETCH, MAX_IN_HAND, Shared, run_job};
 use crate::clock::ms;
 use crate::connection::Redis;
 use crate::error::{Error, Result};
 use crate::queue::scripts::{self, SCRIPTS};
 
-type Fetched = Vec<(u64, Vec<u8>)>;
+type Fetched = Vec<(LeaseKey, Vec<u8>)>;
 
 /// What one fetch brought back.
 struct Fetch {
@@ -36,6 +38,8 @@ struct Fetch {
     jobs: Fetched,
     /// Fewer jobs were leased than asked for: the waiting lists ran dry.
     drained: bool,
+    /// When the fetch was sent: its leases last a lease from then.
+    sent_at: Instant,
 }
 
 /// Fetches of at most this many jobs get their records in the script's
@@ -45,18 +49,20 @@ struct Fetch {
 /// cost Redis more than HMGET does.
 const INLINE_RECORDS: usize = 4;
 
-/// Runs until `stop`; returns the ids of jobs leased but never started.
+/// Runs until `stop`; returns the leases of jobs leased but never started,
+/// oldest first.
 pub(super) async fn run(
     shared: Arc<Shared>,
     handler: Arc<dyn Handler>,
     settle: mpsc::UnboundedSender<Settle>,
     stop: CancellationToken,
-) -> Vec<u64> {
+) -> Vec<LeaseKey> {
     let mut pacing = Pacing::new(shared.config.concurrency + shared.config.prefetch);
     let mut fetch_started = Instant::now();
     // Jobs buffered or running when the last fetch started.
     let mut in_hand_at_fetch = 0;
-    let mut buffer: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
+    let mut buffer: VecDeque<(LeaseKey, Vec<u8>)> = VecDeque::new();
+    let mut tasks: Vec<(LeaseKey, JoinHandle<()>)> = Vec::new();
     let mut fetching: Option<BoxFuture<'static, Result<Fetch>>> = None;
     let mut waiting: Option<BoxFuture<'static, (Option<Redis>, Result<()>)>> = None;
     let mut pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -66,23 +72,23 @@ pub(super) async fn run(
 
     loop {
         // Start every buffered job a slot is free for.
-        let mut started = 0;
         while !buffer.is_empty() {
             let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
                 break;
             };
-            let (id, rec) = buffer.pop_front().expect("checked non-empty");
-            tokio::spawn(run_job(
+            let (key, rec) = buffer.pop_front().expect("checked non-empty");
+            let task = tokio::spawn(run_job(
                 shared.clone(),
                 handler.clone(),
-                id,
+                key,
                 rec,
                 settle.clone(),
                 permit,
             ));
-            started += 1;
+            tasks.push((key, task));
         }
-        pacing.started(started);
+        pacing.started(tasks.len() as u64);
+        keep_tasks(&shared, &mut tasks);
         if stop.is_cancelled() {
             break;
         }
@@ -113,7 +119,7 @@ pub(super) async fn run(
             result = poll_some(&mut fetching) => {
                 fetching = None;
                 match result {
-                    Ok(Fetch { jobs, drained }) => {
+                    Ok(Fetch { jobs, drained, sent_at }) => {
                         failures = 0;
                         // Handlers ran out of jobs while a full fetch was
                         // on its way: the worker keeps too little in hand.
@@ -136,7 +142,7 @@ pub(super) async fn run(
                         // that the next fetch would find some anyway: the
                         // token would then only add a round trip.
                         idle = jobs.is_empty() || (drained && pacing.per_fetch() < 1.0);
-                        accept(&shared, &jobs);
+                        accept(&shared, &jobs, sent_at);
                         buffer.extend(jobs);
                     }
                     Err(err) => {
@@ -160,8 +166,10 @@ pub(super) async fn run(
             () = poll_sleep(&mut pause) => pause = None,
             permit = shared.slots.clone().acquire_owned(), if !buffer.is_empty() => {
                 let Ok(permit) = permit else { break };
-                let (id, rec) = buffer.pop_front().expect("checked non-empty");
-                tokio::spawn(run_job(shared.clone(), handler.clone(), id, rec, settle.clone(), permit));
+                let (key, rec) = buffer.pop_front().expect("checked non-empty");
+                let task = tokio::spawn(run_job(shared.clone(), handler.clone(), key, rec, settle.clone(), permit));
+                tasks.push((key, task));
+                keep_tasks(&shared, &mut tasks);
                 pacing.started(1);
             }
             () = shared.settled.notified(), if buffer.is_empty() && fetching.is_none() && waiting.is_none() => {}
@@ -171,12 +179,27 @@ pub(super) async fn run(
     // A fetch on its way has leased jobs in Redis already: take them, so they
     // are handed back now rather than rescued after their lease.
     if let Some(fetch) = fetching
-        && let Ok(Fetch { jobs, .. }) = fetch.await
+        && let Ok(Fetch { jobs, sent_at, .. }) = fetch.await
     {
-        accept(&shared, &jobs);
+        accept(&shared, &jobs, sent_at);
         buffer.extend(jobs);
     }
-    buffer.into_iter().map(|(id, _)| id).collect()
+    buffer.into_iter().map(|(key, _)| key).collect()
+}
+
+/// Files the tasks just started with their leases (one lock for all), so
+/// that shutdown can abort a handler that ignores its signal to stop.
+fn keep_tasks(shared: &Shared, tasks: &mut Vec<(LeaseKey, JoinHandle<()>)>) {
+    if tasks.is_empty() {
+        return;
+    }
+    let mut leases = shared.leases();
+    for (key, task) in tasks.drain(..) {
+        // Gone already when the job finished (or was dropped) first.
+        if let Some(lease) = leases.get_mut(&key) {
+            lease.task = Some(task);
+        }
+    }
 }
 
 /// Sizes fetches to the pace handlers start jobs, so that with fast
@@ -270,19 +293,10 @@ impl Pacing {
 }
 
 /// Records the leases of fetched jobs.
-fn accept(shared: &Shared, jobs: &Fetched) {
-    let deadline_ms = shared.now_ms() + ms(shared.config.lease);
+fn accept(shared: &Shared, jobs: &Fetched, sent_at: Instant) {
     let mut leases = shared.leases();
-    for (id, _) in jobs {
-        leases.insert(
-            *id,
-            Lease {
-                started: None,
-                timeout: Duration::ZERO,
-                deadline_ms,
-                cancel: None,
-            },
-        );
+    for (key, _) in jobs {
+        leases.insert(*key, Lease::new(sent_at));
     }
     drop(leases);
     shared
@@ -293,7 +307,14 @@ fn accept(shared: &Shared, jobs: &Fetched) {
 
 /// One call of `fetch.lua` (leases), then, for more than [`INLINE_RECORDS`]
 /// jobs, the records by a plain HMGET.
+///
+/// When the reply is lost (the connection broke, the HMGET failed), the
+/// leases stay in the worker's `active` hash unknown to it; the heartbeat
+/// leaves them unrenewed and scores the worker by them, so the rescuer puts
+/// them back once they lapse.
 async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetch> {
+    shared.queue.check_redis().await?;
+    shared.queue.ensure_clock().await?;
     let keys = shared.queue.keys();
     let mut invocation = SCRIPTS.fetch.prepare_invoke();
     invocation
@@ -310,13 +331,15 @@ async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetch> {
         .arg(ms(shared.config.lease))
         .arg(INLINE_RECORDS);
     let mut redis = shared.queue.redis().clone();
-    let (ids, mut records): (Vec<u64>, Vec<Option<Vec<u8>>>) =
+    let sent_at = Instant::now();
+    let (ids, mut records, token): (Vec<u64>, Vec<Option<Vec<u8>>>, u64) =
         invocation.invoke_async(&mut redis).await?;
     let drained = ids.len() < count;
     if ids.is_empty() {
         return Ok(Fetch {
             jobs: Vec::new(),
             drained,
+            sent_at,
         });
     }
     if records.is_empty() {
@@ -332,9 +355,13 @@ async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetch> {
     let jobs = ids
         .into_iter()
         .zip(records)
-        .filter_map(|(id, rec)| rec.map(|rec| (id, rec)))
+        .filter_map(|(id, rec)| rec.map(|rec| (LeaseKey { id, token }, rec)))
         .collect();
-    Ok(Fetch { jobs, drained })
+    Ok(Fetch {
+        jobs,
+        drained,
+        sent_at,
+    })
 }
 
 /// Waits for a wake-up token, or the poll interval. Hands the connection

@@ -88,7 +88,9 @@ impl Job {
     }
 
     /// Resolves when the run should stop: the job was cancelled, its lease
-    /// was lost, or the worker is shutting down past its grace period. A
+    /// was lost or could not be renewed in time (Redis out of reach for most
+    /// of a lease), or the worker is shutting down past its grace period
+    /// (a handler that does not stop then is aborted at its next `.await`). A
     /// long handler should `select!` on this and return
     /// [`Outcome::retry`](crate::Outcome::retry): after a cancel or a lost
     /// lease the outcome is dropped anyway, and at shutdown the job runs

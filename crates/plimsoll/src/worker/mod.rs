@@ -8,11 +8,23 @@
 //! settles outcomes in batches too: whatever finished while the last batch
 //! was on its way goes in the next one.
 //!
-//! Each leased job has a lease deadline in the worker's `active` hash. One
-//! heartbeat renews all of a worker's leases; a job whose handler runs past
-//! its timeout plus a grace is no longer renewed, so the rescuer gives it to
-//! another worker even if this one is alive but stuck. A worker that crashes
-//! stops renewing, and its jobs run again once their leases expire.
+//! Each leased job has a lease in the worker's `active` hash: a fencing
+//! token (one per fetch call) and a deadline. One heartbeat renews all of a
+//! worker's leases; a job whose handler runs past its timeout plus a grace
+//! is no longer renewed, so the rescuer gives it to another worker even if
+//! this one is alive but stuck. A worker that crashes stops renewing, and
+//! its jobs run again once their leases expire. Every outcome names its
+//! lease (id and token), and the scripts act only on a lease that still
+//! carries that token: a run whose lease was rescued (and perhaps leased
+//! again, to this very worker) cannot complete, fail, cancel or hand back
+//! the new lease; its outcome is dropped and counted as `lost`.
+//!
+//! A lease that cannot be renewed before its deadline (Redis frozen or out
+//! of reach) is given up locally first: once five sixths of the lease passed
+//! since the last renewal was sent (by the monotonic clock), its handler is
+//! told to stop ([`Job::cancelled`]) and jobs not started are dropped from
+//! the hand, so that a run does not go on past the moment the rescuer may
+//! give the job to another worker.
 //!
 //! # Shutdown order
 //!
@@ -23,20 +35,33 @@
 //! 2. Wait for running handlers to finish, up to the grace period.
 //! 3. Signal handlers still running ([`Job::cancelled`]) and give them a
 //!    last moment ([`HARD_STOP_SLACK`]) to return.
-//! 4. Write every outcome the worker holds (the settler's final flush).
-//! 5. Hand back jobs whose handlers did not finish, so that another worker
-//!    runs them at once instead of after their lease.
-//! 6. Stop the heartbeat and the maintenance services; leave the worker
+//! 4. Abort the tasks of handlers that still run (they ignored the signal)
+//!    and give them up to [`HARD_STOP_SLACK`] again to end: an aborted task
+//!    stops at its next `.await`.
+//! 5. Write every outcome the worker holds (the settler's final flush).
+//! 6. Hand back jobs whose handlers did not finish and whose tasks have
+//!    ended, so that another worker runs them at once instead of after their
+//!    lease. A job is never handed back while its handler may still run.
+//! 7. Stop the heartbeat and the maintenance services; leave the worker
 //!    registry.
 //!
+//! A handler blocked in synchronous code (a blocking call that never yields
+//! to the runtime) cannot be stopped: neither the signal nor the abort
+//! reaches it. Its job is not handed back; its lease is no longer renewed
+//! once the heartbeat stops, and the rescuer runs it again after the lease
+//! (counting the lost run as an attempt). If the process lives on and the
+//! handler returns later, its outcome is dropped. Run blocking work with
+//! `tokio::task::spawn_blocking` and check [`Job::is_cancelled`] in it.
+//!
 //! Nothing leased is lost on the way: a job is settled, handed back, or (if
-//! Redis is unreachable throughout) left leased until the rescuer runs it
-//! again.
+//! Redis is unreachable throughout, or the handler cannot be stopped) left
+//! leased until the rescuer runs it again.
 
 mod backoff;
 mod fetcher;
 mod heartbeat;
 mod job;
+mod lease;
 mod outcome;
 pub mod services;
 mod settler;
@@ -59,13 +84,14 @@ use tokio_util::sync::CancellationToken;
 pub use backoff::{Backoff, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_JITTER, DEFAULT_BACKOFF_MAX};
 pub use job::Job;
 pub use outcome::Outcome;
-pub use services::{JanitorConfig, PromoterConfig, RescuerConfig};
+pub use services::{JanitorConfig, Maintenance, MaintenanceConfig, PromoterConfig, RescuerConfig};
 
 use crate::clock::ms;
 use crate::error::{Error, Result};
 use crate::keyspace::QueueName;
 use crate::queue::{JobId, Queue};
 use crate::queue::{record, scripts};
+use lease::{Lease, LeaseKey, lease_groups};
 use settler::Settle;
 
 /// Handlers running at once, by default.
@@ -87,7 +113,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long past its timeout a handler may run before its lease is left to
 /// lapse and the job is given to another worker.
 pub const DEFAULT_STUCK_GRACE: Duration = Duration::from_secs(60);
-/// The last moment given to signalled handlers at shutdown.
+/// The last moment given to signalled handlers at shutdown, and again to
+/// aborted ones.
 pub const HARD_STOP_SLACK: Duration = Duration::from_secs(1);
 /// Most jobs one fetch asks for (the script's limit).
 const MAX_FETCH: usize = 1000;
@@ -117,7 +144,8 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Leased jobs kept in hand beyond `concurrency`.
     pub prefetch: usize,
-    /// Lease length; heartbeats run every third of it.
+    /// Lease length; heartbeats run every third of it, and a lease not
+    /// renewed for five sixths of it is given up (its handler told to stop).
     pub lease: Duration,
     /// Longest idle wait before asking for work again.
     pub poll_interval: Duration,
@@ -206,6 +234,11 @@ pub struct WorkerStats {
     pub cancelled: u64,
     /// Outcomes dropped because the lease was gone (job cancelled or rescued).
     pub lost: u64,
+    /// Leases given up because they could not be renewed in time: handlers
+    /// told to stop, and jobs in hand not started.
+    pub unrenewed: u64,
+    /// Handlers aborted at shutdown because they ignored the signal to stop.
+    pub aborted: u64,
     /// Jobs handed back at shutdown.
     pub handed_back: u64,
     /// Handlers running now.
@@ -222,20 +255,9 @@ struct Counters {
     dead: AtomicU64,
     cancelled: AtomicU64,
     lost: AtomicU64,
+    unrenewed: AtomicU64,
+    aborted: AtomicU64,
     handed_back: AtomicU64,
-}
-
-/// A leased job, as the worker tracks it until it is settled.
-#[derive(Debug)]
-struct Lease {
-    /// When the handler started (None while the job waits in hand).
-    started: Option<Instant>,
-    /// The run's timeout, known once the record is decoded.
-    timeout: Duration,
-    /// The lease deadline last written to Redis (ms).
-    deadline_ms: u64,
-    /// Signals the handler to stop; made when the handler starts.
-    cancel: Option<CancellationToken>,
 }
 
 /// What every task of one worker shares.
@@ -245,7 +267,7 @@ struct Shared {
     id: String,
     active_key: String,
     config: WorkerConfig,
-    leases: Mutex<HashMap<u64, Lease>>,
+    leases: Mutex<HashMap<LeaseKey, Lease>>,
     counters: Counters,
     slots: Arc<Semaphore>,
     /// Woken by the settler after each flush: leases were released, so the
@@ -258,7 +280,7 @@ impl Shared {
         self.queue.now_ms()
     }
 
-    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Lease>> {
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<LeaseKey, Lease>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (every update is a single insert or remove), so recover from poison.
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
@@ -392,10 +414,16 @@ impl WorkerBuilder {
             settle_tx,
             stop_fetching.clone(),
         ));
-        let mut services = vec![services::spawn(
-            heartbeat::Heartbeat::new(shared.clone()),
-            stop_services.clone(),
-        )];
+        let mut services = vec![
+            services::spawn(
+                heartbeat::Heartbeat::new(shared.clone()),
+                stop_services.clone(),
+            ),
+            services::spawn(
+                heartbeat::LeaseWatch::new(shared.clone()),
+                stop_services.clone(),
+            ),
+        ];
         if shared.config.maintenance {
             services.extend(services::spawn_maintenance(
                 &shared.queue,
@@ -420,7 +448,7 @@ impl WorkerBuilder {
 /// [`shutdown`](Self::shutdown).
 pub struct WorkerHandle {
     shared: Arc<Shared>,
-    fetcher: JoinHandle<Vec<u64>>,
+    fetcher: JoinHandle<Vec<LeaseKey>>,
     settler: JoinHandle<()>,
     services: Vec<JoinHandle<()>>,
     stop_fetching: CancellationToken,
@@ -454,6 +482,8 @@ impl WorkerHandle {
             dead: get(&c.dead),
             cancelled: get(&c.cancelled),
             lost: get(&c.lost),
+            unrenewed: get(&c.unrenewed),
+            aborted: get(&c.aborted),
             handed_back: get(&c.handed_back),
             running: (self.shared.config.concurrency - self.shared.slots.available_permits())
                 as u64,
@@ -477,12 +507,14 @@ impl WorkerHandle {
         let concurrency = shared.config.concurrency as u32;
         let all_slots = shared.slots.clone().acquire_many_owned(concurrency);
         let mut all_slots = Box::pin(all_slots);
+        // Handlers that neither the signal nor the abort stopped.
+        let mut blocked: Vec<LeaseKey> = Vec::new();
         if tokio::time::timeout(grace, &mut all_slots).await.is_err() {
             // 3. Signal the rest and give them a last moment.
             let still_running = {
                 let leases = shared.leases();
-                for cancel in leases.values().filter_map(|l| l.cancel.as_ref()) {
-                    cancel.cancel();
+                for lease in leases.values() {
+                    lease.cancel.cancel();
                 }
                 leases.len()
             };
@@ -492,21 +524,62 @@ impl WorkerHandle {
                 ?grace,
                 "handlers still running after the shutdown grace; signalled them to stop"
             );
-            let _ = tokio::time::timeout(HARD_STOP_SLACK, &mut all_slots).await;
+            if tokio::time::timeout(HARD_STOP_SLACK, &mut all_slots)
+                .await
+                .is_err()
+            {
+                // 4. Abort those that ignored the signal, and wait for
+                // their tasks to end.
+                let (keys, mut tasks): (Vec<LeaseKey>, Vec<JoinHandle<()>>) = shared
+                    .leases()
+                    .iter_mut()
+                    .filter(|(_, lease)| !lease.is_idle())
+                    .filter_map(|(key, lease)| lease.task.take().map(|task| (*key, task)))
+                    .unzip();
+                for task in &tasks {
+                    task.abort();
+                }
+                shared
+                    .counters
+                    .aborted
+                    .fetch_add(tasks.len() as u64, Ordering::Relaxed);
+                tracing::warn!(worker = %shared.id, aborted = tasks.len(),
+                    "handlers ignored the signal to stop; aborted them");
+                let ending = futures::future::join_all(tasks.iter_mut());
+                let _ = tokio::time::timeout(HARD_STOP_SLACK, ending).await;
+                blocked.extend(
+                    keys.into_iter()
+                        .zip(&tasks)
+                        .filter(|(_, task)| !task.is_finished())
+                        .map(|(key, _)| key),
+                );
+            }
         }
 
-        // 4. Write every outcome held.
+        // 5. Write every outcome held.
         self.stop_settler.cancel();
         let _ = self.settler.await;
 
-        // 5. Hand back jobs whose handlers did not finish.
-        let unfinished: Vec<u64> = shared.leases().keys().copied().collect();
+        // 6. Hand back jobs whose handlers did not finish, unless a handler
+        // still runs (blocked where neither signal nor abort reaches it).
+        let mut unfinished: Vec<LeaseKey> = shared
+            .leases()
+            .iter()
+            .filter(|(key, lease)| lease.is_idle() && !blocked.contains(key))
+            .map(|(key, _)| *key)
+            .collect();
+        if !blocked.is_empty() {
+            tracing::error!(worker = %shared.id, jobs = ?blocked.iter().map(|k| k.id).collect::<Vec<_>>(),
+                "handlers still run after being aborted (blocked outside the runtime); their jobs are \
+                 not handed back and run again once their leases lapse");
+        }
         if !unfinished.is_empty() {
+            unfinished.sort_unstable_by_key(|k| (k.token, k.id));
             let handed = hand_back(&shared, &unfinished).await;
             result = result.and(handed);
         }
 
-        // 6. Stop services; leave the registry.
+        // 7. Stop services; leave the registry.
         self.stop_services.cancel();
         for service in self.services {
             let _ = service.await;
@@ -519,19 +592,18 @@ impl WorkerHandle {
     }
 }
 
-/// Returns leased jobs to the front of their waiting lists.
-async fn hand_back(shared: &Shared, ids: &[u64]) -> Result<()> {
+/// Returns leased jobs to the front of their waiting lists, in the order
+/// given (oldest first).
+async fn hand_back(shared: &Shared, leases: &[LeaseKey]) -> Result<()> {
     let keys = shared.queue.keys();
-    for chunk in ids.chunks(MAX_FETCH) {
+    for chunk in leases.chunks(MAX_FETCH) {
         let mut invocation = scripts::SCRIPTS.hand_back.prepare_invoke();
         invocation
             .key(keys.jobs())
             .key(&shared.active_key)
             .key(keys.notify());
         scripts::waiting_keys(&mut invocation, keys);
-        for id in chunk {
-            invocation.arg(id);
-        }
+        lease_groups(&mut invocation, chunk);
         let handed: u64 = invocation
             .invoke_async(&mut shared.queue.redis().clone())
             .await
@@ -546,8 +618,8 @@ async fn hand_back(shared: &Shared, ids: &[u64]) -> Result<()> {
             .handed_back
             .fetch_add(handed, Ordering::Relaxed);
         let mut leases = shared.leases();
-        for id in chunk {
-            leases.remove(id);
+        for key in chunk {
+            leases.remove(key);
         }
     }
     Ok(())
@@ -576,7 +648,7 @@ async fn deregister(shared: &Shared) -> Result<()> {
 async fn run_job(
     shared: Arc<Shared>,
     handler: Arc<dyn Handler>,
-    id: u64,
+    key: LeaseKey,
     rec: Vec<u8>,
     settle: mpsc::UnboundedSender<Settle>,
     permit: OwnedSemaphorePermit,
@@ -590,19 +662,19 @@ async fn run_job(
         Ok(decoded) => {
             let header = decoded.header;
             let timeout = Duration::from_millis(u64::from(header.timeout_ms));
-            let cancel = CancellationToken::new();
-            match shared.leases().get_mut(&id) {
+            let cancel = match shared.leases().get_mut(&key) {
                 Some(lease) => {
                     lease.started = Some(Instant::now());
                     lease.timeout = timeout;
-                    lease.cancel = Some(cancel.clone());
+                    lease.cancel.clone()
                 }
-                // The job was cancelled or rescued while it waited in hand:
-                // it is no longer ours to run.
+                // The job was cancelled or rescued while it waited in hand,
+                // or its lease could not be renewed: it is no longer ours to
+                // run.
                 None => return,
-            }
+            };
             let job = Job {
-                id: JobId(id),
+                id: JobId(key.id),
                 queue: shared.queue_name.clone(),
                 payload: decoded.payload,
                 attempt: header.attempts.saturating_add(1),
@@ -626,7 +698,7 @@ async fn run_job(
         }
     };
     let message = match outcome {
-        Outcome::Done => Settle::Complete(id),
+        Outcome::Done => Settle::Complete(key),
         Outcome::Retry { after, error } => {
             let delay = after.unwrap_or_else(|| shared.config.backoff.delay(attempt));
             let retry_at = if attempt >= max_attempts {
@@ -635,17 +707,17 @@ async fn run_job(
                 (shared.now_ms() + ms(delay)) as i64
             };
             Settle::Fail {
-                id,
+                key,
                 retry_at,
                 error,
             }
         }
         Outcome::Fail { error } => Settle::Fail {
-            id,
+            key,
             retry_at: -1,
             error,
         },
-        Outcome::Cancel { reason } => Settle::Cancel { id, reason },
+        Outcome::Cancel { reason } => Settle::Cancel { key, reason },
     };
     // The settler outlives every job task except at the very end of a
     // shutdown, when the job has been handed back anyway.

@@ -6,8 +6,11 @@
 //! Completions, failures and cancels of one batch go out as separate scripts
 //! sent together (pipelined on the shared connection).
 //!
-//! A lease is released (removed from the worker's map) only once its outcome
-//! is written. If Redis is unreachable the batch is kept and retried with
+//! Each outcome names its lease (job id and fencing token); the scripts
+//! write it only while the worker still holds that lease, and report the
+//! rest as lost (the job was rescued, and perhaps leased again, or
+//! cancelled). A lease is released (removed from the worker's map) only
+//! once its outcome is written or found lost. If Redis is unreachable the batch is kept and retried with
 //! backoff; if the worker dies first, the leases expire and the jobs run
 //! again: at-least-once, never lost.
 
@@ -20,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::lease::{LeaseKey, lease_groups};
 use super::services::error_backoff;
 use crate::error::{Error, Result};
 use crate::queue::scripts::{self, SCRIPTS};
@@ -40,27 +44,27 @@ const FAILS_PER_CALL: usize = 100;
 /// up (the leases then expire and the jobs run again).
 const FINAL_FLUSH_ATTEMPTS: u32 = 5;
 
-/// An outcome to write.
+/// An outcome to write, for one lease.
 #[derive(Debug)]
 pub(super) enum Settle {
-    Complete(u64),
+    Complete(LeaseKey),
     /// `retry_at` in ms; -1 sends the job to the dead set.
     Fail {
-        id: u64,
+        key: LeaseKey,
         retry_at: i64,
         error: String,
     },
     Cancel {
-        id: u64,
+        key: LeaseKey,
         reason: String,
     },
 }
 
 #[derive(Debug, Default)]
 struct Batch {
-    complete: Vec<u64>,
-    fail: Vec<(u64, i64, String)>,
-    cancel: Vec<(u64, String)>,
+    complete: Vec<LeaseKey>,
+    fail: Vec<(LeaseKey, i64, String)>,
+    cancel: Vec<(LeaseKey, String)>,
 }
 
 impl Batch {
@@ -74,13 +78,13 @@ impl Batch {
 
     fn push(&mut self, settle: Settle) {
         match settle {
-            Settle::Complete(id) => self.complete.push(id),
+            Settle::Complete(key) => self.complete.push(key),
             Settle::Fail {
-                id,
+                key,
                 retry_at,
                 error,
-            } => self.fail.push((id, retry_at, error)),
-            Settle::Cancel { id, reason } => self.cancel.push((id, reason)),
+            } => self.fail.push((key, retry_at, error)),
+            Settle::Cancel { key, reason } => self.cancel.push((key, reason)),
         }
     }
 }
@@ -140,12 +144,15 @@ pub(super) async fn run(
 
 /// Writes a batch; what fails stays in `batch` for the next try.
 async fn flush(shared: &Shared, batch: &mut Batch) -> Result<()> {
-    let taken = std::mem::take(batch);
+    let mut taken = std::mem::take(batch);
+    // Grouped by token, completions cost one argument per job and two per
+    // fetch they came from.
+    taken.complete.sort_unstable_by_key(|k| k.token);
     let now = shared.now_ms();
     let retention = shared.queue.config().retention;
     let keys = shared.queue.keys();
 
-    let completes = taken.complete.chunks(PER_CALL).map(|ids| {
+    let completes = taken.complete.chunks(PER_CALL).map(|leases| {
         let mut invocation = SCRIPTS.complete.prepare_invoke();
         invocation
             .key(keys.jobs())
@@ -153,15 +160,15 @@ async fn flush(shared: &Shared, batch: &mut Batch) -> Result<()> {
             .key(keys.stats())
             .key(keys.completed())
             .arg(now)
-            .arg(&retention.completed_args()[..])
-            .arg(ids);
+            .arg(&retention.completed_args()[..]);
+        lease_groups(&mut invocation, leases);
         let mut redis = shared.queue.redis().clone();
         async move {
             let lost: Result<Vec<u64>> = invocation
                 .invoke_async(&mut redis)
                 .await
                 .map_err(Error::from);
-            (ids, lost)
+            (leases, lost)
         }
     });
     let fails = taken.fail.chunks(FAILS_PER_CALL).map(|jobs| {
@@ -175,8 +182,12 @@ async fn flush(shared: &Shared, batch: &mut Batch) -> Result<()> {
             .key(keys.notify());
         scripts::waiting_keys(&mut invocation, keys);
         invocation.arg(now).arg(&retention.dead_args()[..]);
-        for (id, retry_at, error) in jobs {
-            invocation.arg(id).arg(retry_at).arg(truncate_error(error));
+        for (key, retry_at, error) in jobs {
+            invocation
+                .arg(key.id)
+                .arg(key.token)
+                .arg(retry_at)
+                .arg(truncate_error(error));
         }
         let mut redis = shared.queue.redis().clone();
         async move {
@@ -187,34 +198,37 @@ async fn flush(shared: &Shared, batch: &mut Batch) -> Result<()> {
             (jobs, reply)
         }
     });
-    let cancels = taken.cancel.iter().map(|(id, reason)| {
-        let invocation = scripts::cancel(keys, [shared.active_key.clone()], *id);
+    let cancels = taken.cancel.iter().map(|(key, reason)| {
+        // Only this run's own lease: a stale run must not delete a job that
+        // was rescued and is waiting, or leased, again.
+        let mut invocation = scripts::cancel(keys, [shared.active_key.clone()], key.id);
+        invocation.arg(key.token);
         let mut redis = shared.queue.redis().clone();
         async move {
             let state: Result<String> = invocation
                 .invoke_async(&mut redis)
                 .await
                 .map_err(Error::from);
-            (*id, reason, state)
+            (*key, reason, state)
         }
     });
     let (completes, fails, cancels) =
         tokio::join!(join_all(completes), join_all(fails), join_all(cancels));
 
-    let mut settled: Vec<u64> = Vec::with_capacity(taken.len());
+    let mut settled: Vec<LeaseKey> = Vec::with_capacity(taken.len());
     let mut first_error: Option<Error> = None;
     let counters = &shared.counters;
-    for (ids, result) in completes {
+    for (leases, result) in completes {
         match result {
             Ok(lost) => {
                 counters
                     .completed
-                    .fetch_add((ids.len() - lost.len()) as u64, Ordering::Relaxed);
+                    .fetch_add((leases.len() - lost.len()) as u64, Ordering::Relaxed);
                 note_lost(shared, &lost);
-                settled.extend_from_slice(ids);
+                settled.extend_from_slice(leases);
             }
             Err(err) => {
-                batch.complete.extend_from_slice(ids);
+                batch.complete.extend_from_slice(leases);
                 first_error.get_or_insert(err);
             }
         }
@@ -225,7 +239,7 @@ async fn flush(shared: &Shared, batch: &mut Batch) -> Result<()> {
                 counters.retried.fetch_add(retried, Ordering::Relaxed);
                 counters.dead.fetch_add(dead, Ordering::Relaxed);
                 note_lost(shared, &lost);
-                settled.extend(jobs.iter().map(|(id, _, _)| *id));
+                settled.extend(jobs.iter().map(|(key, _, _)| *key));
             }
             Err(err) => {
                 batch.fail.extend_from_slice(jobs);
@@ -233,19 +247,19 @@ async fn flush(shared: &Shared, batch: &mut Batch) -> Result<()> {
             }
         }
     }
-    for (id, reason, result) in cancels {
+    for (key, reason, result) in cancels {
         match result {
             Ok(state) if state == "active" => {
                 counters.cancelled.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(worker = %shared.id, job = id, %reason, "job cancelled by its handler");
-                settled.push(id);
+                tracing::info!(worker = %shared.id, job = key.id, %reason, "job cancelled by its handler");
+                settled.push(key);
             }
             Ok(_) => {
-                note_lost(shared, &[id]);
-                settled.push(id);
+                note_lost(shared, &[key.id]);
+                settled.push(key);
             }
             Err(err) => {
-                batch.cancel.push((id, reason.clone()));
+                batch.cancel.push((key, reason.clone()));
                 first_error.get_or_insert(err);
             }
         }
@@ -253,8 +267,8 @@ async fn flush(shared: &Shared, batch: &mut Batch) -> Result<()> {
 
     {
         let mut leases = shared.leases();
-        for id in &settled {
-            leases.remove(id);
+        for key in &settled {
+            leases.remove(key);
         }
     }
     shared.settled.notify_one();

@@ -14,14 +14,20 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use plimsoll::{Durability, NewJob, Queue, QueueConfig, Redis, RedisConfig};
 use tokio::task::JoinHandle;
 
 use crate::failover::waiting;
-use crate::support::RedisCluster;
+use crate::support::{RedisCluster, eventually};
+
+/// Acknowledged jobs each phase waits for before it moves on, so that
+/// every phase has its share whatever the machine's speed.
+const ACKED_PER_PHASE: usize = 300;
+/// How long a phase may take to see them.
+const PHASE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// In sync: everything acknowledged reaches the replica.
 const IN_SYNC: u8 = 1;
@@ -59,6 +65,7 @@ fn producer(
     name: &'static str,
     bulk: bool,
     phase: Arc<AtomicU8>,
+    acked: Arc<[AtomicUsize; 5]>,
 ) -> JoinHandle<Vec<Outcome>> {
     tokio::spawn(async move {
         let mut outcomes = Vec::new();
@@ -91,6 +98,8 @@ fn producer(
             };
             let ended = phase.load(Ordering::SeqCst);
             let failed = ids.iter().all(Option::is_none);
+            let done = ids.iter().filter(|id| id.is_some()).count();
+            acked[usize::from(started)].fetch_add(done, Ordering::SeqCst);
             outcomes.extend(ids.into_iter().zip(payloads).map(|(id, payload)| Outcome {
                 started,
                 ended,
@@ -149,11 +158,17 @@ async fn failover_under_load(durability: Durability) -> Counted {
     let replica = cluster.replica_of(primary);
 
     let phase = Arc::new(AtomicU8::new(IN_SYNC));
+    let acked: Arc<[AtomicUsize; 5]> = Arc::new(Default::default());
     let mut producers = vec![
-        producer(handle(), "single", false, phase.clone()),
-        producer(handle(), "bulk", true, phase.clone()),
+        producer(handle(), "single", false, phase.clone(), acked.clone()),
+        producer(handle(), "bulk", true, phase.clone(), acked.clone()),
     ];
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked_in = |phase: u8| acked[usize::from(phase)].load(Ordering::SeqCst);
+    eventually(PHASE_DEADLINE, "jobs acknowledged in sync", || async {
+        acked_in(IN_SYNC) >= ACKED_PER_PHASE
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     cluster.freeze(replica);
     let filler = "x".repeat(FILLER_BYTES);
@@ -173,7 +188,13 @@ async fn failover_under_load(durability: Durability) -> Counted {
     .unwrap();
     // A producer from after the failover, reserving from the promoted
     // replica's next_id.
-    producers.push(producer(handle(), "fresh", false, phase.clone()));
+    producers.push(producer(
+        handle(),
+        "fresh",
+        false,
+        phase.clone(),
+        acked.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The killed node comes back, as the new primary's replica.
     let mut cluster = cluster;
@@ -184,7 +205,14 @@ async fn failover_under_load(durability: Durability) -> Counted {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = acked_in(FAILED_OVER);
+    eventually(
+        PHASE_DEADLINE,
+        "jobs acknowledged after the failover",
+        || async { acked_in(FAILED_OVER) >= before + ACKED_PER_PHASE },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     phase.store(DONE, Ordering::SeqCst);
 
     let mut outcomes = Vec::new();

@@ -380,3 +380,65 @@ async fn a_plimsoll_queue_is_trimmed_by_retention_rules() {
     assert_eq!(done.jobs, 25);
     assert_eq!(queue.counts().await.unwrap().dead, 5);
 }
+
+/// `plimsoll trim family 'plimsoll:<*>:jobs' --keep 0 --yes` unlinked every
+/// queue's `jobs` hash: only a key made up from the pattern
+/// (`plimsoll:x:jobs`, which looks generic) was classified, never the keys
+/// the trim then removed (`plimsoll:{mail}:jobs`).
+#[tokio::test]
+async fn a_family_pattern_that_matches_queue_keys_leaves_every_queue_alone() {
+    use plimsoll::{NewJob, Queue};
+
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let names = ["mail", "billing", "hooks.github"];
+    for name in names {
+        let queue = Queue::with_defaults(redis.clone(), name).unwrap();
+        let jobs = (0..20)
+            .map(|i| NewJob::bytes(format!("{name}-{i}")))
+            .collect();
+        queue.enqueue_bulk(jobs).await.unwrap();
+    }
+    // Keys of the same shape that belong to no queue do go.
+    for i in 0..5 {
+        server.cmd(&["SET", &format!("plimsoll:cart{i}:jobs"), "x"]);
+    }
+    let queue_keys = dump_all(&server)
+        .into_iter()
+        .filter(|(k, _)| k.contains('{') || k == "plimsoll:queues")
+        .collect::<BTreeMap<_, _>>();
+    let target = TrimTarget::Family {
+        pattern: "plimsoll:<*>:jobs".into(),
+        selection: Selection {
+            keep: Some(0),
+            older_than: None,
+        },
+    };
+    let dry = trim(&redis, &target, &TrimOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(dry.keys, 5, "{dry:?}");
+    assert_eq!(dry.skipped, 3, "{dry:?}");
+    assert!(
+        dry.skipped_examples
+            .iter()
+            .any(|e| e.starts_with("plimsoll:{mail}:jobs (Plimsoll queue mail")),
+        "{:?}",
+        dry.skipped_examples
+    );
+    let done = trim(&redis, &target, &apply()).await.unwrap();
+    assert_eq!(done.keys, 5, "{done:?}");
+    assert_eq!(done.skipped, 3);
+    let after = dump_all(&server);
+    for (key, dump) in &queue_keys {
+        assert_eq!(after.get(key), Some(dump), "{key} was changed");
+    }
+    for name in names {
+        let queue = Queue::with_defaults(redis.clone(), name).unwrap();
+        assert_eq!(queue.counts().await.unwrap().waiting, 20, "{name}");
+    }
+    assert_eq!(
+        server.keys().iter().filter(|k| k.contains("cart")).count(),
+        0
+    );
+}

@@ -63,6 +63,7 @@ impl Janitor {
     /// One round: trims both sets until within bounds or the round's calls
     /// are spent. Returns (completed removed, dead removed).
     pub(crate) async fn trim(queue: &Queue, budget: usize) -> Result<(u64, u64)> {
+        queue.ensure_clock().await?;
         let keys = queue.keys();
         let retention = queue.config().retention;
         let mut redis = queue.redis().clone();

@@ -62,6 +62,7 @@ impl Promoter {
 
     /// One call of `promote.lua`: (moved, next due time in ms if any).
     pub(crate) async fn promote(queue: &Queue, batch: usize) -> Result<(u64, Option<u64>)> {
+        queue.ensure_clock().await?;
         let keys = queue.keys();
         let mut invocation = SCRIPTS.promote.prepare_invoke();
         invocation

@@ -1,9 +1,14 @@
 //! The rescuer gives jobs whose lease expired to other workers.
 //!
-//! A worker's score in the `workers` set is its earliest lease deadline, so
-//! one range query finds the workers to look at: crashed ones (no heartbeat)
-//! and live ones holding a stuck job (a handler past its timeout plus grace,
-//! which the heartbeat stopped renewing). `rescue.lua` then moves each
+//! A worker's score in the `workers` set is the earliest lease deadline in
+//! its `active` hash (the heartbeat computes it there, over every lease the
+//! hash holds), so one range query finds the workers to look at: crashed
+//! ones (no heartbeat), live ones holding a stuck job (a handler past its
+//! timeout plus grace, which the heartbeat stopped renewing), and live ones
+//! holding leases they do not know of (a fetch whose reply was lost, an
+//! earlier process with the same worker id). Deadlines and "now" are on
+//! Redis' time (see [`crate::clock`]), so a rescuer on a machine whose clock
+//! is ahead does not rescue live leases. `rescue.lua` then moves each
 //! expired job back to the front of its waiting list, counting the lost run
 //! as an attempt, or to the dead set when attempts are used up.
 
@@ -60,6 +65,8 @@ impl Rescuer {
     /// Rescues the expired leases of every worker due for a look. Returns
     /// (rescued, dead, workers looked at).
     pub(crate) async fn rescue(queue: &Queue) -> Result<(u64, u64, usize)> {
+        // A clock minutes ahead would find every live lease expired.
+        queue.ensure_clock().await?;
         let keys = queue.keys();
         let now = queue.now_ms();
         let mut redis = queue.redis().clone();
