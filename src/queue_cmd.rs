@@ -87,6 +87,19 @@ pub enum QueueCommand {
         redis: RedisArgs,
         queue: String,
     },
+    /// Delete a queue: its jobs in every state, counters, settings and its
+    /// registry entry. Shows what it would delete unless --yes.
+    Delete {
+        #[command(flatten)]
+        redis: RedisArgs,
+        queue: String,
+        /// Delete even while jobs are active (leased to workers).
+        #[arg(long)]
+        force: bool,
+        /// Really delete.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -314,6 +327,27 @@ pub async fn run(command: QueueCommand) -> Result<()> {
                 .resume()
                 .await?;
             println!("resumed {name}");
+        }
+        QueueCommand::Delete {
+            redis,
+            queue: name,
+            force,
+            yes,
+        } => {
+            let q = queue(redis.connect().await?, &redis.prefix, &name)?;
+            if !yes {
+                let c = q.counts().await?;
+                println!(
+                    "would delete queue {name}: {} waiting, {} scheduled, {} active, {} dead, {} completed retained, and its counters; pass --yes to delete",
+                    c.waiting, c.scheduled, c.active, c.dead, c.completed
+                );
+                return Ok(());
+            }
+            let deleted = q.delete(force).await?;
+            println!(
+                "deleted queue {name}: {} jobs, {} keys",
+                deleted.jobs, deleted.keys
+            );
         }
     }
     Ok(())

@@ -201,13 +201,14 @@ fn the_demo_leaves_nothing_but_the_queue_counters() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("Processed 500 webhooks"), "{text}");
+    // meta, stats and id_runs: the queue's bounded bookkeeping.
     assert!(
-        text.contains("Keys of the queue left in Redis: 2"),
+        text.contains("Keys of the queue left in Redis: 3"),
         "{text}"
     );
     let mut keys = redis.keys();
     keys.retain(|k| k.contains("webhooks.demo"));
-    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys.len(), 3, "{keys:?}");
 }
 
 #[test]
@@ -256,6 +257,25 @@ fn enqueue_and_queue_stats_work_from_the_command_line() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("priority 12"));
+}
+
+#[test]
+fn queue_delete_shows_what_it_would_delete_until_yes() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    for payload in ["a", "b"] {
+        run_ok(&["enqueue", "--redis", &url, "gone", payload]);
+    }
+    let out = run_ok(&["queue", "delete", "--redis", &url, "gone"]);
+    assert!(out.contains("would delete queue gone: 2 waiting"), "{out}");
+    assert!(redis.keys().iter().any(|k| k.contains("{gone}")));
+    let out = run_ok(&["queue", "delete", "--redis", &url, "gone", "--yes"]);
+    assert!(out.contains("deleted queue gone: 2 jobs"), "{out}");
+    assert!(
+        redis.keys().iter().all(|k| !k.contains("{gone}")),
+        "{:?}",
+        redis.keys()
+    );
 }
 
 // ---- memory guard: `plimsoll memory`, `plimsoll trim`, `plimsoll guard --once` ----
@@ -444,6 +464,62 @@ fn guard_once_prints_the_figures() {
         "off",
     ]);
     assert!(human.contains("of 64.0 MiB"), "{human}");
+}
+
+// ---- `plimsoll bench` on a Redis Cluster ----
+
+#[test]
+fn bench_runs_its_workloads_on_a_cluster() {
+    let cluster = plimsoll_test_support::RedisCluster::start();
+    let url = cluster.urls()[0].clone();
+    let out = plimsoll()
+        .args([
+            "bench", "--redis", &url, "--flush", "--reps", "1", "--n", "300",
+        ])
+        .args([
+            "--workload",
+            "W1-single,W1-bulk,W2-drain,W3-waiting,W3-retained,W4-latency,C1-hit",
+        ])
+        .args(["--rate", "200", "--duration", "1s", "--concurrency", "4"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench on a cluster failed:\n{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let workloads: Vec<&str> = lines
+        .iter()
+        .map(|l| l["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        workloads,
+        [
+            "W1-single",
+            "W1-bulk",
+            "W2-drain",
+            "W3-waiting",
+            "W3-retained",
+            "W4-latency",
+            "C1-hit"
+        ]
+    );
+    for line in &lines {
+        assert!(
+            line["redis_version"]
+                .as_str()
+                .is_some_and(|v| !v.is_empty()),
+            "{line}"
+        );
+    }
+    assert!(lines[1]["jobs_per_s"].as_f64().unwrap() > 0.0);
+    // Memory summed over the primaries: a waiting job costs some bytes.
+    assert!(
+        lines[3]["bytes_per_job"].as_f64().unwrap() > 100.0,
+        "{}",
+        lines[3]
+    );
 }
 
 // ---- the server's edges, against the binary ----

@@ -30,6 +30,8 @@ use plimsoll::guard::{AttributeConfig, ForecastConfig};
 use plimsoll::{AlertKind, Guard, GuardConfig, Redis, SystemClock};
 use serde_json::{Map, Value, json};
 
+use super::slots::Placement;
+use super::sys::Nodes;
 use super::{BenchArgs, Figures};
 use crate::util::used_memory;
 use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
@@ -52,13 +54,16 @@ pub fn handles(workload: &str) -> bool {
 
 pub struct GuardBench {
     redis: Redis,
+    /// The primaries of `redis` (G1 reads and walks each).
+    nodes: Nodes,
     fill_time: Duration,
 }
 
 impl GuardBench {
-    pub fn new(redis: Redis, args: &BenchArgs) -> Self {
+    pub fn new(redis: Redis, nodes: Nodes, args: &BenchArgs) -> Self {
         Self {
             redis,
+            nodes,
             fill_time: args.fill_time,
         }
     }
@@ -81,13 +86,15 @@ impl GuardBench {
 
     async fn attribute(&self) -> Result<(Figures, Map<String, Value>)> {
         let redis = &self.redis;
+        let nodes = &self.nodes;
         let _: () = redis.query(&redis::cmd("FLUSHALL")).await?;
+        let placement = Placement::of(redis, nodes).await?;
         let started = Instant::now();
-        populate(redis).await?;
+        populate(nodes, &placement).await?;
         let keys: u64 = redis.query(&redis::cmd("DBSIZE")).await?;
         eprintln!(
             "G1: {keys} keys, used_memory {} MiB, loaded in {:.0} s",
-            used_memory(redis).await? >> 20,
+            nodes.used_memory().await? >> 20,
             started.elapsed().as_secs_f64()
         );
 
@@ -113,7 +120,12 @@ impl GuardBench {
 
         // The full pass every estimate is checked against.
         let full_started = Instant::now();
-        let full = full_pass(redis).await?;
+        let mut full: BTreeMap<String, f64> = BTreeMap::new();
+        for node in nodes.all() {
+            for (group, bytes) in full_pass(node).await? {
+                *full.entry(group).or_default() += bytes;
+            }
+        }
         let full_seconds = full_started.elapsed().as_secs_f64();
         let mut estimated: BTreeMap<String, (String, f64, f64)> = BTreeMap::new();
         for f in &report.families {
@@ -322,7 +334,7 @@ fn group(pattern: &str, layout: Layout) -> String {
     pattern.to_string()
 }
 
-/// MEMORY USAGE of every key, by group.
+/// MEMORY USAGE of every key of one node, by group.
 async fn full_pass(redis: &Redis) -> Result<BTreeMap<String, f64>> {
     let classifier = Classifier::default();
     let mut out: BTreeMap<String, f64> = BTreeMap::new();
@@ -487,8 +499,9 @@ fn text(i: u64, len: usize) -> String {
         .collect()
 }
 
-/// 1,000,000 keys in 20 families, written by concurrent pipelines.
-async fn populate(redis: &Redis) -> Result<()> {
+/// 1,000,000 keys in 20 families, written by concurrent pipelines (one per
+/// primary of a cluster).
+async fn populate(nodes: &Nodes, placement: &Placement) -> Result<()> {
     // (family, keys): the counts add up to G1_KEYS.
     let plan: &[(&str, u64)] = &[
         ("bullmq-mail-jobs", 150_000),
@@ -530,21 +543,27 @@ async fn populate(redis: &Redis) -> Result<()> {
         }
     }
     use futures::StreamExt;
-    let results: Vec<Result<()>> = futures::stream::iter(jobs)
-        .map(|(family, from, to)| {
-            let redis = redis.clone();
-            async move { write_family(&redis, family, from, to).await }
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
+    let results: Vec<Result<()>> =
+        futures::stream::iter(jobs)
+            .map(|(family, from, to)| async move {
+                write_family(nodes, placement, family, from, to).await
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
     for result in results {
         result?;
     }
     Ok(())
 }
 
-async fn write_family(redis: &Redis, family: &str, from: u64, to: u64) -> Result<()> {
+async fn write_family(
+    nodes: &Nodes,
+    placement: &Placement,
+    family: &str,
+    from: u64,
+    to: u64,
+) -> Result<()> {
     let mut pipe = redis::pipe();
     let now = 1_700_000_000_000u64;
     for i in from..to {
@@ -793,7 +812,5 @@ async fn write_family(redis: &Redis, family: &str, from: u64, to: u64) -> Result
             _ => {}
         }
     }
-    let mut conn = redis.clone();
-    pipe.query_async::<()>(&mut conn).await?;
-    Ok(())
+    placement.send(nodes, &pipe).await
 }

@@ -5,11 +5,19 @@
 //! repetition starts from `FLUSHALL` + `SCRIPT FLUSH`; each figure printed is
 //! the median over the repetitions. Because a given Redis is flushed, a
 //! `--redis` that holds keys is refused unless `--flush` says that is fine.
+//!
+//! `--redis` may name a Redis Cluster (any seed node): the queue workloads
+//! (W1–W5, one queue, so one shard), C1-hit (keys over every shard) and
+//! G1-attribute (written per primary, walked per node) run on it, and
+//! memory and CPU figures are read from every primary and summed
+//! ([`sys::Nodes`]). G2, H1, H2 and C2 always use a private server of their
+//! own (they fill it, or stop it).
 
 mod cache;
 mod guard;
 mod queue;
 mod server;
+mod slots;
 mod sys;
 
 use std::collections::BTreeMap;
@@ -19,7 +27,7 @@ use clap::{Args, ValueEnum};
 use plimsoll::Redis;
 use serde_json::{Map, Value, json};
 
-use crate::util::{info, parse_duration};
+use crate::util::parse_duration;
 use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 
 /// The workloads `plimsoll bench` knows, in the order they run.
@@ -139,10 +147,15 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if keys > 0 && args.redis.is_some() && !args.flush {
         bail!("{url} holds {keys} keys and the benchmark flushes it; pass --flush if that is fine");
     }
-    let server = info(&redis, "server").await?;
-    let redis_version = server.get("redis_version").cloned().unwrap_or_default();
-    let guard_bench = guard::GuardBench::new(redis.clone(), &args);
-    let bench = queue::Bench::new(redis, &args);
+    let nodes = sys::Nodes::of(&redis).await?;
+    let server = nodes.info("server").await?;
+    let redis_version = server
+        .first()
+        .and_then(|s| s.get("redis_version"))
+        .cloned()
+        .unwrap_or_default();
+    let guard_bench = guard::GuardBench::new(redis.clone(), nodes.clone(), &args);
+    let bench = queue::Bench::new(redis, nodes, &args);
 
     for workload in &args.workload {
         let mut reps: Vec<Figures> = Vec::new();

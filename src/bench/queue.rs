@@ -10,9 +10,8 @@ use plimsoll::{Job, NewJob, Outcome, Queue, Redis, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::sys::CpuMeter;
+use super::sys::{CpuMeter, Nodes};
 use super::{BenchArgs, Figures};
-use crate::util::used_memory;
 
 /// The 854 characters of shared/bench/payload_body.txt: random base64, so
 /// compression gains only what it honestly can.
@@ -78,6 +77,8 @@ pub(super) fn compression(value: &str) -> Result<plimsoll::Compression, String> 
 
 pub struct Bench {
     redis: Redis,
+    /// The primaries, for memory and CPU figures (summed on a cluster).
+    nodes: Nodes,
     compression: plimsoll::Compression,
     n: Option<u64>,
     concurrency: usize,
@@ -86,9 +87,10 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub fn new(redis: Redis, args: &BenchArgs) -> Self {
+    pub fn new(redis: Redis, nodes: Nodes, args: &BenchArgs) -> Self {
         Self {
             redis,
+            nodes,
             compression: compression(&args.compression).expect("checked by clap"),
             n: args.n,
             concurrency: args.concurrency,
@@ -120,7 +122,7 @@ impl Bench {
         let mut details = Map::new();
         match workload {
             "W1-single" | "W1-bulk" | "W3-waiting" => {
-                let meter = CpuMeter::start(&self.redis).await?;
+                let meter = CpuMeter::start(&self.nodes).await?;
                 let started = Instant::now();
                 if workload == "W1-single" {
                     self.enqueue_singles(&queue, n).await?;
@@ -128,8 +130,8 @@ impl Bench {
                     enqueue_bulk(&queue, 0, n).await?;
                 }
                 let elapsed = started.elapsed().as_secs_f64();
-                let (client, redis) = meter.stop(&self.redis).await?;
-                let bytes = used_memory(&self.redis).await?.saturating_sub(empty);
+                let (client, redis) = meter.stop(&self.nodes).await?;
+                let bytes = self.nodes.used_memory().await?.saturating_sub(empty);
                 let bytes_per_job = bytes as f64 / n as f64;
                 if workload == "W3-waiting" {
                     figures.insert("bytes_per_job", bytes_per_job);
@@ -142,7 +144,7 @@ impl Bench {
             }
             "W2-drain" | "W3-retained" => {
                 enqueue_bulk(&queue, 0, n).await?;
-                let meter = CpuMeter::start(&self.redis).await?;
+                let meter = CpuMeter::start(&self.nodes).await?;
                 let started = Instant::now();
                 let worker = Worker::builder(queue.clone())
                     .concurrency(self.concurrency)
@@ -151,9 +153,9 @@ impl Bench {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 let elapsed = started.elapsed().as_secs_f64();
-                let (client, redis) = meter.stop(&self.redis).await?;
+                let (client, redis) = meter.stop(&self.nodes).await?;
                 worker.shutdown().await?;
-                let bytes = used_memory(&self.redis).await?.saturating_sub(empty);
+                let bytes = self.nodes.used_memory().await?.saturating_sub(empty);
                 if workload == "W3-retained" {
                     figures.insert("bytes_per_job", bytes as f64 / n as f64);
                 } else {
@@ -176,7 +178,7 @@ impl Bench {
     async fn reset(&self) -> Result<u64> {
         let _: () = self.redis.query(&redis::cmd("FLUSHALL")).await?;
         let _: () = self.redis.query(redis::cmd("SCRIPT").arg("FLUSH")).await?;
-        used_memory(&self.redis).await
+        self.nodes.used_memory().await
     }
 
     /// W1-single: one call per job, `concurrency` calls in flight: as many
@@ -286,7 +288,7 @@ impl Bench {
                     Outcome::Done
                 }
             })?;
-        let mut series = vec![json!({"jobs": 0, "used_memory": used_memory(&self.redis).await?})];
+        let mut series = vec![json!({"jobs": 0, "used_memory": self.nodes.used_memory().await?})];
         let started = Instant::now();
         let mut produced = 0u64;
         while produced < n {
@@ -307,13 +309,13 @@ impl Bench {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let used = used_memory(&self.redis).await?;
-            let detail = checkpoint_detail(&self.redis).await?;
+            let used = self.nodes.used_memory().await?;
+            let detail = checkpoint_detail(&self.nodes).await?;
             series.push(json!({"jobs": produced, "used_memory": used, "detail": detail}));
         }
         let elapsed = started.elapsed().as_secs_f64();
         worker.shutdown().await?;
-        let end = used_memory(&self.redis).await?;
+        let end = self.nodes.used_memory().await?;
         let keys: Vec<String> = self.redis.query(redis::cmd("KEYS").arg("*")).await?;
         let mut kinds: std::collections::BTreeMap<String, u64> = Default::default();
         for key in keys {
@@ -373,11 +375,24 @@ async fn enqueue_bulk(queue: &Queue, first: u64, n: u64) -> Result<()> {
     Ok(())
 }
 
-/// What makes up `used_memory` at a W5 checkpoint, to name what moves:
-/// Redis' overhead and dataset (`MEMORY STATS`), the slow log's length and
-/// entries (each is a few KB of used_memory), and each key's bytes (exact
-/// `MEMORY USAGE … SAMPLES 0`; a settled queue has a handful of keys).
-async fn checkpoint_detail(redis: &Redis) -> Result<Value> {
+/// What makes up `used_memory` at a W5 checkpoint, per primary (one object
+/// for one server, an array on a cluster).
+async fn checkpoint_detail(nodes: &Nodes) -> Result<Value> {
+    let mut details = Vec::with_capacity(nodes.all().len());
+    for node in nodes.all() {
+        details.push(node_detail(node).await?);
+    }
+    Ok(match details.len() {
+        1 => details.remove(0),
+        _ => Value::Array(details),
+    })
+}
+
+/// What makes up one node's `used_memory`, to name what moves: Redis'
+/// overhead and dataset (`MEMORY STATS`), the slow log's length and entries
+/// (each is a few KB of used_memory), and each key's bytes (exact `MEMORY
+/// USAGE … SAMPLES 0`; a settled queue has a handful of keys).
+async fn node_detail(redis: &Redis) -> Result<Value> {
     let stats: Vec<redis::Value> = redis.query(redis::cmd("MEMORY").arg("STATS")).await?;
     let mut fields = serde_json::Map::new();
     for pair in stats.chunks(2) {

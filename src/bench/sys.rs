@@ -1,9 +1,72 @@
-//! CPU time of this process and of Redis, for the benchmarks' CPU figures.
+//! CPU time of this process and of Redis, and Redis' memory, for the
+//! benchmarks' figures. On a Redis Cluster `INFO` describes one node, so the
+//! figures are read from every primary and summed ([`Nodes`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use plimsoll::Redis;
 
 use crate::util::info;
+
+/// The primaries a benchmark reads its Redis figures from: the server
+/// itself, or a connection to each primary of a cluster (opened once).
+#[derive(Debug, Clone)]
+pub struct Nodes(Arc<(Vec<Redis>, Vec<String>)>);
+
+impl Nodes {
+    /// The primaries behind `redis`.
+    pub async fn of(redis: &Redis) -> Result<Self> {
+        let primaries = redis.primaries().await?;
+        let addresses = primaries.iter().map(|p| p.address.clone()).collect();
+        let nodes = primaries.into_iter().map(|p| p.redis).collect();
+        Ok(Self(Arc::new((nodes, addresses))))
+    }
+
+    /// The primaries, each a single-node connection.
+    pub fn all(&self) -> &[Redis] {
+        &self.0.0
+    }
+
+    /// The primaries' `host:port`, in the order of [`all`](Self::all).
+    pub fn addresses(&self) -> &[String] {
+        &self.0.1
+    }
+
+    /// `INFO section` of every primary.
+    pub async fn info(&self, section: &str) -> Result<Vec<HashMap<String, String>>> {
+        let mut all = Vec::with_capacity(self.all().len());
+        for node in self.all() {
+            all.push(info(node, section).await?);
+        }
+        Ok(all)
+    }
+
+    /// A numeric field of `INFO section`, summed over the primaries.
+    async fn sum(&self, section: &str, fields: &[&str]) -> Result<f64> {
+        let mut total = 0.0;
+        for info in self.info(section).await? {
+            for field in fields {
+                total += info
+                    .get(*field)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .with_context(|| format!("INFO {section} lacks {field}"))?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// `used_memory` in bytes, summed over the primaries.
+    pub async fn used_memory(&self) -> Result<u64> {
+        Ok(self.sum("memory", &["used_memory"]).await? as u64)
+    }
+
+    /// CPU seconds (user + system) the primaries report having used.
+    pub async fn cpu_seconds(&self) -> Result<f64> {
+        self.sum("cpu", &["used_cpu_user", "used_cpu_sys"]).await
+    }
+}
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on every
 /// Linux architecture this runs on).
@@ -29,17 +92,6 @@ pub fn self_cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / TICKS_PER_SECOND
 }
 
-/// CPU seconds Redis reports having used (`INFO cpu`).
-pub async fn redis_cpu_seconds(redis: &Redis) -> Result<f64> {
-    let cpu = info(redis, "cpu").await?;
-    let get = |name: &str| -> Result<f64> {
-        cpu.get(name)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("INFO cpu lacks {name}"))
-    };
-    Ok(get("used_cpu_user")? + get("used_cpu_sys")?)
-}
-
 /// CPU use over an interval, as percentages of one core.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuMeter {
@@ -49,19 +101,19 @@ pub struct CpuMeter {
 }
 
 impl CpuMeter {
-    pub async fn start(redis: &Redis) -> Result<Self> {
+    pub async fn start(nodes: &Nodes) -> Result<Self> {
         Ok(Self {
             client: self_cpu_seconds(),
-            redis: redis_cpu_seconds(redis).await?,
+            redis: nodes.cpu_seconds().await?,
             started: std::time::Instant::now(),
         })
     }
 
-    /// (client %, redis %) since `start`.
-    pub async fn stop(&self, redis: &Redis) -> Result<(f64, f64)> {
+    /// (client %, redis %) since `start`; Redis' is the primaries' sum.
+    pub async fn stop(&self, nodes: &Nodes) -> Result<(f64, f64)> {
         let wall = self.started.elapsed().as_secs_f64().max(1e-9);
         let client = (self_cpu_seconds() - self.client) / wall * 100.0;
-        let redis = (redis_cpu_seconds(redis).await? - self.redis) / wall * 100.0;
+        let redis = (nodes.cpu_seconds().await? - self.redis) / wall * 100.0;
         Ok((client, redis))
     }
 }

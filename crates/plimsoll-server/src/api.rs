@@ -31,14 +31,14 @@ use crate::state::AppState;
     ),
     paths(
         enqueue, enqueue_bulk, get_job, list_jobs, cancel_job, retry_job, list_queues, get_queue,
-        pause_queue, resume_queue, list_dead, retry_dead, purge_dead, spool_status,
+        delete_queue, pause_queue, resume_queue, list_dead, retry_dead, purge_dead, spool_status,
         list_quarantine, retry_quarantine, purge_quarantine,
         cache_get, cache_put, cache_delete, guard_status, guard_alerts, guard_memory,
         crate::health::healthz, crate::health::readyz, crate::intake::receive
     ),
     components(schemas(
         EnqueueRequest, EnqueueResponse, BulkRequest, BulkResponse, JobView, QueueView, CountsView,
-        TotalsView, QueueRates, CancelResponse, DeadRequest, CountResponse, ErrorBody, SpoolView,
+        TotalsView, QueueRates, CancelResponse, DeletedView, DeadRequest, CountResponse, ErrorBody, SpoolView,
         QuarantineView, QuarantinedWebhook,
         CacheValue, CachePut, CacheWriteView,
         crate::health::Readiness, crate::intake::Accepted
@@ -556,6 +556,52 @@ pub async fn get_queue(
     Path(name): Path<String>,
 ) -> ApiResult<Json<QueueView>> {
     Ok(Json(queue_view(&state, &name).await?))
+}
+
+/// Options of `DELETE /v1/queues/{queue}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQueueParams {
+    /// Delete even while jobs are active (leased to workers); their
+    /// outcomes then find nothing to settle.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// What deleting a queue removed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeletedView {
+    /// Keys removed.
+    pub keys: u64,
+    /// Jobs removed, whatever their state.
+    pub jobs: u64,
+}
+
+/// Delete a queue: its jobs in every state, its counters and settings, and
+/// its registry entry.
+#[utoipa::path(delete, path = "/v1/queues/{queue}",
+    params(("queue" = String, Path), DeleteQueueParams),
+    responses(
+        (status = 200, description = "Deleted", body = DeletedView),
+        (status = 409, description = "Jobs are active; stop the workers or pass force=true", body = ErrorBody)))]
+pub async fn delete_queue(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiQuery(params): ApiQuery<DeleteQueueParams>,
+) -> ApiResult<Json<DeletedView>> {
+    let queue = queue(&state, &name)?;
+    match queue.delete(params.force).await {
+        Ok(deleted) => Ok(Json(DeletedView {
+            keys: deleted.keys,
+            jobs: deleted.jobs,
+        })),
+        Err(err) if err.kind() == plimsoll::ErrorKind::InvalidInput => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "queue_busy",
+            err.message(),
+        )),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Stop workers fetching from a queue.

@@ -212,6 +212,10 @@ pub struct RawRedis {
     /// Run queues on a Redis whose `maxmemory-policy` evicts keys, accepting
     /// that jobs and idempotency keys may vanish under memory pressure.
     pub allow_eviction: bool,
+    /// What an enqueue (API or webhook) waits for before it answers, for
+    /// queues that set none: `primary` (default), `replicas[:COUNT[:TIMEOUT]]`
+    /// or `replicas-aof[:COUNT[:TIMEOUT]]`.
+    pub durability: Option<String>,
 }
 
 impl Default for RawRedis {
@@ -221,6 +225,7 @@ impl Default for RawRedis {
             prefix: plimsoll::keyspace::DEFAULT_PREFIX.into(),
             embedded_maxmemory: DEFAULT_EMBEDDED_MAXMEMORY.into(),
             allow_eviction: false,
+            durability: None,
         }
     }
 }
@@ -251,6 +256,8 @@ pub struct RawQueue {
     /// How long idempotency keys (webhook identities among them) are
     /// remembered; default 24h.
     pub idempotency_window: Option<String>,
+    /// As `redis.durability`, for this queue.
+    pub durability: Option<String>,
     /// Deliver this queue's jobs by HTTP POST instead of leaving them for
     /// library workers.
     pub push: Option<RawPush>,
@@ -384,6 +391,8 @@ pub struct ServerConfig {
     pub allow_eviction: bool,
     pub prefix: String,
     pub embedded_maxmemory: u64,
+    /// What enqueues wait for, for queues that set none.
+    pub durability: plimsoll::Durability,
     pub spool_max_bytes: u64,
     pub spool_warn_at: f64,
     pub queues: BTreeMap<QueueName, QueueSettings>,
@@ -425,6 +434,7 @@ pub struct QueueSettings {
     pub timeout: Option<Duration>,
     pub payload_limit: Option<usize>,
     pub idempotency_window: Option<Duration>,
+    pub durability: Option<plimsoll::Durability>,
     pub push: Option<PushSettings>,
     /// Configured retention rules; `None`: not configured here.
     pub retention: Option<plimsoll::Retention>,
@@ -694,6 +704,12 @@ impl ServerConfig {
                     timeout,
                     payload_limit,
                     idempotency_window,
+                    durability: q
+                        .durability
+                        .as_deref()
+                        .map(str::parse::<plimsoll::Durability>)
+                        .transpose()
+                        .map_err(|e| bad(&key("durability"), e.message().to_string()))?,
                     push,
                     retention,
                 },
@@ -874,6 +890,14 @@ impl ServerConfig {
             http,
             redis_url: raw.redis.url,
             allow_eviction: raw.redis.allow_eviction,
+            durability: raw
+                .redis
+                .durability
+                .as_deref()
+                .map(str::parse::<plimsoll::Durability>)
+                .transpose()
+                .map_err(|e| bad("redis.durability", e.message().to_string()))?
+                .unwrap_or_default(),
             prefix: raw.redis.prefix,
             embedded_maxmemory,
             spool_max_bytes,
@@ -1442,5 +1466,36 @@ mod tests {
         assert_eq!(parse_bytes("2048").unwrap(), 2048);
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn durability_has_a_server_wide_default_and_a_per_queue_setting() {
+        let config = load_str(
+            "[redis]\ndurability = \"replicas:1:250ms\"\n[queues.mail]\ndurability = \"primary\"\n[queues.pay]\nmax_attempts = 3",
+        )
+        .unwrap();
+        assert_eq!(
+            config.durability,
+            plimsoll::Durability::Replicas {
+                count: 1,
+                timeout: Duration::from_millis(250)
+            }
+        );
+        let mail = QueueName::new("mail").unwrap();
+        let pay = QueueName::new("pay").unwrap();
+        assert_eq!(
+            config.queues[&mail].durability,
+            Some(plimsoll::Durability::Primary)
+        );
+        assert_eq!(config.queues[&pay].durability, None);
+        assert_eq!(
+            load_str("").unwrap().durability,
+            plimsoll::Durability::Primary
+        );
+
+        let err = load_str("[queues.mail]\ndurability = \"replicas:0\"").unwrap_err();
+        assert_eq!(err.key, "queues.mail.durability", "{err}");
+        let err = load_str("[redis]\ndurability = \"always\"").unwrap_err();
+        assert_eq!(err.key, "redis.durability", "{err}");
     }
 }

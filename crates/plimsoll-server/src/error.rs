@@ -102,10 +102,40 @@ impl From<plimsoll::Error> for ApiError {
                 "redis_out_of_memory",
                 "Redis is out of memory and refused the write; nothing was written".to_string(),
             ),
-            ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Unavailable => (
+            ErrorKind::Connection | ErrorKind::Timeout => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "redis_unavailable",
                 "Redis cannot be reached right now; retry later".to_string(),
+            ),
+            // Redis answers but refuses for now: a slot migrating, a
+            // failover. The cause (`slot migrating (TRYAGAIN)`) leads the
+            // library's message; the rest stays in the log.
+            ErrorKind::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "redis_unavailable",
+                match plimsoll::connection::REFUSAL_CAUSES
+                    .iter()
+                    .find(|cause| err.message().starts_with(**cause))
+                {
+                    Some(cause) => {
+                        format!(
+                            "Redis refuses writes right now: {cause}; nothing was written; retry later"
+                        )
+                    }
+                    None => "Redis cannot serve this right now; retry later".to_string(),
+                },
+            ),
+            ErrorKind::NotReplicated => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "redis_not_replicated",
+                "the job was written to the Redis primary, but its replicas did not confirm it \
+                 in time, so a failover may lose it; retrying with the same idempotency key is safe"
+                    .to_string(),
+            ),
+            ErrorKind::TooManyQueues => (
+                StatusCode::CONFLICT,
+                "too_many_queues",
+                err.message().to_string(),
             ),
             ErrorKind::EvictingRedis => {
                 tracing::error!(error = %err, "refusing to run a queue on a Redis that may evict keys");
@@ -185,6 +215,43 @@ mod tests {
         assert!(
             !down.message.contains("10.0.0.3"),
             "no internal detail leaks"
+        );
+
+        let migrating = ApiError::from(plimsoll::Error::new(
+            ErrorKind::Unavailable,
+            "slot migrating (TRYAGAIN): Redis refused the batch for 5.0 s (TRYAGAIN Multiple keys)",
+        ));
+        assert_eq!(migrating.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(migrating.code(), "redis_unavailable");
+        assert!(
+            migrating.message.contains("slot migrating (TRYAGAIN)"),
+            "{migrating:?}"
+        );
+        assert!(
+            !migrating.message.contains("cannot be reached"),
+            "{migrating:?}"
+        );
+        let moved = ApiError::from(plimsoll::Error::new(
+            ErrorKind::Unavailable,
+            "MOVED 3999 10.0.0.3:7001",
+        ));
+        assert!(!moved.message.contains("10.0.0.3"), "{moved:?}");
+
+        let full = ApiError::from(plimsoll::Error::new(
+            ErrorKind::TooManyQueues,
+            "the registry holds 1000 queues, its cap",
+        ));
+        assert_eq!(
+            (full.status(), full.code()),
+            (StatusCode::CONFLICT, "too_many_queues")
+        );
+        let unconfirmed = ApiError::from(plimsoll::Error::new(
+            ErrorKind::NotReplicated,
+            "job 1000001: written to the primary, but 0 of the 1 replica(s)",
+        ));
+        assert_eq!(
+            (unconfirmed.status(), unconfirmed.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "redis_not_replicated")
         );
 
         let internal = ApiError::from(plimsoll::Error::new(

@@ -84,7 +84,10 @@ pub use crate::state::AppState;
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/queues", get(api::list_queues))
-        .route("/queues/{queue}", get(api::get_queue))
+        .route(
+            "/queues/{queue}",
+            get(api::get_queue).delete(api::delete_queue),
+        )
         .route(
             "/queues/{queue}/jobs",
             post(api::enqueue).get(api::list_jobs),

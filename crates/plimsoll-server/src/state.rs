@@ -161,6 +161,7 @@ impl AppState {
     pub fn queue_config(&self, name: &str) -> QueueConfig {
         let mut config = QueueConfig {
             prefix: self.inner.config.prefix.clone(),
+            durability: self.inner.config.durability,
             ..QueueConfig::default()
         };
         if let Some(settings) = self
@@ -176,6 +177,9 @@ impl AppState {
             }
             if let Some(timeout) = settings.timeout {
                 config.default_timeout = timeout;
+            }
+            if let Some(durability) = settings.durability {
+                config.durability = durability;
             }
             if let Some(retention) = settings.retention {
                 config.retention = retention;

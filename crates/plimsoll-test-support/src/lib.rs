@@ -13,10 +13,12 @@
 //! library under test.
 
 mod cluster;
+mod pair;
 mod resp;
 mod server;
 
 pub use cluster::RedisCluster;
+pub use pair::RedisPair;
 pub use server::{RedisServer, RedisServerBuilder};
 
 /// Starts one default private server: no persistence, no maxmemory.

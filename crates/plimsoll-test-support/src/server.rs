@@ -31,6 +31,10 @@ pub struct RedisServerBuilder {
     policy: Option<String>,
     appendonly: bool,
     cluster: bool,
+    /// `cluster-node-timeout` in ms when `cluster` is set.
+    node_timeout_ms: Option<u64>,
+    /// Port of the primary this server replicates, if any.
+    replica_of: Option<u16>,
     extra: Vec<(String, String)>,
 }
 
@@ -58,6 +62,21 @@ impl RedisServerBuilder {
     /// Starts the server with `cluster-enabled yes`.
     pub(crate) fn cluster(mut self) -> Self {
         self.cluster = true;
+        self
+    }
+
+    /// Sets `cluster-node-timeout` (default 5 s): how long a node may be
+    /// unreachable before the cluster fails it over.
+    pub(crate) fn node_timeout(mut self, timeout: Duration) -> Self {
+        self.node_timeout_ms = Some(timeout.as_millis() as u64);
+        self
+    }
+
+    /// Starts the server as a replica of the server on `port` (127.0.0.1).
+    /// See [`RedisPair`](crate::RedisPair) for a pair that waits until the
+    /// replica is in sync.
+    pub fn replica_of(mut self, port: u16) -> Self {
+        self.replica_of = Some(port);
         self
     }
 
@@ -221,6 +240,45 @@ impl RedisServer {
         }
     }
 
+    /// Makes the running server listen on `port` instead of its own
+    /// (`CONFIG SET port`): after the server that had `port` died, clients
+    /// that reconnect to the same address reach this one, as they would
+    /// reach a promoted replica behind a virtual IP or a DNS name.
+    pub fn take_over_port(&mut self, port: u16) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        // The dead server's socket may hold the port a moment longer.
+        while let Err(err) = self.command(&["CONFIG", "SET", "port", &port.to_string()]) {
+            assert!(
+                Instant::now() < deadline,
+                "CONFIG SET port {port} failed: {err}"
+            );
+            sleep(Duration::from_millis(50));
+        }
+        self.port = port;
+    }
+
+    /// Fields of `INFO replication`, as a map.
+    pub fn replication(&self) -> HashMap<String, String> {
+        self.info("replication")
+    }
+
+    /// Whether this server, a primary, counts the replica listening on
+    /// `port` as online: `WAIT` counts only those, and a replica says its
+    /// link is up a moment before its primary puts it online.
+    pub fn replica_online(&self, port: u16) -> bool {
+        self.replication()
+            .iter()
+            .filter(|(field, _)| field.starts_with("slave"))
+            .any(|(_, value)| {
+                let fields: HashMap<&str, &str> = value
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .collect();
+                fields.get("port") == Some(&port.to_string().as_str())
+                    && fields.get("state") == Some(&"online")
+            })
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_default()
@@ -283,8 +341,11 @@ impl RedisServer {
                 "--cluster-config-file".into(),
                 self.dir.path().join("nodes.conf").display().to_string(),
                 "--cluster-node-timeout".into(),
-                "5000".into(),
+                self.settings.node_timeout_ms.unwrap_or(5000).to_string(),
             ]);
+        }
+        if let Some(primary) = self.settings.replica_of {
+            args.extend(["--replicaof".into(), format!("127.0.0.1 {primary}")]);
         }
         for (name, value) in &self.settings.extra {
             args.push(format!("--{name}"));

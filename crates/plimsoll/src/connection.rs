@@ -11,9 +11,21 @@
 //! keeps all keys of one queue under one hash tag, which is what makes the
 //! same Lua scripts valid on a cluster.
 //!
-//! Blocking commands (`BLPOP`) must not share the multiplexed socket, or they
-//! would stall every other caller behind them; [`Redis::dedicated`] opens a
-//! separate connection for them.
+//! Blocking commands (`BLPOP`, `WAIT`) must not share the multiplexed socket,
+//! or they would stall every other caller behind them; [`Redis::dedicated`]
+//! opens a separate connection for them.
+//!
+//! A command that Redis refuses *before running it*, for a reason that passes
+//! by itself — a slot migrating (`TRYAGAIN`, `ASK`), a cluster failing over
+//! (`CLUSTERDOWN`), a server loading its data — is tried again within the
+//! call's budget (the response timeout), with short waits: the cluster client
+//! does a few quick retries itself ([`CLUSTER_RETRIES`]), and writes that go
+//! through [`Redis::retry_refused`] keep trying until the budget is spent.
+//! When it is, the error names the cause (`slot migrating (TRYAGAIN)`), not a
+//! timeout: with the client's default waits (1.28 s and up, 16 times) an
+//! enqueue during a slot migration used to wait out the whole response
+//! timeout and report that Redis could not be reached, while Redis was
+//! answering all along.
 //!
 //! [`Redis::connect_lazy`] (in `lazy.rs`) makes a handle before Redis
 //! answers, for a server that must start during an outage.
@@ -21,21 +33,40 @@
 mod lazy;
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// How long to wait for a TCP connection to Redis.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long to wait for any one reply. Generous, because a batch of 1,000 jobs
 /// is one command; the cache uses its own, much shorter, budget on top.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Times the cluster client retries a command that a node refused with a
+/// redirection or a passing condition (`MOVED`, `ASK`, `TRYAGAIN`,
+/// `CLUSTERDOWN`) before it gives the error back. Redirections are retried at
+/// once; the others after [`CLUSTER_MIN_RETRY_WAIT`] to
+/// [`CLUSTER_MAX_RETRY_WAIT`], doubling: about a second at most in all, well
+/// inside the response timeout, so the error that comes back names the cause
+/// rather than a timeout.
+pub const CLUSTER_RETRIES: u32 = 10;
+/// The shortest wait before the cluster client retries (redis-rs' default,
+/// 1.28 s, made a slot migration look like an outage).
+pub const CLUSTER_MIN_RETRY_WAIT: Duration = Duration::from_millis(10);
+/// The longest wait before the cluster client retries.
+pub const CLUSTER_MAX_RETRY_WAIT: Duration = Duration::from_millis(200);
+/// The first wait of [`Redis::retry_refused`]; it doubles up to
+/// [`REFUSED_MAX_WAIT`].
+const REFUSED_FIRST_WAIT: Duration = Duration::from_millis(10);
+/// The longest wait of [`Redis::retry_refused`] between two tries.
+const REFUSED_MAX_WAIT: Duration = Duration::from_millis(100);
 
 /// Whether the target is one server or a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +150,12 @@ impl RedisConfig {
         self
     }
 
+    /// How long a call waits for a reply: also the budget within which a
+    /// refused write is tried again.
+    pub(crate) fn reply_budget(&self) -> Duration {
+        self.response_timeout
+    }
+
     /// The URLs, with passwords replaced by `***`, for logs and status pages.
     pub fn redacted_urls(&self) -> Vec<String> {
         self.urls.iter().map(|u| redact(u)).collect()
@@ -188,7 +225,12 @@ impl Redis {
         let conn = match topology {
             Topology::Cluster => {
                 let mut builder = ClusterClient::builder(config.urls.clone())
-                    .connection_timeout(config.connect_timeout);
+                    .connection_timeout(config.connect_timeout)
+                    .retries(CLUSTER_RETRIES)
+                    .min_retry_wait(CLUSTER_MIN_RETRY_WAIT.as_millis() as u64)
+                    .max_retry_wait(CLUSTER_MAX_RETRY_WAIT.as_millis() as u64)
+                    // 10 ms × 2^retry, within the bounds above.
+                    .retry_wait_formula(10, 2);
                 if let Some(timeout) = response_timeout {
                     builder = builder.response_timeout(timeout);
                 }
@@ -267,48 +309,173 @@ impl Redis {
         Ok(cmd.query_async(&mut conn).await?)
     }
 
-    /// Runs `commands` as one MULTI/EXEC transaction, sent in one write, and
-    /// returns each command's reply; a reply may be an error (Redis does not
-    /// roll back a transaction whose command failed while it ran).
+    /// Runs a transaction guarded by a WATCH: `WATCH watch`, then `before`
+    /// (commands that run at once, e.g. a script that checks a condition and,
+    /// when it fails, writes the watched key), then `commands` in one
+    /// MULTI/EXEC, then `after` (e.g. `WAIT`), all sent in one write.
+    /// Returns each command's reply; a reply may be an error (Redis does not
+    /// roll back a transaction whose command failed while it ran), and
+    /// [`Guarded::exec`] is `None` when the watched key changed and Redis did
+    /// not run the transaction.
     ///
     /// Errors: the first error Redis gave while queueing a command (the
     /// transaction then did not run at all; under `maxmemory` this is the
     /// out-of-memory error, as Redis checks every queued command), or the
     /// error of EXEC itself. On a cluster every command must reach the same
-    /// slot: the transaction goes to the node of the first key.
-    pub async fn transaction(&self, commands: Vec<Cmd>) -> Result<Vec<Value>> {
-        let count = commands.len();
+    /// slot: the pipeline goes to the node of the first key. A redirection
+    /// that the cluster client follows resends the whole pipeline, so
+    /// `before` must not touch a key that the transaction does not: a slot
+    /// migration that refuses one of them must refuse the transaction too.
+    pub(crate) async fn guarded_transaction(
+        &self,
+        watch: &str,
+        before: Vec<Cmd>,
+        commands: Vec<Cmd>,
+        after: Vec<Cmd>,
+    ) -> std::result::Result<Guarded, RedisError> {
+        let (n_before, count, n_after) = (before.len(), commands.len(), after.len());
         let mut pipe = redis::pipe();
+        pipe.cmd("WATCH").arg(watch);
+        for command in before {
+            pipe.add_command(command);
+        }
         pipe.cmd("MULTI");
         for command in commands {
             pipe.add_command(command);
         }
         pipe.cmd("EXEC");
+        for command in after {
+            pipe.add_command(command);
+        }
         // Errors come back as values, so that the one that explains the
         // EXECABORT (an OOM while queueing) is the one reported.
         pipe.ignore_errors();
         let mut conn = self.clone();
         let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
-        if replies.len() != count + 2 {
-            return Err(Error::corrupt(format!(
-                "a transaction of {count} commands got {} replies",
+        let expected = 1 + n_before + 1 + count + 1 + n_after;
+        if replies.len() != expected {
+            return Err(unexpected(format!(
+                "a transaction of {count} commands got {} replies, not {expected}",
                 replies.len()
             )));
         }
         let mut replies = replies.into_iter();
+        if let Some(Value::ServerError(error)) = replies.next() {
+            return Err(error.into());
+        }
+        let before: Vec<Value> = replies.by_ref().take(n_before).collect();
+        // MULTI and the queued commands: an error here means the transaction
+        // did not run.
         for reply in replies.by_ref().take(count + 1) {
             if let Value::ServerError(error) = reply {
-                return Err(redis::RedisError::from(error).into());
+                return Err(error.into());
             }
         }
-        match replies.next() {
-            Some(Value::Array(results)) if results.len() == count => Ok(results),
-            Some(Value::ServerError(error)) => Err(redis::RedisError::from(error).into()),
-            other => Err(Error::corrupt(format!(
-                "EXEC of {count} commands replied {other:?}"
-            ))),
+        let exec = match replies.next() {
+            Some(Value::Array(results)) if results.len() == count => Some(results),
+            Some(Value::Nil) => None,
+            Some(Value::ServerError(error)) => return Err(error.into()),
+            other => {
+                return Err(unexpected(format!(
+                    "EXEC of {count} commands replied {other:?}"
+                )));
+            }
+        };
+        Ok(Guarded {
+            before,
+            exec,
+            after: replies.collect(),
+        })
+    }
+
+    /// Runs `attempt` until it succeeds, fails for a reason other than a
+    /// refusal that passes by itself, or the response timeout (the call's
+    /// budget) has passed since the first try; waits 10 ms, doubling up to
+    /// 100 ms, between tries. Only for calls that Redis refuses whole
+    /// before running them (a script, a transaction whose every key the
+    /// refusal covers), never for ones that may have run in part.
+    ///
+    /// Errors: the last refusal as [`Unavailable`](ErrorKind::Unavailable),
+    /// naming its cause and how long it lasted; any other error as is.
+    pub(crate) async fn retry_refused<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, RedisError>>,
+    {
+        let started = Instant::now();
+        let deadline = started + self.config.response_timeout;
+        let mut wait = REFUSED_FIRST_WAIT;
+        loop {
+            let err = match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let Some(cause) = refusal_cause(&err) else {
+                return Err(err.into());
+            };
+            if Instant::now() + wait >= deadline {
+                let detail = Error::from(err);
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "{cause}: Redis refused {what} for {:.1} s ({})",
+                        started.elapsed().as_secs_f64(),
+                        detail.message()
+                    ),
+                ));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(REFUSED_MAX_WAIT);
         }
     }
+}
+
+/// What a [`Redis::guarded_transaction`] replied.
+#[derive(Debug)]
+pub(crate) struct Guarded {
+    /// The replies of the commands before MULTI.
+    pub before: Vec<Value>,
+    /// The replies of the transaction's commands, or `None` when Redis did
+    /// not run it because the watched key changed.
+    pub exec: Option<Vec<Value>>,
+    /// The replies of the commands after EXEC.
+    pub after: Vec<Value>,
+}
+
+fn unexpected(message: String) -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply",
+        message,
+    ))
+}
+
+/// The causes [`Redis::retry_refused`] names when Redis kept refusing a
+/// write: the start of such an error's message, before `": "`. Safe to show
+/// to an API caller (no addresses, no keys).
+pub const REFUSAL_CAUSES: [&str; 6] = [
+    "slot migrating (TRYAGAIN)",
+    "slot migrating (ASK/MOVED)",
+    "cluster down (CLUSTERDOWN)",
+    "primary down (MASTERDOWN)",
+    "Redis loading its data (LOADING)",
+    "node is a read-only replica (READONLY)",
+];
+
+/// Why Redis refused a command without running it, when the reason passes
+/// by itself: what a caller is told once its budget is spent.
+fn refusal_cause(err: &RedisError) -> Option<&'static str> {
+    use redis::ErrorKind as K;
+    let index = match err.kind() {
+        K::Server(ServerErrorKind::TryAgain) => 0,
+        K::Server(ServerErrorKind::Ask | ServerErrorKind::Moved) => 1,
+        K::Server(ServerErrorKind::ClusterDown) => 2,
+        K::Server(ServerErrorKind::MasterDown) => 3,
+        K::Server(ServerErrorKind::BusyLoading) => 4,
+        K::Server(ServerErrorKind::ReadOnly) => 5,
+        _ => return None,
+    };
+    Some(REFUSAL_CAUSES[index])
 }
 
 async fn detect_topology(config: &RedisConfig) -> Result<Topology> {
@@ -431,14 +598,311 @@ impl Redis {
         }
         let mut primaries = Vec::with_capacity(addresses.len());
         for address in addresses {
-            let url = with_address(&self.config.urls[0], &address);
-            let mut config = (*self.config).clone();
-            config.urls = vec![url];
-            let redis = Self::open(config, Topology::Single, None).await?;
+            let redis = self.open_node(&address).await?;
             primaries.push(Primary { address, redis });
         }
         Ok(primaries)
     }
+
+    /// Each primary's address, with a single-node connection to it or the
+    /// error that opening one gave (a node that is failing over), each
+    /// opened within `wait`: one node that does not answer does not hold up
+    /// the others.
+    /// The node list comes from the node that serves `key`.
+    pub(crate) async fn try_primaries(
+        &self,
+        key: &str,
+        wait: Duration,
+    ) -> Result<Vec<(String, Result<Redis>)>> {
+        if !self.is_cluster() {
+            return Ok(vec![(url_address(&self.config.urls[0]), Ok(self.clone()))]);
+        }
+        let addresses = sorted_primaries(&self.cluster_nodes_via(key).await?);
+        let opened = futures::future::join_all(addresses.iter().map(|address| async move {
+            match tokio::time::timeout(wait, self.open_node(address)).await {
+                Ok(opened) => opened,
+                Err(_) => Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("{address} did not answer within {wait:?}"),
+                )),
+            }
+        }))
+        .await;
+        Ok(addresses.into_iter().zip(opened).collect())
+    }
+
+    /// A single-node connection to the cluster node at `address`, with this
+    /// handle's scheme, credentials and settings.
+    async fn open_node(&self, address: &str) -> Result<Redis> {
+        let url = with_address(&self.config.urls[0], address);
+        let mut config = (*self.config).clone();
+        config.urls = vec![url];
+        Self::open(config, Topology::Single, None).await
+    }
+
+    /// The address of the primary that serves `key` (the one server's own).
+    pub(crate) async fn primary_address_of(&self, key: &str) -> Result<String> {
+        if !self.is_cluster() {
+            return Ok(url_address(&self.config.urls[0]));
+        }
+        let slot: u16 = self
+            .query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
+            .await?;
+        let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+        owner_of_slot(&nodes, slot).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("no primary serves slot {slot}"),
+            )
+        })
+    }
+}
+
+impl Redis {
+    /// The connection behind a lazy handle once it is connected; the handle
+    /// itself otherwise.
+    fn resolved(&self) -> &Redis {
+        match &self.conn {
+            Conn::Lazy(lazy) => lazy.get().unwrap_or(self),
+            _ => self,
+        }
+    }
+
+    /// Loads a script (`SCRIPT LOAD source`) on the node that serves `key`
+    /// alone (the one server: on it).
+    pub(crate) async fn load_script_for(&self, source: &str, key: &str) -> Result<()> {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(source);
+        match &self.resolved().conn {
+            // A lazy handle not connected yet answers with its error.
+            Conn::Single(_) | Conn::Lazy(_) => {
+                let _: String = self.query(&load).await?;
+            }
+            Conn::Cluster(conn) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(key, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                conn.clone().route_command(load, routing).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `evalsha` (an `EVALSHA` of the script whose source is `source`,
+    /// with `key` among its keys); when Redis does not know the script, loads
+    /// it on the node that serves `key` and runs it again.
+    pub(crate) async fn evalsha<T: redis::FromRedisValue>(
+        &self,
+        evalsha: &Cmd,
+        source: &str,
+        key: &str,
+    ) -> std::result::Result<T, RedisError> {
+        match evalsha.query_async(&mut self.clone()).await {
+            Err(err) if err.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.load_script_for(source, key)
+                    .await
+                    .map_err(|e| unexpected(e.to_string()))?;
+                evalsha.query_async(&mut self.clone()).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// Keys examined per `SCAN` call of the scans below.
+const SCAN_COUNT: usize = 1000;
+
+impl Redis {
+    /// Runs `cmd` on the node at `address` (`host:port`) of a cluster, or on
+    /// the one server.
+    async fn on_address(&self, cmd: &Cmd, address: &str) -> std::result::Result<Value, RedisError> {
+        use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+        match &self.resolved().conn {
+            Conn::Single(_) | Conn::Lazy(_) => cmd.query_async(&mut self.clone()).await,
+            Conn::Cluster(conn) => {
+                let (host, port) = address.rsplit_once(':').unwrap_or((address, "6379"));
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.to_string(),
+                    port: port.parse().unwrap_or(6379),
+                });
+                conn.clone().route_command(cmd.clone(), routing).await
+            }
+        }
+    }
+
+    /// The addresses of the healthy primaries (the one server's own for a
+    /// single server), without opening connections to them.
+    async fn primary_addresses(&self) -> Result<Vec<String>> {
+        if !self.is_cluster() {
+            return Ok(vec![url_address(&self.config.urls[0])]);
+        }
+        let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+        Ok(sorted_primaries(&nodes))
+    }
+
+    /// `CLUSTER NODES` as the node that serves `key` tells it: a keyless
+    /// command would go to a random node, which may be the one failing over.
+    async fn cluster_nodes_via(&self, key: &str) -> Result<String> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        let Conn::Cluster(conn) = &self.resolved().conn else {
+            return self.query(redis::cmd("CLUSTER").arg("NODES")).await;
+        };
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+            Route::with_key(key, SlotAddr::Master),
+        ));
+        let mut nodes = redis::cmd("CLUSTER");
+        nodes.arg("NODES");
+        let reply = conn.clone().route_command(nodes, routing).await?;
+        Ok(redis::from_redis_value(reply)?)
+    }
+
+    /// One `SCAN cursor MATCH pattern COUNT 1000` on the node at `address`:
+    /// the next cursor (0 when the scan is done) and the keys.
+    async fn scan_once(
+        &self,
+        address: &str,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<String>)> {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        let reply = self.on_address(&scan, address).await?;
+        let (cursor, keys): (String, Vec<String>) = redis::from_redis_value(reply)?;
+        let cursor = cursor
+            .parse()
+            .map_err(|_| Error::corrupt(format!("SCAN replied cursor {cursor:?}")))?;
+        Ok((cursor, keys))
+    }
+
+    /// Keys matching `pattern` on every primary, each scanned with at most
+    /// `max_calls` SCAN calls of 1,000 keys: complete on a keyspace of up to
+    /// that many thousand keys per primary, a sample beyond. Returns the keys
+    /// and whether every scan finished. A primary that does not answer is
+    /// skipped (logged); the call fails only when none answers.
+    pub(crate) async fn scan_primaries(
+        &self,
+        pattern: &str,
+        max_calls: usize,
+    ) -> Result<(Vec<String>, bool)> {
+        let mut keys = Vec::new();
+        let mut complete = true;
+        let mut last_error = None;
+        let addresses = self.primary_addresses().await?;
+        let mut answered = 0;
+        for address in &addresses {
+            let mut cursor = 0;
+            let mut calls = 0;
+            let scanned: Result<()> = async {
+                loop {
+                    let (next, found) = self.scan_once(address, cursor, pattern).await?;
+                    keys.extend(found);
+                    calls += 1;
+                    cursor = next;
+                    if cursor == 0 || calls >= max_calls {
+                        return Ok(());
+                    }
+                }
+            }
+            .await;
+            match scanned {
+                Ok(()) => {
+                    answered += 1;
+                    complete &= cursor == 0;
+                }
+                Err(err) => {
+                    tracing::warn!(node = %address, error = %err, "a primary did not answer SCAN; skipped");
+                    complete = false;
+                    last_error = Some(err);
+                }
+            }
+        }
+        match last_error {
+            Some(err) if answered == 0 => Err(err),
+            _ => Ok((keys, complete)),
+        }
+    }
+
+    /// Every key matching `pattern` on the node that serves `key`'s slot (on
+    /// one server: the server), found with SCAN, 1,000 keys examined per
+    /// call, each batch of matches handed to `each` before the next call.
+    /// Returns the sum of what `each` returned.
+    pub(crate) async fn scan_node_of<F, Fut>(
+        &self,
+        key: &str,
+        pattern: &str,
+        mut each: F,
+    ) -> Result<u64>
+    where
+        F: FnMut(Vec<String>) -> Fut,
+        Fut: Future<Output = Result<u64>>,
+    {
+        let address = if self.is_cluster() {
+            let slot: u16 = self
+                .query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
+                .await?;
+            let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+            owner_of_slot(&nodes, slot).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("no primary serves slot {slot}"),
+                )
+            })?
+        } else {
+            url_address(&self.config.urls[0])
+        };
+        let (mut cursor, mut total) = (0, 0);
+        loop {
+            let (next, found) = self.scan_once(&address, cursor, pattern).await?;
+            if !found.is_empty() {
+                total += each(found).await?;
+            }
+            if next == 0 {
+                return Ok(total);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// The healthy primaries of `CLUSTER NODES` output, sorted, once each.
+fn sorted_primaries(nodes: &str) -> Vec<String> {
+    let mut addresses = parse_cluster_primaries(nodes);
+    addresses.sort();
+    addresses.dedup();
+    addresses
+}
+
+/// `text` as a literal in a SCAN / KEYS pattern: `*`, `?`, `[`, `]` and `\`
+/// escaped.
+pub(crate) fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The address of the healthy primary that serves `slot`, from `CLUSTER
+/// NODES` output.
+fn owner_of_slot(nodes: &str, slot: u16) -> Option<String> {
+    nodes.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 9 || !fields[2].split(',').any(|f| f == "master") {
+            return None;
+        }
+        let owns = fields[8..].iter().any(|range| {
+            let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+            matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if (lo..=hi).contains(&slot))
+        });
+        owns.then(|| fields[1].split(['@', ',']).next().unwrap_or_default().to_string())
+    })
 }
 
 /// `host:port` of a URL (`redis+unix` URLs give their path).
@@ -507,6 +971,22 @@ d4 127.0.0.1:7003@17003 master,fail - 0 1 3 disconnected 10923-16383
             parse_cluster_primaries(nodes),
             ["127.0.0.1:7000", "127.0.0.1:7001"]
         );
+    }
+
+    #[test]
+    fn globs_are_escaped_and_slots_found() {
+        assert_eq!(glob_escape("a*b?[c]\\d"), "a\\*b\\?\\[c\\]\\\\d");
+        let nodes = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001 master - 0 1 2 connected 5461-10922 [10923->-c3]
+c3 127.0.0.1:7002@17002 slave b2 0 1 2 connected
+";
+        assert_eq!(
+            owner_of_slot(nodes, 5461).as_deref(),
+            Some("127.0.0.1:7001")
+        );
+        assert_eq!(owner_of_slot(nodes, 0).as_deref(), Some("127.0.0.1:7000"));
+        assert_eq!(owner_of_slot(nodes, 12000), None);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!   key would vanish without an error, and with them the promise that an
 //!   acknowledged job runs once. So a [`Queue`](crate::Queue) refuses to
 //!   enqueue, and a [`Worker`](crate::Worker) to fetch, on such a Redis
-//!   (every primary of a cluster is asked), with an
+//!   (every primary of a cluster is asked: see `Queue::check_redis` for one
+//!   that does not answer), with an
 //!   [`EvictingRedis`](crate::ErrorKind::EvictingRedis) error that names the
 //!   node and the policy — unless
 //!   [`QueueConfig::allow_evicting_redis`](crate::QueueConfig) says the risk
@@ -140,7 +141,7 @@ pub async fn refuse_eviction(redis: &Redis) -> Result<()> {
     Durability::inspect(redis).await?.refuse_eviction()
 }
 
-async fn inspect_node(address: &str, node: &Redis) -> Result<NodeDurability> {
+pub(crate) async fn inspect_node(address: &str, node: &Redis) -> Result<NodeDurability> {
     let memory: String = node.query(redis::cmd("INFO").arg("memory")).await?;
     let maxmemory_policy = match info_field(&memory, "maxmemory_policy") {
         Some(policy) => policy.to_string(),

@@ -32,8 +32,19 @@ pub enum ErrorKind {
     /// [`Connection`](Self::Connection), a write may have been applied.
     Timeout,
     /// Redis cannot serve right now but will soon: it is loading its dataset, a
-    /// cluster is failing over or is down, a script is busy.
+    /// cluster is failing over or is down, a slot is migrating, a script is
+    /// busy. The message names which. Nothing was written.
     Unavailable,
+    /// The write is on the primary, but fewer replicas than the queue's
+    /// [`Durability`](crate::queue::Durability) asks for confirmed it in
+    /// time: a failover now may lose it. With an idempotency key a retry is
+    /// safe; without one it may enqueue the job twice.
+    NotReplicated,
+    /// The registry of queues holds as many queues as its cap allows
+    /// ([`QueueConfig::max_queues`](crate::QueueConfig::max_queues)); a new
+    /// queue needs an unused one deleted (`plimsoll queue delete`) or a
+    /// higher cap. Nothing was written.
+    TooManyQueues,
     /// A payload or value is larger than its configured limit.
     PayloadTooLarge,
     /// An argument is not valid; the message names which and why.
@@ -67,6 +78,8 @@ impl ErrorKind {
             Self::Connection => "connection to Redis failed",
             Self::Timeout => "Redis did not answer in time",
             Self::Unavailable => "Redis is temporarily unavailable",
+            Self::NotReplicated => "written to the Redis primary, not confirmed by its replicas",
+            Self::TooManyQueues => "too many queues",
             Self::PayloadTooLarge => "payload too large",
             Self::InvalidInput => "invalid input",
             Self::Serialization => "could not encode or decode a payload",
@@ -130,11 +143,15 @@ impl Error {
     }
 
     /// The failure is likely to pass by itself (connection, timeout, Redis
-    /// loading or failing over): retrying later with backoff is reasonable.
+    /// loading or failing over, replicas slow to confirm): retrying later
+    /// with backoff is reasonable.
     pub fn is_transient(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Unavailable
+            ErrorKind::Connection
+                | ErrorKind::Timeout
+                | ErrorKind::Unavailable
+                | ErrorKind::NotReplicated
         )
     }
 

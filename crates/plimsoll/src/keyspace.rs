@@ -28,6 +28,12 @@ pub const MAX_QUEUE_NAME_LEN: usize = 64;
 /// Number of priority levels; each level is one waiting list.
 pub const PRIORITY_LEVELS: usize = 10;
 
+/// The most producers' id runs a queue's `id_runs` keeps. A live producer
+/// holds one; a stopped one leaves its entry until a thousand newer runs push
+/// it out. Real queues have tens of producers, and up to 128 members a sorted
+/// set stays in Redis' compact encoding.
+pub const MAX_ID_RUNS: u64 = 1000;
+
 /// A validated queue name: 1 to 64 characters from `A-Z a-z 0-9 _ - .`,
 /// not dots alone.
 ///
@@ -100,9 +106,13 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
 
 /// The set of all queue names: `<prefix>:queues`.
 ///
-/// Type: set of queue names. Bound: one member per queue; removed by
+/// Type: set of queue names. Bound: one member per queue, at most
+/// `QueueConfig::max_queues` (default 1,000) for new queues; removed by
 /// `Queue::delete` (`plimsoll queue delete`). It is the one key outside any
-/// queue's hash tag, so it is written with a plain command, never in a script.
+/// queue's hash tag, so only `register.lua` (which touches it alone) and
+/// plain commands write it; it is best effort (see `queue/registry.rs`): an
+/// enqueue never waits for it long nor fails because it cannot be reached,
+/// and `Queue::list` puts back the queues it lost.
 pub fn queues_registry(prefix: &str) -> String {
     format!("{prefix}:queues")
 }
@@ -166,6 +176,8 @@ pub struct QueueKeys {
     completed: String,
     dead: String,
     meta: String,
+    id_runs: String,
+    lost_runs: String,
     stats: String,
     notify: String,
 }
@@ -182,6 +194,8 @@ impl QueueKeys {
             completed: format!("{base}:completed"),
             dead: format!("{base}:dead"),
             meta: format!("{base}:meta"),
+            id_runs: format!("{base}:id_runs"),
+            lost_runs: format!("{base}:lost_runs"),
             stats: format!("{base}:stats"),
             notify: format!("{base}:notify"),
             base,
@@ -267,6 +281,26 @@ impl QueueKeys {
         &self.meta
     }
 
+    /// `…:id_runs` — sorted set, producer token → the last id of the run of
+    /// ids that producer reserved last (`reserve_ids.lua`). Before each batch
+    /// a producer checks that its run is still here (`check_ids.lua`): a
+    /// failover or restart that lost the reservation lost this entry too, and
+    /// the producer then reserves again instead of writing ids that another
+    /// producer may hold now. Bound: [`MAX_ID_RUNS`] members, the oldest
+    /// dropped by `reserve_ids.lua` (a producer whose run was dropped
+    /// reserves again at its next batch).
+    pub fn id_runs(&self) -> &str {
+        &self.id_runs
+    }
+
+    /// `…:lost_runs` — string, the count of batches that were not written
+    /// because their producer's id run was lost (`check_ids.lua`); producers
+    /// WATCH it, so a batch whose check fails is never run. Absent until the
+    /// first such batch. Bound: one integer.
+    pub fn lost_runs(&self) -> &str {
+        &self.lost_runs
+    }
+
     /// `…:stats` — hash of counters (`enqueued`, `completed`, `retried`,
     /// `dead`, `cancelled`, `rescued`) and byte totals of the retained sets
     /// (`completed_bytes`, `dead_bytes`). Bound: a fixed set of fields.
@@ -322,6 +356,8 @@ mod tests {
             keys.completed().to_string(),
             keys.dead().to_string(),
             keys.meta().to_string(),
+            keys.id_runs().to_string(),
+            keys.lost_runs().to_string(),
             keys.stats().to_string(),
             keys.notify().to_string(),
             keys.idempotency("abc"),

@@ -56,7 +56,7 @@ pub use guard::{
     GuardConfig, GuardStats, LogSink, MemoryReport, ReportHistory, WebhookSink,
 };
 pub use queue::{
-    Bounds, BulkError, CancelOutcome, CompletedRetention, Compression, DeadSelection, Enqueued,
-    JobId, JobInfo, JobState, NewJob, Queue, QueueConfig, QueueCounts, Retention,
+    Bounds, BulkError, CancelOutcome, CompletedRetention, Compression, DeadSelection, Durability,
+    Enqueued, JobId, JobInfo, JobState, NewJob, Queue, QueueConfig, QueueCounts, Retention,
 };
 pub use worker::{Backoff, Job, Outcome, Worker, WorkerBuilder, WorkerHandle};

@@ -10,4 +10,5 @@ mod fuzz;
 mod intake;
 mod maintenance;
 mod push;
+mod queues;
 mod spool_faults;

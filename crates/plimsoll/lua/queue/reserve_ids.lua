@@ -1,5 +1,5 @@
 #!lua
--- reserve_ids: hands a producer a run of fresh job ids.
+-- reserve_ids: hands a producer a run of fresh job ids, and records the run.
 --
 -- Producers take ids before they write a batch, so that the batch's records
 -- can go to Redis as a plain HSET (see enqueue.lua) instead of through Lua.
@@ -7,17 +7,30 @@
 -- so ids are unique but not in enqueue order across producers; ids left
 -- unused when a producer stops are skipped, never given out again.
 --
+-- Each run is recorded in `id_runs` under the producer's token, scored by
+-- the run's last id, in the same step as next_id. A failover to a replica
+-- that never received this call loses both together (replication keeps
+-- order), and so does a restart that lost it: then a fresh reservation may
+-- hand out this run again, while the producer still holds it in memory.
+-- check_ids.lua, run before each batch's HSET, finds the run missing and
+-- stops the batch, so a producer never writes over another's records.
+--
 -- No allow-oom flag: a full Redis refuses it, and the producer learns that
 -- before it sends any record.
 --
--- KEYS[1]      meta   hash; field next_id is the last id given out
+-- KEYS[1]      meta      hash; next_id is the last id given out; created_at
+-- KEYS[2]      id_runs   sorted set, producer token -> last id of its run
 -- ARGV[1]      n, the number of ids wanted (1..1000000)
+-- ARGV[2]      the producer's token
+-- ARGV[3]      the most runs id_runs keeps (the oldest are dropped)
+-- ARGV[4]      now (ms), the queue's created_at if it has none
 -- Returns: the last id of the run; the run is (last - n + 1) .. last.
 
 local n = tonumber(ARGV[1])
 if not n or n < 1 or n > 1000000 then
   return redis.error_reply('ERR plimsoll reserve_ids: bad count ' .. tostring(ARGV[1]))
 end
+local max_runs = tonumber(ARGV[3])
 
 -- Ids start at 1,000,001: from there to 10^14 every id has 7 to 14 digits
 -- and Redis keeps each the same way (a field name or set member of up to 14
@@ -27,9 +40,24 @@ end
 -- used_memory for a queue holding its 10,000 dead jobs). A queue made before
 -- this jumps ahead once; ids only ever grow, so none is reused.
 local ID_FLOOR = 1000000
+-- Never below a run recorded here: a meta hash deleted on its own (by
+-- hand) must not send next_id back onto ids a producer still writes.
+local floor = ID_FLOOR
+local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if top[2] and tonumber(top[2]) > floor then
+  floor = tonumber(top[2])
+end
 local last = redis.call('HINCRBY', KEYS[1], 'next_id', n)
-if last - n < ID_FLOOR then
-  last = ID_FLOOR + n
+if last - n < floor then
+  last = floor + n
   redis.call('HSET', KEYS[1], 'next_id', last)
+end
+redis.call('HSETNX', KEYS[1], 'created_at', ARGV[4])
+redis.call('ZADD', KEYS[2], last, ARGV[2])
+local excess = redis.call('ZCARD', KEYS[2]) - max_runs
+if excess > 0 then
+  -- The oldest runs: a producer still using one has its next batch
+  -- stopped by check_ids.lua and reserves again, which costs it a retry.
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
 end
 return last

@@ -7,6 +7,8 @@
 //! capped. There is no value that means "forever": every bound is finite and
 //! checked when the queue is created.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +58,171 @@ pub const MAX_RETENTION_AGE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 pub const MAX_RETENTION_COUNT: u64 = 100_000_000;
 /// The most record bytes a retention set may hold: 64 GiB.
 pub const MAX_RETENTION_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+
+/// How long an enqueue waits for replicas when its durability asks for
+/// them and gives no time: long enough for a replica across a region's zones
+/// (a few ms) under load, short enough that a dead replica makes enqueues
+/// fail in a second rather than hang.
+pub const DEFAULT_REPLICA_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest time an enqueue may wait for its replicas.
+pub const MAX_REPLICA_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most replicas an enqueue may wait for.
+pub const MAX_DURABILITY_REPLICAS: u8 = 16;
+/// The most queues a prefix may hold by default (the registry's cap): real
+/// deployments use tens, and every known queue costs `plimsoll serve` its
+/// maintenance and the dashboard a row, so a thousand leaves room while an
+/// API caller that invents names cannot grow the registry without limit.
+pub const DEFAULT_MAX_QUEUES: u64 = 1000;
+/// The highest cap on queues a configuration may set.
+pub const MAX_QUEUES_LIMIT: u64 = 100_000;
+
+/// What an enqueue waits for before it returns Ok, on a Redis whose
+/// primary has replicas (asynchronous replication: a failover promotes a
+/// replica that may lack the last writes).
+///
+/// The text forms (`FromStr`, `Display`, the server's `durability`
+/// setting) are `primary`, `replicas[:COUNT[:TIMEOUT]]` and
+/// `replicas-aof[:COUNT[:TIMEOUT]]`, with TIMEOUT like `500ms` or `2s`
+/// (default count 1, default timeout [`DEFAULT_REPLICA_TIMEOUT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Ok once the primary has the job (the default). A failover that
+    /// promotes a replica before the job reached it loses the job, although
+    /// the enqueue returned Ok; so does a crash of a primary without
+    /// persistence (or with `appendfsync everysec`, up to a second).
+    #[default]
+    Primary,
+    /// Ok once `count` replicas have the job in memory (`WAIT count
+    /// timeout` after each batch): a failover that promotes one of them
+    /// keeps it. When they do not confirm within `timeout`, the enqueue
+    /// fails with [`NotReplicated`](crate::ErrorKind::NotReplicated): the job
+    /// *is* on the primary and will run unless a failover loses it. Costs one
+    /// round trip to the replicas per batch, on a connection of the
+    /// producer's own (`WAIT` blocks the connection it is sent on).
+    Replicas {
+        /// Replicas that must confirm (1 to 16).
+        count: u8,
+        /// How long to wait for them (1 ms to 60 s).
+        timeout: Duration,
+    },
+    /// As [`Replicas`](Self::Replicas), and the replicas have written the
+    /// job to their append-only file and fsynced it (`WAITAOF 0 count
+    /// timeout`), so it survives them crashing too. Needs Redis 7.2 or
+    /// later (checked at the first enqueue) and `appendonly yes` on the
+    /// replicas, which otherwise never confirm.
+    ReplicasAof {
+        /// Replicas that must confirm (1 to 16).
+        count: u8,
+        /// How long to wait for them (1 ms to 60 s).
+        timeout: Duration,
+    },
+}
+
+impl Durability {
+    /// Waits for `count` replicas, [`DEFAULT_REPLICA_TIMEOUT`] at most.
+    pub fn replicas(count: u8) -> Self {
+        Self::Replicas {
+            count,
+            timeout: DEFAULT_REPLICA_TIMEOUT,
+        }
+    }
+
+    /// The replicas to wait for and how long, unless only the primary counts.
+    pub(crate) fn wait(&self) -> Option<(u8, Duration)> {
+        match *self {
+            Self::Primary => None,
+            Self::Replicas { count, timeout } | Self::ReplicasAof { count, timeout } => {
+                Some((count, timeout))
+            }
+        }
+    }
+
+    /// Checks the count and the timeout.
+    pub fn validate(&self) -> Result<()> {
+        if let Some((count, timeout)) = self.wait() {
+            if !(1..=MAX_DURABILITY_REPLICAS).contains(&count) {
+                return Err(Error::invalid(format!(
+                    "durability: replica count {count} must be 1 to {MAX_DURABILITY_REPLICAS}"
+                )));
+            }
+            if timeout < Duration::from_millis(1) || timeout > MAX_REPLICA_TIMEOUT {
+                return Err(Error::invalid(format!(
+                    "durability: replica timeout {timeout:?} must be 1 ms to 60 s"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Primary => f.write_str("primary"),
+            Self::Replicas { count, timeout } => {
+                write!(f, "replicas:{count}:{}ms", timeout.as_millis())
+            }
+            Self::ReplicasAof { count, timeout } => {
+                write!(f, "replicas-aof:{count}:{}ms", timeout.as_millis())
+            }
+        }
+    }
+}
+
+impl FromStr for Durability {
+    type Err = Error;
+
+    /// `primary`, `replicas[:COUNT[:TIMEOUT]]` or
+    /// `replicas-aof[:COUNT[:TIMEOUT]]`; checked as by [`validate`](Self::validate).
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::invalid(format!(
+                "durability {text:?} {why}; use primary, replicas[:COUNT[:TIMEOUT]] or replicas-aof[:COUNT[:TIMEOUT]], e.g. replicas:1:500ms"
+            ))
+        };
+        let mut parts = text.trim().split(':');
+        let kind = parts.next().unwrap_or_default();
+        let (count, timeout) = (parts.next(), parts.next());
+        if parts.next().is_some() {
+            return Err(bad("has too many parts"));
+        }
+        if kind == "primary" {
+            return match count {
+                None => Ok(Self::Primary),
+                Some(_) => Err(bad("takes no count or timeout")),
+            };
+        }
+        let count = match count {
+            None => 1,
+            Some(count) => count
+                .parse::<u8>()
+                .map_err(|_| bad("has a replica count that is not a number from 1 to 16"))?,
+        };
+        let timeout = match timeout {
+            None => DEFAULT_REPLICA_TIMEOUT,
+            Some(timeout) => parse_timeout(timeout)
+                .ok_or_else(|| bad("has a timeout that is not like 500ms or 2s"))?,
+        };
+        let durability = match kind {
+            "replicas" => Self::Replicas { count, timeout },
+            "replicas-aof" => Self::ReplicasAof { count, timeout },
+            _ => return Err(bad("is not known")),
+        };
+        durability.validate()?;
+        Ok(durability)
+    }
+}
+
+/// `500ms`, `2s`.
+fn parse_timeout(text: &str) -> Option<Duration> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms.parse().ok().map(Duration::from_millis);
+    }
+    text.strip_suffix('s')?
+        .parse()
+        .ok()
+        .map(Duration::from_secs)
+}
 
 /// Limits on a set of finished jobs; whichever is reached first applies,
 /// oldest jobs first.
@@ -230,6 +397,13 @@ pub struct QueueConfig {
     pub idempotency_window: Duration,
     /// What to keep of finished jobs, and how much.
     pub retention: Retention,
+    /// What an enqueue waits for before it returns Ok: the primary alone
+    /// (the default) or replicas too.
+    pub durability: Durability,
+    /// The most queues the registry (`<prefix>:queues`) may hold: the first
+    /// enqueue to a queue beyond it fails with
+    /// [`TooManyQueues`](crate::ErrorKind::TooManyQueues).
+    pub max_queues: u64,
     /// The clock of the time passed to scripts. A queue keeps it on Redis'
     /// time (see [`crate::clock`]) unless it is a
     /// [`ManualClock`](crate::ManualClock), which is used as it is.
@@ -251,6 +425,8 @@ impl Default for QueueConfig {
             default_timeout: DEFAULT_JOB_TIMEOUT,
             idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
             retention: Retention::default(),
+            durability: Durability::Primary,
+            max_queues: DEFAULT_MAX_QUEUES,
             clock: Arc::new(SystemClock),
             allow_evicting_redis: false,
         }
@@ -284,6 +460,13 @@ impl QueueConfig {
         check_max_attempts(self.default_max_attempts)?;
         check_timeout(self.default_timeout)?;
         check_idempotency_window(self.idempotency_window)?;
+        self.durability.validate()?;
+        if !(1..=MAX_QUEUES_LIMIT).contains(&self.max_queues) {
+            return Err(Error::invalid(format!(
+                "max_queues {} must be 1 to {MAX_QUEUES_LIMIT}",
+                self.max_queues
+            )));
+        }
         Ok(())
     }
 }
@@ -390,6 +573,46 @@ mod tests {
         assert!(Bounds::new(10, Duration::MAX, 1024).is_err());
         assert!(Bounds::new(10, Duration::from_secs(60), u64::MAX).is_err());
         assert!(Bounds::new(10, Duration::from_secs(60), 1024).is_ok());
+    }
+
+    #[test]
+    fn durability_reads_its_text_forms_and_refuses_the_rest() {
+        let parse = |text: &str| text.parse::<Durability>();
+        assert_eq!(parse("primary").unwrap(), Durability::Primary);
+        assert_eq!(parse("replicas").unwrap(), Durability::replicas(1));
+        assert_eq!(
+            parse("replicas:2:500ms").unwrap(),
+            Durability::Replicas {
+                count: 2,
+                timeout: Duration::from_millis(500)
+            }
+        );
+        assert_eq!(
+            parse("replicas-aof:1:2s").unwrap(),
+            Durability::ReplicasAof {
+                count: 1,
+                timeout: Duration::from_secs(2)
+            }
+        );
+        for durability in [Durability::Primary, parse("replicas:3:250ms").unwrap()] {
+            assert_eq!(parse(&durability.to_string()).unwrap(), durability);
+        }
+        for bad in [
+            "",
+            "all",
+            "primary:1",
+            "replicas:0",
+            "replicas:17",
+            "replicas:x",
+            "replicas:1:0ms",
+            "replicas:1:61s",
+            "replicas:1:5m",
+            "replicas:1:1s:x",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidInput, "{bad:?}");
+            assert!(err.to_string().contains("durability"), "{err}");
+        }
     }
 
     #[test]

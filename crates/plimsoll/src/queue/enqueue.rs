@@ -23,17 +23,19 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use redis::{Cmd, ServerErrorKind, Value};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, OnceCell, mpsc, oneshot};
 
 use super::Queue;
-use super::config::{check_idempotency_window, check_max_attempts, check_priority, check_timeout};
+use super::config::{
+    Durability, check_idempotency_window, check_max_attempts, check_priority, check_timeout,
+};
 use super::job::{Enqueued, JobId, NewJob, RunAt, system_time_ms};
 use super::record::{self, Header};
-use super::scripts::SCRIPTS;
+use super::scripts::{CHECK_IDS, PRODUCER_SOURCES, SCRIPTS};
 use crate::clock::ms;
 use crate::connection::Redis;
 use crate::error::{Error, ErrorKind, Result};
-use crate::keyspace::{PRIORITY_LEVELS, QueueKeys};
+use crate::keyspace::{MAX_ID_RUNS, PRIORITY_LEVELS, QueueKeys};
 use crate::queue::config::MAX_IDEMPOTENCY_KEY_LEN;
 
 /// The most jobs in one enqueue transaction; `enqueue.lua` refuses more.
@@ -75,8 +77,11 @@ static ENCODE_THREADS: LazyLock<usize> =
 /// Single enqueues that may wait for the batcher before callers wait too.
 const BATCHER_CAPACITY: usize = 16 * MAX_BATCH_JOBS;
 /// KEYS of `enqueue.lua` before the idempotency keys: jobs, scheduled,
-/// stats, notify and the waiting lists.
-const ENQUEUE_FIXED_KEYS: usize = 4 + PRIORITY_LEVELS;
+/// stats, notify, the waiting lists, id_runs and lost_runs.
+const ENQUEUE_FIXED_KEYS: usize = 4 + PRIORITY_LEVELS + 2;
+/// How often one batch may find its fresh ids lost again before it gives
+/// up: each time is a failover or restart that lost writes.
+const MAX_LOST_RUNS_PER_BATCH: usize = 3;
 /// Ids a producer reserves at least at a time: one round trip per thousand
 /// single enqueues. A bulk call of known length reserves all it needs at
 /// once; ids reserved and not used (the rest of a run, or of a bulk call
@@ -119,7 +124,10 @@ pub(crate) struct Pending {
 /// written whole or not at all.
 #[derive(Debug)]
 pub struct BulkError {
-    /// Per input job, in order: its result, or `None` when it was not written.
+    /// Per input job, in order: its result, or `None` when it was not
+    /// written. When the error is [`NotReplicated`](ErrorKind::NotReplicated),
+    /// the jobs of the batch that was not confirmed are `Some`: they are on
+    /// the primary, and a failover may lose them.
     pub outcomes: Vec<Option<Enqueued>>,
     /// What stopped the rest.
     pub error: Error,
@@ -169,8 +177,15 @@ impl Queue {
     /// Errors: [`PayloadTooLarge`](ErrorKind::PayloadTooLarge) or
     /// [`InvalidInput`](ErrorKind::InvalidInput) for a bad job;
     /// [`OutOfMemory`](ErrorKind::OutOfMemory) when Redis is full (nothing
-    /// was written); [`Connection`](ErrorKind::Connection) or
-    /// [`Timeout`](ErrorKind::Timeout) when Redis could not be reached.
+    /// was written); [`TooManyQueues`](ErrorKind::TooManyQueues) for a new
+    /// queue beyond the registry's cap; [`Unavailable`](ErrorKind::Unavailable)
+    /// when Redis kept refusing the write for the response timeout (a slot
+    /// migrating, a failover; the message names the cause; nothing was
+    /// written); [`NotReplicated`](ErrorKind::NotReplicated) when the
+    /// queue's [`Durability`] waits for replicas and they did not confirm in
+    /// time (the job is on the primary: the message says its id);
+    /// [`Connection`](ErrorKind::Connection) or [`Timeout`](ErrorKind::Timeout)
+    /// when Redis could not be reached.
     pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
         let job = self.prepare(job, self.now_ms())?;
         self.register().await?;
@@ -238,8 +253,7 @@ impl Queue {
         // Jobs taken but not written because the call stopped before their
         // batch was sent; they follow every batch sent.
         let mut unsent = 0;
-        let mut in_flight: FuturesOrdered<BoxFuture<'static, (usize, Result<Vec<Enqueued>>)>> =
-            FuturesOrdered::new();
+        let mut in_flight: FuturesOrdered<BoxFuture<'static, BatchWritten>> = FuturesOrdered::new();
         // The batch being encoded, and whether the iterator is used up.
         let mut encoding: Option<Encoding> = None;
         let mut exhausted = false;
@@ -280,11 +294,11 @@ impl Queue {
                     let ahead = len
                         .saturating_add(next.as_ref().map_or(0, Vec::len))
                         .saturating_add(jobs.size_hint().0);
-                    match writer.take_ids(len, ahead).await {
+                    match writer.take_ids(len, ahead, now).await {
                         Ok(ids) => {
                             let writer = Arc::clone(writer);
                             let write: BoxFuture<'static, _> = Box::pin(async move {
-                                let result = writer.write(now, &prepared, &ids).await;
+                                let result = writer.write(now, &prepared, ids).await;
                                 (prepared.len(), result)
                             });
                             in_flight.push_back(queued(write).await);
@@ -309,8 +323,12 @@ impl Queue {
             };
             match result {
                 Ok(done) => outcomes.extend(done.into_iter().map(Some)),
-                Err(error) => {
-                    outcomes.extend(std::iter::repeat_n(None, len));
+                Err(WriteError { error, written }) => {
+                    match written {
+                        // On the primary, not confirmed by its replicas.
+                        Some(done) => outcomes.extend(done.into_iter().map(Some)),
+                        None => outcomes.extend(std::iter::repeat_n(None, len)),
+                    }
                     first_error.get_or_insert(error);
                 }
             }
@@ -524,9 +542,9 @@ async fn run_batcher(
                 in_flight.push(async move {
                     let (jobs, replies): (Vec<Prepared>, Vec<_>) =
                         batch.into_iter().map(|p| (p.job, p.reply)).unzip();
-                    let written = match writer.take_ids(jobs.len(), 0).await {
-                        Ok(ids) => writer.write(now, &jobs, &ids).await,
-                        Err(error) => Err(error),
+                    let written = match writer.take_ids(jobs.len(), 0, now).await {
+                        Ok(ids) => writer.write(now, &jobs, ids).await,
+                        Err(error) => Err(error.into()),
                     };
                     match written {
                         Ok(done) => {
@@ -534,7 +552,17 @@ async fn run_batcher(
                                 let _ = reply.send(Ok(enqueued));
                             }
                         }
-                        Err(error) => {
+                        // On the primary, not confirmed by its replicas:
+                        // each caller learns its job's id from the error.
+                        Err(WriteError { error, written: Some(done) }) => {
+                            for (reply, enqueued) in replies.into_iter().zip(done) {
+                                let _ = reply.send(Err(Error::new(
+                                    error.kind(),
+                                    format!("job {}: {}", enqueued.id, error.message()),
+                                )));
+                            }
+                        }
+                        Err(WriteError { error, written: None }) => {
                             for reply in replies {
                                 let _ = reply.send(Err(error.replicate()));
                             }
@@ -556,6 +584,9 @@ struct IdRun {
     size: u64,
     /// When this run was reserved; `None` before the first.
     reserved_at: Option<Instant>,
+    /// Counts the reservations, so that a batch that finds its run lost
+    /// drops it only if no newer one replaced it meanwhile.
+    generation: u64,
 }
 
 impl IdRun {
@@ -571,26 +602,65 @@ impl IdRun {
     }
 }
 
+/// Ids taken for one batch, and the reservation the last of them came from.
+#[derive(Debug)]
+pub(crate) struct Ids {
+    ids: Vec<u64>,
+    generation: u64,
+}
+
+/// A bulk call's batch on its way: its length and how its write went.
+type BatchWritten = (usize, Result<Vec<Enqueued>, WriteError>);
+
+/// A batch that failed, and its jobs when they were written all the same
+/// (to the primary, not confirmed by its replicas).
+#[derive(Debug)]
+pub(crate) struct WriteError {
+    error: Error,
+    written: Option<Vec<Enqueued>>,
+}
+
+impl From<Error> for WriteError {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            written: None,
+        }
+    }
+}
+
 /// What single and bulk enqueues of one queue share: the connection, the
 /// keys, the ids this producer has reserved, and whether `enqueue.lua` is
 /// known to be loaded.
 pub(crate) struct Writer {
     redis: Redis,
     keys: QueueKeys,
+    /// Names this producer's id runs in `id_runs`: random, so that no two
+    /// producers (nor two handles in one process) share one.
+    token: String,
     /// Reserved ids not yet given to a job, and how the next run is sized.
     ids: Mutex<IdRun>,
     /// Set once the script is loaded; cleared when Redis says it is not
     /// (a restart or `SCRIPT FLUSH`).
     script_loaded: AtomicBool,
+    durability: Durability,
+    /// With a durability that waits for replicas: the producer's own
+    /// connection, because `WAIT` blocks the connection it is sent on (and
+    /// waits for that connection's writes), and the command that waits.
+    replicated: OnceCell<(Redis, Cmd)>,
 }
 
 impl Writer {
-    pub(crate) fn new(redis: Redis, keys: QueueKeys) -> Self {
+    pub(crate) fn new(redis: Redis, keys: QueueKeys, durability: Durability) -> Self {
+        let token: u64 = rand::random();
         Self {
             redis,
             keys,
+            token: format!("{token:016x}"),
             ids: Mutex::new(IdRun::default()),
             script_loaded: AtomicBool::new(false),
+            durability,
+            replicated: OnceCell::new(),
         }
     }
 
@@ -598,7 +668,7 @@ impl Writer {
     /// reservation takes `ahead` ids when more than `n` are known to follow
     /// (a bulk call), and at least the run size ([`ID_RUN`], growing to
     /// [`MAX_ID_RUN`] while runs are used up quickly).
-    async fn take_ids(&self, n: usize, ahead: usize) -> Result<Vec<u64>> {
+    async fn take_ids(&self, n: usize, ahead: usize, now: u64) -> Result<Ids> {
         let mut run = self.ids.lock().await;
         let mut ids = Vec::with_capacity(n);
         loop {
@@ -606,24 +676,51 @@ impl Writer {
             ids.extend(run.next..run.next + take);
             run.next += take;
             if ids.len() == n {
-                return Ok(ids);
+                return Ok(Ids {
+                    ids,
+                    generation: run.generation,
+                });
             }
             let size = run.next_size();
             let want = ((n.max(ahead) - ids.len()) as u64)
                 .max(size)
                 .min(MAX_ID_RESERVATION);
-            let last: u64 = SCRIPTS
-                .reserve_ids
-                .key(self.keys.meta())
-                .arg(want)
-                .invoke_async(&mut self.redis.clone())
+            let last: u64 = self
+                .redis
+                .retry_refused("the id reservation", || {
+                    let mut reserve = redis::cmd("EVALSHA");
+                    reserve
+                        .arg(SCRIPTS.reserve_ids.get_hash())
+                        .arg(2)
+                        .arg(self.keys.meta())
+                        .arg(self.keys.id_runs())
+                        .arg(want)
+                        .arg(&self.token)
+                        .arg(MAX_ID_RUNS)
+                        .arg(now);
+                    async move {
+                        self.redis
+                            .evalsha(&reserve, &PRODUCER_SOURCES.reserve_ids, self.keys.meta())
+                            .await
+                    }
+                })
                 .await?;
             *run = IdRun {
                 next: last + 1 - want,
                 end: last + 1,
                 size,
                 reserved_at: Some(Instant::now()),
+                generation: run.generation + 1,
             };
+        }
+    }
+
+    /// Drops the rest of the run a batch found lost, unless a newer run has
+    /// replaced it already: the next ids come from a fresh reservation.
+    async fn forget_run(&self, generation: u64) {
+        let mut run = self.ids.lock().await;
+        if run.generation == generation {
+            run.next = run.end;
         }
     }
 
@@ -631,29 +728,121 @@ impl Writer {
     /// cannot fall back from EVALSHA to EVAL the way a lone call can.
     async fn ensure_script(&self) -> Result<()> {
         if !self.script_loaded.load(Ordering::Acquire) {
-            SCRIPTS
-                .enqueue
-                .prepare_invoke()
-                .load_async(&mut self.redis.clone())
+            self.redis
+                .load_script_for(&PRODUCER_SOURCES.enqueue, self.keys.jobs())
                 .await?;
             self.script_loaded.store(true, Ordering::Release);
         }
         Ok(())
     }
 
-    /// Writes one batch, its jobs under `ids`: one MULTI/EXEC of the
-    /// records' HSET and `enqueue.lua`.
-    async fn write(&self, now: u64, batch: &[Prepared], ids: &[u64]) -> Result<Vec<Enqueued>> {
+    /// The connection batches are written on, and the command that waits
+    /// for replicas after each, by the queue's durability.
+    async fn connection(&self) -> Result<(&Redis, Option<&Cmd>)> {
+        let Some((count, timeout)) = self.durability.wait() else {
+            return Ok((&self.redis, None));
+        };
+        let (redis, wait) = self
+            .replicated
+            .get_or_try_init(|| async {
+                let wait = match self.durability {
+                    Durability::ReplicasAof { .. } => {
+                        check_waitaof(&self.redis).await?;
+                        let mut cmd = redis::cmd("WAITAOF");
+                        cmd.arg(0).arg(count).arg(ms(timeout));
+                        cmd
+                    }
+                    _ => {
+                        let mut cmd = redis::cmd("WAIT");
+                        cmd.arg(count).arg(ms(timeout));
+                        cmd
+                    }
+                };
+                let response_timeout = self.redis.config().reply_budget() + timeout;
+                let redis = self.redis.dedicated(Some(response_timeout)).await?;
+                Ok::<_, Error>((redis, wait))
+            })
+            .await?;
+        Ok((redis, Some(wait)))
+    }
+
+    /// Writes one batch: `WATCH lost_runs`, `check_ids.lua`, then one
+    /// MULTI/EXEC of the records' HSET and `enqueue.lua`, then the wait for
+    /// replicas if the durability asks for it. A batch whose id run was lost
+    /// (a failover or restart that lost the reservation) is not run by
+    /// Redis; it is sent again under ids from a fresh reservation, so its
+    /// jobs may get ids other than those taken for it.
+    async fn write(
+        &self,
+        now: u64,
+        batch: &[Prepared],
+        ids: Ids,
+    ) -> Result<Vec<Enqueued>, WriteError> {
         debug_assert!(!batch.is_empty() && batch.len() <= MAX_BATCH_JOBS);
-        debug_assert_eq!(batch.len(), ids.len());
+        debug_assert_eq!(batch.len(), ids.ids.len());
         self.ensure_script().await?;
-        let mut retried = false;
+        let (redis, wait) = self.connection().await?;
+        let Ids {
+            mut ids,
+            mut generation,
+        } = ids;
+        let mut script_reloaded = false;
+        let mut runs_lost = 0;
         loop {
-            let commands = vec![
-                self.hset_records(batch, ids),
-                self.enqueue_call(now, batch, ids),
-            ];
-            let replies = self.redis.transaction(commands).await?;
+            let guarded = redis
+                .retry_refused("the batch", || {
+                    redis.guarded_transaction(
+                        self.keys.lost_runs(),
+                        vec![self.check_ids(&ids)],
+                        vec![
+                            self.hset_records(batch, &ids),
+                            self.enqueue_call(now, batch, &ids),
+                        ],
+                        wait.into_iter().cloned().collect(),
+                    )
+                })
+                .await?;
+            let checked = guarded.before.into_iter().next();
+            let Some(replies) = guarded.exec else {
+                // Redis did not run the transaction: lost_runs changed
+                // after the WATCH. Either this batch's check found its run
+                // gone, or another producer's check counted a lost run
+                // meanwhile.
+                if checked == Some(Value::Int(0)) {
+                    runs_lost += 1;
+                    if runs_lost > MAX_LOST_RUNS_PER_BATCH {
+                        return Err(Error::new(
+                            ErrorKind::Unavailable,
+                            format!(
+                                "the ids reserved for this batch were lost {runs_lost} times in a row \
+                                 (failovers or restarts that lost writes); nothing was written"
+                            ),
+                        )
+                        .into());
+                    }
+                    tracing::warn!(
+                        queue = self.keys.jobs(),
+                        first_id = ids[0],
+                        jobs = ids.len(),
+                        "this producer's id run was lost (a failover or restart lost writes); \
+                         the batch goes again under new ids"
+                    );
+                    self.forget_run(generation).await;
+                    let fresh = self.take_ids(batch.len(), 0, now).await?;
+                    (ids, generation) = (fresh.ids, fresh.generation);
+                }
+                continue;
+            };
+            if let Some(Value::ServerError(error)) = &checked {
+                // The records went in unchecked (an ACL that denies EVAL, a
+                // script that was busy): say so loudly, as it is unsafe
+                // after a failover.
+                tracing::error!(
+                    queue = self.keys.jobs(),
+                    error = ?error,
+                    "check_ids.lua could not run before a batch was written; ids are not protected against a lost reservation"
+                );
+            }
             let [written, filed] = <[Value; 2]>::try_from(replies)
                 .expect("a transaction returns one reply per command");
             match filed {
@@ -665,11 +854,11 @@ impl Writer {
                 // middle of a call can reorder its batches, never lose or
                 // double a job.)
                 Value::ServerError(error)
-                    if error.kind() == Some(ServerErrorKind::NoScript) && !retried =>
+                    if error.kind() == Some(ServerErrorKind::NoScript) && !script_reloaded =>
                 {
                     self.script_loaded.store(false, Ordering::Release);
                     self.ensure_script().await?;
-                    retried = true;
+                    script_reloaded = true;
                 }
                 Value::ServerError(error) => {
                     // The script refused the batch: take the records out
@@ -677,7 +866,7 @@ impl Writer {
                     let error = Error::from(redis::RedisError::from(error));
                     let removed: Result<u64> = self
                         .redis
-                        .query(redis::cmd("HDEL").arg(self.keys.jobs()).arg(ids))
+                        .query(redis::cmd("HDEL").arg(self.keys.jobs()).arg(&ids))
                         .await;
                     if let Err(cleanup) = removed {
                         tracing::warn!(
@@ -688,21 +877,78 @@ impl Writer {
                             "a refused batch's records could not be removed; they stay in `jobs` without a job"
                         );
                     }
-                    return Err(error);
+                    return Err(error.into());
                 }
                 filed => {
-                    if !retried && written != Value::Int(ids.len() as i64) {
-                        tracing::warn!(
+                    if !script_reloaded && written != Value::Int(ids.len() as i64) {
+                        // check_ids.lua makes this impossible short of a
+                        // hand-edited next_id or id_runs.
+                        tracing::error!(
                             queue = self.keys.jobs(),
                             ?written,
                             jobs = ids.len(),
-                            "enqueue wrote over existing records: was the queue's next_id moved back?"
+                            "enqueue wrote over existing records: was the queue's next_id or id_runs edited?"
                         );
                     }
-                    return enqueued(ids, filed);
+                    let done = enqueued(&ids, filed)?;
+                    return match self.replicas_missing(guarded.after.first()) {
+                        None => Ok(done),
+                        Some(error) => Err(WriteError {
+                            error,
+                            written: Some(done),
+                        }),
+                    };
                 }
             }
         }
+    }
+
+    /// The error to give when the replicas did not confirm the batch: `None`
+    /// when the durability asks for none or they did.
+    fn replicas_missing(&self, reply: Option<&Value>) -> Option<Error> {
+        let (count, timeout) = self.durability.wait()?;
+        let confirmed = match reply {
+            Some(Value::Int(n)) => *n,
+            // WAITAOF: [local fsyncs, replica fsyncs].
+            Some(Value::Array(counts)) => match counts.get(1) {
+                Some(Value::Int(n)) => *n,
+                _ => 0,
+            },
+            Some(Value::ServerError(error)) => {
+                return Some(Error::new(
+                    ErrorKind::NotReplicated,
+                    format!(
+                        "written to the primary; waiting for {count} replica(s) failed: {}",
+                        Error::from(redis::RedisError::from(error.clone())).message()
+                    ),
+                ));
+            }
+            _ => 0,
+        };
+        (confirmed < i64::from(count)).then(|| {
+            Error::new(
+                ErrorKind::NotReplicated,
+                format!(
+                    "written to the primary, but {confirmed} of the {count} replica(s) asked for \
+                     confirmed it within {timeout:?} ({}); a failover now may lose it",
+                    self.durability
+                ),
+            )
+        })
+    }
+
+    /// `EVAL check_ids.lua` for a batch under `ids` (its source, not its
+    /// SHA: see the script).
+    fn check_ids(&self, ids: &[u64]) -> Cmd {
+        let last = ids.iter().max().copied().unwrap_or_default();
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(&*CHECK_IDS)
+            .arg(2)
+            .arg(self.keys.id_runs())
+            .arg(self.keys.lost_runs())
+            .arg(&self.token)
+            .arg(last);
+        eval
     }
 
     /// `HSET jobs id record …` for the whole batch.
@@ -731,6 +977,8 @@ impl Writer {
             .arg(keys.stats())
             .arg(keys.notify())
             .arg(&keys.waiting_all()[..])
+            .arg(keys.id_runs())
+            .arg(keys.lost_runs())
             .arg(idempotency_keys)
             .arg(now)
             .arg(batch.len());
@@ -767,6 +1015,29 @@ impl Writer {
         }
         call
     }
+}
+
+/// The first Redis version with `WAITAOF`.
+const WAITAOF_SINCE: (u32, u32) = (7, 2);
+
+/// Refuses [`Durability::ReplicasAof`] on a Redis without `WAITAOF`
+/// (asked once per producer, at its first batch).
+async fn check_waitaof(redis: &Redis) -> Result<()> {
+    let info: String = redis.query(redis::cmd("INFO").arg("server")).await?;
+    let version = info
+        .lines()
+        .find_map(|line| line.trim_end().strip_prefix("redis_version:"))
+        .unwrap_or("unknown")
+        .to_string();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if found < WAITAOF_SINCE {
+        return Err(Error::invalid(format!(
+            "durability replicas-aof needs Redis 7.2 or later (WAITAOF); this server runs {version}: \
+             use durability replicas, which waits for the replicas' memory"
+        )));
+    }
+    Ok(())
 }
 
 /// Each job's result from its id and `enqueue.lua`'s list of duplicates

@@ -15,8 +15,9 @@ use super::Queue;
 use super::job::{JobId, JobInfo, JobState};
 use super::record;
 use super::scripts::{self, SCRIPTS};
-use crate::error::{Error, Result};
-use crate::keyspace::{PRIORITY_LEVELS, lease_deadline};
+use crate::connection::glob_escape;
+use crate::error::{Error, ErrorKind, Result};
+use crate::keyspace::{PRIORITY_LEVELS, lease_deadline, queues_registry};
 
 /// The most workers whose active jobs one call looks at.
 const MAX_LISTED_WORKERS: isize = 1000;
@@ -30,6 +31,19 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 pub const MAX_LIST_OFFSET: usize = 100_000_000;
 /// How often a cancel retries when a worker it did not know of leased the job.
 const CANCEL_ATTEMPTS: usize = 3;
+/// Keys one `UNLINK` of [`Queue::delete`] removes at most: the call stays
+/// short (UNLINK frees large values on a background thread) however many
+/// idempotency keys a queue has.
+pub const DELETE_BATCH_KEYS: usize = 100;
+
+/// What [`Queue::delete`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Deleted {
+    /// Keys removed.
+    pub keys: u64,
+    /// Jobs whose records were removed, whatever their state.
+    pub jobs: u64,
+}
 
 /// Sizes and counters of a queue at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -448,6 +462,81 @@ impl Queue {
             }
         }
         Ok(total)
+    }
+
+    /// Deletes the queue: every key under its hash tag (its jobs in every
+    /// state, idempotency keys, counters, settings) in batches of
+    /// [`DELETE_BATCH_KEYS`], then its entry in the registry. Its settings
+    /// and id runs go last, so a delete cut short leaves a queue whose ids
+    /// still only grow.
+    ///
+    /// Refused while jobs are active (leased to workers) unless `force`:
+    /// stop the queue's workers first; with `force`, the outcomes of those
+    /// runs find nothing to settle. A producer that enqueues meanwhile makes
+    /// the queue again (its first batch after the delete takes fresh ids).
+    ///
+    /// Errors: [`InvalidInput`](ErrorKind::InvalidInput) when jobs are
+    /// active and `force` is not set (nothing was deleted).
+    pub async fn delete(&self, force: bool) -> Result<Deleted> {
+        let counts = self.counts().await?;
+        if counts.active > 0 && !force {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "queue {} has {} active jobs (leased by its {} workers); stop its workers first, or delete with force",
+                    self.name(),
+                    counts.active,
+                    counts.workers
+                ),
+            ));
+        }
+        let keys = self.keys();
+        let redis = self.redis();
+        let jobs: u64 = redis.query(redis::cmd("HLEN").arg(keys.jobs())).await?;
+        let last = [keys.meta(), keys.id_runs(), keys.lost_runs(), keys.stats()];
+        let unlink = |batch: Vec<String>| async move {
+            let mut removed = 0;
+            for chunk in batch.chunks(DELETE_BATCH_KEYS) {
+                let n: u64 = redis.query(redis::cmd("UNLINK").arg(chunk)).await?;
+                removed += n;
+            }
+            Ok(removed)
+        };
+        let pattern = format!("{}:*", glob_escape(keys.base()));
+        let mut removed = redis
+            .scan_node_of(keys.jobs(), &pattern, |found| {
+                unlink(
+                    found
+                        .into_iter()
+                        .filter(|key| !last.contains(&key.as_str()))
+                        .collect(),
+                )
+            })
+            .await?;
+        // Keys written while the scan ran, then the settings and id runs.
+        let mut fixed: Vec<String> = vec![
+            keys.jobs().into(),
+            keys.scheduled().into(),
+            keys.dead().into(),
+            keys.completed().into(),
+            keys.workers().into(),
+            keys.notify().into(),
+        ];
+        fixed.extend(keys.waiting_all().iter().cloned());
+        removed += unlink(fixed).await?;
+        removed += unlink(last.iter().map(|key| key.to_string()).collect()).await?;
+        let _: u64 = redis
+            .query(
+                redis::cmd("SREM")
+                    .arg(queues_registry(&self.config().prefix))
+                    .arg(self.name().as_str()),
+            )
+            .await?;
+        self.inner.registration.reset();
+        Ok(Deleted {
+            keys: removed,
+            jobs,
+        })
     }
 
     /// Stops workers from fetching jobs of this queue; running jobs finish.

@@ -16,38 +16,59 @@
 //! way to Redis, the next one gathers, and each batch is one transaction.
 //! Callers still get their own result, and a batch is atomic, so one caller's
 //! Ok means its job is in Redis.
+//!
+//! # On a replicated Redis
+//!
+//! Replication is asynchronous. By default ([`Durability::Primary`]) Ok
+//! means the primary has the job; a failover that promotes a replica the
+//! job had not reached loses it. [`Durability::Replicas`] waits for replicas
+//! (`WAIT`) after each batch and fails with
+//! [`NotReplicated`](crate::ErrorKind::NotReplicated) when they do not
+//! confirm in time, so that Ok survives a failover to one of them.
+//! Whatever the setting, a failover that loses writes never makes two jobs
+//! share an id: each producer's run of ids is recorded with it, and a batch
+//! whose run was lost is not written but sent again under fresh ids (see
+//! `enqueue.rs`). (Not to be confused with [`crate::durability`], which
+//! checks what Redis itself keeps.)
 
 mod config;
 mod enqueue;
 mod inspect;
 pub(crate) mod job;
 pub(crate) mod record;
+mod registry;
 pub(crate) mod scripts;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::sync::{OnceCell, mpsc};
 
 pub use config::{
     Bounds, CompletedRetention, DEFAULT_DEAD_BOUNDS, DEFAULT_DEAD_MAX_AGE, DEFAULT_DEAD_MAX_BYTES,
     DEFAULT_DEAD_MAX_COUNT, DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_JOB_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_PAYLOAD_LIMIT, DEFAULT_PRIORITY, MAX_ATTEMPTS_LIMIT, MAX_IDEMPOTENCY_KEY_LEN,
-    MAX_IDEMPOTENCY_WINDOW, MAX_JOB_TIMEOUT, MAX_PAYLOAD_LIMIT, MAX_RETENTION_AGE,
-    MAX_RETENTION_BYTES, MAX_RETENTION_COUNT, MAX_SCHEDULE_AHEAD, QueueConfig, Retention,
+    DEFAULT_MAX_QUEUES, DEFAULT_PAYLOAD_LIMIT, DEFAULT_PRIORITY, DEFAULT_REPLICA_TIMEOUT,
+    Durability, MAX_ATTEMPTS_LIMIT, MAX_DURABILITY_REPLICAS, MAX_IDEMPOTENCY_KEY_LEN,
+    MAX_IDEMPOTENCY_WINDOW, MAX_JOB_TIMEOUT, MAX_PAYLOAD_LIMIT, MAX_QUEUES_LIMIT,
+    MAX_REPLICA_TIMEOUT, MAX_RETENTION_AGE, MAX_RETENTION_BYTES, MAX_RETENTION_COUNT,
+    MAX_SCHEDULE_AHEAD, QueueConfig, Retention,
 };
 pub use enqueue::{BulkError, MAX_BATCH_BYTES, MAX_BATCH_JOBS};
 pub use inspect::{
-    CancelOutcome, DeadSelection, MAX_LIST_LIMIT, MAX_LIST_OFFSET, QueueCounts, QueueTotals,
-    WorkerInfo,
+    CancelOutcome, DeadSelection, Deleted, MAX_LIST_LIMIT, MAX_LIST_OFFSET, QueueCounts,
+    QueueTotals, WorkerInfo,
 };
 pub use job::{Enqueued, HIGHEST_PRIORITY, JobId, JobInfo, JobState, LOWEST_PRIORITY, NewJob};
 pub use record::{Compression, DEFAULT_COMPRESSION};
+pub use registry::{DISCOVERY_SCAN_CALLS, REGISTER_RETRY, REGISTER_WAIT, REGISTRY_REFRESH};
 
 use crate::clock::RedisClock;
 use crate::connection::Redis;
+use crate::durability::inspect_node;
 use crate::error::Result;
-use crate::keyspace::{QueueKeys, QueueName, queues_registry};
+use crate::keyspace::{QueueKeys, QueueName};
 
 /// A handle for one queue; clones share one connection and one batcher.
 #[derive(Clone)]
@@ -65,9 +86,12 @@ struct Inner {
     /// the configured clock is a manual one.
     redis_clock: Option<Arc<RedisClock>>,
     batcher: OnceLock<mpsc::Sender<enqueue::Pending>>,
-    registered: OnceCell<()>,
+    registration: registry::Registration,
     /// Set once Redis was found not to evict keys (or that was allowed).
     redis_checked: OnceCell<()>,
+    /// When a check skipped a primary that did not answer (ms of the
+    /// queue's clock; 0: never).
+    redis_check_skipped_at: AtomicU64,
     /// Writes enqueued batches; shared with the batcher task.
     writer: Arc<enqueue::Writer>,
 }
@@ -100,7 +124,11 @@ impl Queue {
             config.clock = clock.clone();
         }
         let keys = QueueKeys::new(&config.prefix, &name);
-        let writer = Arc::new(enqueue::Writer::new(redis.clone(), keys.clone()));
+        let writer = Arc::new(enqueue::Writer::new(
+            redis.clone(),
+            keys.clone(),
+            config.durability,
+        ));
         Ok(Self {
             inner: Arc::new(Inner {
                 redis,
@@ -109,8 +137,9 @@ impl Queue {
                 config,
                 redis_clock,
                 batcher: OnceLock::new(),
-                registered: OnceCell::new(),
+                registration: registry::Registration::default(),
                 redis_checked: OnceCell::new(),
+                redis_check_skipped_at: AtomicU64::new(0),
                 writer,
             }),
         })
@@ -248,69 +277,71 @@ impl Queue {
         text.map(|text| Retention::from_record(&text)).transpose()
     }
 
-    /// Names of the queues that have been used under `prefix`.
-    pub async fn list(redis: &Redis, prefix: &str) -> Result<Vec<QueueName>> {
-        let names: Vec<String> = redis
-            .query(redis::cmd("SMEMBERS").arg(queues_registry(prefix)))
-            .await?;
-        let mut names: Vec<QueueName> = names
-            .into_iter()
-            .filter_map(|n| QueueName::new(n).ok())
-            .collect();
-        names.sort();
-        Ok(names)
-    }
-
     /// Refuses a Redis that may evict keys, unless the configuration allows
     /// it: asked once per handle, on its first enqueue or fetch, then
     /// remembered (see [`crate::durability`]). A failed check is asked again
     /// next time.
+    ///
+    /// On a cluster every primary is asked, each within [`CHECK_NODE_WAIT`]:
+    /// a primary that does not answer (its shard failing over) is skipped,
+    /// unless it holds this queue, and the check is made again after
+    /// [`CHECK_RETRY`] — one shard's failover must not stop queues on the
+    /// healthy ones (nor hold each of their enqueues up).
     pub(crate) async fn check_redis(&self) -> Result<()> {
-        if self.inner.config.allow_evicting_redis {
+        if self.inner.config.allow_evicting_redis || self.inner.redis_checked.get().is_some() {
             return Ok(());
         }
-        self.inner
-            .redis_checked
-            .get_or_try_init(|| crate::durability::refuse_eviction(&self.inner.redis))
-            .await
-            .map(|_| ())
-    }
-
-    /// Records the queue in the registry once per handle, so that `plimsoll`
-    /// and the dashboard can list it. The registry is the one key outside the
-    /// queue's hash tag, hence a plain command and not part of a script.
-    async fn register(&self) -> Result<()> {
-        self.check_redis().await?;
-        // Due times are computed on Redis' time too.
-        self.ensure_clock().await?;
-        self.inner
-            .registered
-            .get_or_try_init(|| async {
-                let _: () = self
-                    .inner
-                    .redis
-                    .query(
-                        redis::cmd("SADD")
-                            .arg(queues_registry(&self.inner.config.prefix))
-                            .arg(self.inner.name.as_str()),
-                    )
-                    .await?;
-                let _: () = self
-                    .inner
-                    .redis
-                    .query(
-                        redis::cmd("HSETNX")
-                            .arg(self.inner.keys.meta())
-                            .arg("created_at")
-                            .arg(self.now_ms()),
-                    )
-                    .await?;
-                Ok(())
-            })
-            .await
-            .map(|_| ())
+        let now = self.now_ms();
+        let skipped_at = self.inner.redis_check_skipped_at.load(Ordering::Relaxed);
+        if skipped_at != 0 && now.saturating_sub(skipped_at) < crate::clock::ms(CHECK_RETRY) {
+            return Ok(());
+        }
+        let redis = &self.inner.redis;
+        let own = redis.primary_address_of(self.keys().jobs()).await?;
+        let mut nodes = Vec::new();
+        let mut skipped = Vec::new();
+        for (address, node) in redis
+            .try_primaries(self.keys().jobs(), CHECK_NODE_WAIT)
+            .await?
+        {
+            let inspected = match node {
+                Ok(node) => tokio::time::timeout(CHECK_NODE_WAIT, inspect_node(&address, &node))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(crate::Error::new(
+                            crate::ErrorKind::Timeout,
+                            format!("{address} did not answer within {CHECK_NODE_WAIT:?}"),
+                        ))
+                    }),
+                Err(err) => Err(err),
+            };
+            match inspected {
+                Ok(node) => nodes.push(node),
+                Err(err) if address != own => skipped.push((address, err)),
+                Err(err) => return Err(err),
+            }
+        }
+        crate::durability::Durability { nodes }.refuse_eviction()?;
+        if skipped.is_empty() {
+            let _ = self.inner.redis_checked.set(());
+        } else {
+            for (address, err) in &skipped {
+                tracing::warn!(queue = %self.name(), node = %address, error = %err,
+                    "a primary did not say whether it evicts keys; asking again later");
+            }
+            self.inner
+                .redis_check_skipped_at
+                .store(now.max(1), Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
+
+/// How long the eviction check waits for one primary of a cluster.
+pub const CHECK_NODE_WAIT: Duration = Duration::from_millis(500);
+/// After the eviction check skipped a primary that did not answer, how long
+/// the handle goes on before it asks again.
+pub const CHECK_RETRY: Duration = Duration::from_secs(5);
 
 /// The `meta` field holding the queue's recorded retention rules.
 const RETENTION_FIELD: &str = "retention";

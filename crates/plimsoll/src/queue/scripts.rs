@@ -24,12 +24,34 @@ const LIB: &str = include_str!("../../lua/queue/lib.lua");
 
 /// Builds a script from its file: shebang line, then `lib.lua`, then the body.
 fn with_lib(source: &str) -> Script {
+    Script::new(&source_with_lib(source))
+}
+
+/// A script file's source as Redis gets it: `lib.lua` after the shebang.
+fn source_with_lib(source: &str) -> String {
     let (shebang, body) = source
         .split_once('\n')
         .expect("a script file starts with its shebang line");
     assert!(shebang.starts_with("#!lua"), "script lacks a shebang");
-    Script::new(&format!("{shebang}\n{LIB}\n{body}"))
+    format!("{shebang}\n{LIB}\n{body}")
 }
+
+/// The sources of the scripts a producer loads itself, on the one node that
+/// serves the queue (or the registry): on a cluster, redis-rs sends a
+/// `SCRIPT LOAD` to every node, so a node that does not answer (failing
+/// over, stopped) held up the first enqueue of every queue on every shard.
+/// Same text as in [`SCRIPTS`], so the same SHA.
+pub(crate) struct ProducerSources {
+    pub(crate) enqueue: String,
+    pub(crate) reserve_ids: String,
+    pub(crate) register: String,
+}
+
+pub(crate) static PRODUCER_SOURCES: LazyLock<ProducerSources> = LazyLock::new(|| ProducerSources {
+    enqueue: source_with_lib(include_str!("../../lua/queue/enqueue.lua")),
+    reserve_ids: source_with_lib(include_str!("../../lua/queue/reserve_ids.lua")),
+    register: source_with_lib(include_str!("../../lua/queue/register.lua")),
+});
 
 macro_rules! scripts {
     ($($name:ident => $file:literal,)*) => {
@@ -60,7 +82,29 @@ scripts! {
     retry_dead => "retry_dead.lua",
     purge_dead => "purge_dead.lua",
     trim => "trim.lua",
+    register => "register.lua",
     time => "time.lua",
+}
+
+/// `check_ids.lua` as sent with EVAL before every batch: without its
+/// comments and blank lines, so that Redis hashes a few hundred bytes per
+/// batch rather than the whole header (EVAL hashes the source to find the
+/// compiled script). It runs on its own, without `lib.lua`.
+pub(crate) static CHECK_IDS: LazyLock<String> =
+    LazyLock::new(|| strip_comments(include_str!("../../lua/queue/check_ids.lua")));
+
+/// Keeps the shebang line and every line that is not a `--` comment or
+/// blank, trimmed.
+fn strip_comments(source: &str) -> String {
+    let mut lines = source.lines();
+    let mut out = String::from(lines.next().unwrap_or_default());
+    for line in lines.map(str::trim) {
+        if !line.is_empty() && !line.starts_with("--") {
+            out.push('\n');
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// Adds the queue's ten waiting lists, priority 0 first, as the next keys:

@@ -5,7 +5,9 @@ mod support;
 
 mod cache;
 mod cluster;
+mod cluster_failover;
 mod durability;
+mod failover;
 mod guard;
 mod guard_attribute;
 mod guard_layouts;
@@ -14,5 +16,6 @@ mod lazy_connect;
 mod leases;
 mod memory;
 mod queue;
+mod registry;
 mod retention;
 mod worker;

@@ -54,7 +54,11 @@ async fn a_million_jobs_through_default_settings_leave_nothing_behind() {
     keys.sort();
     assert_eq!(
         keys,
-        ["plimsoll:{million}:meta", "plimsoll:{million}:stats"]
+        [
+            "plimsoll:{million}:id_runs",
+            "plimsoll:{million}:meta",
+            "plimsoll:{million}:stats"
+        ]
     );
 }
 
@@ -129,7 +133,7 @@ async fn a_full_redis_refuses_new_jobs_whole_and_workers_keep_draining_it() {
     );
     // What is left is the one job enqueued last, and the queue's own keys.
     let base = "plimsoll:{full}";
-    let expected: Vec<String> = ["jobs", "meta", "notify", "stats", "waiting:5"]
+    let expected: Vec<String> = ["id_runs", "jobs", "meta", "notify", "stats", "waiting:5"]
         .iter()
         .map(|k| format!("{base}:{k}"))
         .collect();

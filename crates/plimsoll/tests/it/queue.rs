@@ -489,3 +489,22 @@ async fn a_custom_prefix_names_every_key() {
         server.keys()
     );
 }
+
+#[tokio::test]
+async fn a_meta_hash_deleted_by_hand_does_not_send_ids_back_onto_a_live_run() {
+    let (server, first) = support::queue("gone-meta").await;
+    let early = first.enqueue(NewJob::bytes("first")).await.unwrap();
+    // next_id goes, the producers' runs stay recorded in id_runs.
+    server.cmd(&["DEL", first.keys().meta()]);
+    let second = Queue::with_defaults(first.redis().clone(), "gone-meta").unwrap();
+    let later = second.enqueue(NewJob::bytes("second")).await.unwrap();
+    assert!(
+        later.id.0 > early.id.0 + 999,
+        "the new run {} overlaps the first producer's run from {}",
+        later.id,
+        early.id
+    );
+    let mine = first.enqueue(NewJob::bytes("first again")).await.unwrap();
+    assert_eq!(mine.id.0, early.id.0 + 1);
+    assert_eq!(first.counts().await.unwrap().waiting, 3);
+}

@@ -62,7 +62,14 @@ async fn completed_jobs_are_removed_and_nothing_is_left_behind() {
     let mut keys = queue_keys(&server, "done");
     keys.sort();
     let base = "plimsoll:{done}";
-    assert_eq!(keys, [format!("{base}:meta"), format!("{base}:stats")]);
+    assert_eq!(
+        keys,
+        [
+            format!("{base}:id_runs"),
+            format!("{base}:meta"),
+            format!("{base}:stats")
+        ]
+    );
 }
 
 #[tokio::test]
@@ -459,9 +466,10 @@ async fn a_worker_killed_mid_job_has_its_job_run_again_and_completed_once() {
     // The dead worker's registration and active hash are gone.
     let workers = queue.workers().await.unwrap();
     assert!(workers.is_empty(), "{workers:?}");
+    // meta, stats and id_runs.
     assert_eq!(
         queue_keys(&server, "crash").len(),
-        2,
+        3,
         "{:?}",
         queue_keys(&server, "crash")
     );
