@@ -273,7 +273,7 @@ pub async fn run(
     }
     // A Redis that is not reachable yet is checked by each queue on its
     // first use.
-    let durability = if redis_connected {
+    let redis_warnings = if redis_connected {
         check_redis(&config, &redis).await?
     } else {
         Vec::new()
@@ -289,7 +289,7 @@ pub async fn run(
     let spool = Spool::open(&config.data_dir.join("spool"), config.spool_max_bytes)
         .map_err(io("opening the webhook spool"))?;
     let state = AppState::new(config.clone(), redis, tokens.clone(), spool)?;
-    state.set_redis_warnings(durability);
+    state.set_redis_warnings(redis_warnings);
 
     let services = CancellationToken::new();
     let guard_tasks = match state.guard() {
@@ -466,24 +466,24 @@ fn start_push_workers(
 /// as that). Every primary of a cluster is asked. A Redis that cannot be
 /// asked now is asked again by each queue on its first use.
 pub async fn check_redis(config: &ServerConfig, redis: &Redis) -> Result<Vec<String>, ServeError> {
-    let durability = match plimsoll::durability::Durability::inspect(redis).await {
-        Ok(durability) => durability,
+    let policy = match plimsoll::redis_policy::RedisPolicy::inspect(redis).await {
+        Ok(policy) => policy,
         Err(err) => {
             tracing::warn!(error = %err, "cannot read Redis' eviction and persistence settings now; each queue asks again on first use");
             return Ok(Vec::new());
         }
     };
     if config.allow_eviction {
-        if let Err(err) = durability.refuse_eviction() {
+        if let Err(err) = policy.refuse_eviction() {
             tracing::warn!(error = %err, "redis.allow_eviction is set: running queues on a Redis that may evict keys");
         }
     } else {
-        durability.refuse_eviction()?;
+        policy.refuse_eviction()?;
     }
     if config.hooks.is_empty() {
         return Ok(Vec::new());
     }
-    let warnings = durability.warnings();
+    let warnings = policy.warnings();
     for warning in &warnings {
         tracing::warn!(
             warning,

@@ -645,10 +645,14 @@ impl Redis {
         if !self.is_cluster() {
             return Ok(url_address(&self.config.urls[0]));
         }
-        let slot: u16 = self
-            .query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
-            .await?;
-        let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+        // Both asked of the node that serves `key`: a keyless command goes
+        // to any node, and one that does not answer (a shard failing over)
+        // would hold every queue's first enqueue up for a whole response
+        // timeout.
+        let mut keyslot = redis::cmd("CLUSTER");
+        keyslot.arg("KEYSLOT").arg(key);
+        let slot: u16 = self.query_via(key, keyslot).await?;
+        let nodes = self.cluster_nodes_via(key).await?;
         owner_of_slot(&nodes, slot).ok_or_else(|| {
             Error::new(
                 ErrorKind::Unavailable,
@@ -743,16 +747,22 @@ impl Redis {
     /// `CLUSTER NODES` as the node that serves `key` tells it: a keyless
     /// command would go to a random node, which may be the one failing over.
     async fn cluster_nodes_via(&self, key: &str) -> Result<String> {
+        let mut nodes = redis::cmd("CLUSTER");
+        nodes.arg("NODES");
+        self.query_via(key, nodes).await
+    }
+
+    /// Runs `cmd` on the primary that serves `key` (on the one server when
+    /// this is not a cluster), however keyless the command is.
+    async fn query_via<T: redis::FromRedisValue>(&self, key: &str, cmd: Cmd) -> Result<T> {
         use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
         let Conn::Cluster(conn) = &self.resolved().conn else {
-            return self.query(redis::cmd("CLUSTER").arg("NODES")).await;
+            return self.query(&cmd).await;
         };
         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
             Route::with_key(key, SlotAddr::Master),
         ));
-        let mut nodes = redis::cmd("CLUSTER");
-        nodes.arg("NODES");
-        let reply = conn.clone().route_command(nodes, routing).await?;
+        let reply = conn.clone().route_command(cmd, routing).await?;
         Ok(redis::from_redis_value(reply)?)
     }
 

@@ -35,11 +35,11 @@
 pub mod cache;
 pub mod clock;
 pub mod connection;
-pub mod durability;
 pub mod error;
 pub mod guard;
 pub mod keyspace;
 pub mod queue;
+pub mod redis_policy;
 pub mod units;
 pub mod worker;
 

@@ -410,7 +410,7 @@ pub struct QueueConfig {
     pub clock: Arc<dyn Clock>,
     /// Run on a Redis whose `maxmemory-policy` may evict keys, accepting that
     /// jobs and idempotency keys may vanish under memory pressure. Off by
-    /// default: such a Redis is refused (see [`crate::durability`]).
+    /// default: such a Redis is refused (see [`crate::redis_policy`]).
     pub allow_evicting_redis: bool,
 }
 

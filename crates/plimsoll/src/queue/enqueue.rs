@@ -187,8 +187,12 @@ impl Queue {
     /// [`Connection`](ErrorKind::Connection) or [`Timeout`](ErrorKind::Timeout)
     /// when Redis could not be reached.
     pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
-        let job = self.prepare(job, self.now_ms())?;
+        // A bad job is refused before Redis is asked anything; its due time
+        // is taken only after `register`, which puts the queue's clock on
+        // Redis' time on first use.
+        self.check(&job)?;
         self.register().await?;
+        let job = self.encode(job, self.now_ms());
         let (reply, answer) = oneshot::channel();
         let batcher = self.batcher();
         batcher
@@ -451,12 +455,6 @@ impl Queue {
             }
         }
         Ok(())
-    }
-
-    /// Checks and encodes a job.
-    pub(crate) fn prepare(&self, job: NewJob, now: u64) -> Result<Prepared> {
-        self.check(&job)?;
-        Ok(self.encode(job, now))
     }
 
     /// Encodes a job that passed [`check`](Self::check).

@@ -28,7 +28,7 @@
 //! Whatever the setting, a failover that loses writes never makes two jobs
 //! share an id: each producer's run of ids is recorded with it, and a batch
 //! whose run was lost is not written but sent again under fresh ids (see
-//! `enqueue.rs`). (Not to be confused with [`crate::durability`], which
+//! `enqueue.rs`). (Not to be confused with [`crate::redis_policy`], which
 //! checks what Redis itself keeps.)
 
 mod config;
@@ -66,9 +66,9 @@ pub use registry::{DISCOVERY_SCAN_CALLS, REGISTER_RETRY, REGISTER_WAIT, REGISTRY
 
 use crate::clock::RedisClock;
 use crate::connection::Redis;
-use crate::durability::inspect_node;
 use crate::error::Result;
 use crate::keyspace::{QueueKeys, QueueName};
+use crate::redis_policy::inspect_node;
 
 /// A handle for one queue; clones share one connection and one batcher.
 #[derive(Clone)]
@@ -279,7 +279,7 @@ impl Queue {
 
     /// Refuses a Redis that may evict keys, unless the configuration allows
     /// it: asked once per handle, on its first enqueue or fetch, then
-    /// remembered (see [`crate::durability`]). A failed check is asked again
+    /// remembered (see [`crate::redis_policy`]). A failed check is asked again
     /// next time.
     ///
     /// On a cluster every primary is asked, each within [`CHECK_NODE_WAIT`]:
@@ -321,7 +321,7 @@ impl Queue {
                 Err(err) => return Err(err),
             }
         }
-        crate::durability::Durability { nodes }.refuse_eviction()?;
+        crate::redis_policy::RedisPolicy { nodes }.refuse_eviction()?;
         if skipped.is_empty() {
             let _ = self.inner.redis_checked.set(());
         } else {

@@ -580,18 +580,22 @@ async fn a_worker_whose_clock_is_ten_minutes_ahead_keeps_to_redis_time() {
         .start(handler(ran.clone(), release.clone()))
         .unwrap();
 
-    // Delayed jobs from both clocks, and from a skewed producer that has
-    // not been used before.
+    // Delayed jobs from both clocks, and from skewed producers that have
+    // not been used before: one bulk call and one single enqueue (which
+    // used to compute its due time before its first Redis call, on its own
+    // clock).
     let fresh_skewed = Queue::new(
         Redis::connect_url(&server.url()).await.unwrap(),
         "skew",
         ahead_by(SKEW),
     )
     .unwrap();
-    // A single enqueue computes its due time before its first Redis call,
-    // so a handle used for the first time would still be on its own clock
-    // for that one job; the skewed worker has put this handle on Redis'
-    // time by now.
+    let fresh_single = Queue::new(
+        Redis::connect_url(&server.url()).await.unwrap(),
+        "skew",
+        ahead_by(SKEW),
+    )
+    .unwrap();
     eventually(WAIT, "the skewed handle's first reading", || async {
         skewed.clock_offset_ms().is_some()
     })
@@ -616,9 +620,15 @@ async fn a_worker_whose_clock_is_ten_minutes_ahead_keeps_to_redis_time() {
             .unwrap()[0]
             .id
             .0,
+        fresh_single
+            .enqueue(NewJob::bytes("d").delay(DELAY))
+            .await
+            .unwrap()
+            .id
+            .0,
     ];
     eventually(WAIT, "the delayed jobs", || async {
-        on_time.counts().await.unwrap().totals.completed == 3
+        on_time.counts().await.unwrap().totals.completed == 4
     })
     .await;
     // The long job has been held for several leases (600 ms each) by now,
@@ -633,7 +643,7 @@ async fn a_worker_whose_clock_is_ten_minutes_ahead_keeps_to_redis_time() {
     let held_for = long_started.elapsed();
     release.notify_one();
     eventually(WAIT, "the long job", || async {
-        on_time.counts().await.unwrap().totals.completed == 4
+        on_time.counts().await.unwrap().totals.completed == 5
     })
     .await;
 

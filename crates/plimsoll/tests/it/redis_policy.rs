@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use plimsoll::durability::Durability;
+use plimsoll::redis_policy::RedisPolicy;
 use plimsoll::{ErrorKind, JobState, NewJob, Outcome, Queue, QueueConfig, Redis, Worker};
 
 use crate::support::{RedisCluster, RedisServer, fast_worker};
@@ -119,7 +119,7 @@ async fn a_worker_does_not_lease_jobs_on_an_evicting_redis() {
 async fn on_a_cluster_every_primary_is_asked() {
     let cluster = RedisCluster::start();
     let redis = Redis::connect_url(&cluster.urls()[0]).await.unwrap();
-    let durability = Durability::inspect(&redis).await.unwrap();
+    let durability = RedisPolicy::inspect(&redis).await.unwrap();
     assert_eq!(durability.nodes.len(), 3);
     durability.refuse_eviction().unwrap();
 
@@ -127,7 +127,7 @@ async fn on_a_cluster_every_primary_is_asked() {
     // the error names that node.
     let evicting = &cluster.nodes()[2];
     evicting.cmd(&["CONFIG", "SET", "maxmemory-policy", "volatile-ttl"]);
-    let err = Durability::inspect(&redis)
+    let err = RedisPolicy::inspect(&redis)
         .await
         .unwrap()
         .refuse_eviction()
@@ -149,7 +149,7 @@ async fn on_a_cluster_every_primary_is_asked() {
 async fn durability_warnings_say_when_redis_does_not_fsync_every_write() {
     let plain = RedisServer::start();
     let redis = Redis::connect_url(&plain.url()).await.unwrap();
-    let warnings = Durability::inspect(&redis).await.unwrap().warnings();
+    let warnings = RedisPolicy::inspect(&redis).await.unwrap().warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("appendonly no"), "{warnings:?}");
 
@@ -158,7 +158,7 @@ async fn durability_warnings_say_when_redis_does_not_fsync_every_write() {
         .config("appendfsync", "always")
         .start();
     let redis = Redis::connect_url(&durable.url()).await.unwrap();
-    let warnings = Durability::inspect(&redis).await.unwrap().warnings();
+    let warnings = RedisPolicy::inspect(&redis).await.unwrap().warnings();
     assert!(warnings.is_empty(), "{warnings:?}");
 }
 

@@ -1,4 +1,6 @@
-//! Whether a Redis keeps what Plimsoll writes to it.
+//! Whether a Redis keeps what Plimsoll writes to it: its eviction policy and
+//! its persistence. (The queue's own [`Durability`](crate::Durability)
+//! setting, which waits for replicas, is another thing.)
 //!
 //! Two settings of Redis decide it, and neither can be seen from a reply to
 //! a write:
@@ -24,7 +26,7 @@
 //!   them since the last snapshot (no append-only file). That breaks no
 //!   Plimsoll invariant by itself — Redis' durability is Redis' — but an
 //!   acknowledged webhook is only as durable as the Redis it went to, so the
-//!   server warns about it ([`Durability::warnings`]).
+//!   server warns about it ([`RedisPolicy::warnings`]).
 //!
 //! The figures come from `INFO memory` and `INFO persistence`, which managed
 //! Redis services answer even where `CONFIG` is switched off; only
@@ -39,7 +41,7 @@ pub const NO_EVICTION: &str = "noeviction";
 
 /// What one primary promises.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeDurability {
+pub struct NodePolicy {
     /// `host:port` of the primary.
     pub address: String,
     /// Its `maxmemory-policy`.
@@ -50,7 +52,7 @@ pub struct NodeDurability {
     pub appendfsync: Option<String>,
 }
 
-impl NodeDurability {
+impl NodePolicy {
     /// Whether Redis may delete keys by itself to make room.
     pub fn evicts(&self) -> bool {
         self.maxmemory_policy != NO_EVICTION
@@ -69,11 +71,11 @@ impl NodeDurability {
 
 /// What every primary of a deployment promises.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Durability {
-    pub nodes: Vec<NodeDurability>,
+pub struct RedisPolicy {
+    pub nodes: Vec<NodePolicy>,
 }
 
-impl Durability {
+impl RedisPolicy {
     /// Asks every primary (one for a single server).
     pub async fn inspect(redis: &Redis) -> Result<Self> {
         let mut nodes = Vec::new();
@@ -135,13 +137,13 @@ impl Durability {
     }
 }
 
-/// Refuses a Redis that may evict keys: [`Durability::inspect`], then
-/// [`Durability::refuse_eviction`].
+/// Refuses a Redis that may evict keys: [`RedisPolicy::inspect`], then
+/// [`RedisPolicy::refuse_eviction`].
 pub async fn refuse_eviction(redis: &Redis) -> Result<()> {
-    Durability::inspect(redis).await?.refuse_eviction()
+    RedisPolicy::inspect(redis).await?.refuse_eviction()
 }
 
-pub(crate) async fn inspect_node(address: &str, node: &Redis) -> Result<NodeDurability> {
+pub(crate) async fn inspect_node(address: &str, node: &Redis) -> Result<NodePolicy> {
     let memory: String = node.query(redis::cmd("INFO").arg("memory")).await?;
     let maxmemory_policy = match info_field(&memory, "maxmemory_policy") {
         Some(policy) => policy.to_string(),
@@ -159,7 +161,7 @@ pub(crate) async fn inspect_node(address: &str, node: &Redis) -> Result<NodeDura
     let persistence: String = node.query(redis::cmd("INFO").arg("persistence")).await?;
     let appendonly = info_field(&persistence, "aof_enabled").map(|v| v == "1");
     let appendfsync = config_get(node, "appendfsync").await;
-    Ok(NodeDurability {
+    Ok(NodePolicy {
         address: address.to_string(),
         maxmemory_policy,
         appendonly,
@@ -187,8 +189,8 @@ async fn config_get(node: &Redis, name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn node(policy: &str, appendonly: Option<bool>, fsync: Option<&str>) -> NodeDurability {
-        NodeDurability {
+    fn node(policy: &str, appendonly: Option<bool>, fsync: Option<&str>) -> NodePolicy {
+        NodePolicy {
             address: "10.0.0.1:6379".into(),
             maxmemory_policy: policy.into(),
             appendonly,
@@ -209,10 +211,10 @@ mod tests {
             "volatile-ttl",
             "some-future-policy",
         ] {
-            let durability = Durability {
+            let redis = RedisPolicy {
                 nodes: vec![node("noeviction", None, None), node(policy, None, None)],
             };
-            let err = durability.refuse_eviction().unwrap_err();
+            let err = redis.refuse_eviction().unwrap_err();
             assert_eq!(err.kind(), ErrorKind::EvictingRedis);
             assert!(err.message().contains(policy), "{err}");
             assert!(err.message().contains("10.0.0.1:6379"), "{err}");
@@ -237,7 +239,7 @@ mod tests {
             node("noeviction", Some(true), None).fsyncs_every_write(),
             None
         );
-        let warnings = Durability {
+        let warnings = RedisPolicy {
             nodes: vec![node("noeviction", Some(false), Some("everysec"))],
         }
         .warnings();
