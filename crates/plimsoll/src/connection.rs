@@ -53,15 +53,18 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// redirection or a passing condition (`MOVED`, `ASK`, `TRYAGAIN`,
 /// `CLUSTERDOWN`) before it gives the error back. Redirections are retried at
 /// once; the others after [`CLUSTER_MIN_RETRY_WAIT`] to
-/// [`CLUSTER_MAX_RETRY_WAIT`], doubling: about a second at most in all, well
-/// inside the response timeout, so the error that comes back names the cause
-/// rather than a timeout.
-pub const CLUSTER_RETRIES: u32 = 10;
+/// [`CLUSTER_MAX_RETRY_WAIT`], doubling: a quarter of a second at most in all,
+/// well inside any response timeout, so that the client's own retries never
+/// use up a call's budget: [`Redis::retry_refused`], which knows the budget,
+/// goes on from there, and the error that comes back names the cause rather
+/// than a timeout (ten retries of up to 200 ms could take 1.5 s, and an
+/// enqueue with a 1 s budget during a slot migration then timed out).
+pub const CLUSTER_RETRIES: u32 = 5;
 /// The shortest wait before the cluster client retries (redis-rs' default,
 /// 1.28 s, made a slot migration look like an outage).
 pub const CLUSTER_MIN_RETRY_WAIT: Duration = Duration::from_millis(10);
 /// The longest wait before the cluster client retries.
-pub const CLUSTER_MAX_RETRY_WAIT: Duration = Duration::from_millis(200);
+pub const CLUSTER_MAX_RETRY_WAIT: Duration = Duration::from_millis(100);
 /// The first wait of [`Redis::retry_refused`]; it doubles up to
 /// [`REFUSED_MAX_WAIT`].
 const REFUSED_FIRST_WAIT: Duration = Duration::from_millis(10);
@@ -405,25 +408,36 @@ impl Redis {
         let started = Instant::now();
         let deadline = started + self.config.response_timeout;
         let mut wait = REFUSED_FIRST_WAIT;
+        let mut refused: Option<(&'static str, Error)> = None;
+        let unavailable = |cause: &str, detail: &Error| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "{cause}: Redis refused {what} for {:.1} s ({})",
+                    started.elapsed().as_secs_f64(),
+                    detail.message()
+                ),
+            )
+        };
         loop {
             let err = match attempt().await {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
             let Some(cause) = refusal_cause(&err) else {
-                return Err(err.into());
+                // The client retries refusals itself before it answers, and
+                // a try that ran out of time while Redis kept refusing is
+                // still that refusal, not an unreachable Redis.
+                return Err(match refused {
+                    Some((cause, detail)) if err.is_timeout() => unavailable(cause, &detail),
+                    _ => err.into(),
+                });
             };
+            let detail = Error::from(err);
             if Instant::now() + wait >= deadline {
-                let detail = Error::from(err);
-                return Err(Error::new(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "{cause}: Redis refused {what} for {:.1} s ({})",
-                        started.elapsed().as_secs_f64(),
-                        detail.message()
-                    ),
-                ));
+                return Err(unavailable(cause, &detail));
             }
+            refused = Some((cause, detail));
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(REFUSED_MAX_WAIT);
         }

@@ -34,6 +34,20 @@ pub const PRIORITY_LEVELS: usize = 10;
 /// set stays in Redis' compact encoding.
 pub const MAX_ID_RUNS: u64 = 1000;
 
+/// How long the key of a producer's id run (`…:id_run:…`) lives. A batch
+/// whose run key is gone is not written but sent again under a fresh run, so
+/// this bounds the keys of stopped producers and costs a producer that takes
+/// longer than this to use up a run one more reservation.
+pub const ID_RUN_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// How long the key a batch's `SET … NX` makes when its run's key is gone
+/// lives: a millisecond. Making it is what stops the transaction (the
+/// watched key changed); it must be gone again before the batch's next try
+/// (at least 10 ms later, when Redis refused the first), or that try's
+/// `SET … NX` would find a key, change nothing, and let the batch through
+/// under ids that are no longer its own.
+pub const LOST_RUN_MARKER_TTL: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// A validated queue name: 1 to 64 characters from `A-Z a-z 0-9 _ - .`,
 /// not dots alone.
 ///
@@ -177,7 +191,6 @@ pub struct QueueKeys {
     dead: String,
     meta: String,
     id_runs: String,
-    lost_runs: String,
     stats: String,
     notify: String,
 }
@@ -195,7 +208,6 @@ impl QueueKeys {
             dead: format!("{base}:dead"),
             meta: format!("{base}:meta"),
             id_runs: format!("{base}:id_runs"),
-            lost_runs: format!("{base}:lost_runs"),
             stats: format!("{base}:stats"),
             notify: format!("{base}:notify"),
             base,
@@ -246,8 +258,9 @@ impl QueueKeys {
 
     /// `…:active:<worker>` — hash, job id → `<token>:<deadline>`: the lease
     /// of each job that `worker` has fetched and not yet settled, as its
-    /// fencing token (the queue's `lease_token` counter, taken once per
-    /// fetch call, so every lease of a job has a token of its own) and its
+    /// fencing token (a random 64-bit number the worker draws for each fetch
+    /// call, so every lease of a job has a token of its own, also across a
+    /// failover that lost writes) and its
     /// deadline in ms, on Redis' time. Settling, renewing, handing back and
     /// a handler's cancel act only on a lease that still carries the run's
     /// token. Bound: the worker's concurrency plus prefetch, more
@@ -272,9 +285,8 @@ impl QueueKeys {
     }
 
     /// `…:meta` — hash of queue settings: `next_id` (the last id reserved;
-    /// ids start at 1,000,001, see `reserve_ids.lua`), `paused`, `created_at`,
-    /// `lease_token` (the last fencing token `fetch.lua` issued) and
-    /// `retention` (the queue's retention rules as its workers and `plimsoll
+    /// ids start at 1,000,001, see `reserve_ids.lua`), `paused`, `created_at`
+    /// and `retention` (the queue's retention rules as its workers and `plimsoll
     /// serve` apply them, so that maintenance run elsewhere applies the same:
     /// see `Queue::recorded_retention`). Bound: a fixed set of fields.
     pub fn meta(&self) -> &str {
@@ -282,23 +294,30 @@ impl QueueKeys {
     }
 
     /// `…:id_runs` — sorted set, producer token → the last id of the run of
-    /// ids that producer reserved last (`reserve_ids.lua`). Before each batch
-    /// a producer checks that its run is still here (`check_ids.lua`): a
-    /// failover or restart that lost the reservation lost this entry too, and
-    /// the producer then reserves again instead of writing ids that another
-    /// producer may hold now. Bound: [`MAX_ID_RUNS`] members, the oldest
-    /// dropped by `reserve_ids.lua` (a producer whose run was dropped
-    /// reserves again at its next batch).
+    /// ids that producer reserved last (`reserve_ids.lua`): a reservation
+    /// never hands out ids at or below its top, so `next_id` stays above
+    /// every run a recorded producer may still be writing, even when `meta`
+    /// was edited. Which ids a batch may use is each run's own key's
+    /// business ([`id_run`](Self::id_run)). Bound: [`MAX_ID_RUNS`] members,
+    /// the oldest dropped by `reserve_ids.lua`.
     pub fn id_runs(&self) -> &str {
         &self.id_runs
     }
 
-    /// `…:lost_runs` — string, the count of batches that were not written
-    /// because their producer's id run was lost (`check_ids.lua`); producers
-    /// WATCH it, so a batch whose check fails is never run. Absent until the
-    /// first such batch. Bound: one integer.
-    pub fn lost_runs(&self) -> &str {
-        &self.lost_runs
+    /// `…:id_run:<token>:<generation>` — string, the last id of one id run
+    /// a producer reserved (`reserve_ids.lua`, in the same step as
+    /// `next_id`). A failover or restart that lost the reservation lost this
+    /// key too, and every batch is sent as `WATCH` of its run's key,
+    /// `SET … NX`, then the MULTI/EXEC: when the key is gone the `SET`
+    /// creates it, the watched key has changed, and Redis does not run the
+    /// transaction, so a producer never writes ids that another producer may
+    /// hold now; it reserves again. Bound: [`ID_RUN_KEY_TTL`] for a run's
+    /// key (a producer slower than that reserves again), and
+    /// `reserve_ids.lua` deletes the key of the run two reservations back,
+    /// so a live producer holds at most two; the key the `SET` makes for a
+    /// lost run lives [`LOST_RUN_MARKER_TTL`].
+    pub fn id_run(&self, token: &str, generation: u64) -> String {
+        format!("{}:id_run:{token}:{generation}", self.base)
     }
 
     /// `…:stats` — hash of counters (`enqueued`, `completed`, `retried`,
@@ -357,7 +376,7 @@ mod tests {
             keys.dead().to_string(),
             keys.meta().to_string(),
             keys.id_runs().to_string(),
-            keys.lost_runs().to_string(),
+            keys.id_run("0123456789abcdef", 1),
             keys.stats().to_string(),
             keys.notify().to_string(),
             keys.idempotency("abc"),

@@ -302,10 +302,16 @@ fn mint_identity() -> String {
 }
 
 /// Failures that mean "Redis cannot take it now" rather than "bad webhook".
+/// `NotReplicated` among them: the job is on the primary but not on the
+/// replicas the queue's durability asks for, so a failover may lose it; the
+/// spooled copy (fsync'd before the 202, same identity) is replayed until
+/// the replicas confirm, and Redis drops it as a duplicate if the first
+/// write survived.
 fn spoolable(err: &plimsoll::Error) -> bool {
     matches!(
         err.kind(),
-        ErrorKind::OutOfMemory
+        ErrorKind::NotReplicated
+            | ErrorKind::OutOfMemory
             | ErrorKind::Connection
             | ErrorKind::Timeout
             | ErrorKind::Unavailable

@@ -161,6 +161,15 @@ async fn replay(state: &AppState, records: &[SpoolRecord]) -> Round {
                     round.enqueued += sendable - duplicates;
                     round.duplicates += duplicates;
                 }
+                Sent::Prefix { error, .. } if error.kind() == ErrorKind::NotReplicated => {
+                    // In Redis, but not on the replicas the durability asks
+                    // for: a failover may still lose them, so none of the
+                    // run counts as done and the spool keeps it all. The
+                    // next round sends it again; what did land comes back as
+                    // a duplicate.
+                    round.stopped = Some(error.to_string());
+                    return round;
+                }
                 Sent::Prefix {
                     written,
                     duplicates,

@@ -897,3 +897,69 @@ async fn a_redis_that_refuses_the_server_fails_the_start_instead_of_waiting() {
         .expect("the start fails");
     assert!(err.contains("NOAUTH") || err.contains("auth"), "{err}");
 }
+
+/// With `durability = "replicas:…"` a webhook that reached the primary but
+/// not its replica was refused at the intake (a failover could lose it, and
+/// the spool was not used), and a spooled one that replay wrote to the
+/// primary alone was committed out of the spool: answered 202, held only by
+/// a primary whose failover would lose it. Now both wait in the spool
+/// (fsync'd, so a 202 means kept) until the replica confirms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_the_replicas_did_not_confirm_stay_in_the_spool_until_they_do() {
+    let plimsoll_test_support::RedisPair { primary, replica } =
+        plimsoll_test_support::RedisPair::start();
+    let primary_port = primary.port().to_string();
+    let toml = format!("[redis]\ndurability = \"replicas:1:200ms\"\n{HOOKS}");
+    let spool_dir = tempfile::tempdir().unwrap();
+    let s = server_with_spool(primary, &toml, spool_dir.path()).await;
+    // Confirmed while the replica follows.
+    let warm = s.send(hook("keyed", 0, 10)).await;
+    assert_eq!(warm.status, StatusCode::ACCEPTED, "{:?}", warm.json);
+    assert_eq!(warm.json["spooled"], false);
+
+    // The replica stops following: nothing written from now on is confirmed.
+    replica.cmd(&["REPLICAOF", "NO", "ONE"]);
+    let mut acknowledged = vec![0];
+    for n in 1..=6 {
+        let source = if n <= 3 { "keyed" } else { "anon" };
+        let reply = s.send(hook(source, n, 10)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::ACCEPTED,
+            "webhook {n}: {:?}",
+            reply.json
+        );
+        assert_eq!(reply.json["spooled"], true, "webhook {n}: {:?}", reply.json);
+        acknowledged.push(n);
+    }
+    let (stop, replayer) = start_replayer(&s);
+    // Replay writes them to the primary, which cannot get them confirmed:
+    // they stay in the spool.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        s.state.spool().stats().records,
+        6,
+        "records replayed to the primary alone left the spool"
+    );
+
+    // The replica follows again; replay gets them confirmed and the spool
+    // drains, each webhook enqueued once.
+    replica.cmd(&["REPLICAOF", "127.0.0.1", &primary_port]);
+    drained(&s).await;
+    stop.cancel();
+    replayer.await.unwrap();
+    let mut counts = jobs_by_n(&s, "hooks.keyed").await;
+    counts.extend(jobs_by_n(&s, "hooks.anon").await);
+    assert_exactly_once("replicas detached, then back", &acknowledged, &counts);
+    // And the replica holds them all.
+    let on_replica: u64 = ["hooks.keyed", "hooks.anon"]
+        .iter()
+        .map(|q| {
+            replica
+                .cmd(&["HLEN", &format!("plimsoll:{{{q}}}:jobs")])
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(on_replica, 7);
+}

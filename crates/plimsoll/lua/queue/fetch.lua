@@ -4,8 +4,7 @@
 --
 -- allow-oom: a full Redis must keep draining; a lease is a few bytes.
 --
--- KEYS[1]      meta     hash; field paused stops fetching, field
---                       lease_token counts the fetches that leased jobs
+-- KEYS[1]      meta     hash; field paused stops fetching
 -- KEYS[2]      workers  sorted set, worker -> earliest lease deadline
 -- KEYS[3]      active   this worker's hash, id -> '<token>:<deadline ms>'
 -- KEYS[4]      notify   wake-up list (at most one element)
@@ -17,11 +16,14 @@
 -- ARGV[4]      lease (ms)
 -- ARGV[5]      inline: the most leased jobs whose records come back in the
 --              reply (0..1000)
+-- ARGV[6]      token: the fencing token of every lease this call takes, a
+--              random 64-bit number the worker draws for each call (not a
+--              counter in Redis: a failover that lost a counter's last
+--              increments would hand out its tokens again, and a run whose
+--              lease the failover lost could then settle a new lease of the
+--              same job under the same token)
 -- Returns: { leased ids, records, token }; ids and records empty (token 0)
--- when the queue is paused or nothing is waiting. `token` is the fencing
--- token of every lease this call took: the queue's lease_token counter,
--- taken once per call that leases anything, so no two leases of one job
--- ever share one. `records` holds the jobs' records, in the order of
+-- when the queue is paused or nothing is waiting. `records` holds the jobs' records, in the order of
 -- the ids, when at most `inline` jobs were leased, and is empty otherwise:
 -- the worker then reads them with a plain HMGET. Passing kilobyte records
 -- through Lua costs Redis about four times as much as HMGET does, which
@@ -64,7 +66,7 @@ end
 if #out == 0 then
   return { out, {}, 0 }
 end
-local token = redis.call('HINCRBY', KEYS[1], 'lease_token', 1)
+local token = ARGV[6]
 local deadline = now + tonumber(ARGV[4])
 -- One string for every lease, so that redis.call does not format numbers
 -- once per job.

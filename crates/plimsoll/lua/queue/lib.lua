@@ -23,8 +23,8 @@
 local CHUNK = 512
 
 -- Leases. A worker's `active` hash maps a job id to '<token>:<deadline>': the
--- lease's fencing token (from meta's lease_token counter, one per fetch
--- call) and its deadline in ms. A script that settles, renews or hands back
+-- lease's fencing token (random, drawn by the worker for each fetch call)
+-- and its deadline in ms. A script that settles, renews or hands back
 -- a lease is told the token the worker holds and acts only when the value
 -- still carries it: a run whose lease was rescued (and perhaps leased again,
 -- to the same worker) cannot touch the new lease.

@@ -7,23 +7,33 @@
 -- so ids are unique but not in enqueue order across producers; ids left
 -- unused when a producer stops are skipped, never given out again.
 --
--- Each run is recorded in `id_runs` under the producer's token, scored by
--- the run's last id, in the same step as next_id. A failover to a replica
--- that never received this call loses both together (replication keeps
--- order), and so does a restart that lost it: then a fresh reservation may
--- hand out this run again, while the producer still holds it in memory.
--- check_ids.lua, run before each batch's HSET, finds the run missing and
--- stops the batch, so a producer never writes over another's records.
+-- Each run gets a key of its own, `id_run:<token>:<generation>` (the
+-- producer's random token and its count of reservations, so no two runs
+-- ever share a name), written in the same step as next_id. A failover to a
+-- replica that never received this call loses both together (replication
+-- keeps order), and so does a restart that lost it: then a fresh
+-- reservation may hand out this run's ids again, while the producer still
+-- holds them in memory. Every batch is therefore sent as WATCH of its run's
+-- key, `SET key 1 NX`, then its MULTI/EXEC (see enqueue.rs): when the key
+-- is gone the SET makes it, the watched key has changed, and Redis does not
+-- run the transaction, so a producer never writes over another's records.
+-- The run is also recorded in `id_runs` (producer token -> last id), whose
+-- top keeps next_id above every run a producer may still be writing.
 --
 -- No allow-oom flag: a full Redis refuses it, and the producer learns that
 -- before it sends any record.
 --
 -- KEYS[1]      meta      hash; next_id is the last id given out; created_at
 -- KEYS[2]      id_runs   sorted set, producer token -> last id of its run
+-- KEYS[3]      id_run    this run's key (string, the run's last id)
+-- KEYS[4]      id_run    the key of the producer's run two reservations
+--                        back (deleted: its batches were sent long ago; one
+--                        sent again after this finds it gone and takes new ids)
 -- ARGV[1]      n, the number of ids wanted (1..1000000)
 -- ARGV[2]      the producer's token
 -- ARGV[3]      the most runs id_runs keeps (the oldest are dropped)
 -- ARGV[4]      now (ms), the queue's created_at if it has none
+-- ARGV[5]      the run key's TTL (ms)
 -- Returns: the last id of the run; the run is (last - n + 1) .. last.
 
 local n = tonumber(ARGV[1])
@@ -54,10 +64,11 @@ if last - n < floor then
 end
 redis.call('HSETNX', KEYS[1], 'created_at', ARGV[4])
 redis.call('ZADD', KEYS[2], last, ARGV[2])
+redis.call('SET', KEYS[3], last, 'PX', ARGV[5])
+redis.call('DEL', KEYS[4])
 local excess = redis.call('ZCARD', KEYS[2]) - max_runs
 if excess > 0 then
-  -- The oldest runs: a producer still using one has its next batch
-  -- stopped by check_ids.lua and reserves again, which costs it a retry.
+  -- The oldest producers' runs: they only lift the floor above.
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
 end
 return last

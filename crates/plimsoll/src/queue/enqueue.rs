@@ -31,11 +31,13 @@ use super::config::{
 };
 use super::job::{Enqueued, JobId, NewJob, RunAt, system_time_ms};
 use super::record::{self, Header};
-use super::scripts::{CHECK_IDS, PRODUCER_SOURCES, SCRIPTS};
+use super::scripts::{PRODUCER_SOURCES, SCRIPTS};
 use crate::clock::ms;
 use crate::connection::Redis;
 use crate::error::{Error, ErrorKind, Result};
-use crate::keyspace::{MAX_ID_RUNS, PRIORITY_LEVELS, QueueKeys};
+use crate::keyspace::{
+    ID_RUN_KEY_TTL, LOST_RUN_MARKER_TTL, MAX_ID_RUNS, PRIORITY_LEVELS, QueueKeys,
+};
 use crate::queue::config::MAX_IDEMPOTENCY_KEY_LEN;
 
 /// The most jobs in one enqueue transaction; `enqueue.lua` refuses more.
@@ -77,11 +79,18 @@ static ENCODE_THREADS: LazyLock<usize> =
 /// Single enqueues that may wait for the batcher before callers wait too.
 const BATCHER_CAPACITY: usize = 16 * MAX_BATCH_JOBS;
 /// KEYS of `enqueue.lua` before the idempotency keys: jobs, scheduled,
-/// stats, notify, the waiting lists, id_runs and lost_runs.
-const ENQUEUE_FIXED_KEYS: usize = 4 + PRIORITY_LEVELS + 2;
+/// stats, notify, the waiting lists and the batch's id run key.
+const ENQUEUE_FIXED_KEYS: usize = 4 + PRIORITY_LEVELS + 1;
 /// How often one batch may find its fresh ids lost again before it gives
 /// up: each time is a failover or restart that lost writes.
 const MAX_LOST_RUNS_PER_BATCH: usize = 3;
+/// How often one batch's transaction may find its watched run key changed
+/// by someone else (it expired, or a reservation removed it) before the
+/// batch gives up; each such try is paused like a refused one.
+const MAX_ABORTS_PER_BATCH: usize = 10;
+/// First pause after an aborted try, doubling up to [`ABORT_MAX_WAIT`].
+const ABORT_FIRST_WAIT: Duration = Duration::from_millis(10);
+const ABORT_MAX_WAIT: Duration = Duration::from_millis(100);
 /// Ids a producer reserves at least at a time: one round trip per thousand
 /// single enqueues. A bulk call of known length reserves all it needs at
 /// once; ids reserved and not used (the rest of a run, or of a bulk call
@@ -633,8 +642,9 @@ impl From<Error> for WriteError {
 pub(crate) struct Writer {
     redis: Redis,
     keys: QueueKeys,
-    /// Names this producer's id runs in `id_runs`: random, so that no two
-    /// producers (nor two handles in one process) share one.
+    /// Names this producer's id runs (in `id_runs`, and with the run's
+    /// generation in each run's key): random, so that no two producers (nor
+    /// two handles in one process) share one.
     token: String,
     /// Reserved ids not yet given to a job, and how the next run is sized.
     ids: Mutex<IdRun>,
@@ -683,19 +693,28 @@ impl Writer {
             let want = ((n.max(ahead) - ids.len()) as u64)
                 .max(size)
                 .min(MAX_ID_RESERVATION);
+            let generation = run.generation + 1;
+            let run_key = self.keys.id_run(&self.token, generation);
+            // Two back: the batches of the run before this one may still be
+            // on their way, those of the one before that were sent long ago
+            // (a run is at least ten batches).
+            let old_run_key = self.keys.id_run(&self.token, generation.saturating_sub(2));
             let last: u64 = self
                 .redis
                 .retry_refused("the id reservation", || {
                     let mut reserve = redis::cmd("EVALSHA");
                     reserve
                         .arg(SCRIPTS.reserve_ids.get_hash())
-                        .arg(2)
+                        .arg(4)
                         .arg(self.keys.meta())
                         .arg(self.keys.id_runs())
+                        .arg(&run_key)
+                        .arg(&old_run_key)
                         .arg(want)
                         .arg(&self.token)
                         .arg(MAX_ID_RUNS)
-                        .arg(now);
+                        .arg(now)
+                        .arg(ms(ID_RUN_KEY_TTL));
                     async move {
                         self.redis
                             .evalsha(&reserve, &PRODUCER_SOURCES.reserve_ids, self.keys.meta())
@@ -708,7 +727,7 @@ impl Writer {
                 end: last + 1,
                 size,
                 reserved_at: Some(Instant::now()),
-                generation: run.generation + 1,
+                generation,
             };
         }
     }
@@ -764,12 +783,16 @@ impl Writer {
         Ok((redis, Some(wait)))
     }
 
-    /// Writes one batch: `WATCH lost_runs`, `check_ids.lua`, then one
-    /// MULTI/EXEC of the records' HSET and `enqueue.lua`, then the wait for
-    /// replicas if the durability asks for it. A batch whose id run was lost
-    /// (a failover or restart that lost the reservation) is not run by
-    /// Redis; it is sent again under ids from a fresh reservation, so its
-    /// jobs may get ids other than those taken for it.
+    /// Writes one batch: `WATCH` of its id run's key, `SET key 1 NX`, then
+    /// one MULTI/EXEC of the records' HSET and `enqueue.lua`, then the wait
+    /// for replicas if the durability asks for it. A batch whose id run was
+    /// lost (a failover or restart that lost the reservation, and with it
+    /// the run's key) makes the key with its `SET`, which changes the
+    /// watched key, so Redis does not run the transaction: no record is
+    /// written over. It is sent again under ids from a fresh reservation,
+    /// so its jobs may get ids other than those taken for it. Plain
+    /// commands, no script: a replica promoted in a failover has an empty
+    /// script cache, and that is when the check matters.
     async fn write(
         &self,
         now: u64,
@@ -786,15 +809,25 @@ impl Writer {
         } = ids;
         let mut script_reloaded = false;
         let mut runs_lost = 0;
+        let mut aborts = 0;
+        let mut pause = ABORT_FIRST_WAIT;
         loop {
+            let run_key = self.keys.id_run(&self.token, generation);
             let guarded = redis
                 .retry_refused("the batch", || {
+                    let mut claim = redis::cmd("SET");
+                    claim
+                        .arg(&run_key)
+                        .arg(1)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ms(LOST_RUN_MARKER_TTL));
                     redis.guarded_transaction(
-                        self.keys.lost_runs(),
-                        vec![self.check_ids(&ids)],
+                        &run_key,
+                        vec![claim],
                         vec![
                             self.hset_records(batch, &ids),
-                            self.enqueue_call(now, batch, &ids),
+                            self.enqueue_call(now, batch, &ids, &run_key),
                         ],
                         wait.into_iter().cloned().collect(),
                     )
@@ -802,11 +835,11 @@ impl Writer {
                 .await?;
             let checked = guarded.before.into_iter().next();
             let Some(replies) = guarded.exec else {
-                // Redis did not run the transaction: lost_runs changed
-                // after the WATCH. Either this batch's check found its run
-                // gone, or another producer's check counted a lost run
-                // meanwhile.
-                if checked == Some(Value::Int(0)) {
+                // Redis did not run the transaction: the run's key changed
+                // after the WATCH. Either this batch's SET made it (the run
+                // was lost), or it expired or was removed meanwhile (the
+                // next try's SET tells).
+                if checked == Some(Value::Okay) {
                     runs_lost += 1;
                     if runs_lost > MAX_LOST_RUNS_PER_BATCH {
                         return Err(Error::new(
@@ -822,23 +855,37 @@ impl Writer {
                         queue = self.keys.jobs(),
                         first_id = ids[0],
                         jobs = ids.len(),
-                        "this producer's id run was lost (a failover or restart lost writes); \
-                         the batch goes again under new ids"
+                        "this producer's id run is gone from Redis (a failover or restart lost \
+                         writes, or the run outlived its key's TTL); the batch goes again under new ids"
                     );
                     self.forget_run(generation).await;
                     let fresh = self.take_ids(batch.len(), 0, now).await?;
                     (ids, generation) = (fresh.ids, fresh.generation);
+                } else {
+                    aborts += 1;
+                    if aborts > MAX_ABORTS_PER_BATCH {
+                        return Err(Error::new(
+                            ErrorKind::Unavailable,
+                            format!(
+                                "the batch's transaction was aborted {aborts} times in a row \
+                                 (its id run's key kept changing); nothing was written"
+                            ),
+                        )
+                        .into());
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(ABORT_MAX_WAIT);
                 }
                 continue;
             };
             if let Some(Value::ServerError(error)) = &checked {
-                // The records went in unchecked (an ACL that denies EVAL, a
-                // script that was busy): say so loudly, as it is unsafe
-                // after a failover.
+                // The records went in unchecked (an ACL that denies SET on
+                // the run's key): say so loudly, as it is unsafe after a
+                // failover.
                 tracing::error!(
                     queue = self.keys.jobs(),
                     error = ?error,
-                    "check_ids.lua could not run before a batch was written; ids are not protected against a lost reservation"
+                    "the id run's key could not be checked before a batch was written; ids are not protected against a lost reservation"
                 );
             }
             let [written, filed] = <[Value; 2]>::try_from(replies)
@@ -879,8 +926,8 @@ impl Writer {
                 }
                 filed => {
                     if !script_reloaded && written != Value::Int(ids.len() as i64) {
-                        // check_ids.lua makes this impossible short of a
-                        // hand-edited next_id or id_runs.
+                        // The run key's check makes this impossible short of
+                        // a hand-edited next_id, id_runs or run key.
                         tracing::error!(
                             queue = self.keys.jobs(),
                             ?written,
@@ -935,20 +982,6 @@ impl Writer {
         })
     }
 
-    /// `EVAL check_ids.lua` for a batch under `ids` (its source, not its
-    /// SHA: see the script).
-    fn check_ids(&self, ids: &[u64]) -> Cmd {
-        let last = ids.iter().max().copied().unwrap_or_default();
-        let mut eval = redis::cmd("EVAL");
-        eval.arg(&*CHECK_IDS)
-            .arg(2)
-            .arg(self.keys.id_runs())
-            .arg(self.keys.lost_runs())
-            .arg(&self.token)
-            .arg(last);
-        eval
-    }
-
     /// `HSET jobs id record …` for the whole batch.
     fn hset_records(&self, batch: &[Prepared], ids: &[u64]) -> Cmd {
         let mut hset = redis::cmd("HSET");
@@ -960,7 +993,7 @@ impl Writer {
     }
 
     /// `EVALSHA enqueue.lua …` for the batch, its jobs in groups.
-    fn enqueue_call(&self, now: u64, batch: &[Prepared], ids: &[u64]) -> Cmd {
+    fn enqueue_call(&self, now: u64, batch: &[Prepared], ids: &[u64], run_key: &str) -> Cmd {
         let keys = &self.keys;
         // The idempotency keys follow the fixed ones, in the batch's order.
         let idempotency_keys: Vec<&str> = batch
@@ -975,8 +1008,7 @@ impl Writer {
             .arg(keys.stats())
             .arg(keys.notify())
             .arg(&keys.waiting_all()[..])
-            .arg(keys.id_runs())
-            .arg(keys.lost_runs())
+            .arg(run_key)
             .arg(idempotency_keys)
             .arg(now)
             .arg(batch.len());
@@ -1158,5 +1190,51 @@ mod tests {
         // A slow producer goes back to a thousand.
         let slow = ID_RUN_GROWTH_WINDOW + Duration::from_millis(1);
         assert_eq!(run(MAX_ID_RUN, Some(slow)).next_size(), ID_RUN);
+    }
+
+    /// Review B1: a batch sent (or sent again) under ids of a run whose
+    /// reservation was lost, after the same producer had reserved again and
+    /// been handed the same ids (next_id had gone back), passed a check that
+    /// asked only for the producer's latest run and wrote over the job the
+    /// new run had put under one of those ids.
+    #[tokio::test]
+    async fn a_batch_of_a_lost_run_never_writes_over_the_run_after_it() {
+        let server = plimsoll_test_support::RedisServer::start();
+        let redis = Redis::connect_url(&server.url()).await.unwrap();
+        let queue = Queue::with_defaults(redis, "b1").unwrap();
+        queue.register().await.unwrap();
+        let writer = &queue.inner.writer;
+        let now = queue.now_ms();
+        let job = |text: &str| queue.encode(NewJob::bytes(text.to_string()), now);
+
+        // A run reserved (generation 1), then lost as a failover or a
+        // restart would lose it: its key, its id_runs entry and next_id.
+        let stale = writer.take_ids(1, 0, now).await.unwrap();
+        assert_eq!(stale.generation, 1);
+        let meta = queue.keys().meta().to_string();
+        server.cmd(&["DEL", &queue.keys().id_run(&writer.token, 1)]);
+        server.cmd(&["DEL", queue.keys().id_runs()]);
+        server.cmd(&["HSET", &meta, "next_id", "1000000"]);
+        // The producer reserves again and is handed the same first id.
+        writer.forget_run(1).await;
+        let fresh = writer.take_ids(1, 0, now).await.unwrap();
+        assert_eq!(fresh.generation, 2);
+        assert_eq!(fresh.ids, stale.ids, "next_id went back: the same id again");
+        let written = writer.write(now, &[job("fresh")], fresh).await.unwrap();
+        let fresh_id = written[0].id.0;
+
+        // Now the batch of the lost run goes (a retry, or one that was on
+        // its way): it must not land under its old id.
+        let late = writer.write(now, &[job("late")], stale).await.unwrap();
+        assert_ne!(late[0].id.0, fresh_id, "the late batch took new ids");
+        for (id, payload) in [(fresh_id, "fresh"), (late[0].id.0, "late")] {
+            let job = queue.job(JobId(id)).await.unwrap().unwrap();
+            assert_eq!(job.payload, payload.as_bytes(), "job {id}'s record");
+        }
+        let waiting = server.cmd(&["LRANGE", queue.keys().waiting(5), "0", "-1"]);
+        let ids: Vec<&str> = waiting.split_whitespace().collect();
+        let unique: std::collections::HashSet<&&str> = ids.iter().collect();
+        assert_eq!(ids.len(), 2, "{waiting}");
+        assert_eq!(unique.len(), 2, "no id listed twice: {waiting}");
     }
 }

@@ -493,7 +493,7 @@ impl Queue {
         let keys = self.keys();
         let redis = self.redis();
         let jobs: u64 = redis.query(redis::cmd("HLEN").arg(keys.jobs())).await?;
-        let last = [keys.meta(), keys.id_runs(), keys.lost_runs(), keys.stats()];
+        let last = [keys.meta(), keys.id_runs(), keys.stats()];
         let unlink = |batch: Vec<String>| async move {
             let mut removed = 0;
             for chunk in batch.chunks(DELETE_BATCH_KEYS) {

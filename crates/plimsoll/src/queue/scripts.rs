@@ -86,27 +86,6 @@ scripts! {
     time => "time.lua",
 }
 
-/// `check_ids.lua` as sent with EVAL before every batch: without its
-/// comments and blank lines, so that Redis hashes a few hundred bytes per
-/// batch rather than the whole header (EVAL hashes the source to find the
-/// compiled script). It runs on its own, without `lib.lua`.
-pub(crate) static CHECK_IDS: LazyLock<String> =
-    LazyLock::new(|| strip_comments(include_str!("../../lua/queue/check_ids.lua")));
-
-/// Keeps the shebang line and every line that is not a `--` comment or
-/// blank, trimmed.
-fn strip_comments(source: &str) -> String {
-    let mut lines = source.lines();
-    let mut out = String::from(lines.next().unwrap_or_default());
-    for line in lines.map(str::trim) {
-        if !line.is_empty() && !line.starts_with("--") {
-            out.push('\n');
-            out.push_str(line);
-        }
-    }
-    out
-}
-
 /// Adds the queue's ten waiting lists, priority 0 first, as the next keys:
 /// the `waiting` block most scripts take.
 pub(crate) fn waiting_keys(invocation: &mut ScriptInvocation<'_>, keys: &QueueKeys) {

@@ -316,6 +316,9 @@ async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetch> {
     shared.queue.check_redis().await?;
     shared.queue.ensure_clock().await?;
     let keys = shared.queue.keys();
+    // Drawn here, not counted in Redis: see fetch.lua. Never 0, which the
+    // script answers when it leased nothing.
+    let token: u64 = rand::random_range(1..=u64::MAX);
     let mut invocation = SCRIPTS.fetch.prepare_invoke();
     invocation
         .key(keys.meta())
@@ -329,10 +332,11 @@ async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetch> {
         .arg(count)
         .arg(&shared.id)
         .arg(ms(shared.config.lease))
-        .arg(INLINE_RECORDS);
+        .arg(INLINE_RECORDS)
+        .arg(token);
     let mut redis = shared.queue.redis().clone();
     let sent_at = Instant::now();
-    let (ids, mut records, token): (Vec<u64>, Vec<Option<Vec<u8>>>, u64) =
+    let (ids, mut records, _token): (Vec<u64>, Vec<Option<Vec<u8>>>, u64) =
         invocation.invoke_async(&mut redis).await?;
     let drained = ids.len() < count;
     if ids.is_empty() {

@@ -839,3 +839,92 @@ async fn a_worker_killed_with_sigkill_loses_nothing_and_repeats_only_unsettled_j
         );
     }
 }
+
+/// A failover that lost a fetch (its lease, and with the old counter the
+/// counter's increment) put the job back in waiting; the same worker fetched
+/// it again, and the counter handed the new lease the lost lease's token.
+/// The first run, still going, then settled the second run's lease: the
+/// job completed while its second run was still working on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_lost_in_a_failover_does_not_hand_its_token_to_the_next_lease() {
+    let (server, queue) = support::queue("token-again").await;
+    let id = queue.enqueue(NewJob::bytes("x")).await.unwrap().id;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(Notify::new());
+    let release_first = Arc::new(Notify::new());
+    let release_second = Arc::new(Notify::new());
+    let worker = {
+        let (runs, started, release_first, release_second) = (
+            runs.clone(),
+            started.clone(),
+            release_first.clone(),
+            release_second.clone(),
+        );
+        Worker::builder(queue.clone())
+            .config(WorkerConfig {
+                concurrency: 2,
+                prefetch: 0,
+                ..fast_worker()
+            })
+            .id("token-worker")
+            .start(move |_job: Job| {
+                let run = runs.fetch_add(1, Ordering::SeqCst);
+                let (started, release) = if run == 0 {
+                    (started.clone(), release_first.clone())
+                } else {
+                    (started.clone(), release_second.clone())
+                };
+                async move {
+                    started.notify_one();
+                    // Ignores its cancel: a stale run that finishes anyway.
+                    release.notified().await;
+                    Outcome::Done
+                }
+            })
+            .unwrap()
+    };
+    started.notified().await;
+
+    // What a failover to a replica that never saw the fetch leaves: the job
+    // waiting again, no lease, and meta as it was before the fetch.
+    let active = queue.keys().active("token-worker");
+    let first_lease = server.cmd(&["HGET", &active, &id.to_string()]);
+    assert!(first_lease.contains(':'), "leased: {first_lease:?}");
+    server.cmd(&["HDEL", &active, &id.to_string()]);
+    server.cmd(&["HDEL", queue.keys().meta(), "lease_token"]);
+    server.cmd(&["RPUSH", queue.keys().waiting(5), &id.to_string()]);
+    server.cmd(&["LPUSH", queue.keys().notify(), "1"]);
+    started.notified().await;
+    let second_lease = server.cmd(&["HGET", &active, &id.to_string()]);
+    let token = |lease: &str| lease.split_once(':').unwrap().0.to_string();
+    assert_ne!(
+        token(&second_lease),
+        token(&first_lease),
+        "the second lease has a token of its own"
+    );
+
+    // The first run ends: its outcome must not settle the second lease.
+    release_first.notify_one();
+    eventually(WAIT, "the first run's outcome dropped as stale", || async {
+        worker.stats().lost == 1
+    })
+    .await;
+    assert_eq!(
+        queue.job(id).await.unwrap().map(|j| j.state),
+        Some(JobState::Active),
+        "the job is still the second run's"
+    );
+    assert_eq!(
+        server.cmd(&["HGET", &active, &id.to_string()]),
+        second_lease,
+        "the second lease is untouched"
+    );
+    release_second.notify_one();
+    eventually(WAIT, "the second run's outcome", || async {
+        queue.counts().await.unwrap().totals.completed == 1
+    })
+    .await;
+    assert_eq!(worker.stats().completed, 1);
+    worker.shutdown().await.unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "two runs, no third");
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use plimsoll::worker::WorkerConfig;
 use plimsoll::{ErrorKind, NewJob, Outcome, Queue, Redis, Worker};
 
-use crate::support::{RedisServer, eventually, fast_worker, queue_keys};
+use crate::support::{RedisServer, eventually, fast_worker, lasting_queue_keys};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_jobs_through_default_settings_leave_nothing_behind() {
@@ -50,7 +50,7 @@ async fn a_million_jobs_through_default_settings_leave_nothing_behind() {
         grown < 1 << 20,
         "used_memory grew by {grown} bytes (from {start} to {end})"
     );
-    let mut keys = queue_keys(&server, "million");
+    let mut keys = lasting_queue_keys(&server, "million");
     keys.sort();
     assert_eq!(
         keys,
@@ -137,7 +137,7 @@ async fn a_full_redis_refuses_new_jobs_whole_and_workers_keep_draining_it() {
         .iter()
         .map(|k| format!("{base}:{k}"))
         .collect();
-    for key in queue_keys(&server, "full") {
+    for key in lasting_queue_keys(&server, "full") {
         assert!(expected.contains(&key), "unexpected key {key}");
     }
 }

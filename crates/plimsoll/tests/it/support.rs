@@ -81,3 +81,21 @@ pub fn queue_keys(server: &RedisServer, queue: &str) -> Vec<String> {
         .filter(|k| k.starts_with(&format!("plimsoll:{{{queue}}}")))
         .collect()
 }
+
+/// [`queue_keys`] without the producers' id run keys, after checking that
+/// each of those expires within [`plimsoll::keyspace::ID_RUN_KEY_TTL`]: the
+/// keys a queue keeps once the run keys of its stopped producers are gone.
+pub fn lasting_queue_keys(server: &RedisServer, queue: &str) -> Vec<String> {
+    let ttl_ms = plimsoll::keyspace::ID_RUN_KEY_TTL.as_millis() as i64;
+    let (runs, lasting): (Vec<String>, Vec<String>) = queue_keys(server, queue)
+        .into_iter()
+        .partition(|k| k.contains(":id_run:"));
+    for run in runs {
+        let left: i64 = server.cmd(&["PTTL", &run]).parse().unwrap();
+        assert!(
+            left > 0 && left <= ttl_ms,
+            "{run} must expire within {ttl_ms} ms, has {left}"
+        );
+    }
+    lasting
+}

@@ -11,7 +11,7 @@ use plimsoll::{
 };
 use tokio::sync::{Notify, mpsc};
 
-use crate::support::{self, eventually, fast_worker, queue_keys};
+use crate::support::{self, eventually, fast_worker, lasting_queue_keys};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -59,7 +59,7 @@ async fn completed_jobs_are_removed_and_nothing_is_left_behind() {
 
     let counts = queue.counts().await.unwrap();
     assert_eq!((counts.waiting, counts.active, counts.completed), (0, 0, 0));
-    let mut keys = queue_keys(&server, "done");
+    let mut keys = lasting_queue_keys(&server, "done");
     keys.sort();
     let base = "plimsoll:{done}";
     assert_eq!(
@@ -468,10 +468,10 @@ async fn a_worker_killed_mid_job_has_its_job_run_again_and_completed_once() {
     assert!(workers.is_empty(), "{workers:?}");
     // meta, stats and id_runs.
     assert_eq!(
-        queue_keys(&server, "crash").len(),
+        lasting_queue_keys(&server, "crash").len(),
         3,
         "{:?}",
-        queue_keys(&server, "crash")
+        lasting_queue_keys(&server, "crash")
     );
 }
 

@@ -312,9 +312,9 @@ fn plimsoll(key: &str) -> Option<Family> {
         ("completed", 3) => ("completed", "completed jobs", format!("{base}:completed")),
         ("dead", 3) => ("dead", "dead jobs", format!("{base}:dead")),
         ("idem", n) if n >= 4 => ("idem", "idempotency keys", format!("{base}:idem:<key>")),
-        ("workers" | "meta" | "stats" | "notify", 3) | ("active", 4) => {
-            ("state", "queue state", format!("{base}:<state>"))
-        }
+        ("workers" | "meta" | "stats" | "notify" | "id_runs", 3)
+        | ("active", 4)
+        | ("id_run", 5) => ("state", "queue state", format!("{base}:<state>")),
         _ => return None,
     };
     let role = match suffix {
@@ -681,6 +681,37 @@ mod tests {
             name("mailer:inflight:worker-1"),
             "apalis queue mailer: pending, scheduled and running tasks"
         );
+    }
+
+    /// The id run keys were not known (found in review): each producer's
+    /// run key became a family of its own, named by no queue, and a trim by
+    /// family did not see it as a queue's key.
+    #[test]
+    fn every_key_a_queue_makes_is_named_as_that_queues() {
+        let queue = crate::keyspace::QueueName::new("mail").unwrap();
+        let keys = crate::keyspace::QueueKeys::new("plimsoll", &queue);
+        let mut all = vec![
+            keys.jobs().to_string(),
+            keys.scheduled().to_string(),
+            keys.completed().to_string(),
+            keys.dead().to_string(),
+            keys.meta().to_string(),
+            keys.id_runs().to_string(),
+            keys.id_run("0123456789abcdef", 7),
+            keys.stats().to_string(),
+            keys.notify().to_string(),
+            keys.workers().to_string(),
+            keys.active("worker-1"),
+            keys.idempotency("abc"),
+        ];
+        all.extend(keys.waiting_all().iter().map(|k| k.to_string()));
+        for key in all {
+            let named = name(&key);
+            assert!(
+                named.starts_with("Plimsoll queue mail: "),
+                "{key} is named {named:?}"
+            );
+        }
     }
 
     #[test]
