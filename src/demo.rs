@@ -140,7 +140,21 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         "Keys of the queue left in Redis: {} ({}).",
         keys.len(),
         keys.iter()
-            .map(|k| k.rsplit(':').next().unwrap_or(k))
+            .map(|k| {
+                let name = k
+                    .strip_prefix(queue.keys().base())
+                    .and_then(|k| k.strip_prefix(':'))
+                    .unwrap_or(k);
+                if name.starts_with("id_run:") {
+                    // A producer's run of ids, kept while it may still use it.
+                    format!(
+                        "id_run, which expires within {} min",
+                        plimsoll::keyspace::ID_RUN_KEY_TTL.as_secs() / 60
+                    )
+                } else {
+                    name.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     );

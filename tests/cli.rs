@@ -201,14 +201,22 @@ fn the_demo_leaves_nothing_but_the_queue_counters() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("Processed 500 webhooks"), "{text}");
-    // meta, stats and id_runs: the queue's bounded bookkeeping.
+    // meta, stats and id_runs: the queue's bounded bookkeeping, and the
+    // demo producer's run of ids, which expires.
     assert!(
-        text.contains("Keys of the queue left in Redis: 3"),
+        text.contains("Keys of the queue left in Redis: 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("id_run, which expires within 10 min"),
         "{text}"
     );
     let mut keys = redis.keys();
     keys.retain(|k| k.contains("webhooks.demo"));
-    assert_eq!(keys.len(), 3, "{keys:?}");
+    let runs: Vec<&String> = keys.iter().filter(|k| k.contains(":id_run:")).collect();
+    assert_eq!((keys.len(), runs.len()), (4, 1), "{keys:?}");
+    let ttl: i64 = redis.cmd(&["PTTL", runs[0]]).parse().unwrap();
+    assert!(ttl > 0 && ttl <= 600_000, "{} expires in {ttl} ms", runs[0]);
 }
 
 #[test]

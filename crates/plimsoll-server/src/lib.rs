@@ -480,6 +480,27 @@ pub async fn check_redis(config: &ServerConfig, redis: &Redis) -> Result<Vec<Str
     } else {
         policy.refuse_eviction()?;
     }
+    // A durability this Redis cannot give fails every enqueue of its queue
+    // (and every webhook to it, which is answered 4xx): refused here,
+    // naming the setting.
+    let durabilities = std::iter::once(("redis.durability".to_string(), config.durability)).chain(
+        config.queues.iter().filter_map(|(name, q)| {
+            q.durability
+                .map(|d| (format!("queues.{}.durability", name.as_str()), d))
+        }),
+    );
+    for (setting, durability) in durabilities {
+        if let Err(err) = plimsoll::redis_policy::refuse_durability(redis, durability).await {
+            if err.kind() == plimsoll::ErrorKind::InvalidInput {
+                return Err(ServeError::Config(config::ConfigError {
+                    key: setting,
+                    origin: "for this Redis".into(),
+                    message: format!("{durability}: {}", err.message()),
+                }));
+            }
+            tracing::warn!(setting, error = %err, "cannot check the durability setting now; each queue asks on its first enqueue");
+        }
+    }
     if config.hooks.is_empty() {
         return Ok(Vec::new());
     }

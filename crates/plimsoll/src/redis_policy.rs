@@ -137,6 +137,39 @@ impl RedisPolicy {
     }
 }
 
+/// The first Redis version with `WAITAOF`.
+const WAITAOF_SINCE: (u32, u32) = (7, 2);
+
+/// Refuses a [`Durability`](crate::Durability) that `redis` cannot give:
+/// [`ReplicasAof`](crate::Durability::ReplicasAof) waits with `WAITAOF`,
+/// which Redis 7.2 added; on an older primary every enqueue would fail.
+/// Every primary is asked. An [`InvalidInput`](ErrorKind::InvalidInput)
+/// error names the node and its version; nothing is written. Producers ask
+/// at their first batch; `plimsoll serve` at start, for every queue it is
+/// configured with.
+pub async fn refuse_durability(redis: &Redis, durability: crate::Durability) -> Result<()> {
+    if !matches!(durability, crate::Durability::ReplicasAof { .. }) {
+        return Ok(());
+    }
+    for primary in redis.primaries().await? {
+        let info: String = primary
+            .redis
+            .query(redis::cmd("INFO").arg("server"))
+            .await?;
+        let version = info_field(&info, "redis_version").unwrap_or("unknown");
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if found < WAITAOF_SINCE {
+            return Err(Error::invalid(format!(
+                "durability replicas-aof needs Redis 7.2 or later (WAITAOF); {} runs {version}: \
+                 use durability replicas, which waits for the replicas' memory",
+                primary.address
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a Redis that may evict keys: [`RedisPolicy::inspect`], then
 /// [`RedisPolicy::refuse_eviction`].
 pub async fn refuse_eviction(redis: &Redis) -> Result<()> {

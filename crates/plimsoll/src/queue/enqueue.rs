@@ -764,7 +764,8 @@ impl Writer {
             .get_or_try_init(|| async {
                 let wait = match self.durability {
                     Durability::ReplicasAof { .. } => {
-                        check_waitaof(&self.redis).await?;
+                        crate::redis_policy::refuse_durability(&self.redis, self.durability)
+                            .await?;
                         let mut cmd = redis::cmd("WAITAOF");
                         cmd.arg(0).arg(count).arg(ms(timeout));
                         cmd
@@ -1045,29 +1046,6 @@ impl Writer {
         }
         call
     }
-}
-
-/// The first Redis version with `WAITAOF`.
-const WAITAOF_SINCE: (u32, u32) = (7, 2);
-
-/// Refuses [`Durability::ReplicasAof`] on a Redis without `WAITAOF`
-/// (asked once per producer, at its first batch).
-async fn check_waitaof(redis: &Redis) -> Result<()> {
-    let info: String = redis.query(redis::cmd("INFO").arg("server")).await?;
-    let version = info
-        .lines()
-        .find_map(|line| line.trim_end().strip_prefix("redis_version:"))
-        .unwrap_or("unknown")
-        .to_string();
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if found < WAITAOF_SINCE {
-        return Err(Error::invalid(format!(
-            "durability replicas-aof needs Redis 7.2 or later (WAITAOF); this server runs {version}: \
-             use durability replicas, which waits for the replicas' memory"
-        )));
-    }
-    Ok(())
 }
 
 /// Each job's result from its id and `enqueue.lua`'s list of duplicates
