@@ -216,6 +216,9 @@ pub struct RawRedis {
     /// queues that set none: `primary` (default), `replicas[:COUNT[:TIMEOUT]]`
     /// or `replicas-aof[:COUNT[:TIMEOUT]]`.
     pub durability: Option<String>,
+    /// The most queues the registry may hold (the server's configured
+    /// queues and webhook sources' queues are registered beyond it).
+    pub max_queues: u64,
 }
 
 impl Default for RawRedis {
@@ -226,6 +229,7 @@ impl Default for RawRedis {
             embedded_maxmemory: DEFAULT_EMBEDDED_MAXMEMORY.into(),
             allow_eviction: false,
             durability: None,
+            max_queues: plimsoll::queue::DEFAULT_MAX_QUEUES,
         }
     }
 }
@@ -393,6 +397,9 @@ pub struct ServerConfig {
     pub embedded_maxmemory: u64,
     /// What enqueues wait for, for queues that set none.
     pub durability: plimsoll::Durability,
+    /// The cap on queues in the registry (`redis.max_queues`); the queues
+    /// named in this configuration are registered beyond it.
+    pub max_queues: u64,
     pub spool_max_bytes: u64,
     pub spool_warn_at: f64,
     pub queues: BTreeMap<QueueName, QueueSettings>,
@@ -401,6 +408,15 @@ pub struct ServerConfig {
     pub cache: plimsoll::CacheConfig,
     /// The memory guard (checked), or `None` when it is off.
     pub guard: Option<plimsoll::GuardConfig>,
+}
+
+impl ServerConfig {
+    /// Whether this configuration names queue `name`: a `[queues.NAME]`
+    /// table or a webhook source's queue.
+    pub fn names_queue(&self, name: &str) -> bool {
+        self.queues.keys().any(|q| q.as_str() == name)
+            || self.hooks.values().any(|h| h.queue.as_str() == name)
+    }
 }
 
 /// The API listener's edges (`[http]`), checked.
@@ -890,6 +906,16 @@ impl ServerConfig {
             http,
             redis_url: raw.redis.url,
             allow_eviction: raw.redis.allow_eviction,
+            max_queues: {
+                let n = raw.redis.max_queues;
+                if !(1..=plimsoll::queue::MAX_QUEUES_LIMIT).contains(&n) {
+                    return Err(bad(
+                        "redis.max_queues",
+                        format!("{n} must be 1 to {}", plimsoll::queue::MAX_QUEUES_LIMIT),
+                    ));
+                }
+                n
+            },
             durability: raw
                 .redis
                 .durability

@@ -192,6 +192,10 @@ impl AppState {
             }
         }
         config.allow_evicting_redis = self.inner.config.allow_eviction;
+        config.max_queues = self.inner.config.max_queues;
+        // Queues the operator named are never locked out by queues that API
+        // callers invented (there are only as many as the file names).
+        config.exempt_from_max_queues = self.inner.config.names_queue(name);
         config
     }
 

@@ -75,3 +75,68 @@ async fn a_new_queue_beyond_the_cap_is_a_409_and_writes_nothing() {
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
 }
+
+/// API callers could fill the registry with invented queue names; the
+/// server's own queues, first used after that (a deploy that adds a webhook
+/// source, a registry that lost them), were then refused with 409, and
+/// webhooks to them with them. The queues the configuration names are
+/// registered beyond the cap; `redis.max_queues` sets the cap.
+#[tokio::test]
+async fn queues_api_callers_invent_never_lock_out_the_configured_ones() {
+    let s = server(
+        "[redis]\nmax_queues = 3\n[queues.billing]\nmax_attempts = 3\n[hooks.github]\ndelivery_header = \"\"\n",
+    )
+    .await;
+    for name in ["made-up-1", "made-up-2", "made-up-3"] {
+        let reply = s
+            .call(
+                "POST",
+                &format!("/v1/queues/{name}/jobs"),
+                Some(json!({"payload": 1})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{name}: {}", reply.text);
+    }
+    let reply = s
+        .call(
+            "POST",
+            "/v1/queues/made-up-4/jobs",
+            Some(json!({"payload": 1})),
+        )
+        .await;
+    assert_eq!(error_code(&reply), "too_many_queues", "{}", reply.text);
+
+    // Full for invented names; not for the configured queue, nor the
+    // webhook source's.
+    let reply = s
+        .call(
+            "POST",
+            "/v1/queues/billing/jobs",
+            Some(json!({"payload": 1})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let reply = s
+        .send(
+            axum::http::Request::post("/hooks/github")
+                .header("Content-Type", "application/json")
+                .body(axum::body::Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    assert_eq!(reply.json["spooled"], false, "{}", reply.text);
+    let registered = s.redis_server.cmd(&["SMEMBERS", "plimsoll:queues"]);
+    let mut registered: Vec<&str> = registered.split_whitespace().collect();
+    registered.sort();
+    assert_eq!(
+        registered,
+        [
+            "billing",
+            "hooks.github",
+            "made-up-1",
+            "made-up-2",
+            "made-up-3"
+        ]
+    );
+}

@@ -404,6 +404,13 @@ pub struct QueueConfig {
     /// enqueue to a queue beyond it fails with
     /// [`TooManyQueues`](crate::ErrorKind::TooManyQueues).
     pub max_queues: u64,
+    /// The queue is registered even when the registry holds `max_queues`
+    /// already. For the queues an application names itself (`plimsoll
+    /// serve` sets it for its configured queues and the queues of its
+    /// webhook sources), so that queues invented by callers of an API that
+    /// takes a queue name cannot fill the registry and lock them out. Their
+    /// number is bounded by the configuration. Off by default.
+    pub exempt_from_max_queues: bool,
     /// The clock of the time passed to scripts. A queue keeps it on Redis'
     /// time (see [`crate::clock`]) unless it is a
     /// [`ManualClock`](crate::ManualClock), which is used as it is.
@@ -427,6 +434,7 @@ impl Default for QueueConfig {
             retention: Retention::default(),
             durability: Durability::Primary,
             max_queues: DEFAULT_MAX_QUEUES,
+            exempt_from_max_queues: false,
             clock: Arc::new(SystemClock),
             allow_evicting_redis: false,
         }

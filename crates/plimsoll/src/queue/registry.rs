@@ -142,7 +142,12 @@ impl Queue {
             .arg(1)
             .arg(&registry)
             .arg(self.inner.name.as_str())
-            .arg(config.max_queues);
+            .arg(config.max_queues)
+            .arg(if config.exempt_from_max_queues {
+                "1"
+            } else {
+                "0"
+            });
         let registered: i64 = self
             .inner
             .redis
@@ -153,7 +158,8 @@ impl Queue {
                 ErrorKind::TooManyQueues,
                 format!(
                     "queue {:?} is new and the registry {} already holds {} queues, its cap \
-                     (QueueConfig::max_queues); delete unused queues (plimsoll queue delete) or raise the cap",
+                     (QueueConfig::max_queues, redis.max_queues in plimsoll serve); delete unused queues \
+                     (plimsoll queue delete) or raise the cap",
                     self.inner.name.as_str(),
                     queues_registry(&config.prefix),
                     config.max_queues
