@@ -55,7 +55,7 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// once; the others after [`CLUSTER_MIN_RETRY_WAIT`] to
 /// [`CLUSTER_MAX_RETRY_WAIT`], doubling: a quarter of a second at most in all,
 /// well inside any response timeout, so that the client's own retries never
-/// use up a call's budget: [`Redis::retry_refused`], which knows the budget,
+/// use up a call's budget: `Redis::retry_refused`, which knows the budget,
 /// goes on from there, and the error that comes back names the cause rather
 /// than a timeout (ten retries of up to 200 ms could take 1.5 s, and an
 /// enqueue with a 1 s budget during a slot migration then timed out).
