@@ -331,6 +331,7 @@ pub async fn run(
         state.clone(),
         push_queues,
         stop_maintenance.clone(),
+        maintenance::REFRESH_INTERVAL,
     ));
     let sampler = tokio::spawn(sampler::run(
         state.clone(),

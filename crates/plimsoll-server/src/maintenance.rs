@@ -54,15 +54,21 @@ struct Running {
 }
 
 /// Runs the services of every known queue except those in `skip` (queues
-/// with a push worker) until `stop`, then stops them all.
-pub async fn run(state: AppState, skip: BTreeSet<String>, stop: CancellationToken) {
+/// with a push worker) until `stop`, then stops them all. The registry is
+/// read again every `refresh_every` ([`REFRESH_INTERVAL`] in the server).
+pub async fn run(
+    state: AppState,
+    skip: BTreeSet<String>,
+    stop: CancellationToken,
+    refresh_every: Duration,
+) {
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     let mut warned_of_too_many = false;
     loop {
         refresh(&state, &skip, &mut running, &mut warned_of_too_many).await;
         tokio::select! {
             () = stop.cancelled() => break,
-            () = tokio::time::sleep(REFRESH_INTERVAL) => {}
+            () = tokio::time::sleep(refresh_every) => {}
         }
     }
     for (_, queue) in running {
@@ -71,8 +77,14 @@ pub async fn run(state: AppState, skip: BTreeSet<String>, stop: CancellationToke
 }
 
 /// Starts the services of queues not yet maintained, restarts those whose
-/// rules changed, and stops those gone from the registry. When Redis cannot
-/// be read, what runs keeps running.
+/// rules changed, and stops those that were deleted. When Redis cannot be
+/// read, what runs keeps running.
+///
+/// A queue missing from the list is stopped only when its `meta` key is
+/// gone too (`Queue::delete` removes it): the list is the registry plus
+/// what a bounded `SCAN` finds, so a queue whose registration a failover
+/// lost, on a keyspace too large for the scan to reach it, is missing from
+/// it while it still holds jobs, and its age bounds must go on firing.
 async fn refresh(
     state: &AppState,
     skip: &BTreeSet<String>,
@@ -93,6 +105,11 @@ async fn refresh(
         }
     }
     names.retain(|name| !skip.contains(name));
+    for name in running.keys() {
+        if !names.contains(name) && still_there(state, name).await {
+            names.insert(name.clone());
+        }
+    }
     if names.len() > MAX_MAINTAINED_QUEUES {
         if !*warned_of_too_many {
             tracing::warn!(
@@ -123,7 +140,7 @@ async fn refresh(
         .collect();
     for name in gone {
         if let Some(queue) = running.remove(&name) {
-            tracing::info!(queue = %name, "queue left the registry; stopping its maintenance");
+            tracing::info!(queue = %name, "queue deleted (or past the cap); stopping its maintenance");
             queue.services.stop().await;
         }
     }
@@ -133,6 +150,19 @@ async fn refresh(
             tracing::warn!(queue = %name, error = %err, "could not start the queue's maintenance; trying again later");
         }
     }
+}
+
+/// Whether queue `name` still has its `meta` key; also when that cannot be
+/// told (Redis not answering: what runs keeps running).
+async fn still_there(state: &AppState, name: &str) -> bool {
+    let Ok(queue) = state.queue(name) else {
+        return false;
+    };
+    let exists: plimsoll::Result<bool> = state
+        .redis()
+        .query(redis::cmd("EXISTS").arg(queue.keys().meta()))
+        .await;
+    exists.unwrap_or(true)
 }
 
 /// Starts (or restarts, when its rules changed) the services of one queue.

@@ -96,6 +96,7 @@ async fn queues_without_a_worker_are_trimmed_by_their_own_retention_not_the_defa
         s.state.clone(),
         BTreeSet::new(),
         stop.clone(),
+        maintenance::REFRESH_INTERVAL,
     ));
     let configured = s.state.queue("configured").unwrap();
     let library = s.state.queue("library").unwrap();
@@ -140,4 +141,69 @@ async fn a_push_workers_janitor_applies_the_queues_configured_retention() {
     )
     .await;
     worker.shutdown().await.unwrap();
+}
+
+/// The maintenance of a queue missing from the registry was stopped
+/// ("queue left the registry"), though the list is the registry plus a
+/// bounded `SCAN` for `meta` keys: a queue whose registration a failover
+/// lost, on a keyspace larger than the scan reaches, lost its promoter,
+/// rescuer and janitor while it still held jobs. Only a deleted queue (its
+/// `meta` gone) stops now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_the_registry_lost_keeps_its_maintenance_until_it_is_deleted() {
+    let redis_server = RedisServer::start();
+    let s = server_on(redis_server, "").await;
+    let queue = s.state.queue("orphan").unwrap();
+    let early = queue
+        .enqueue(NewJob::bytes("early").delay(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let late = queue
+        .enqueue(NewJob::bytes("late").delay(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(maintenance::run(
+        s.state.clone(),
+        BTreeSet::new(),
+        stop.clone(),
+        Duration::from_millis(100),
+    ));
+    let state_of = |id| {
+        let queue = queue.clone();
+        async move { queue.job(id).await.unwrap().map(|j| j.state) }
+    };
+    eventually(
+        WAIT,
+        "the server's promoter to make the early job waiting",
+        || async { state_of(early.id).await == Some(plimsoll::JobState::Waiting) },
+    )
+    .await;
+
+    // The registration is lost, and the keyspace is too large for the
+    // discovery scan (8 calls of 1,000 keys) to come upon the queue's meta.
+    s.redis_server.cmd(&["SREM", "plimsoll:queues", "orphan"]);
+    s.redis_server.cmd(&[
+        "EVAL",
+        "for i = 1, 300000 do redis.call('SET', 'filler:' .. i, 'x') end",
+        "0",
+    ]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(WAIT, "the late job promoted all the same", || async {
+        state_of(late.id).await == Some(plimsoll::JobState::Waiting)
+    })
+    .await;
+
+    // Deleted: its maintenance stops and writes nothing back.
+    queue.delete(true).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let left: Vec<String> = s
+        .redis_server
+        .keys()
+        .into_iter()
+        .filter(|k| k.contains("{orphan}"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    stop.cancel();
+    task.await.unwrap();
 }
