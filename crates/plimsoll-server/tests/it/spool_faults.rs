@@ -834,7 +834,7 @@ async fn a_redis_that_fills_up_during_intake_loses_no_webhook() {
                         if reply["spooled"] == true {
                             spooled.fetch_add(1, Ordering::SeqCst);
                         }
-                        acknowledged.lock().unwrap().push(n);
+                        acknowledged.lock().unwrap().push((n, reply));
                     }
                 })
             })
@@ -870,7 +870,15 @@ async fn a_redis_that_fills_up_during_intake_loses_no_webhook() {
         for (n, c) in jobs_by_n(&s, "hooks.anon").await {
             *counts.entry(n).or_insert(0) += c;
         }
-        let acknowledged = acknowledged.lock().unwrap().clone();
+        let answers = acknowledged.lock().unwrap().clone();
+        // What each lost webhook was told, so that a failure says which
+        // path lost it (a direct enqueue with its job id, or the spool).
+        for (n, reply) in &answers {
+            if !counts.contains_key(n) {
+                println!("lost webhook {n} had been answered {reply}");
+            }
+        }
+        let acknowledged: Vec<u64> = answers.iter().map(|(n, _)| *n).collect();
         assert_exactly_once(
             &format!(
                 "Redis out of memory during intake (rep {rep}, {} spooled)",
