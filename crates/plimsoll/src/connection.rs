@@ -706,9 +706,22 @@ impl Redis {
         Ok(())
     }
 
+    /// Loads the script `source` on every primary: for a script run inside a
+    /// transaction that a slot migration redirects (`ASK`) to the importing
+    /// node, which may never have seen it.
+    pub(crate) async fn load_script_on_primaries(&self, source: &str) -> Result<()> {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(source);
+        for primary in self.primaries().await? {
+            let _: String = primary.redis.query(&load).await?;
+        }
+        Ok(())
+    }
+
     /// Runs `evalsha` (an `EVALSHA` of the script whose source is `source`,
     /// with `key` among its keys); when Redis does not know the script, loads
-    /// it on the node that serves `key` and runs it again.
+    /// it on the node that serves `key` (on a cluster, on every primary) and
+    /// runs it again.
     pub(crate) async fn evalsha<T: redis::FromRedisValue>(
         &self,
         evalsha: &Cmd,
@@ -720,6 +733,13 @@ impl Redis {
                 self.load_script_for(source, key)
                     .await
                     .map_err(|e| unexpected(e.to_string()))?;
+                if self.is_cluster() {
+                    // A slot migrating may send it (ASK) to the importing
+                    // node, which never loaded it.
+                    self.load_script_on_primaries(source)
+                        .await
+                        .map_err(|e| unexpected(e.to_string()))?;
+                }
                 evalsha.query_async(&mut self.clone()).await
             }
             other => other,

@@ -904,6 +904,14 @@ impl Writer {
                 {
                     self.script_loaded.store(false, Ordering::Release);
                     self.ensure_script().await?;
+                    // During a slot migration the transaction may have been
+                    // redirected to the importing node, which never loaded
+                    // it (the slot's owner had it all along).
+                    if self.redis.is_cluster() {
+                        self.redis
+                            .load_script_on_primaries(&PRODUCER_SOURCES.enqueue)
+                            .await?;
+                    }
                     script_reloaded = true;
                 }
                 Value::ServerError(error) => {
