@@ -706,16 +706,23 @@ impl Redis {
         Ok(())
     }
 
-    /// Loads the script `source` on every primary: for a script run inside a
-    /// transaction that a slot migration redirects (`ASK`) to the importing
-    /// node, which may never have seen it.
-    pub(crate) async fn load_script_on_primaries(&self, source: &str) -> Result<()> {
+    /// Loads the script `source` on every primary that answers within
+    /// [`SCRIPT_LOAD_WAIT`], skipping the others: for a script that a slot
+    /// migration redirects (`ASK`) to the importing node, which may never
+    /// have seen it. Best effort: one shard that does not answer (failing
+    /// over) must not fail a call on a healthy one.
+    /// (The node list is asked of the node that serves `key`.)
+    pub(crate) async fn load_script_on_primaries(&self, source: &str, key: &str) {
         let mut load = redis::cmd("SCRIPT");
         load.arg("LOAD").arg(source);
-        for primary in self.primaries().await? {
-            let _: String = primary.redis.query(&load).await?;
+        let Ok(primaries) = self.try_primaries(key, SCRIPT_LOAD_WAIT).await else {
+            return;
+        };
+        for (_, node) in primaries {
+            if let Ok(node) = node {
+                let _ = tokio::time::timeout(SCRIPT_LOAD_WAIT, node.query::<String>(&load)).await;
+            }
         }
-        Ok(())
     }
 
     /// Runs `evalsha` (an `EVALSHA` of the script whose source is `source`,
@@ -733,19 +740,27 @@ impl Redis {
                 self.load_script_for(source, key)
                     .await
                     .map_err(|e| unexpected(e.to_string()))?;
-                if self.is_cluster() {
-                    // A slot migrating may send it (ASK) to the importing
-                    // node, which never loaded it.
-                    self.load_script_on_primaries(source)
-                        .await
-                        .map_err(|e| unexpected(e.to_string()))?;
+                match evalsha.query_async(&mut self.clone()).await {
+                    // A slot migrating sent it (ASK) to the importing node,
+                    // which never loaded it.
+                    Err(err)
+                        if self.is_cluster()
+                            && err.kind()
+                                == redis::ErrorKind::Server(ServerErrorKind::NoScript) =>
+                    {
+                        self.load_script_on_primaries(source, key).await;
+                        evalsha.query_async(&mut self.clone()).await
+                    }
+                    other => other,
                 }
-                evalsha.query_async(&mut self.clone()).await
             }
             other => other,
         }
     }
 }
+
+/// How long [`Redis::load_script_on_primaries`] waits for each primary.
+pub const SCRIPT_LOAD_WAIT: Duration = Duration::from_millis(500);
 
 /// Keys examined per `SCAN` call of the scans below.
 const SCAN_COUNT: usize = 1000;

@@ -808,7 +808,9 @@ impl Writer {
             mut ids,
             mut generation,
         } = ids;
-        let mut script_reloaded = false;
+        // NOSCRIPT answers so far: the first reloads the script on the
+        // slot's owner, the second on every primary (see below).
+        let mut script_reloads = 0;
         let mut runs_lost = 0;
         let mut aborts = 0;
         let mut pause = ABORT_FIRST_WAIT;
@@ -900,19 +902,20 @@ impl Writer {
                 // middle of a call can reorder its batches, never lose or
                 // double a job.)
                 Value::ServerError(error)
-                    if error.kind() == Some(ServerErrorKind::NoScript) && !script_reloaded =>
+                    if error.kind() == Some(ServerErrorKind::NoScript) && script_reloads < 2 =>
                 {
-                    self.script_loaded.store(false, Ordering::Release);
-                    self.ensure_script().await?;
-                    // During a slot migration the transaction may have been
-                    // redirected to the importing node, which never loaded
-                    // it (the slot's owner had it all along).
-                    if self.redis.is_cluster() {
+                    if script_reloads == 0 {
+                        self.script_loaded.store(false, Ordering::Release);
+                        self.ensure_script().await?;
+                    } else {
+                        // Still unknown after loading it on the slot's owner:
+                        // a slot migration redirected the transaction to the
+                        // importing node, which never loaded it.
                         self.redis
-                            .load_script_on_primaries(&PRODUCER_SOURCES.enqueue)
-                            .await?;
+                            .load_script_on_primaries(&PRODUCER_SOURCES.enqueue, self.keys.jobs())
+                            .await;
                     }
-                    script_reloaded = true;
+                    script_reloads += 1;
                 }
                 Value::ServerError(error) => {
                     // The script refused the batch: take the records out
@@ -934,7 +937,7 @@ impl Writer {
                     return Err(error.into());
                 }
                 filed => {
-                    if !script_reloaded && written != Value::Int(ids.len() as i64) {
+                    if script_reloads == 0 && written != Value::Int(ids.len() as i64) {
                         // The run key's check makes this impossible short of
                         // a hand-edited next_id, id_runs or run key.
                         tracing::error!(
