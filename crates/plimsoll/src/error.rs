@@ -224,6 +224,11 @@ fn classify(err: &redis::RedisError) -> ErrorKind {
     if err.code() == Some("OOM") {
         return ErrorKind::OutOfMemory;
     }
+    // A transaction whose commands were queued while there was room, and
+    // whose EXEC found Redis full: Redis discards it whole, and says why.
+    if err.code() == Some("EXECABORT") && err.detail().is_some_and(|d| d.contains("OOM")) {
+        return ErrorKind::OutOfMemory;
+    }
     if err.is_timeout() {
         return ErrorKind::Timeout;
     }

@@ -876,7 +876,22 @@ async fn a_redis_that_fills_up_during_intake_loses_no_webhook() {
         for (n, reply) in &answers {
             if !counts.contains_key(n) {
                 println!("lost webhook {n} had been answered {reply}");
+                if n % 2 == 0 {
+                    // Its delivery id's idempotency key, and the job it names.
+                    let queue = s.state.queue("hooks.keyed").unwrap();
+                    let idem = queue.keys().idempotency(&format!("d-{n}"));
+                    let id = s.redis_server.cmd(&["GET", &idem]);
+                    let record = s.redis_server.cmd(&["HEXISTS", queue.keys().jobs(), &id]);
+                    let job = queue.job(plimsoll::JobId(id.parse().unwrap_or(0))).await;
+                    println!(
+                        "  {idem} -> {id:?}; record there: {record}; job: {:?}",
+                        job.map(|j| j.map(|j| j.state))
+                    );
+                }
             }
+        }
+        for view in s.state.spool().quarantine().list(0, 100) {
+            println!("quarantined: {view:?}");
         }
         let acknowledged: Vec<u64> = answers.iter().map(|(n, _)| *n).collect();
         assert_exactly_once(
