@@ -313,8 +313,9 @@ impl QueueKeys {
     /// transaction, so a producer never writes ids that another producer may
     /// hold now; it reserves again. Bound: [`ID_RUN_KEY_TTL`] for a run's
     /// key (a producer slower than that reserves again), and
-    /// `reserve_ids.lua` deletes the key of the run two reservations back,
-    /// so a live producer holds at most two; the key the `SET` makes for a
+    /// `reserve_ids.lua` deletes the key of the run six reservations back
+    /// (more than the batches a producer has on their way at once), so a
+    /// producer holds at most six; the key the `SET` makes for a
     /// lost run lives [`LOST_RUN_MARKER_TTL`].
     pub fn id_run(&self, token: &str, generation: u64) -> String {
         format!("{}:id_run:{token}:{generation}", self.base)

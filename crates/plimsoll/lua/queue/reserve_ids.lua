@@ -26,9 +26,10 @@
 -- KEYS[1]      meta      hash; next_id is the last id given out; created_at
 -- KEYS[2]      id_runs   sorted set, producer token -> last id of its run
 -- KEYS[3]      id_run    this run's key (string, the run's last id)
--- KEYS[4]      id_run    the key of the producer's run two reservations
---                        back (deleted: its batches were sent long ago; one
---                        sent again after this finds it gone and takes new ids)
+-- KEYS[4]      id_run    the key of an older run of the producer's, one
+--                        whose batches were all sent (ID_RUN_KEYS_KEPT back
+--                        in enqueue.rs); deleted: a batch of it sent again
+--                        after this finds it gone and takes new ids
 -- ARGV[1]      n, the number of ids wanted (1..1000000)
 -- ARGV[2]      the producer's token
 -- ARGV[3]      the most runs id_runs keeps (the oldest are dropped)

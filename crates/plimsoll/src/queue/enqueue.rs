@@ -84,6 +84,11 @@ const ENQUEUE_FIXED_KEYS: usize = 4 + PRIORITY_LEVELS + 1;
 /// How often one batch may find its fresh ids lost again before it gives
 /// up: each time is a failover or restart that lost writes.
 const MAX_LOST_RUNS_PER_BATCH: usize = 3;
+/// Run keys a producer keeps (`reserve_ids.lua` deletes the one this many
+/// reservations back): more than the batches that can be on their way at
+/// once, each of one run, so a batch in flight never finds its own run's
+/// key deleted by its producer.
+const ID_RUN_KEYS_KEPT: u64 = BATCHES_IN_FLIGHT as u64 + 2;
 /// How often one batch's transaction may find its watched run key changed
 /// by someone else (it expired, or a reservation removed it) before the
 /// batch gives up; each such try is paused like a refused one.
@@ -677,28 +682,34 @@ impl Writer {
     /// (a bulk call), and at least the run size ([`ID_RUN`], growing to
     /// [`MAX_ID_RUN`] while runs are used up quickly).
     async fn take_ids(&self, n: usize, ahead: usize, now: u64) -> Result<Ids> {
+        debug_assert!(n <= MAX_BATCH_JOBS, "a run always holds a whole batch");
         let mut run = self.ids.lock().await;
-        let mut ids = Vec::with_capacity(n);
         loop {
-            let take = (run.end - run.next).min((n - ids.len()) as u64);
-            ids.extend(run.next..run.next + take);
-            run.next += take;
-            if ids.len() == n {
+            // All of a batch's ids come from one run, whose key is the one
+            // its write checks: a batch that took the tail of a run and the
+            // start of the next would have the tail's ids checked against
+            // the wrong run's key, and a failover that lost only the older
+            // run would go unseen. A tail too short for the batch is skipped
+            // (ids are never given out again either way).
+            if run.end - run.next >= n as u64 {
+                let ids = (run.next..run.next + n as u64).collect();
+                run.next += n as u64;
                 return Ok(Ids {
                     ids,
                     generation: run.generation,
                 });
             }
+            run.next = run.end;
             let size = run.next_size();
-            let want = ((n.max(ahead) - ids.len()) as u64)
-                .max(size)
-                .min(MAX_ID_RESERVATION);
+            let want = (n.max(ahead) as u64).max(size).min(MAX_ID_RESERVATION);
             let generation = run.generation + 1;
             let run_key = self.keys.id_run(&self.token, generation);
-            // Two back: the batches of the run before this one may still be
-            // on their way, those of the one before that were sent long ago
-            // (a run is at least ten batches).
-            let old_run_key = self.keys.id_run(&self.token, generation.saturating_sub(2));
+            // The key of an older run whose batches were all sent: each
+            // batch is one run's, and at most BATCHES_IN_FLIGHT are on their
+            // way at once.
+            let old_run_key = self
+                .keys
+                .id_run(&self.token, generation.saturating_sub(ID_RUN_KEYS_KEPT));
             let last: u64 = self
                 .redis
                 .retry_refused("the id reservation", || {
@@ -1225,5 +1236,36 @@ mod tests {
         let unique: std::collections::HashSet<&&str> = ids.iter().collect();
         assert_eq!(ids.len(), 2, "{waiting}");
         assert_eq!(unique.len(), 2, "no id listed twice: {waiting}");
+    }
+
+    /// A batch could take the tail of one run and the start of the next,
+    /// and its write then checked only the newer run's key: a failover that
+    /// lost only the older run would have let the tail's ids, perhaps
+    /// another producer's by then, be written over.
+    #[tokio::test]
+    async fn a_batch_never_takes_ids_from_two_runs() {
+        let server = plimsoll_test_support::RedisServer::start();
+        let redis = Redis::connect_url(&server.url()).await.unwrap();
+        let queue = Queue::with_defaults(redis, "one-run").unwrap();
+        queue.register().await.unwrap();
+        let writer = &queue.inner.writer;
+        let now = queue.now_ms();
+        let first = writer.take_ids(1, 0, now).await.unwrap();
+        let run_end = {
+            let run = writer.ids.lock().await;
+            run.end
+        };
+        // All but one id of the run taken.
+        let rest = (run_end - first.ids[0] - 2) as usize;
+        let most = writer.take_ids(rest, 0, now).await.unwrap();
+        assert_eq!(most.generation, first.generation);
+        let two = writer.take_ids(2, 0, now).await.unwrap();
+        assert_eq!(two.generation, first.generation + 1, "a new run");
+        assert!(
+            two.ids.iter().all(|id| *id >= run_end),
+            "{:?}, run ended at {run_end}",
+            two.ids
+        );
+        assert_eq!(two.ids[1], two.ids[0] + 1);
     }
 }
