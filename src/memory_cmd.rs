@@ -191,9 +191,96 @@ pub fn human(report: &MemoryReport, top: usize) -> String {
         let rest: u64 = report.families[top..].iter().map(|f| f.bytes).sum();
         let _ = writeln!(
             out,
-            "{:>10} in {} more families (--top to list them)",
+            "{:>10} {:>10} {:>10} {:>7}  in {} smaller families (--top to list them)",
             human_bytes(rest),
+            "",
+            report.families[top..].iter().map(|f| f.keys).sum::<u64>(),
+            "",
             report.families.len() - top
+        );
+    }
+    let estimated: u64 = report.families.iter().map(|f| f.sampled_estimated).sum();
+    if estimated > 0 {
+        let _ = writeln!(
+            out,
+            "({estimated} measured key(s) were too big to count exactly; Redis estimated them \
+             from their first elements, and their families' ± allows 10% for it)"
+        );
+    }
+    out.push_str(&accounting(report));
+    out
+}
+
+/// How `used_memory` adds up: keys, Redis outside its keys, the rest.
+fn accounting(report: &MemoryReport) -> String {
+    let mut out = String::new();
+    let a = &report.accounting;
+    let used = report.used_memory;
+    let share = |bytes: u64| {
+        if used > 0 {
+            format!("{:>3.0}%", bytes as f64 * 100.0 / used as f64)
+        } else {
+            String::new()
+        }
+    };
+    let _ = writeln!(
+        out,
+        "
+used_memory {} =",
+        human_bytes(used)
+    );
+    let _ = writeln!(
+        out,
+        "{:>10} {:>10} {}  keys (all families above)",
+        human_bytes(a.keys_bytes),
+        human_bytes(a.keys_bytes_error),
+        share(a.keys_bytes)
+    );
+    let Some(outside) = &a.outside_keys else {
+        let _ = writeln!(
+            out,
+            "  (Redis refused MEMORY STATS: memory outside the keys is not accounted for)"
+        );
+        return out;
+    };
+    for (bytes, what) in [
+        (outside.startup, "Redis itself at start"),
+        (outside.key_tables, "key tables (buckets, expires)"),
+        (outside.clients, "client buffers"),
+        (outside.replication_backlog, "replication backlog"),
+        (outside.aof_buffer, "AOF buffer"),
+        (outside.scripts, "scripts"),
+    ] {
+        if bytes > 0 {
+            let _ = writeln!(
+                out,
+                "{:>10} {:>10} {}  {what}",
+                human_bytes(bytes),
+                "",
+                share(bytes)
+            );
+        }
+    }
+    if let Some(rest) = a.unexplained_bytes {
+        let _ = writeln!(
+            out,
+            "{:>10} {:>10} {}  not explained{}",
+            signed(rest),
+            "",
+            share(rest.unsigned_abs()),
+            if a.too_much_unexplained(used) {
+                " -- more than the keys' error and 5% of used_memory: families were missed, \
+                 mismeasured, or memory changed during the walk"
+            } else {
+                " (within the keys' error)"
+            }
+        );
+    }
+    if outside.rss_beyond_used > 0 {
+        let _ = writeln!(
+            out,
+            "and beyond used_memory: {} of RSS (fragmentation, pages not yet returned)",
+            human_bytes(outside.rss_beyond_used as u64)
         );
     }
     out

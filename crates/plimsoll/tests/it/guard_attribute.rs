@@ -56,13 +56,22 @@ async fn shared_redis(redis: &Redis) {
     queue.enqueue_bulk(jobs).await.unwrap();
 }
 
-/// MEMORY USAGE of every key, grouped by family: the full pass a sampled
+/// `MEMORY USAGE key SAMPLES 0` of one key: the exact count, never
+/// Redis' five-field guess.
+fn exact_usage(server: &RedisServer, key: &str) -> u64 {
+    server
+        .cmd(&["MEMORY", "USAGE", key, "SAMPLES", "0"])
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The exact bytes of every key, grouped by family: the truth a sampled
 /// report is checked against.
 fn full_pass(server: &RedisServer) -> BTreeMap<String, (u64, u64)> {
     let classifier = Classifier::default();
     let mut families: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for key in server.keys() {
-        let bytes: u64 = server.cmd(&["MEMORY", "USAGE", &key]).parse().unwrap();
+        let bytes = exact_usage(server, &key);
         let family = classifier.classify(key.as_bytes()).pattern;
         let entry = families.entry(family).or_default();
         entry.0 += 1;
@@ -131,28 +140,25 @@ async fn every_layout_is_named_and_measured_like_a_full_pass() {
         Some("Plimsoll queue webhooks: job records")
     );
 
-    // BullMQ's completed jobs carry their hashes: 300 of the 370 job hashes.
+    // BullMQ's completed jobs carry their own hashes and logs (ids 1 to 300).
     let completed = report.family("bull:mail:completed").unwrap();
-    let hashes: u64 = server
-        .keys()
-        .iter()
-        .filter(|k| {
-            k.strip_prefix("bull:mail:")
-                .is_some_and(|id| id.chars().all(|c| c.is_ascii_digit()))
-        })
-        .map(|k| server.cmd(&["MEMORY", "USAGE", k]).parse::<u64>().unwrap())
-        .sum();
-    let set: u64 = server
-        .cmd(&["MEMORY", "USAGE", "bull:mail:completed"])
-        .parse()
-        .unwrap();
-    let expected = set as f64 + hashes as f64 * 300.0 / 370.0;
+    let expected: u64 = exact_usage(&server, "bull:mail:completed")
+        + (1..=300)
+            .map(|id| {
+                exact_usage(&server, &format!("bull:mail:{id}"))
+                    + exact_usage(&server, &format!("bull:mail:{id}:logs"))
+            })
+            .sum::<u64>();
+    let off = (completed.bytes as f64 - expected as f64).abs();
     assert!(
-        (completed.bytes as f64 - expected).abs() / expected < 0.1,
-        "completed jobs {} vs {expected}",
-        completed.bytes
+        off / expected as f64 <= 0.03
+            && off <= completed.bytes_error as f64 + expected as f64 * 0.01,
+        "completed jobs {} ± {} vs exactly {expected}",
+        completed.bytes,
+        completed.bytes_error
     );
     assert!(completed.keys >= 300, "{}", completed.keys);
+    assert!(completed.sampled >= 100, "measured {}", completed.sampled);
 
     // TTL shares: Celery results and sessions expire, profiles do not.
     assert_eq!(
@@ -391,4 +397,223 @@ async fn the_walk_runs_apart_at_idle_priority_and_stops_when_dropped() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Exact bytes of BullMQ queue `queue`'s jobs in `state` ("completed",
+/// "failed"): their set, hashes and logs.
+fn exact_bullmq_state(server: &RedisServer, queue: &str, state: &str) -> u64 {
+    let set = format!("bull:{queue}:{state}");
+    let ids = server.cmd(&["ZRANGE", &set, "0", "-1"]);
+    exact_usage(server, &set)
+        + ids
+            .lines()
+            .filter(|id| !id.is_empty())
+            .map(|id| {
+                exact_usage(server, &format!("bull:{queue}:{id}"))
+                    + exact_usage(server, &format!("bull:{queue}:{id}:logs"))
+            })
+            .sum::<u64>()
+}
+
+/// Asserts that `got` ± `stated` holds `exact` (with 1% to spare), and is
+/// within 10% of it (the G1 target).
+fn assert_holds(what: &str, got: u64, stated: u64, exact: u64) {
+    let off = (got as f64 - exact as f64).abs();
+    assert!(
+        off <= 0.10 * exact as f64 && off <= stated as f64 + 0.01 * exact as f64,
+        "{what}: reported {got} ± {stated}, exactly {exact} ({:+.1}%)",
+        (got as f64 / exact as f64 - 1.0) * 100.0
+    );
+}
+
+// The family that caused the outage was reported 57% low in one Redis and
+// 70% high in the next: `MEMORY USAGE` without `SAMPLES 0` sizes a hash
+// from five fields, the same five in every job hash of one process, so a
+// 1 KiB `data` field was either in all of them or in none.
+#[tokio::test]
+async fn bullmq_job_hashes_are_measured_whole_not_guessed_from_five_of_their_fields() {
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let mut pipe = redis::pipe();
+    let t = 1_700_000_000_000;
+    for id in 1..=3_000 {
+        let state = match id % 10 {
+            0 => BullState::Failed,
+            1 if id > 2_900 => BullState::Waiting,
+            _ => BullState::Completed,
+        };
+        layouts::bullmq_job(&mut pipe, "mail", id, state, t + id);
+    }
+    layouts::bullmq_queue(&mut pipe, "mail", 3_000);
+    run(&redis, &pipe).await.unwrap();
+    let report =
+        plimsoll::guard::attribute(&redis, &AttributeConfig::default(), &SystemClock, None)
+            .await
+            .unwrap();
+    for state in ["completed", "failed"] {
+        let family = report.family(&format!("bull:mail:{state}")).unwrap();
+        assert_holds(
+            state,
+            family.bytes,
+            family.bytes_error,
+            exact_bullmq_state(&server, "mail", state),
+        );
+        assert_eq!(family.sampled_estimated, 0);
+    }
+    // Every key's bytes are accounted for once: the families of the queue
+    // add up to the exact total of its keys.
+    let all: u64 = server.keys().iter().map(|k| exact_usage(&server, k)).sum();
+    let reported: u64 = report.families.iter().map(|f| f.bytes).sum();
+    assert_holds(
+        "all keys",
+        reported,
+        report.accounting.keys_bytes_error,
+        all,
+    );
+}
+
+#[tokio::test]
+async fn a_key_too_big_to_count_exactly_is_marked_and_allowed_for() {
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let mut pipe = redis::pipe();
+    // One hash of 5,000 fields whose sizes vary, and a sorted set.
+    for i in 0..5_000u64 {
+        pipe.cmd("HSET")
+            .arg("catalog:items")
+            .arg(format!("item{i}"))
+            .arg(blob(i, 20 + (i % 7) as usize * 100))
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg("catalog:ranking")
+            .arg(i)
+            .arg(format!("item{i}"))
+            .ignore();
+    }
+    run(&redis, &pipe).await.unwrap();
+    let exact = |key: &str| exact_usage(&server, key);
+
+    let report =
+        plimsoll::guard::attribute(&redis, &AttributeConfig::default(), &SystemClock, None)
+            .await
+            .unwrap();
+    let items = report.family("catalog:items").unwrap();
+    assert_eq!(
+        items.bytes,
+        exact("catalog:items"),
+        "within the bound: exact"
+    );
+    assert_eq!(items.sampled_estimated, 0);
+    assert_eq!(
+        report.family("catalog:ranking").unwrap().bytes,
+        exact("catalog:ranking")
+    );
+
+    // Past the bound, Redis extrapolates, and the report says so.
+    let config = AttributeConfig {
+        exact_elements: 500,
+        ..AttributeConfig::default()
+    };
+    let report = plimsoll::guard::attribute(&redis, &config, &SystemClock, None)
+        .await
+        .unwrap();
+    let items = report.family("catalog:items").unwrap();
+    assert_eq!(items.sampled_estimated, 1);
+    assert!(items.bytes_error > 0);
+    assert_holds(
+        "an estimated hash",
+        items.bytes,
+        items.bytes_error,
+        exact("catalog:items"),
+    );
+}
+
+#[tokio::test]
+async fn a_few_big_keys_among_many_small_ones_widen_the_sample() {
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let mut pipe = redis::pipe();
+    // 5,000 small values and 40 of 40 KiB: the big ones hold most bytes.
+    for i in 0..5_040u64 {
+        let len = if i % 126 == 0 { 40 << 10 } else { 60 };
+        pipe.cmd("SET")
+            .arg(format!("blob:{i}"))
+            .arg(blob(i, len))
+            .ignore();
+    }
+    run(&redis, &pipe).await.unwrap();
+    let report =
+        plimsoll::guard::attribute(&redis, &AttributeConfig::default(), &SystemClock, None)
+            .await
+            .unwrap();
+    let family = report.family("blob:<n>").unwrap();
+    assert!(
+        family.sampled > 1_000,
+        "a skewed sample stops early: {} measured",
+        family.sampled
+    );
+    let exact: u64 = server.keys().iter().map(|k| exact_usage(&server, k)).sum();
+    assert_holds("skewed family", family.bytes, family.bytes_error, exact);
+}
+
+#[tokio::test]
+async fn a_report_adds_up_to_used_memory_with_client_buffers_on_their_own_line() {
+    use std::io::{Read, Write};
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..20_000u64 {
+        pipe.cmd("SET")
+            .arg(format!("page:{i}"))
+            .arg(blob(i, 300))
+            .ignore();
+    }
+    run(&redis, &pipe).await.unwrap();
+    // A subscriber that stops reading: once the kernel's socket buffers
+    // are full, Redis keeps the rest of 32 MiB in its output buffer (with
+    // no limit on it, so that it is not disconnected).
+    server.cmd(&[
+        "CONFIG",
+        "SET",
+        "client-output-buffer-limit",
+        "pubsub 0 0 0",
+    ]);
+    let mut subscriber = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    subscriber
+        .write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nnews\r\n")
+        .unwrap();
+    let mut ack = [0u8; 64];
+    let _ = subscriber.read(&mut ack).unwrap();
+    let message = String::from_utf8(blob(7, 1 << 20)).unwrap();
+    for _ in 0..32 {
+        let _: u64 = redis
+            .query(redis::cmd("PUBLISH").arg("news").arg(&message))
+            .await
+            .unwrap();
+    }
+    // Right after the burst Redis still holds memory of it outside both
+    // (freed by its cron within 100 ms): the report would rightly call it
+    // unexplained. Let it pass.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report =
+        plimsoll::guard::attribute(&redis, &AttributeConfig::default(), &SystemClock, None)
+            .await
+            .unwrap();
+    let a = &report.accounting;
+    let outside = a.outside_keys.expect("MEMORY STATS answered");
+    assert!(
+        outside.clients >= 12 << 20,
+        "client buffers {} of the 32 MiB held for the subscriber",
+        outside.clients
+    );
+    // What is left over after keys and Redis' own memory is small: the
+    // buffer was not mistaken for keys nor lost.
+    let rest = a.unexplained_bytes.unwrap();
+    assert!(
+        rest.unsigned_abs() < report.used_memory / 10,
+        "{rest} of {} unexplained: {a:?}",
+        report.used_memory
+    );
+    assert!(!a.too_much_unexplained(report.used_memory));
+    drop(subscriber);
 }

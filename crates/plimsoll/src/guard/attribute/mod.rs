@@ -3,7 +3,11 @@
 //! - [`families`]: grouping keys by the shape of their names, with the
 //!   layouts of Plimsoll, BullMQ, Sidekiq, Celery, RQ and apalis built in;
 //! - [`scan`]: the walk of each primary within a command budget, sampling
-//!   `MEMORY USAGE`;
+//!   keys of each family;
+//! - [`usage`]: measuring a key as Redis counts it (`MEMORY USAGE`, exact
+//!   up to a bound);
+//! - [`overhead`]: Redis' memory outside its keys, so that a report adds
+//!   up to `used_memory`;
 //! - [`report`]: the estimates, their errors, growth and suspected leaks.
 //!
 //! [`attribute`](fn@attribute) runs one report; `plimsoll memory` calls it once, the
@@ -11,13 +15,16 @@
 //! written into the Redis it walks.
 
 pub mod families;
+pub mod overhead;
 pub mod report;
 pub mod scan;
+pub mod usage;
 
 use std::time::Instant;
 
 pub use families::{Classifier, Family, Layout, Role};
-pub use report::{FamilyReport, MemoryReport, NodeScanStats, ReportHistory};
+pub use overhead::OutsideKeys;
+pub use report::{Accounting, FamilyReport, MemoryReport, NodeScanStats, ReportHistory};
 pub use scan::AttributeConfig;
 
 use crate::clock::Clock;

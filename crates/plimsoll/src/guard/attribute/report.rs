@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::families::{Layout, Role};
-use super::scan::{NodeScan, Tally};
+use super::overhead::OutsideKeys;
+use super::scan::{JobState, Moments, NodeScan, Tally};
 use crate::connection::Redis;
 use crate::error::Result;
 
@@ -55,6 +56,10 @@ pub struct NodeScanStats {
     pub duration_secs: f64,
     /// `used_memory` at the start.
     pub used_memory: u64,
+    /// Redis' memory outside its keys at the start (None: `MEMORY STATS`
+    /// refused).
+    #[serde(default)]
+    pub outside_keys: Option<OutsideKeys>,
 }
 
 /// One family in the report.
@@ -74,8 +79,12 @@ pub struct FamilyReport {
     pub bytes: u64,
     /// 95% error of `bytes`, ± bytes.
     pub bytes_error: u64,
-    /// Keys measured.
+    /// Keys measured (each as Redis counts it: `usage.rs`).
     pub sampled: u64,
+    /// Of those, keys too big to count exactly, which Redis estimated from
+    /// their first elements; the error includes an allowance for them.
+    #[serde(default)]
+    pub sampled_estimated: u64,
     /// Share of measured keys without a TTL.
     pub no_ttl_share: f64,
     /// Redis types among the measured keys.
@@ -113,6 +122,36 @@ pub struct MemoryReport {
     pub used_memory: u64,
     /// Families, largest first.
     pub families: Vec<FamilyReport>,
+    /// Where `used_memory` goes: keys, Redis outside its keys, and the
+    /// rest.
+    #[serde(default)]
+    pub accounting: Accounting,
+}
+
+/// `used_memory` = the keys + Redis outside its keys + what neither
+/// explains.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Accounting {
+    /// All families' bytes.
+    pub keys_bytes: u64,
+    /// 95% error of `keys_bytes` (families' errors combined).
+    pub keys_bytes_error: u64,
+    /// Summed over nodes (None when a node refused `MEMORY STATS`).
+    pub outside_keys: Option<OutsideKeys>,
+    /// `used_memory − keys − outside_keys`: memory nobody accounted for
+    /// (None without `outside_keys`). Beyond the keys' error it means
+    /// families were missed or mismeasured, or memory moved during the
+    /// walk.
+    pub unexplained_bytes: Option<i64>,
+}
+
+impl Accounting {
+    /// Whether the unexplained rest is larger than the keys' error and a
+    /// twentieth of `used_memory`: too much for the report to be trusted.
+    pub fn too_much_unexplained(&self, used_memory: u64) -> bool {
+        self.unexplained_bytes
+            .is_some_and(|rest| rest.unsigned_abs() > self.keys_bytes_error.max(used_memory / 20))
+    }
 }
 
 impl MemoryReport {
@@ -186,12 +225,14 @@ pub(crate) async fn assemble(
             backoffs: scan.backoffs,
             duration_secs: secs,
             used_memory: scan.used_memory,
+            outside_keys: scan.outside,
         });
     }
     apportion_bullmq(redis, &mut estimates).await?;
     let mut families: Vec<FamilyReport> = estimates.into_values().map(Estimate::report).collect();
     families.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.pattern.cmp(&b.pattern)));
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    let accounting = account(&families, &nodes);
     Ok(MemoryReport {
         at_ms,
         duration_secs,
@@ -203,7 +244,28 @@ pub(crate) async fn assemble(
         budget_per_node: budget,
         nodes,
         families,
+        accounting,
     })
+}
+
+fn account(families: &[FamilyReport], nodes: &[NodeScanStats]) -> Accounting {
+    let keys_bytes: u64 = families.iter().map(|f| f.bytes).sum();
+    // Families are independent samples: their variances add.
+    let variance: f64 = families
+        .iter()
+        .map(|f| (f.bytes_error as f64 / Z_95).powi(2))
+        .sum();
+    let outside_keys = nodes.iter().try_fold(OutsideKeys::default(), |mut sum, n| {
+        sum.add(n.outside_keys.as_ref()?);
+        Some(sum)
+    });
+    let used: u64 = nodes.iter().map(|n| n.used_memory).sum();
+    Accounting {
+        keys_bytes,
+        keys_bytes_error: (Z_95 * variance.sqrt()).round() as u64,
+        unexplained_bytes: outside_keys.map(|o| used as i64 - keys_bytes as i64 - o.total() as i64),
+        outside_keys,
+    }
 }
 
 /// A family's estimate, summed over nodes.
@@ -213,40 +275,55 @@ struct Estimate {
     keys: f64,
     bytes: f64,
     variance: f64,
+    /// Every key of the family was walked (the sample's finite population
+    /// correction applies).
+    complete: bool,
 }
 
+/// The allowance, as a share of their bytes, for keys too big to measure
+/// exactly (Redis extrapolated them from their first 20,000 elements).
+/// Not a statistical bound: an extrapolation over elements in dict order
+/// is close for keys whose elements are alike, and the report says how
+/// many keys it rests on.
+pub const ESTIMATED_KEY_ALLOWANCE: f64 = 0.10;
+
 impl Estimate {
+    fn empty(tally: Tally) -> Self {
+        Self {
+            tally,
+            keys: 0.0,
+            bytes: 0.0,
+            variance: 0.0,
+            complete: true,
+        }
+    }
+
+    /// Keys × mean size, from the walk of one node that saw a share `p` of
+    /// its keys. The variance is that of the mean (with the finite
+    /// population correction on a complete walk), that of the key count
+    /// when the walk was partial, and the allowance for estimated keys.
     fn of(tally: &Tally, p: f64, complete: bool) -> Self {
-        let n = tally.sampled as f64;
         let seen = tally.keys as f64;
         let keys = seen / p;
-        let (mean, var_mean) = if n > 0.0 {
-            let mean = tally.sum / n;
-            let var = if n > 1.0 {
-                ((tally.sum_sq / n - mean * mean) * n / (n - 1.0)).max(0.0)
-            } else {
-                0.0
-            };
-            let fpc = if complete && seen > 0.0 {
-                (1.0 - n / seen).max(0.0)
-            } else {
-                1.0
-            };
-            (mean, var / n * fpc)
-        } else {
-            (0.0, 0.0)
-        };
+        let (mean, var_mean) = mean_and_its_variance(&tally.sizes, seen, complete);
         // Var(keys) of a binomial sample scaled by 1/p.
         let var_keys = if p < 1.0 {
             seen * (1.0 - p) / (p * p)
         } else {
             0.0
         };
+        let bytes = mean * keys;
+        let allowance = if tally.sizes.sum > 0.0 {
+            ESTIMATED_KEY_ALLOWANCE * bytes * tally.estimated.sum / tally.sizes.sum / Z_95
+        } else {
+            0.0
+        };
         Self {
             tally: tally.clone(),
             keys,
-            bytes: mean * keys,
-            variance: keys * keys * var_mean + mean * mean * var_keys,
+            bytes,
+            variance: keys * keys * var_mean + mean * mean * var_keys + allowance * allowance,
+            complete,
         }
     }
 
@@ -254,13 +331,11 @@ impl Estimate {
         self.keys += other.keys;
         self.bytes += other.bytes;
         self.variance += other.variance;
+        self.complete &= other.complete;
         let mut t = other.tally.clone();
         t.family = self.tally.family.clone();
-        self.tally.sampled += t.sampled;
-        self.tally.no_ttl += t.no_ttl;
-        for (k, v) in t.types {
-            *self.tally.types.entry(k).or_default() += v;
-        }
+        t.keys = 0;
+        self.tally.absorb(t);
     }
 
     /// Moves `share` of this estimate's keys and bytes into `into`.
@@ -273,18 +348,24 @@ impl Estimate {
         into.bytes += bytes;
         into.variance += self.variance * share * share;
         self.variance *= (1.0 - share) * (1.0 - share);
-        // The moved keys are measured by the hashes' sample.
-        if into.tally.sampled == 0 {
-            into.tally.no_ttl = self.tally.no_ttl;
-            into.tally.sampled = self.tally.sampled;
-        }
-        for (k, v) in &self.tally.types {
-            into.tally.types.entry(k.clone()).or_insert(*v);
+        into.inherit_measurements(&self.tally, share);
+    }
+
+    /// `into` now stands on `share` of the keys this tally measured: it
+    /// states their TTLs and types.
+    fn inherit_measurements(&mut self, from: &Tally, share: f64) {
+        let part = |n: u64| (n as f64 * share).round() as u64;
+        self.tally.no_ttl += part(from.no_ttl);
+        self.tally.sizes.n += part(from.sizes.n);
+        self.tally.estimated.n += part(from.estimated.n);
+        for (k, v) in &from.types {
+            *self.tally.types.entry(k.clone()).or_default() += part(*v);
         }
     }
 
     fn report(self) -> FamilyReport {
         let f = self.tally.family;
+        let sampled = self.tally.sizes.n;
         FamilyReport {
             pattern: f.pattern,
             name: f.name,
@@ -293,9 +374,10 @@ impl Estimate {
             keys: self.keys.round() as u64,
             bytes: self.bytes.round().max(0.0) as u64,
             bytes_error: (Z_95 * self.variance.sqrt()).round() as u64,
-            sampled: self.tally.sampled,
-            no_ttl_share: if self.tally.sampled > 0 {
-                self.tally.no_ttl as f64 / self.tally.sampled as f64
+            sampled,
+            sampled_estimated: self.tally.estimated.n,
+            no_ttl_share: if sampled > 0 {
+                (self.tally.no_ttl as f64 / sampled as f64).min(1.0)
             } else {
                 0.0
             },
@@ -308,9 +390,32 @@ impl Estimate {
     }
 }
 
+/// The mean of a sample of `population` keys and the variance of that
+/// mean (finite population correction when the walk saw them all).
+fn mean_and_its_variance(sizes: &Moments, population: f64, complete: bool) -> (f64, f64) {
+    let Some(mean) = sizes.mean() else {
+        return (0.0, 0.0);
+    };
+    let n = sizes.n as f64;
+    let fpc = if complete && population > 0.0 {
+        (1.0 - n / population).max(0.0)
+    } else {
+        1.0
+    };
+    (mean, sizes.variance() / n * fpc)
+}
+
 /// Splits BullMQ job hashes and logs into completed, failed and the rest.
+///
+/// Each sampled hash or log was looked up in its queue's completed and
+/// failed sets (`scan.rs`), so each state has a mean size of its own.
+/// Completed jobs carry their return value and failed ones a stack trace
+/// (and often the logs), so their sizes differ from each other and from
+/// waiting jobs. For hashes, one per job, each state's count is exact
+/// (`ZCARD`); logs exist for some jobs only, so each state gets the share
+/// of the log keys that its share of the sample says.
 async fn apportion_bullmq(redis: &Redis, estimates: &mut HashMap<String, Estimate>) -> Result<()> {
-    let hash_families: Vec<String> = estimates
+    let queue_families: Vec<String> = estimates
         .values()
         .filter(|e| {
             e.tally.family.layout == Layout::BullMq
@@ -318,7 +423,7 @@ async fn apportion_bullmq(redis: &Redis, estimates: &mut HashMap<String, Estimat
         })
         .map(|e| e.tally.family.pattern.clone())
         .collect();
-    for pattern in hash_families {
+    for pattern in queue_families {
         let Some(mut source) = estimates.remove(&pattern) else {
             continue;
         };
@@ -334,36 +439,14 @@ async fn apportion_bullmq(redis: &Redis, estimates: &mut HashMap<String, Estimat
         let failed: u64 = redis
             .query(redis::cmd("ZCARD").arg(format!("{base}:failed")))
             .await?;
-        let jobs = source.keys.max(1.0);
-        let (c, f) = (completed as f64, failed as f64);
-        let scale = if c + f > jobs { jobs / (c + f) } else { 1.0 };
-        let total_keys = source.keys;
         let classifier = super::families::Classifier::new(std::slice::from_ref(&prefix));
-        for (set, count) in [("completed", c), ("failed", f)] {
-            if count == 0.0 {
-                continue;
-            }
-            let target = classifier.classify(format!("{base}:{set}").as_bytes());
-            let share = (count * scale / total_keys.max(1.0)).min(1.0);
-            let into = estimates
-                .entry(target.pattern.clone())
-                .or_insert_with(|| Estimate {
-                    tally: Tally {
-                        family: target,
-                        keys: 0,
-                        sampled: 0,
-                        sum: 0.0,
-                        sum_sq: 0.0,
-                        no_ttl: 0,
-                        types: BTreeMap::new(),
-                    },
-                    keys: 0.0,
-                    bytes: 0.0,
-                    variance: 0.0,
-                });
-            // Each remaining share is of what is left, hence the rescaling.
-            let remaining = source.keys / total_keys.max(1.0);
-            source.give(share / remaining.max(1e-12), into);
+        let target = |set: &str| classifier.classify(format!("{base}:{set}").as_bytes());
+        let by_state = source.tally.by_state.iter().any(|s| s.n > 0);
+        if by_state {
+            let counts = (family.role == Role::JobHashes).then_some((completed, failed));
+            split_by_state(&mut source, counts, estimates, &target);
+        } else {
+            split_by_counts(&mut source, completed, failed, estimates, &target);
         }
         if source.keys > 0.5 {
             let what = if family.role == Role::JobLogs {
@@ -376,6 +459,114 @@ async fn apportion_bullmq(redis: &Redis, estimates: &mut HashMap<String, Estimat
         }
     }
     Ok(())
+}
+
+/// Splits `source` by the states its sample was found in. With `counts`
+/// (job hashes: one per job, so each state's count is its set's `ZCARD`):
+/// each state's count times its own mean. Without (logs, which only some
+/// jobs have): each state's total estimated from the sample as a domain
+/// (keys × the mean of sizes counted only where the state matches).
+fn split_by_state(
+    source: &mut Estimate,
+    counts: Option<(u64, u64)>,
+    estimates: &mut HashMap<String, Estimate>,
+    target: &dyn Fn(&str) -> super::families::Family,
+) {
+    let all = source.tally.sizes;
+    let keys = source.keys;
+    let complete = source.complete;
+    let state_total = |state: JobState, count: Option<f64>| -> (f64, f64, f64) {
+        let stratum = source.tally.by_state[state as usize];
+        match count {
+            Some(count) => {
+                let sizes = if stratum.n > 0 { stratum } else { all };
+                let (mean, var_mean) = mean_and_its_variance(&sizes, count, complete);
+                (count, count * mean, count * count * var_mean)
+            }
+            None => {
+                let domain = Moments {
+                    n: all.n,
+                    ..stratum
+                };
+                let (mean, var_mean) = mean_and_its_variance(&domain, keys, complete);
+                let share = stratum.n as f64 / all.n.max(1) as f64;
+                (keys * share, keys * mean, keys * keys * var_mean)
+            }
+        }
+    };
+    let counts = counts.map(|(c, f)| {
+        let (c, f) = (c as f64, f as f64);
+        // The sets may list ids whose hashes are gone (BullMQ tolerates
+        // that); never count more jobs than there are hashes.
+        let scale = if c + f > keys {
+            keys / (c + f).max(1.0)
+        } else {
+            1.0
+        };
+        (c * scale, f * scale)
+    });
+    let mut moved_keys = 0.0;
+    for (set, state, count) in [
+        ("completed", JobState::Completed, counts.map(|c| c.0)),
+        ("failed", JobState::Failed, counts.map(|c| c.1)),
+    ] {
+        let stratum = source.tally.by_state[state as usize];
+        let (n, bytes, variance) = state_total(state, count);
+        if n <= 0.0 {
+            continue;
+        }
+        let into = estimates
+            .entry(target(set).pattern.clone())
+            .or_insert_with(|| Estimate::empty(Tally::new(target(set))));
+        into.keys += n;
+        into.bytes += bytes;
+        into.variance += variance;
+        into.tally.sizes.n += stratum.n;
+        into.tally.no_ttl +=
+            (source.tally.no_ttl as f64 * stratum.n as f64 / all.n.max(1) as f64).round() as u64;
+        for (kind, k) in &source.tally.types {
+            *into.tally.types.entry(kind.clone()).or_default() +=
+                (*k as f64 * stratum.n as f64 / all.n.max(1) as f64).round() as u64;
+        }
+        moved_keys += n;
+    }
+    let rest = (keys - moved_keys).max(0.0);
+    let other = source.tally.by_state[JobState::Other as usize];
+    let (_, bytes, variance) = match counts {
+        Some(_) => state_total(JobState::Other, Some(rest)),
+        None => state_total(JobState::Other, None),
+    };
+    source.keys = rest;
+    source.bytes = bytes;
+    source.variance = variance;
+    source.tally.sizes = other;
+}
+
+/// Logs (and hashes not sampled by state): shares by the sets' counts, on
+/// the assumption that jobs in every state are alike.
+fn split_by_counts(
+    source: &mut Estimate,
+    completed: u64,
+    failed: u64,
+    estimates: &mut HashMap<String, Estimate>,
+    target: &dyn Fn(&str) -> super::families::Family,
+) {
+    let jobs = source.keys.max(1.0);
+    let (c, f) = (completed as f64, failed as f64);
+    let scale = if c + f > jobs { jobs / (c + f) } else { 1.0 };
+    let total_keys = source.keys;
+    for (set, count) in [("completed", c), ("failed", f)] {
+        if count == 0.0 {
+            continue;
+        }
+        let share = (count * scale / total_keys.max(1.0)).min(1.0);
+        let into = estimates
+            .entry(target(set).pattern.clone())
+            .or_insert_with(|| Estimate::empty(Tally::new(target(set))));
+        // Each remaining share is of what is left, hence the rescaling.
+        let remaining = source.keys / total_keys.max(1.0);
+        source.give(share / remaining.max(1e-12), into);
+    }
 }
 
 /// Family totals of one report, for growth and leak detection.
@@ -576,6 +767,7 @@ mod tests {
             commands: 0,
             budget_per_node: 0,
             used_memory: 0,
+            accounting: Accounting::default(),
             families: vec![FamilyReport {
                 pattern: "audit:<uuid>".into(),
                 name: "audit:<uuid>".into(),
@@ -585,6 +777,7 @@ mod tests {
                 bytes: keys * 100,
                 bytes_error: 10,
                 sampled: 10,
+                sampled_estimated: 0,
                 no_ttl_share: 1.0,
                 types: BTreeMap::new(),
                 growth_bytes: None,

@@ -13,8 +13,11 @@
 //! above `target_relative_error`. A family's bytes are its key count times
 //! its mean sampled size; the stated error is the 95% interval from the
 //! sample variance (with the finite-population correction when the walk is
-//! complete). `MEMORY USAGE` itself samples 5 elements of an aggregate by
-//! default, as Redis documents; that error is not in the interval.
+//! complete). Each key is measured as Redis counts it, exactly up to
+//! 20,000 elements (`usage.rs`: `MEMORY USAGE` without `SAMPLES` guesses a
+//! hash from five of its fields, the same five in every key). Sampling goes
+//! on while the sample is too skewed for a normal interval (Cochran's
+//! rule), and BullMQ job hashes are sampled by state (see `report.rs`).
 //!
 //! **Large keyspaces.** The walk stops after `max_keys` keys or
 //! `max_duration` per node; because the walk order is random with respect
@@ -43,7 +46,9 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
-use super::families::{Classifier, DEFAULT_MAX_SIBLINGS, Family};
+use super::families::{Classifier, DEFAULT_MAX_SIBLINGS, Family, Role};
+use super::overhead::OutsideKeys;
+use super::usage;
 use crate::connection::Primary;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -68,8 +73,9 @@ pub const DEFAULT_KEYS_PER_SECOND: u32 = 40_000;
 pub const DEFAULT_SCAN_COUNT: u32 = 5;
 /// Keys measured per family at least (all of them when there are fewer).
 pub const DEFAULT_SAMPLES_PER_FAMILY: usize = 200;
-/// Keys measured per family at most.
-pub const DEFAULT_MAX_SAMPLES_PER_FAMILY: usize = 2000;
+/// Keys measured per family at most: enough for a family of a few
+/// thousand keys whose bytes sit in a few big ones to be measured whole.
+pub const DEFAULT_MAX_SAMPLES_PER_FAMILY: usize = 5000;
 /// Standard error of a family's mean key size that stops extra sampling.
 pub const DEFAULT_TARGET_RELATIVE_ERROR: f64 = 0.02;
 /// Keys walked per node before the rest is estimated from the sample.
@@ -81,8 +87,6 @@ pub const DEFAULT_MAX_SCAN_DURATION: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_BUSY_LATENCY: Duration = Duration::from_millis(20);
 /// Families tracked before rare literal names are merged into `<*>`.
 pub const DEFAULT_MAX_FAMILIES: usize = 2000;
-/// `MEMORY USAGE … SAMPLES`: elements of an aggregate sampled (Redis' default).
-pub const DEFAULT_MEMORY_USAGE_SAMPLES: u32 = 5;
 /// Keys measured per pipeline (three commands each). Redis runs a
 /// pipeline's commands back to back, so a short one keeps the wait of
 /// other clients short.
@@ -113,8 +117,9 @@ pub struct AttributeConfig {
     pub busy_latency: Duration,
     /// Families tracked before merging rare names.
     pub max_families: usize,
-    /// `MEMORY USAGE … SAMPLES` (0 measures aggregates exactly, slowly).
-    pub memory_usage_samples: u32,
+    /// Elements `MEMORY USAGE` may walk per key (1 to 1,000,000): keys up
+    /// to this size are measured exactly, larger ones estimated by Redis.
+    pub exact_elements: u32,
     /// BullMQ `prefix` options in use (default `bull`).
     pub bullmq_prefixes: Vec<String>,
     /// Keys measured per pipeline (1 to 100; three commands each).
@@ -137,7 +142,7 @@ impl Default for AttributeConfig {
             max_duration: DEFAULT_MAX_SCAN_DURATION,
             busy_latency: DEFAULT_BUSY_LATENCY,
             max_families: DEFAULT_MAX_FAMILIES,
-            memory_usage_samples: DEFAULT_MEMORY_USAGE_SAMPLES,
+            exact_elements: usage::DEFAULT_EXACT_ELEMENTS,
             bullmq_prefixes: vec!["bull".to_string()],
             sample_batch: DEFAULT_SAMPLE_BATCH,
             idle_priority: true,
@@ -188,6 +193,12 @@ impl AttributeConfig {
                 self.sample_batch
             ));
         }
+        if !(1..=1_000_000).contains(&self.exact_elements) {
+            return bad(format!(
+                "exact_elements {} must be 1 to 1000000",
+                self.exact_elements
+            ));
+        }
         if self.max_families < 10 {
             return bad(format!(
                 "max_families {} must be at least 10",
@@ -198,56 +209,150 @@ impl AttributeConfig {
     }
 }
 
+/// Sums of measured sizes: enough for a mean, its variance and the
+/// sample's skewness.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Moments {
+    pub n: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
+    pub sum_cu: f64,
+}
+
+impl Moments {
+    pub(crate) fn add(&mut self, x: f64) {
+        self.n += 1;
+        self.sum += x;
+        self.sum_sq += x * x;
+        self.sum_cu += x * x * x;
+    }
+
+    pub(crate) fn absorb(&mut self, other: &Moments) {
+        self.n += other.n;
+        self.sum += other.sum;
+        self.sum_sq += other.sum_sq;
+        self.sum_cu += other.sum_cu;
+    }
+
+    pub(crate) fn mean(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum / self.n as f64)
+    }
+
+    /// The sample variance (with Bessel's correction; 0 below two).
+    pub(crate) fn variance(&self) -> f64 {
+        let n = self.n as f64;
+        if self.n < 2 {
+            return 0.0;
+        }
+        let mean = self.sum / n;
+        ((self.sum_sq / n - mean * mean) * n / (n - 1.0)).max(0.0)
+    }
+
+    /// The sample's skewness (0 below three or without spread).
+    fn skewness(&self) -> f64 {
+        if self.n < 3 {
+            return 0.0;
+        }
+        let n = self.n as f64;
+        let mean = self.sum / n;
+        let m2 = (self.sum_sq / n - mean * mean).max(0.0);
+        if m2 <= 0.0 {
+            return 0.0;
+        }
+        let m3 = self.sum_cu / n - 3.0 * mean * self.sum_sq / n + 2.0 * mean * mean * mean;
+        m3 / m2.powf(1.5)
+    }
+}
+
+/// The state of a sampled BullMQ job, from its queue's sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobState {
+    Completed = 0,
+    Failed = 1,
+    /// Waiting, active, delayed, prioritized.
+    Other = 2,
+}
+
 /// What was measured of one family on one node.
 #[derive(Debug, Clone)]
 pub(crate) struct Tally {
     pub family: Family,
     pub keys: u64,
-    pub sampled: u64,
-    pub sum: f64,
-    pub sum_sq: f64,
+    /// Sizes of the measured keys.
+    pub sizes: Moments,
+    /// Of those, the ones Redis could only estimate (too many elements).
+    pub estimated: Moments,
     pub no_ttl: u64,
     pub types: BTreeMap<String, u64>,
+    /// BullMQ job hashes only: sizes by the job's state, so that completed
+    /// jobs are counted at their own size (they carry a return value,
+    /// failed ones a stack trace), each state's count coming exact from
+    /// its set (see `report.rs`).
+    pub by_state: [Moments; 3],
 }
 
 impl Tally {
-    fn new(family: Family) -> Self {
+    pub(crate) fn new(family: Family) -> Self {
         Self {
             family,
             keys: 0,
-            sampled: 0,
-            sum: 0.0,
-            sum_sq: 0.0,
+            sizes: Moments::default(),
+            estimated: Moments::default(),
             no_ttl: 0,
             types: BTreeMap::new(),
+            by_state: [Moments::default(); 3],
         }
     }
 
-    fn absorb(&mut self, other: Tally) {
+    pub(crate) fn absorb(&mut self, other: Tally) {
         self.keys += other.keys;
-        self.sampled += other.sampled;
-        self.sum += other.sum;
-        self.sum_sq += other.sum_sq;
+        self.sizes.absorb(&other.sizes);
+        self.estimated.absorb(&other.estimated);
         self.no_ttl += other.no_ttl;
         for (t, n) in other.types {
             *self.types.entry(t).or_default() += n;
         }
+        for (mine, theirs) in self.by_state.iter_mut().zip(other.by_state.iter()) {
+            mine.absorb(theirs);
+        }
     }
 
+    /// Whether the next key the walk meets should be measured too:
+    /// always up to `samples_per_family`, never beyond
+    /// `max_samples_per_family`, and in between while the mean's standard
+    /// error is above the target, while the sample is too skewed for its
+    /// normal interval to hold (Cochran's rule: n ≥ 25·skewness², so that
+    /// a few big keys among many small ones widen the sample rather than
+    /// hide behind a tight interval), and, for BullMQ job hashes, while a
+    /// state seen so far has fewer than [`MIN_SAMPLES_PER_STATE`] keys.
     fn wants_sample(&self, pending: u64, config: &AttributeConfig) -> bool {
-        let n = self.sampled + pending;
+        let n = self.sizes.n + pending;
         if n < config.samples_per_family as u64 {
             return true;
         }
-        if n >= config.max_samples_per_family as u64 || self.sampled < 2 {
+        if n >= config.max_samples_per_family as u64 || self.sizes.n < 2 {
             return false;
         }
-        let mean = self.sum / self.sampled as f64;
-        let var = (self.sum_sq / self.sampled as f64 - mean * mean).max(0.0);
-        mean > 0.0
-            && var.sqrt() / mean / (self.sampled as f64).sqrt() > config.target_relative_error
+        let sampled = self.sizes.n as f64;
+        let mean = self.sizes.sum / sampled;
+        let relative_error = self.sizes.variance().sqrt() / mean / sampled.sqrt();
+        if mean > 0.0 && relative_error > config.target_relative_error {
+            return true;
+        }
+        if sampled < 25.0 * self.sizes.skewness().powi(2) {
+            return true;
+        }
+        self.family.role == Role::JobHashes
+            && self
+                .by_state
+                .iter()
+                .any(|s| s.n > 0 && s.n < MIN_SAMPLES_PER_STATE)
     }
 }
+
+/// BullMQ job hashes: keys measured per job state seen, at least (within
+/// `max_samples_per_family`).
+pub(crate) const MIN_SAMPLES_PER_STATE: u64 = 30;
 
 /// The walk of one node.
 #[derive(Debug, Clone)]
@@ -260,6 +365,8 @@ pub(crate) struct NodeScan {
     pub backoffs: u64,
     pub duration: Duration,
     pub used_memory: u64,
+    /// Redis' memory outside its keys (None: `MEMORY STATS` refused).
+    pub outside: Option<OutsideKeys>,
     pub tallies: HashMap<String, Tally>,
 }
 
@@ -437,14 +544,32 @@ pub(crate) async fn scan_node(
     // Keys visited, paced separately (see DEFAULT_KEYS_PER_SECOND); its
     // back-offs follow the command pacer's.
     let mut walk = Pacer::new(config.keys_per_sec, config.busy_latency);
-    pacer.take(2).await;
+    pacer.take(3).await;
     let dbsize: u64 = redis.query(&redis::cmd("DBSIZE")).await?;
     let info: String = redis.query(redis::cmd("INFO").arg("memory")).await?;
-    let used_memory = info
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let used_memory = field("used_memory");
+    // Best effort: a managed Redis may refuse MEMORY STATS; the report then
+    // says it cannot account for memory outside the keys.
+    let outside = match redis
+        .query::<Value>(redis::cmd("MEMORY").arg("STATS"))
+        .await
+    {
+        Ok(stats) => Some(OutsideKeys::from_memory_stats(
+            &stats,
+            used_memory,
+            field("used_memory_rss"),
+        )),
+        Err(err) => {
+            tracing::warn!(node = %primary.address, error = %err, "MEMORY STATS refused");
+            None
+        }
+    };
     let mut tallies: HashMap<String, Tally> = HashMap::new();
     let mut cursor: u64 = 0;
     let mut scanned = 0u64;
@@ -519,6 +644,7 @@ pub(crate) async fn scan_node(
         backoffs: pacer.backoffs,
         duration: started.elapsed(),
         used_memory,
+        outside,
         tallies,
     })
 }
@@ -545,7 +671,8 @@ fn merge_rare(classifier: &mut Classifier, tallies: &mut HashMap<String, Tally>)
     }
 }
 
-/// Measures the pending keys: `MEMORY USAGE`, `PTTL`, `TYPE` each, pipelined.
+/// Measures the pending keys (see `usage.rs`) and, for BullMQ job hashes,
+/// looks their ids up in the queue's completed and failed sets, at once.
 async fn measure(
     redis: &crate::Redis,
     config: &AttributeConfig,
@@ -556,46 +683,123 @@ async fn measure(
     if pending.is_empty() {
         return Ok(());
     }
-    pacer.take(3 * pending.len() as u64).await;
-    let mut pipe = redis::pipe();
-    for (key, _) in pending.iter() {
-        pipe.cmd("MEMORY")
-            .arg("USAGE")
-            .arg(key)
-            .arg("SAMPLES")
-            .arg(config.memory_usage_samples);
-        pipe.cmd("PTTL").arg(key);
-        pipe.cmd("TYPE").arg(key);
-    }
-    let replies: Vec<Value> = retry_busy(|| {
-        let mut conn = redis.clone();
-        let pipe = pipe.clone();
-        async move { Ok(pipe.query_async(&mut conn).await?) }
-    })
-    .await?;
-    for ((_, pattern), chunk) in pending.drain(..).zip(replies.chunks(3)) {
-        let Some(tally) = tallies.get_mut(&pattern) else {
-            continue;
+    let keys: Vec<Vec<u8>> = pending.iter().map(|(key, _)| key.clone()).collect();
+    let lookups: Vec<Option<JobLookup>> = pending
+        .iter()
+        .map(|(key, pattern)| {
+            tallies
+                .get(pattern)
+                .and_then(|t| job_state_sets(&t.family, key))
+        })
+        .collect();
+    let lookup_count = lookups.iter().flatten().count() as u64;
+    pacer
+        .take(usage::COMMANDS_PER_KEY * keys.len() as u64 + 2 * lookup_count)
+        .await;
+    let (usages, states) = futures::try_join!(
+        usage::measure_keys(redis, &keys, config.exact_elements),
+        job_states(redis, &lookups),
+    )?;
+    let mut extra = 0;
+    for (((_, pattern), usage), state) in pending.drain(..).zip(usages).zip(states) {
+        let (Some(tally), Some(usage)) = (tallies.get_mut(&pattern), usage) else {
+            continue; // the key went away between SCAN and now
         };
-        let bytes = match &chunk[0] {
-            Value::Int(n) => *n as f64,
-            _ => continue, // the key went away between SCAN and now
-        };
-        tally.sampled += 1;
-        tally.sum += bytes;
-        tally.sum_sq += bytes * bytes;
-        if matches!(chunk[1], Value::Int(-1)) {
+        extra += usage.extra_cost(config.exact_elements);
+        let bytes = usage.bytes as f64;
+        tally.sizes.add(bytes);
+        if !usage.exact {
+            tally.estimated.add(bytes);
+        }
+        if usage.no_ttl {
             tally.no_ttl += 1;
         }
-        let kind = match &chunk[2] {
-            Value::SimpleString(s) => s.clone(),
-            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-            Value::Okay => "ok".into(),
-            _ => "unknown".into(),
-        };
-        *tally.types.entry(kind).or_default() += 1;
+        if let Some(state) = state {
+            tally.by_state[state as usize].add(bytes);
+        }
+        *tally.types.entry(usage.kind).or_default() += 1;
+    }
+    // Big keys cost Redis more than a command: the walk pays for them
+    // afterwards, slowing down the calls that follow.
+    if extra > 0 {
+        pacer.take(extra).await;
     }
     Ok(())
+}
+
+/// For a BullMQ job hash `<prefix>:<queue>:<id>` or its log
+/// `<prefix>:<queue>:<id>:logs`: the job's id and its queue's completed
+/// and failed sets. (On a cluster BullMQ needs a hash tag in its prefix,
+/// so the sets sit on the same node as the job.)
+fn job_state_sets(family: &Family, key: &[u8]) -> Option<JobLookup> {
+    if family.layout != super::families::Layout::BullMq
+        || !matches!(family.role, Role::JobHashes | Role::JobLogs)
+    {
+        return None;
+    }
+    let base = format!(
+        "{}:{}:",
+        family.prefix.as_deref()?,
+        family.queue.as_deref()?
+    );
+    let rest = std::str::from_utf8(key).ok()?.strip_prefix(&base)?;
+    let id = match family.role {
+        Role::JobLogs => rest.strip_suffix(":logs")?,
+        _ => rest,
+    };
+    (!id.is_empty()).then(|| JobLookup {
+        id: id.to_string(),
+        completed: format!("{base}completed"),
+        failed: format!("{base}failed"),
+    })
+}
+
+/// Where to look a sampled job up.
+struct JobLookup {
+    id: String,
+    completed: String,
+    failed: String,
+}
+
+/// `ZSCORE` of each job id in its completed and failed sets (one pipeline).
+async fn job_states(
+    redis: &crate::Redis,
+    lookups: &[Option<JobLookup>],
+) -> Result<Vec<Option<JobState>>> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    let mut asked = false;
+    for lookup in lookups.iter().flatten() {
+        pipe.cmd("ZSCORE").arg(&lookup.completed).arg(&lookup.id);
+        pipe.cmd("ZSCORE").arg(&lookup.failed).arg(&lookup.id);
+        asked = true;
+    }
+    let replies: Vec<Value> = if !asked {
+        Vec::new()
+    } else {
+        retry_busy(|| {
+            let mut conn = redis.clone();
+            let pipe = pipe.clone();
+            async move { Ok(pipe.query_async(&mut conn).await?) }
+        })
+        .await?
+    };
+    let mut replies = replies.chunks(2);
+    Ok(lookups
+        .iter()
+        .map(|sets| {
+            sets.as_ref()?;
+            let pair = replies.next()?;
+            let listed = |v: &Value| !matches!(v, Value::Nil | Value::ServerError(_));
+            Some(if listed(&pair[0]) {
+                JobState::Completed
+            } else if listed(&pair[1]) {
+                JobState::Failed
+            } else {
+                JobState::Other
+            })
+        })
+        .collect())
 }
 
 /// Runs `call`, waiting and trying again (up to 10 times) while Redis says
