@@ -353,21 +353,13 @@ async fn each<T: redis::FromRedisValue>(redis: &Redis, cmds: Vec<redis::Cmd>) ->
     Ok(pipe.query_async(&mut conn).await?)
 }
 
-/// How `MEMORY USAGE` measures an aggregate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Usage {
-    /// `SAMPLES 0`: every element. Without it Redis estimates a hash from
-    /// five of its fields, and which five its dict order puts first moved the
-    /// estimate of a BullMQ job by more than half either way. Only for keys
-    /// known to be small (one job's hash): it is O(elements) inside Redis.
-    Exact,
-    /// Redis' default sampling: for keys that may hold millions of elements
-    /// (a whole set of jobs, a family's unknown keys).
-    Sampled,
-}
-
-/// Mean `MEMORY USAGE` of `keys` (keys gone since count 0).
-async fn mean_usage(redis: &Redis, keys: &[String], usage: Usage) -> Result<f64> {
+/// Mean `MEMORY USAGE` of `keys` (keys gone since count 0), measured as
+/// the memory report measures them (`attribute/usage.rs`): exact up to
+/// 20,000 elements, so that "would free" and the report's figures are the
+/// same numbers. Without `SAMPLES` Redis estimates a hash from five of its
+/// fields, and which five its dict order puts first moved the estimate of
+/// a BullMQ job by more than half either way.
+async fn mean_usage(redis: &Redis, keys: &[String]) -> Result<f64> {
     if keys.is_empty() {
         return Ok(0.0);
     }
@@ -375,10 +367,10 @@ async fn mean_usage(redis: &Redis, keys: &[String], usage: Usage) -> Result<f64>
         .iter()
         .map(|key| {
             let mut cmd = redis::cmd("MEMORY");
-            cmd.arg("USAGE").arg(key);
-            if usage == Usage::Exact {
-                cmd.arg("SAMPLES").arg(0);
-            }
+            cmd.arg("USAGE")
+                .arg(key)
+                .arg("SAMPLES")
+                .arg(super::attribute::usage::DEFAULT_EXACT_ELEMENTS);
             cmd
         })
         .collect();
@@ -451,9 +443,8 @@ async fn bullmq(
         .map(|id| format!("{base}:{id}:logs"))
         .collect();
     pacer.take(2 * sample.len() as u64 + 2).await;
-    let per_job = mean_usage(redis, &job_keys, Usage::Exact).await?
-        + mean_usage(redis, &log_keys, Usage::Sampled).await?;
-    let set_bytes = mean_usage(redis, std::slice::from_ref(&zkey), Usage::Sampled).await?;
+    let per_job = mean_usage(redis, &job_keys).await? + mean_usage(redis, &log_keys).await?;
+    let set_bytes = mean_usage(redis, std::slice::from_ref(&zkey)).await?;
     let set_share = if card > 0 {
         set_bytes * to_remove as f64 / card as f64
     } else {
@@ -513,7 +504,7 @@ async fn sidekiq(
         .map(|age| options.clock.now_ms().saturating_sub(crate::clock::ms(age)) as f64 / 1000.0);
     pacer.take(3).await;
     let (card, to_remove) = zset_excess(redis, key, selection, cutoff).await?;
-    let set_bytes = mean_usage(redis, &[key.to_string()], Usage::Sampled).await?;
+    let set_bytes = mean_usage(redis, &[key.to_string()]).await?;
     report.bytes_estimated = if card > 0 {
         (set_bytes * to_remove as f64 / card as f64) as u64
     } else {
@@ -717,8 +708,7 @@ async fn family(
         }
         // Measured on the node that holds them.
         pacer.take(sample.len() as u64).await;
-        sampled_bytes +=
-            mean_usage(&primary.redis, &sample, Usage::Sampled).await? * sample.len() as f64;
+        sampled_bytes += mean_usage(&primary.redis, &sample).await? * sample.len() as f64;
         sampled += sample.len();
         report.commands += pacer.commands;
         let room = 10usize.saturating_sub(examples.len());

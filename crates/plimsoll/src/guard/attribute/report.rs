@@ -402,7 +402,13 @@ fn mean_and_its_variance(sizes: &Moments, population: f64, complete: bool) -> (f
     } else {
         1.0
     };
-    (mean, sizes.variance() / n * fpc)
+    // Keys of one shape often measure exactly alike (Redis allocates in
+    // size classes), so a sample can show no spread while a few keys of
+    // the rest differ. With none seen among n, up to 3/n of the rest may
+    // differ (95%, the rule of three), by up to a size class (25%): the
+    // interval is never narrower than that.
+    let floor = (mean * 0.25 * 3.0 / n / Z_95).powi(2);
+    (mean, (sizes.variance() / n).max(floor) * fpc)
 }
 
 /// Splits BullMQ job hashes and logs into completed, failed and the rest.

@@ -342,17 +342,43 @@ impl Tally {
         if sampled < 25.0 * self.sizes.skewness().powi(2) {
             return true;
         }
-        self.family.role == Role::JobHashes
-            && self
+        let target = config.target_relative_error;
+        match self.family.role {
+            // Each state's count is exact (its set's ZCARD): what matters
+            // is each state's mean size.
+            Role::JobHashes => self.by_state.iter().any(|s| {
+                s.n > 0
+                    && (s.n < MIN_SAMPLES_PER_STATE
+                        || s.mean().is_some_and(|m| {
+                            m > 0.0 && (s.variance() / s.n as f64).sqrt() / m > target
+                        }))
+            }),
+            // Only some jobs have logs: each state's total is a domain of
+            // the sample, its share uncertain too.
+            Role::JobLogs => self
                 .by_state
                 .iter()
-                .any(|s| s.n > 0 && s.n < MIN_SAMPLES_PER_STATE)
+                .any(|s| s.n > 0 && domain_relative_error(s, self.sizes.n) > MAX_STATE_ERROR),
+            _ => false,
+        }
     }
 }
 
-/// BullMQ job hashes: keys measured per job state seen, at least (within
-/// `max_samples_per_family`).
+/// BullMQ job hashes: keys measured per job state seen, at least.
 pub(crate) const MIN_SAMPLES_PER_STATE: u64 = 30;
+/// BullMQ job logs: the relative standard error of each state's total (a
+/// domain of the sample) that stops extra sampling: about ±10% at 95%.
+pub(crate) const MAX_STATE_ERROR: f64 = 0.05;
+
+/// The relative standard error of a domain's total: the sizes of the keys
+/// in one state, counted as 0 for the other keys of a sample of `n`.
+fn domain_relative_error(state: &Moments, n: u64) -> f64 {
+    let domain = Moments { n, ..*state };
+    match domain.mean() {
+        Some(mean) if mean > 0.0 && n > 1 => (domain.variance() / n as f64).sqrt() / mean,
+        _ => f64::INFINITY,
+    }
+}
 
 /// The walk of one node.
 #[derive(Debug, Clone)]
