@@ -23,6 +23,20 @@ pub fn human_signed_bytes(bytes: f64) -> String {
     format!("{sign}{}", human_bytes(bytes.abs() as u64))
 }
 
+/// Seconds for people: "45 s", "12 min", "3.5 h", "2.1 days".
+pub fn human_duration(secs: f64) -> String {
+    let secs = secs.max(0.0);
+    if secs < 60.0 {
+        format!("{secs:.0} s")
+    } else if secs < 3600.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else if secs < 48.0 * 3600.0 {
+        format!("{:.1} h", secs / 3600.0)
+    } else {
+        format!("{:.1} days", secs / 86_400.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

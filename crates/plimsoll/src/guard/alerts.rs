@@ -60,6 +60,13 @@ pub enum AlertKind {
         /// Refusals since the last reading.
         rejections: u64,
     },
+    /// Redis has refused nothing for a while after an out-of-memory run.
+    OutOfMemoryCleared {
+        /// Refusals in the whole run.
+        rejections: u64,
+        /// How long the run lasted, seconds.
+        lasted_secs: f64,
+    },
     /// Redis evicted keys to stay under `maxmemory`.
     Evictions {
         /// Keys evicted since the last reading.
@@ -101,6 +108,7 @@ impl AlertKind {
             Self::LeewayRaised { .. } => "leeway_raised",
             Self::LeewayCleared { .. } => "leeway_cleared",
             Self::OutOfMemory { .. } => "out_of_memory",
+            Self::OutOfMemoryCleared { .. } => "out_of_memory_cleared",
             Self::Evictions { .. } => "evictions",
             Self::Unbounded => "unbounded",
             Self::Unreachable { .. } => "unreachable",

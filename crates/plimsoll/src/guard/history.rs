@@ -46,10 +46,29 @@ pub struct NodeState {
     pub leeway: LevelState,
     /// Last `errorstat_OOM` count seen.
     pub oom_rejections: Option<u64>,
+    /// The current run of OOM refusals, while there is one.
+    #[serde(default)]
+    pub oom_episode: Option<OomEpisode>,
     /// Last `evicted_keys` seen.
     pub evicted_keys: Option<u64>,
     /// Whether the "no maxmemory" alert was sent.
     pub unbounded_alerted: bool,
+}
+
+/// A run of OOM refusals: from the first refusal until none for
+/// `OOM_CLEAR_AFTER` (`mod.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct OomEpisode {
+    /// First refusal seen (ms).
+    pub started_ms: u64,
+    /// Latest reading with a refusal (ms).
+    pub last_refusal_ms: u64,
+    /// When the latest alert of this run went out (ms).
+    pub last_alert_ms: u64,
+    /// Refusals per second at that alert.
+    pub alerted_rate: f64,
+    /// Refusals in this run so far.
+    pub rejections: u64,
 }
 
 /// Everything in `state.json`.

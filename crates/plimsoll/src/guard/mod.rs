@@ -94,7 +94,7 @@ pub use stats::GuardStats;
 pub use watch::DEFAULT_SAMPLE_INTERVAL;
 
 use self::alerts::{ALERT_TOP_FAMILIES, Dispatch, Dispatcher};
-use self::history::{GuardState, History, HistoryPoint, NodeState};
+use self::history::{GuardState, History, HistoryPoint, NodeState, OomEpisode};
 use self::thresholds::{Direction, LevelChange, LevelSet};
 use crate::clock::{Clock, SystemClock};
 use crate::connection::{Primary, Redis};
@@ -688,6 +688,77 @@ impl Guard {
     }
 }
 
+/// A run of OOM refusals ends after this long without one.
+pub const OOM_CLEAR_AFTER: Duration = Duration::from_secs(5 * 60);
+/// While Redis keeps refusing, the alert is repeated this often.
+pub const OOM_REMINDER: Duration = Duration::from_secs(30 * 60);
+/// Refusals per second this many times those of the last alert alert again.
+pub const OOM_RATE_ESCALATION: f64 = 4.0;
+
+/// Out of memory, as runs: one alert when Redis starts refusing writes,
+/// again when the refusals per second rise [`OOM_RATE_ESCALATION`]-fold or
+/// every [`OOM_REMINDER`] while it goes on, and one when it has refused
+/// nothing for [`OOM_CLEAR_AFTER`]. (Before, every reading with a refusal
+/// alerted: 48 alerts in 114 s at a 2 s interval.)
+fn oom_changes(
+    state: &mut NodeState,
+    now: u64,
+    refused: u64,
+    interval_secs: f64,
+) -> Vec<(AlertKind, Severity)> {
+    let mut out = Vec::new();
+    match (&mut state.oom_episode, refused) {
+        (None, 0) => {}
+        (None, refused) => {
+            state.oom_episode = Some(OomEpisode {
+                started_ms: now,
+                last_refusal_ms: now,
+                last_alert_ms: now,
+                alerted_rate: refused as f64 / interval_secs,
+                rejections: refused,
+            });
+            out.push((
+                AlertKind::OutOfMemory {
+                    rejections: refused,
+                },
+                Severity::Critical,
+            ));
+        }
+        (Some(episode), 0) => {
+            if now.saturating_sub(episode.last_refusal_ms) >= crate::clock::ms(OOM_CLEAR_AFTER) {
+                out.push((
+                    AlertKind::OutOfMemoryCleared {
+                        rejections: episode.rejections,
+                        lasted_secs: episode.last_refusal_ms.saturating_sub(episode.started_ms)
+                            as f64
+                            / 1000.0,
+                    },
+                    Severity::Info,
+                ));
+                state.oom_episode = None;
+            }
+        }
+        (Some(episode), refused) => {
+            let rate = refused as f64 / interval_secs;
+            episode.last_refusal_ms = now;
+            episode.rejections += refused;
+            let reminder =
+                now.saturating_sub(episode.last_alert_ms) >= crate::clock::ms(OOM_REMINDER);
+            if reminder || rate >= episode.alerted_rate * OOM_RATE_ESCALATION {
+                episode.last_alert_ms = now;
+                episode.alerted_rate = rate;
+                out.push((
+                    AlertKind::OutOfMemory {
+                        rejections: refused,
+                    },
+                    Severity::Critical,
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The alerts one node's reading calls for, updating its state.
 fn node_changes(
     settings: &Settings,
@@ -753,16 +824,17 @@ fn node_changes(
         });
     }
     // Counters restart from zero when Redis restarts.
-    if let Some(before) = state.oom_rejections
-        && sample.oom_rejections > before
-    {
-        out.push((
-            AlertKind::OutOfMemory {
-                rejections: sample.oom_rejections - before,
-            },
-            Severity::Critical,
-        ));
-    }
+    let refused = match state.oom_rejections {
+        Some(before) if sample.oom_rejections > before => sample.oom_rejections - before,
+        _ => 0,
+    };
+    let interval_secs = state
+        .oom_episode
+        .map(|e| now.saturating_sub(e.last_refusal_ms))
+        .unwrap_or(0)
+        .max(1) as f64
+        / 1000.0;
+    out.extend(oom_changes(state, now, refused, interval_secs));
     state.oom_rejections = Some(sample.oom_rejections);
     if let Some(before) = state.evicted_keys
         && sample.evicted_keys > before
@@ -803,6 +875,16 @@ fn summary(kind: &AlertKind, sample: &NodeSample, forecast: Option<&Forecast>) -
         AlertKind::OutOfMemory { rejections } => format!(
             "Redis refused {rejections} command(s) with OOM: it is full and writes fail. {used}"
         ),
+        AlertKind::OutOfMemoryCleared {
+            rejections,
+            lasted_secs,
+        } => format!(
+            "Redis has refused no write for {} min: the out-of-memory run is over after {} \
+             refusal(s) in {}. {used}",
+            OOM_CLEAR_AFTER.as_secs() / 60,
+            rejections,
+            crate::units::human_duration(*lasted_secs)
+        ),
         AlertKind::Evictions { evicted } => format!(
             "Redis evicted {evicted} key(s) to stay under maxmemory ({}): {used}",
             sample.maxmemory_policy
@@ -824,5 +906,56 @@ fn summary(kind: &AlertKind, sample: &NodeSample, forecast: Option<&Forecast>) -
         AlertKind::SpoolQuarantined { records } => {
             format!("the webhook spool's quarantine holds {records} webhooks Redis refused: {used}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `oom_changes` one reading every 2 s, as the guard would.
+    fn readings(state: &mut NodeState, from_ms: u64, refusals: &[u64]) -> Vec<(u64, AlertKind)> {
+        let mut out = Vec::new();
+        for (i, refused) in refusals.iter().enumerate() {
+            let now = from_ms + i as u64 * 2_000;
+            for (kind, _) in oom_changes(state, now, *refused, 2.0) {
+                out.push((now, kind));
+            }
+        }
+        out
+    }
+
+    // A guard at a 2 s interval sent 48 out-of-memory alerts in 114 s.
+    #[test]
+    fn out_of_memory_alerts_once_per_run_not_on_every_reading() {
+        let mut state = NodeState::default();
+        // 114 s of steady refusals: one alert.
+        let alerts = readings(&mut state, 0, &[20; 57]);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert!(matches!(
+            alerts[0].1,
+            AlertKind::OutOfMemory { rejections: 20 }
+        ));
+        // Refusals rising fivefold: one more.
+        let alerts = readings(&mut state, 114_000, &[100; 10]);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        // Still going after the reminder interval: reminded once.
+        let steady = vec![100; (OOM_REMINDER.as_secs() / 2) as usize + 1];
+        let alerts = readings(&mut state, 134_000, &steady);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        // Quiet for the clearing time: one "cleared", then nothing.
+        let start = 134_000 + steady.len() as u64 * 2_000;
+        let quiet = vec![0; (OOM_CLEAR_AFTER.as_secs() / 2) as usize + 10];
+        let alerts = readings(&mut state, start, &quiet);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        let AlertKind::OutOfMemoryCleared { rejections, .. } = alerts[0].1 else {
+            panic!("{alerts:?}");
+        };
+        let total = 20 * 57 + 100 * 10 + 100 * steady.len() as u64;
+        assert_eq!(rejections, total);
+        assert!(state.oom_episode.is_none());
+        // A new run alerts again at once.
+        let alerts = readings(&mut state, start + 10 * 60_000, &[0, 5, 5]);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
     }
 }
