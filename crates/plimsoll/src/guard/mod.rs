@@ -700,11 +700,15 @@ pub const OOM_RATE_ESCALATION: f64 = 4.0;
 /// every [`OOM_REMINDER`] while it goes on, and one when it has refused
 /// nothing for [`OOM_CLEAR_AFTER`]. (Before, every reading with a refusal
 /// alerted: 48 alerts in 114 s at a 2 s interval.)
+///
+/// The rate is refusals per second since the reading before: the guard's
+/// interval for the first refusal of a run, the time since the run's last
+/// refusal after that.
 fn oom_changes(
     state: &mut NodeState,
     now: u64,
     refused: u64,
-    interval_secs: f64,
+    reading_interval: Duration,
 ) -> Vec<(AlertKind, Severity)> {
     let mut out = Vec::new();
     match (&mut state.oom_episode, refused) {
@@ -714,7 +718,7 @@ fn oom_changes(
                 started_ms: now,
                 last_refusal_ms: now,
                 last_alert_ms: now,
-                alerted_rate: refused as f64 / interval_secs,
+                alerted_rate: refused as f64 / reading_interval.as_secs_f64().max(0.001),
                 rejections: refused,
             });
             out.push((
@@ -739,7 +743,9 @@ fn oom_changes(
             }
         }
         (Some(episode), refused) => {
-            let rate = refused as f64 / interval_secs;
+            let since_last_refusal =
+                now.saturating_sub(episode.last_refusal_ms).max(1) as f64 / 1000.0;
+            let rate = refused as f64 / since_last_refusal;
             episode.last_refusal_ms = now;
             episode.rejections += refused;
             let reminder =
@@ -828,13 +834,7 @@ fn node_changes(
         Some(before) if sample.oom_rejections > before => sample.oom_rejections - before,
         _ => 0,
     };
-    let interval_secs = state
-        .oom_episode
-        .map(|e| now.saturating_sub(e.last_refusal_ms))
-        .unwrap_or(0)
-        .max(1) as f64
-        / 1000.0;
-    out.extend(oom_changes(state, now, refused, interval_secs));
+    out.extend(oom_changes(state, now, refused, settings.interval));
     state.oom_rejections = Some(sample.oom_rejections);
     if let Some(before) = state.evicted_keys
         && sample.evicted_keys > before
@@ -918,7 +918,7 @@ mod tests {
         let mut out = Vec::new();
         for (i, refused) in refusals.iter().enumerate() {
             let now = from_ms + i as u64 * 2_000;
-            for (kind, _) in oom_changes(state, now, *refused, 2.0) {
+            for (kind, _) in oom_changes(state, now, *refused, Duration::from_secs(2)) {
                 out.push((now, kind));
             }
         }
