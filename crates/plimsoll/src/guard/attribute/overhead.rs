@@ -7,6 +7,8 @@
 use redis::Value;
 use serde::{Deserialize, Serialize};
 
+use super::usage::text;
+
 /// Bytes of the main key table that `MEMORY USAGE` already counts in each
 /// key: its `dictEntry` (24) and its `robj` (16), which Redis 7's
 /// `overhead.hashtable.main` counts too. What remains of that figure is
@@ -100,14 +102,6 @@ fn pairs(value: &Value) -> Vec<(String, &Value)> {
             .map(|c| (text(&c[0]), &c[1]))
             .collect(),
         _ => Vec::new(),
-    }
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::SimpleString(s) => s.clone(),
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        _ => String::new(),
     }
 }
 

@@ -527,13 +527,7 @@ fn split_by_state(
         into.keys += n;
         into.bytes += bytes;
         into.variance += variance;
-        into.tally.sizes.n += stratum.n;
-        into.tally.no_ttl +=
-            (source.tally.no_ttl as f64 * stratum.n as f64 / all.n.max(1) as f64).round() as u64;
-        for (kind, k) in &source.tally.types {
-            *into.tally.types.entry(kind.clone()).or_default() +=
-                (*k as f64 * stratum.n as f64 / all.n.max(1) as f64).round() as u64;
-        }
+        into.inherit_measurements(&source.tally, stratum.n as f64 / all.n.max(1) as f64);
         moved_keys += n;
     }
     let rest = (keys - moved_keys).max(0.0);

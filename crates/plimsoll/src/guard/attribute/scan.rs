@@ -87,7 +87,7 @@ pub const DEFAULT_MAX_SCAN_DURATION: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_BUSY_LATENCY: Duration = Duration::from_millis(20);
 /// Families tracked before rare literal names are merged into `<*>`.
 pub const DEFAULT_MAX_FAMILIES: usize = 2000;
-/// Keys measured per pipeline (three commands each). Redis runs a
+/// Keys measured per pipeline (four commands each, see `usage.rs`). Redis runs a
 /// pipeline's commands back to back, so a short one keeps the wait of
 /// other clients short.
 pub const DEFAULT_SAMPLE_BATCH: usize = 2;
@@ -122,7 +122,7 @@ pub struct AttributeConfig {
     pub exact_elements: u32,
     /// BullMQ `prefix` options in use (default `bull`).
     pub bullmq_prefixes: Vec<String>,
-    /// Keys measured per pipeline (1 to 100; three commands each).
+    /// Keys measured per pipeline (1 to 100; four commands each).
     pub sample_batch: usize,
     /// Walk at the lowest CPU priority (Linux `SCHED_IDLE`), on a thread
     /// and a connection of its own. On by default.
@@ -248,6 +248,17 @@ impl Moments {
         ((self.sum_sq / n - mean * mean) * n / (n - 1.0)).max(0.0)
     }
 
+    /// The standard error of the mean relative to the mean (infinite
+    /// without a positive mean or below two).
+    pub(crate) fn relative_error_of_mean(&self) -> f64 {
+        match self.mean() {
+            Some(mean) if mean > 0.0 && self.n > 1 => {
+                (self.variance() / self.n as f64).sqrt() / mean
+            }
+            _ => f64::INFINITY,
+        }
+    }
+
     /// The sample's skewness (0 below three or without spread).
     fn skewness(&self) -> f64 {
         if self.n < 3 {
@@ -284,10 +295,9 @@ pub(crate) struct Tally {
     pub estimated: Moments,
     pub no_ttl: u64,
     pub types: BTreeMap<String, u64>,
-    /// BullMQ job hashes only: sizes by the job's state, so that completed
-    /// jobs are counted at their own size (they carry a return value,
-    /// failed ones a stack trace), each state's count coming exact from
-    /// its set (see `report.rs`).
+    /// BullMQ job hashes and logs only: sizes by the job's state, so that
+    /// completed jobs are counted at their own size (they carry a return
+    /// value, failed ones a stack trace; see `report.rs`).
     pub by_state: [Moments; 3],
 }
 
@@ -323,8 +333,11 @@ impl Tally {
     /// error is above the target, while the sample is too skewed for its
     /// normal interval to hold (Cochran's rule: n ≥ 25·skewness², so that
     /// a few big keys among many small ones widen the sample rather than
-    /// hide behind a tight interval), and, for BullMQ job hashes, while a
-    /// state seen so far has fewer than [`MIN_SAMPLES_PER_STATE`] keys.
+    /// hide behind a tight interval), and for BullMQ jobs while a state
+    /// seen so far is known too roughly: job hashes until each state has
+    /// [`MIN_SAMPLES_PER_STATE`] keys and its mean is within the target,
+    /// logs until each state's total (a domain of the sample: sizes counted
+    /// as 0 for the other states' keys) is within [`MAX_STATE_ERROR`].
     fn wants_sample(&self, pending: u64, config: &AttributeConfig) -> bool {
         let n = self.sizes.n + pending;
         if n < config.samples_per_family as u64 {
@@ -333,32 +346,31 @@ impl Tally {
         if n >= config.max_samples_per_family as u64 || self.sizes.n < 2 {
             return false;
         }
-        let sampled = self.sizes.n as f64;
-        let mean = self.sizes.sum / sampled;
-        let relative_error = self.sizes.variance().sqrt() / mean / sampled.sqrt();
-        if mean > 0.0 && relative_error > config.target_relative_error {
-            return true;
-        }
-        if sampled < 25.0 * self.sizes.skewness().powi(2) {
-            return true;
-        }
         let target = config.target_relative_error;
+        let error = self.sizes.relative_error_of_mean();
+        if error.is_finite() && error > target {
+            return true;
+        }
+        if (self.sizes.n as f64) < 25.0 * self.sizes.skewness().powi(2) {
+            return true;
+        }
+        let seen = self.by_state.iter().filter(|s| s.n > 0);
         match self.family.role {
             // Each state's count is exact (its set's ZCARD): what matters
             // is each state's mean size.
-            Role::JobHashes => self.by_state.iter().any(|s| {
-                s.n > 0
-                    && (s.n < MIN_SAMPLES_PER_STATE
-                        || s.mean().is_some_and(|m| {
-                            m > 0.0 && (s.variance() / s.n as f64).sqrt() / m > target
-                        }))
-            }),
+            Role::JobHashes => seen
+                .into_iter()
+                .any(|s| s.n < MIN_SAMPLES_PER_STATE || s.relative_error_of_mean() > target),
             // Only some jobs have logs: each state's total is a domain of
             // the sample, its share uncertain too.
-            Role::JobLogs => self
-                .by_state
-                .iter()
-                .any(|s| s.n > 0 && domain_relative_error(s, self.sizes.n) > MAX_STATE_ERROR),
+            Role::JobLogs => seen.into_iter().any(|s| {
+                Moments {
+                    n: self.sizes.n,
+                    ..*s
+                }
+                .relative_error_of_mean()
+                    > MAX_STATE_ERROR
+            }),
             _ => false,
         }
     }
@@ -369,16 +381,6 @@ pub(crate) const MIN_SAMPLES_PER_STATE: u64 = 30;
 /// BullMQ job logs: the relative standard error of each state's total (a
 /// domain of the sample) that stops extra sampling: about ±10% at 95%.
 pub(crate) const MAX_STATE_ERROR: f64 = 0.05;
-
-/// The relative standard error of a domain's total: the sizes of the keys
-/// in one state, counted as 0 for the other keys of a sample of `n`.
-fn domain_relative_error(state: &Moments, n: u64) -> f64 {
-    let domain = Moments { n, ..*state };
-    match domain.mean() {
-        Some(mean) if mean > 0.0 && n > 1 => (domain.variance() / n as f64).sqrt() / mean,
-        _ => f64::INFINITY,
-    }
-}
 
 /// The walk of one node.
 #[derive(Debug, Clone)]
@@ -800,30 +802,25 @@ async fn job_states(
         pipe.cmd("ZSCORE").arg(&lookup.failed).arg(&lookup.id);
         asked = true;
     }
-    let replies: Vec<Value> = if !asked {
-        Vec::new()
+    let replies = if asked {
+        usage::query_pipe(redis, &pipe).await?
     } else {
-        retry_busy(|| {
-            let mut conn = redis.clone();
-            let pipe = pipe.clone();
-            async move { Ok(pipe.query_async(&mut conn).await?) }
-        })
-        .await?
+        Vec::new()
     };
     let mut replies = replies.chunks(2);
     Ok(lookups
         .iter()
-        .map(|sets| {
-            sets.as_ref()?;
-            let pair = replies.next()?;
-            let listed = |v: &Value| !matches!(v, Value::Nil | Value::ServerError(_));
-            Some(if listed(&pair[0]) {
-                JobState::Completed
-            } else if listed(&pair[1]) {
-                JobState::Failed
-            } else {
-                JobState::Other
-            })
+        .map(|lookup| {
+            lookup.as_ref()?;
+            match replies.next()? {
+                // A set that could not be asked (another node, another
+                // type): the state is unknown, and the job is left out of
+                // the split by state rather than called waiting.
+                [Value::ServerError(_), _] | [_, Value::ServerError(_)] => None,
+                [Value::Nil, Value::Nil] => Some(JobState::Other),
+                [Value::Nil, _] => Some(JobState::Failed),
+                _ => Some(JobState::Completed),
+            }
         })
         .collect())
 }

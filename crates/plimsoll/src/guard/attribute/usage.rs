@@ -147,7 +147,8 @@ fn big_encoding_length(kind: &str, encoding: &str) -> Option<&'static str> {
     }
 }
 
-async fn query_pipe(redis: &Redis, pipe: &redis::Pipeline) -> Result<Vec<Value>> {
+/// Runs `pipe` on the node `redis` talks to, waiting out BUSY / LOADING.
+pub(crate) async fn query_pipe(redis: &Redis, pipe: &redis::Pipeline) -> Result<Vec<Value>> {
     super::scan::retry_busy(|| {
         let mut conn = redis.clone();
         let pipe = pipe.clone();
@@ -156,7 +157,8 @@ async fn query_pipe(redis: &Redis, pipe: &redis::Pipeline) -> Result<Vec<Value>>
     .await
 }
 
-fn text(value: &Value) -> String {
+/// A status or bulk reply as text ("unknown" for anything else).
+pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::SimpleString(s) => s.clone(),
         Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
