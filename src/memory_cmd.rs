@@ -272,7 +272,7 @@ used_memory {} =",
                 " -- more than the keys' error and 5% of used_memory: families were missed, \
                  mismeasured, or memory changed during the walk"
             } else {
-                " (within the keys' error)"
+                " (within the keys' error or 5% of used_memory)"
             }
         );
     }

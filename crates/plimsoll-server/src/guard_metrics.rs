@@ -371,7 +371,7 @@ pub fn render(stats: &GuardStats) -> String {
             w.sample(
                 "plimsoll_guard_family_bytes",
                 "gauge",
-                "Bytes of a key family (sampled MEMORY USAGE).",
+                "Bytes of a key family (keys × the mean MEMORY USAGE of a sample of them).",
                 &l,
                 f.bytes as f64,
             );
