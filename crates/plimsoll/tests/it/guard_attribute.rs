@@ -620,3 +620,59 @@ async fn a_report_adds_up_to_used_memory_with_client_buffers_on_their_own_line()
     assert!(!a.too_much_unexplained(report.used_memory));
     drop(subscriber);
 }
+
+#[tokio::test]
+async fn a_redis_that_refuses_memory_commands_gets_a_report_without_them_or_a_clear_error() {
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..500u64 {
+        pipe.cmd("SET")
+            .arg(format!("page:{i}"))
+            .arg(blob(i, 300))
+            .ignore();
+    }
+    run(&redis, &pipe).await.unwrap();
+    let url_of = |user: &str| {
+        server
+            .url()
+            .replacen("redis://", &format!("redis://{user}:pw@"), 1)
+    };
+
+    // A managed Redis that forbids MEMORY STATS: the keys are still
+    // measured, and the report says it cannot account for the rest.
+    server.cmd(&[
+        "ACL",
+        "SETUSER",
+        "nostats",
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "-memory|stats",
+    ]);
+    let limited = Redis::connect_url(&url_of("nostats")).await.unwrap();
+    let report =
+        plimsoll::guard::attribute(&limited, &AttributeConfig::default(), &SystemClock, None)
+            .await
+            .unwrap();
+    let page = report.family("page:<n>").unwrap();
+    let exact: u64 = server.keys().iter().map(|k| exact_usage(&server, k)).sum();
+    assert_eq!(page.bytes, exact, "all 500 keys measured exactly");
+    assert_eq!(report.accounting.outside_keys, None);
+    assert_eq!(report.accounting.unexplained_bytes, None);
+
+    // Without MEMORY USAGE nothing can be measured: an error that says so,
+    // not a report of empty families.
+    server.cmd(&[
+        "ACL", "SETUSER", "nomemory", "on", ">pw", "~*", "+@all", "-memory",
+    ]);
+    let blind = Redis::connect_url(&url_of("nomemory")).await.unwrap();
+    let err = plimsoll::guard::attribute(&blind, &AttributeConfig::default(), &SystemClock, None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("NOPERM") && err.to_string().contains("memory|usage"),
+        "{err}"
+    );
+}
