@@ -264,8 +264,8 @@ fn status(stats: &GuardStats) -> String {
                     .unwrap_or_else(|| "not filling".into());
                 let _ = writeln!(
                     out,
-                    "  growth {:+.1} KiB/h, full in {ttf}",
-                    f.growth_bytes_per_sec * 3600.0 / 1024.0
+                    "  {}, full in {ttf}",
+                    plimsoll::units::human_rate_per_hour(f.growth_bytes_per_sec)
                 );
             }
             None => {

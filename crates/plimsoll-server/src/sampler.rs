@@ -168,6 +168,7 @@ async fn raise_spool_alert(
         total_used_bytes: used,
         total_limit_bytes: limit,
         forecast: None,
+        forecast_pending: None,
         top_growing: Vec::new(),
     };
     match state.guard() {

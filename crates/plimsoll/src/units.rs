@@ -23,6 +23,18 @@ pub fn human_signed_bytes(bytes: f64) -> String {
     format!("{sign}{}", human_bytes(bytes.abs() as u64))
 }
 
+/// A growth rate for people: "+1.5 MiB/h", "shrinking 20.0 KiB/h", "flat".
+pub fn human_rate_per_hour(bytes_per_sec: f64) -> String {
+    let per_hour = bytes_per_sec * 3600.0;
+    if per_hour.abs() < 1.0 {
+        "flat".into()
+    } else if per_hour < 0.0 {
+        format!("shrinking {}/h", human_bytes(per_hour.abs() as u64))
+    } else {
+        format!("growing {}/h", human_bytes(per_hour as u64))
+    }
+}
+
 /// Seconds for people: "45 s", "12 min", "3.5 h", "2.1 days".
 pub fn human_duration(secs: f64) -> String {
     let secs = secs.max(0.0);

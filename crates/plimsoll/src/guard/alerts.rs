@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::forecast::Forecast;
+use super::forecast::{Forecast, ForecastPending};
 use super::sampler::LimitSource;
 use super::sinks::AlertSink;
 use crate::units::{human_bytes, human_signed_bytes};
@@ -158,6 +158,9 @@ pub struct FamilyGrowth {
     pub growth_bytes: i64,
     /// Suspected of leaking.
     pub suspected_leak: bool,
+    /// The `plimsoll trim …` dry run for it (None: no target trims it).
+    #[serde(default)]
+    pub trim_command: Option<String>,
 }
 
 /// One alert.
@@ -189,6 +192,10 @@ pub struct Alert {
     pub total_limit_bytes: u64,
     /// The node's forecast.
     pub forecast: Option<Forecast>,
+    /// Without a forecast: what the history shows so far, and how much
+    /// more the forecast needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast_pending: Option<ForecastPending>,
     /// Families growing fastest (from the latest memory report).
     pub top_growing: Vec<FamilyGrowth>,
 }
@@ -256,7 +263,12 @@ impl Alert {
                     None => out.push_str("; not filling\n"),
                 }
             }
-            None => out.push_str("forecast: not enough history yet\n"),
+            None => match &self.forecast_pending {
+                Some(pending) => {
+                    let _ = writeln!(out, "{}", pending.text());
+                }
+                None => out.push_str("forecast: not enough history yet\n"),
+            },
         }
         if !self.top_growing.is_empty() {
             out.push_str("growing fastest:\n");
@@ -274,6 +286,9 @@ impl Alert {
                         ""
                     }
                 );
+                if let Some(command) = &f.trim_command {
+                    let _ = writeln!(out, "    see what trimming it would free: {command}");
+                }
             }
         }
         out
@@ -394,6 +409,7 @@ pub(crate) mod tests {
             total_used_bytes: 3 << 20,
             total_limit_bytes: 16 << 20,
             forecast: None,
+            forecast_pending: None,
             top_growing: vec![FamilyGrowth {
                 name: "BullMQ queue mail: completed jobs".into(),
                 pattern: "bull:mail:completed".into(),
@@ -401,6 +417,7 @@ pub(crate) mod tests {
                 keys: 1000,
                 growth_bytes: 1 << 20,
                 suspected_leak: true,
+                trim_command: Some("plimsoll trim bullmq mail --set completed --keep 1000".into()),
             }],
         }
     }
@@ -447,8 +464,26 @@ pub(crate) mod tests {
             "full in 2.0 h",
             "BullMQ queue mail",
             "suspected leak",
+            "plimsoll trim bullmq mail --set completed --keep 1000",
         ] {
             assert!(text.contains(needle), "{needle:?} in {text}");
         }
+    }
+
+    // An alert before the forecast had enough history said "full in never".
+    #[test]
+    fn without_a_forecast_the_text_says_what_history_shows_and_what_it_needs() {
+        let mut a = alert(AlertKind::LevelRaised { level: 0.2 }, 0);
+        a.forecast_pending = Some(ForecastPending {
+            history_secs: 240.0,
+            needed_secs: 660.0,
+            growth_so_far_bytes_per_sec: Some(2.0 * 1024.0 * 1024.0 / 3600.0),
+        });
+        let text = a.text();
+        assert!(!text.contains("never"), "{text}");
+        assert!(
+            text.contains("no forecast yet: growing 2.0 MiB/h over the last 4 min; the forecast needs 11 min more of history"),
+            "{text}"
+        );
     }
 }

@@ -157,6 +157,61 @@ impl Forecast {
     }
 }
 
+/// What is known before there is a forecast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForecastPending {
+    /// Seconds of history in the fit's window.
+    pub history_secs: f64,
+    /// Seconds of history the forecast still needs.
+    pub needed_secs: f64,
+    /// From the first reading in the window to the last, bytes per second
+    /// (None with fewer than two readings). Not a fit: two points.
+    pub growth_so_far_bytes_per_sec: Option<f64>,
+}
+
+impl ForecastPending {
+    /// What history there is, for people: instead of "full in never".
+    pub fn text(&self) -> String {
+        let growth = match self.growth_so_far_bytes_per_sec {
+            Some(g) => format!(
+                "{} over the last {}",
+                crate::units::human_rate_per_hour(g),
+                crate::units::human_duration(self.history_secs)
+            ),
+            None => "a single reading so far".into(),
+        };
+        format!(
+            "no forecast yet: {growth}; the forecast needs {} more of history",
+            crate::units::human_duration(self.needed_secs)
+        )
+    }
+}
+
+/// What history `points` hold for a fit at `now_ms`, when [`fit`] cannot
+/// forecast yet.
+pub fn pending(config: &ForecastConfig, points: &[(u64, f64)], now_ms: u64) -> ForecastPending {
+    let start = now_ms.saturating_sub(crate::clock::ms(config.window));
+    let mut recent: Vec<(u64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(t, y)| *t >= start && *t <= now_ms && y.is_finite())
+        .collect();
+    recent.sort_by_key(|(t, _)| *t);
+    let span_ms = match (recent.first(), recent.last()) {
+        (Some(a), Some(b)) => b.0 - a.0,
+        _ => 0,
+    };
+    let history_secs = span_ms as f64 / 1000.0;
+    ForecastPending {
+        history_secs,
+        needed_secs: (config.min_span.as_secs_f64() - history_secs).max(0.0),
+        growth_so_far_bytes_per_sec: (span_ms > 0).then(|| {
+            let (a, b) = (recent[0], recent[recent.len() - 1]);
+            (b.1 - a.1) / history_secs
+        }),
+    }
+}
+
 /// Fits `points` (time ms, bytes), oldest first or in any order, and
 /// forecasts when the series reaches `limit`. `None` when there is too
 /// little history in the window ending at `now_ms`.

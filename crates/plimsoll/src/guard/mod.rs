@@ -508,6 +508,7 @@ impl Guard {
             total_used_bytes: 0,
             total_limit_bytes: 0,
             forecast: None,
+            forecast_pending: None,
             top_growing: self.top_growing(),
         }
     }
@@ -528,6 +529,7 @@ impl Guard {
                 keys: f.keys,
                 growth_bytes: f.growth_bytes.unwrap_or(0),
                 suspected_leak: f.suspected_leak,
+                trim_command: trim::trim_command(f),
             })
             .collect()
     }
@@ -569,12 +571,15 @@ impl Guard {
         for sample in &samples {
             let series = core.history.series(&sample.node);
             let forecast = forecast::fit(&settings.forecast, &series, now, sample.limit as f64);
+            let pending = forecast
+                .is_none()
+                .then(|| forecast::pending(&settings.forecast, &series, now));
             forecasts.push((sample.node.clone(), forecast));
             let node_state = core.state.nodes.entry(sample.node.clone()).or_default();
             let kinds = node_changes(settings, node_state, now, sample, forecast.as_ref());
             for (kind, severity) in kinds {
                 let mut alert = Alert {
-                    summary: summary(&kind, sample, forecast.as_ref()),
+                    summary: summary(&kind, sample, forecast.as_ref(), pending.as_ref()),
                     kind,
                     severity,
                     node: sample.node.clone(),
@@ -587,6 +592,7 @@ impl Guard {
                     total_used_bytes: total_used,
                     total_limit_bytes: total_limit,
                     forecast,
+                    forecast_pending: pending.clone(),
                     top_growing: top.clone(),
                 };
                 if samples.len() > 1 {
@@ -850,28 +856,48 @@ fn node_changes(
     out
 }
 
-fn summary(kind: &AlertKind, sample: &NodeSample, forecast: Option<&Forecast>) -> String {
+fn summary(
+    kind: &AlertKind,
+    sample: &NodeSample,
+    forecast: Option<&Forecast>,
+    pending: Option<&forecast::ForecastPending>,
+) -> String {
     let used = format!(
         "{} of {} ({:.1}%)",
         human_bytes(sample.used_memory),
         human_bytes(sample.limit),
         sample.used_ratio() * 100.0
     );
-    let ttf = alerts::duration(forecast.and_then(|f| f.time_to_full_secs));
+    // What is known of the time to full: a forecast, a shrinking or flat
+    // Redis, or the history so far and how much more a forecast needs.
+    let outlook = match (forecast, pending) {
+        (Some(f), _) => match f.time_to_full_secs {
+            Some(secs) => format!("full in {}", crate::units::human_duration(secs)),
+            None => format!(
+                "not filling: {}",
+                crate::units::human_rate_per_hour(f.growth_bytes_per_sec)
+            ),
+        },
+        (None, Some(pending)) => pending.text(),
+        (None, None) => "no forecast yet".into(),
+    };
+    let leeway = |hours: f64| crate::units::human_duration(hours * 3600.0);
     match kind {
         AlertKind::LevelRaised { level } => format!(
-            "Redis memory passed {:.0}% of its limit: {used}; full in {ttf}",
+            "Redis memory passed {:.0}% of its limit: {used}; {outlook}",
             level * 100.0
         ),
         AlertKind::LevelCleared { level } => {
             format!("Redis memory is back under {:.0}%: {used}", level * 100.0)
         }
         AlertKind::LeewayRaised { hours } => format!(
-            "Redis will be full in {ttf}, less than {hours:.0} h from now, at the current growth: {used}"
+            "Redis will be {outlook}, less than {} from now, at the current growth: {used}",
+            leeway(*hours)
         ),
-        AlertKind::LeewayCleared { hours } => {
-            format!("Redis has more than {hours:.0} h of leeway again: full in {ttf}; {used}")
-        }
+        AlertKind::LeewayCleared { hours } => format!(
+            "Redis has more than {} of leeway again ({outlook}): {used}",
+            leeway(*hours)
+        ),
         AlertKind::OutOfMemory { rejections } => format!(
             "Redis refused {rejections} command(s) with OOM: it is full and writes fail. {used}"
         ),
@@ -923,6 +949,69 @@ mod tests {
             }
         }
         out
+    }
+
+    fn sample(used: u64, limit: u64) -> NodeSample {
+        NodeSample {
+            node: "127.0.0.1:6379".into(),
+            used_memory: used,
+            maxmemory: limit,
+            maxmemory_policy: "noeviction".into(),
+            limit,
+            limit_source: LimitSource::Maxmemory,
+            keys: 1,
+            expires: 0,
+            evicted_keys: 0,
+            oom_rejections: 0,
+            ops_per_sec: 0,
+        }
+    }
+
+    fn forecast(growth_bytes_per_sec: f64, time_to_full_secs: Option<f64>) -> Forecast {
+        Forecast {
+            growth_bytes_per_sec,
+            growth_low: growth_bytes_per_sec,
+            growth_high: growth_bytes_per_sec,
+            level_bytes: 1e6,
+            peak_bytes: 1e6,
+            limit_bytes: 1e7,
+            time_to_full_secs,
+            time_to_full_low_secs: time_to_full_secs,
+            time_to_full_high_secs: time_to_full_secs,
+            points: 10,
+            span_secs: 900.0,
+        }
+    }
+
+    // Alerts read "less than 0 h", "more than 0 h of leeway again" and
+    // "full in never" where the figures were minutes or unknown.
+    #[test]
+    fn summaries_give_figures_people_read() {
+        let s = sample(60 << 20, 100 << 20);
+        let leeway = AlertKind::LeewayRaised { hours: 0.5 };
+        let text = summary(&leeway, &s, Some(&forecast(1e4, Some(1200.0))), None);
+        assert!(
+            text.contains("full in 20 min, less than 30 min from now"),
+            "{text}"
+        );
+        let cleared = AlertKind::LeewayCleared { hours: 0.5 };
+        let text = summary(&cleared, &s, Some(&forecast(-5e5, None)), None);
+        assert!(
+            text.contains("more than 30 min of leeway again (not filling: shrinking 1.7 GiB/h)"),
+            "{text}"
+        );
+        let level = AlertKind::LevelRaised { level: 0.5 };
+        let pending = forecast::ForecastPending {
+            history_secs: 120.0,
+            needed_secs: 780.0,
+            growth_so_far_bytes_per_sec: None,
+        };
+        let text = summary(&level, &s, None, Some(&pending));
+        assert!(!text.contains("never"), "{text}");
+        assert!(
+            text.contains("the forecast needs 13 min more of history"),
+            "{text}"
+        );
     }
 
     // A guard at a 2 s interval sent 48 out-of-memory alerts in 114 s.

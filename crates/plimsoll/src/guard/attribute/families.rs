@@ -64,6 +64,21 @@ pub enum Layout {
     Generic,
 }
 
+impl Layout {
+    /// The library's name as its users write it ("BullMQ", "RQ").
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Plimsoll => "Plimsoll",
+            Layout::BullMq => "BullMQ",
+            Layout::Sidekiq => "Sidekiq",
+            Layout::Celery => "Celery",
+            Layout::Rq => "RQ",
+            Layout::Apalis => "apalis",
+            Layout::Generic => "generic",
+        }
+    }
+}
+
 /// What part of a queue a family is, where that matters for attribution
 /// and trimming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
