@@ -311,6 +311,9 @@ struct Inner {
     dispatcher: tokio::sync::Mutex<Dispatcher>,
     reports: tokio::sync::Mutex<ReportHistory>,
     primaries: tokio::sync::Mutex<Option<(Vec<Primary>, u64)>>,
+    /// Wakes the report service early: an escalation wants a report that
+    /// names what grows now, not up to 15 minutes later.
+    report_wanted: Arc<tokio::sync::Notify>,
 }
 
 /// The mutable state, behind one std mutex held only for bookkeeping.
@@ -391,6 +394,7 @@ impl Guard {
                 )),
                 reports: tokio::sync::Mutex::new(reports),
                 primaries: tokio::sync::Mutex::new(None),
+                report_wanted: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
@@ -403,9 +407,10 @@ impl Guard {
             shutdown.clone(),
         )];
         if self.inner.settings.attribute_interval.is_some() {
-            tasks.push(crate::worker::services::spawn(
+            tasks.push(crate::worker::services::spawn_wakeable(
                 refresh::Refresh::new(self.clone()),
                 shutdown,
+                Some(self.inner.report_wanted.clone()),
             ));
         }
         tasks
@@ -630,6 +635,20 @@ impl Guard {
         }
         let failures = dispatcher.failures;
         drop(dispatcher);
+        // A level, leeway or out-of-memory alert: a fresh report, so that
+        // the alerts after it name the families that grew since the last
+        // one (a guard started shortly before a fast leak otherwise named
+        // none before Redis was full). One wake-up is kept, not queued.
+        if sent.iter().any(|a| {
+            matches!(
+                a.kind,
+                AlertKind::LevelRaised { .. }
+                    | AlertKind::LeewayRaised { .. }
+                    | AlertKind::OutOfMemory { .. }
+            )
+        }) {
+            self.inner.report_wanted.notify_one();
+        }
         let mut core = self.lock();
         core.alert_failures = failures;
         for alert in &sent {

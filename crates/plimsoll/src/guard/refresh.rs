@@ -7,6 +7,10 @@
 //! leak that takes days to fill Redis gives hundreds of reports to spot it
 //! in. (redis_exporter's key-group scan, the usual alternative, walks on
 //! every scrape.)
+//!
+//! The first report runs at start, and a level, leeway or out-of-memory
+//! alert wakes the service at once (`Guard::dispatch`), so that a fast leak
+//! is named within one walk of the alert instead of at the next interval.
 
 use std::time::Duration;
 

@@ -425,3 +425,61 @@ async fn a_cluster_is_watched_per_node_and_in_total() {
         .unwrap();
     assert_eq!(flags.as_deref(), Some("{}"));
 }
+
+/// Waits up to 20 s for `done`.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+// A guard started shortly before a fast leak named no family before Redis
+// was full: its next report was 15 minutes away.
+#[tokio::test]
+async fn a_level_alert_brings_a_fresh_report_at_once_instead_of_at_the_next_interval() {
+    let server = RedisServer::builder().maxmemory(MAXMEMORY).start();
+    let redis = connect(&server).await;
+    let guard = Guard::new(
+        redis.clone(),
+        GuardConfig {
+            interval: Duration::from_millis(100),
+            attribute_interval: Some(Duration::from_secs(3600)),
+            sinks: vec![],
+            ..GuardConfig::default()
+        },
+    )
+    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tasks = guard.start(stop.clone());
+    assert!(
+        eventually(|| guard.latest_report().is_some()).await,
+        "the first report runs at start"
+    );
+    let first = guard.latest_report().unwrap();
+    // Past 20% of 16 MiB.
+    let mut seq = 0;
+    leak(&redis, &mut seq, 4_000).await.unwrap();
+    assert!(
+        eventually(|| guard.stats().alerts_sent_total.contains_key("level_raised")).await,
+        "{:?}",
+        guard.stats().alerts_sent_total
+    );
+    assert!(
+        eventually(|| guard.latest_report().unwrap().at_ms > first.at_ms).await,
+        "no fresh report after the alert"
+    );
+    let report = guard.latest_report().unwrap();
+    let leak = report
+        .family("leak:<n>")
+        .expect("the fresh report has the leak");
+    assert!(leak.keys >= 3_900, "{}", leak.keys);
+    assert!(leak.growth_keys.unwrap_or(0) >= 3_900, "{leak:?}");
+    stop.cancel();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}

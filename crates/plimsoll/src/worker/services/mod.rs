@@ -92,7 +92,17 @@ pub(crate) trait Service: Send + 'static {
 
 /// Runs `service` until `shutdown` fires. A round in progress finishes first
 /// (each is one or a few script calls).
-pub(crate) fn spawn<S: Service>(mut service: S, shutdown: CancellationToken) -> JoinHandle<()> {
+pub(crate) fn spawn<S: Service>(service: S, shutdown: CancellationToken) -> JoinHandle<()> {
+    spawn_wakeable(service, shutdown, None)
+}
+
+/// [`spawn`], whose wait between rounds `wake` can cut short (a
+/// notification sent during a round starts the next one at once).
+pub(crate) fn spawn_wakeable<S: Service>(
+    mut service: S,
+    shutdown: CancellationToken,
+    wake: Option<std::sync::Arc<tokio::sync::Notify>>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut failures = 0u32;
         loop {
@@ -107,10 +117,17 @@ pub(crate) fn spawn<S: Service>(mut service: S, shutdown: CancellationToken) -> 
                     error_backoff(failures)
                 }
             };
+            let woken = async {
+                match &wake {
+                    Some(wake) => wake.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(wait) => {}
+                () = woken => {}
             }
         }
     })
