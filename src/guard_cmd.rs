@@ -153,13 +153,11 @@ pub async fn run(args: GuardArgs) -> Result<()> {
         }));
     }
     eprintln!(
-        "plimsoll guard: watching {} every {}; Ctrl-C stops",
+        "plimsoll guard: watching {} every {}; Ctrl-C or SIGTERM stops",
         args.redis.redacted(),
         humantime::format_duration(args.interval)
     );
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    crate::util::shutdown_signal().await;
     // Shutdown order: stop the services (a round in progress finishes),
     // then the metrics server.
     shutdown.cancel();

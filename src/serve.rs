@@ -38,7 +38,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tokens: Vec::new(),
     };
     let config = ServerConfig::load(args.config.as_deref(), &overrides)?;
-    plimsoll_server::run(config, shutdown_signal(), |started| {
+    plimsoll_server::run(config, crate::util::shutdown_signal(), |started| {
         println!("Plimsoll is serving.");
         if started.redis_embedded {
             println!(
@@ -65,23 +65,4 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     })
     .await?;
     Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }

@@ -132,6 +132,26 @@ pub async fn used_memory(redis: &Redis) -> Result<u64> {
         .context("INFO memory lacks used_memory")
 }
 
+/// Resolves on SIGTERM or Ctrl-C: how `serve` and `guard` are told to stop
+/// (a service manager sends SIGTERM, a terminal Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -474,6 +474,59 @@ fn guard_once_prints_the_figures() {
     assert!(human.contains("of 64.0 MiB"), "{human}");
 }
 
+// `plimsoll guard` waited for Ctrl-C only: a service manager's SIGTERM
+// killed it without stopping its services.
+#[test]
+fn guard_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let redis = RedisServer::builder().maxmemory(64 << 20).start();
+    let mut child = plimsoll()
+        .args([
+            "guard",
+            "--redis",
+            &redis.url(),
+            "--no-history",
+            "--metrics-listen",
+            "off",
+            "--interval",
+            "1s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "guard exited early"
+        );
+        if line.contains("plimsoll guard: watching") {
+            break;
+        }
+    }
+    assert!(line.contains("SIGTERM stops"), "{line}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "guard did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "clean exit: {exit}");
+}
+
 // ---- `plimsoll bench` on a Redis Cluster ----
 
 #[test]
