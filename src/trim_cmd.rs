@@ -38,7 +38,8 @@ pub enum TrimCommand {
         #[command(flatten)]
         selection: SelectionArgs,
     },
-    /// Sidekiq's dead or retry set.
+    /// Sidekiq's dead set (by when jobs died) or retry set (by when they first
+    /// failed: --older-than only, the set being ordered by next retry).
     Sidekiq {
         #[command(flatten)]
         common: Common,

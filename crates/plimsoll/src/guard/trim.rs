@@ -206,15 +206,8 @@ pub fn trim_command(family: &super::attribute::FamilyReport) -> Option<String> {
             let namespace_arg = namespace
                 .map(|ns| format!(" --namespace {}", shell_word(ns)))
                 .unwrap_or_default();
-            // The dead set is scored by when a job died; the retry set by
-            // its next retry, so only a count means the same there.
-            let selection = if set == "dead" {
-                "--older-than 7d"
-            } else {
-                "--keep 1000"
-            };
             Some(format!(
-                "plimsoll trim sidekiq {set}{namespace_arg} {selection}"
+                "plimsoll trim sidekiq {set}{namespace_arg} --older-than 7d"
             ))
         }
         Layout::Plimsoll => Some(format!("plimsoll trim plimsoll {}", shell_word(queue?))),
@@ -380,7 +373,16 @@ pub async fn trim(redis: &Redis, target: &TrimTarget, options: &TrimOptions) -> 
         } => {
             selection.check()?;
             let key = sidekiq_key(namespace.as_deref(), *set);
-            sidekiq(redis, &key, *selection, options, &mut pacer, &mut report).await?
+            sidekiq(
+                redis,
+                &key,
+                *set,
+                *selection,
+                options,
+                &mut pacer,
+                &mut report,
+            )
+            .await?
         }
         TrimTarget::Family { pattern, selection } => {
             selection.check()?;
@@ -451,29 +453,88 @@ async fn mean_usage(redis: &Redis, keys: &[String]) -> Result<f64> {
 }
 
 /// How many of a sorted set's oldest members the selection removes.
+#[derive(Debug, Clone, Copy)]
+struct Excess {
+    card: u64,
+    /// Beyond `keep` (0 without it).
+    beyond_keep: u64,
+    /// Scored below the cutoff (0 without one).
+    older: u64,
+}
+
+impl Excess {
+    /// What the selection removes: the oldest of either rule.
+    fn remove(&self) -> u64 {
+        self.beyond_keep.max(self.older)
+    }
+}
+
 async fn zset_excess(
     redis: &Redis,
     key: &str,
     selection: Selection,
     cutoff_score: Option<f64>,
-) -> Result<(u64, u64)> {
+) -> Result<Excess> {
     let card: u64 = redis.query(redis::cmd("ZCARD").arg(key)).await?;
-    let mut remove = 0;
-    if let Some(keep) = selection.keep {
-        remove = card.saturating_sub(keep);
+    let beyond_keep = selection.keep.map_or(0, |keep| card.saturating_sub(keep));
+    let older = match cutoff_score {
+        Some(cutoff) => {
+            redis
+                .query(
+                    redis::cmd("ZCOUNT")
+                        .arg(key)
+                        .arg("-inf")
+                        .arg(format!("({cutoff}")),
+                )
+                .await?
+        }
+        None => 0,
+    };
+    Ok(Excess {
+        card,
+        beyond_keep,
+        older,
+    })
+}
+
+/// The oldest members of sorted set `key` that the selection removes now,
+/// at most `limit`. Asked again before every batch: BullMQ and Sidekiq
+/// trim their own sets too, and a count worked out once at the start
+/// reached, after they had removed some of the oldest, into jobs newer than
+/// `--older-than`. Members older than the cutoff come from
+/// `ZRANGEBYSCORE`, which cannot return a newer one whatever else changes;
+/// a count beyond `--keep` from the set's size now.
+async fn members_to_remove(
+    redis: &Redis,
+    key: &str,
+    selection: Selection,
+    cutoff_score: Option<f64>,
+    limit: u64,
+    pacer: &mut Pacer,
+) -> Result<Vec<String>> {
+    pacer.take(3).await;
+    let excess = zset_excess(redis, key, selection, cutoff_score).await?;
+    let n = excess.remove().min(limit);
+    if n == 0 {
+        return Ok(Vec::new());
     }
-    if let Some(cutoff) = cutoff_score {
-        let old: u64 = redis
-            .query(
-                redis::cmd("ZCOUNT")
-                    .arg(key)
-                    .arg("-inf")
-                    .arg(format!("({cutoff}")),
-            )
-            .await?;
-        remove = remove.max(old);
+    let mut cmd;
+    match cutoff_score.filter(|_| excess.older >= excess.beyond_keep) {
+        Some(cutoff) => {
+            cmd = redis::cmd("ZRANGEBYSCORE");
+            cmd.arg(key)
+                .arg("-inf")
+                .arg(format!("({cutoff}"))
+                .arg("LIMIT")
+                .arg(0)
+                .arg(n);
+        }
+        None => {
+            cmd = redis::cmd("ZRANGE");
+            cmd.arg(key).arg(0).arg(n as i64 - 1);
+        }
     }
-    Ok((card, remove))
+    redis.query(&cmd).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -494,7 +555,8 @@ async fn bullmq(
         .older_than
         .map(|age| options.clock.now_ms().saturating_sub(crate::clock::ms(age)) as f64);
     pacer.take(2).await;
-    let (card, to_remove) = zset_excess(redis, &zkey, selection, cutoff).await?;
+    let excess = zset_excess(redis, &zkey, selection, cutoff).await?;
+    let (card, to_remove) = (excess.card, excess.remove());
     // Estimate from the oldest jobs, which are the ones that go.
     let sample: Vec<String> = redis
         .query(
@@ -527,30 +589,47 @@ async fn bullmq(
     if !options.apply {
         return Ok(());
     }
+    // On a cluster BullMQ's keys of one queue share a slot only through a
+    // hash tag in its prefix (which BullMQ needs there): then one UNLINK
+    // takes a whole batch, else one per key.
+    let one_slot = !redis.is_cluster() || (prefix.contains('{') && prefix.contains('}'));
     let mut removed = 0u64;
+    // At most what the dry run counted: jobs that age past the cutoff
+    // while the trim runs are left for the next one.
     while removed < to_remove {
-        let n = (to_remove - removed).min(options.batch as u64);
-        pacer.take(1).await;
-        let ids: Vec<String> = redis
-            .query(redis::cmd("ZRANGE").arg(&zkey).arg(0).arg(n as i64 - 1))
-            .await?;
+        let limit = (to_remove - removed).min(options.batch as u64);
+        let ids = members_to_remove(redis, &zkey, selection, cutoff, limit, pacer).await?;
         if ids.is_empty() {
             break;
         }
-        let mut cmds = Vec::with_capacity(ids.len() * (1 + BULLMQ_JOB_SUFFIXES.len()));
-        for id in &ids {
-            let job = format!("{base}:{id}");
-            for suffix in [""].into_iter().chain(BULLMQ_JOB_SUFFIXES) {
-                let mut cmd = redis::cmd("UNLINK");
-                cmd.arg(format!("{job}{suffix}"));
-                cmds.push(cmd);
-            }
-        }
-        pacer.take(cmds.len() as u64 + 1).await;
+        let keys: Vec<String> = ids
+            .iter()
+            .flat_map(|id| {
+                let job = format!("{base}:{id}");
+                [""].into_iter()
+                    .chain(BULLMQ_JOB_SUFFIXES)
+                    .map(move |suffix| format!("{job}{suffix}"))
+            })
+            .collect();
+        // A job's six keys cost Redis about one command (a lookup each,
+        // most of them absent): the budget is charged per job.
+        pacer.take(ids.len() as u64 + 1).await;
         // Keys first, then the ids: a crash in between leaves ids whose
         // hashes are gone, which BullMQ tolerates, never hashes nobody lists.
-        let unlinked: Vec<u64> = each(redis, cmds).await?;
-        report.keys += unlinked.iter().sum::<u64>();
+        let unlinked: u64 = if one_slot {
+            redis.query(redis::cmd("UNLINK").arg(&keys)).await?
+        } else {
+            let cmds = keys
+                .iter()
+                .map(|key| {
+                    let mut cmd = redis::cmd("UNLINK");
+                    cmd.arg(key);
+                    cmd
+                })
+                .collect();
+            each::<u64>(redis, cmds).await?.iter().sum()
+        };
+        report.keys += unlinked;
         let gone: u64 = redis.query(redis::cmd("ZREM").arg(&zkey).arg(&ids)).await?;
         removed += gone;
         report.batches += 1;
@@ -565,40 +644,38 @@ async fn bullmq(
 async fn sidekiq(
     redis: &Redis,
     key: &str,
+    set: SidekiqSet,
     selection: Selection,
     options: &TrimOptions,
     pacer: &mut Pacer,
     report: &mut TrimReport,
 ) -> Result<()> {
-    // Scores are epoch seconds.
+    report.examples = vec![key.to_string()];
+    if set == SidekiqSet::Retry {
+        return sidekiq_retry_by_age(redis, key, selection, options, pacer, report).await;
+    }
+    // The dead set is scored by when each job died, epoch seconds.
     let cutoff = selection
         .older_than
         .map(|age| options.clock.now_ms().saturating_sub(crate::clock::ms(age)) as f64 / 1000.0);
     pacer.take(3).await;
-    let (card, to_remove) = zset_excess(redis, key, selection, cutoff).await?;
+    let excess = zset_excess(redis, key, selection, cutoff).await?;
+    let to_remove = excess.remove();
     let set_bytes = mean_usage(redis, &[key.to_string()]).await?;
-    report.bytes_estimated = if card > 0 {
-        (set_bytes * to_remove as f64 / card as f64) as u64
-    } else {
-        0
-    };
+    report.bytes_estimated = share_of(set_bytes, to_remove, excess.card);
     report.jobs = to_remove;
-    report.examples = vec![key.to_string()];
     if !options.apply {
         return Ok(());
     }
     let mut removed = 0u64;
     while removed < to_remove {
-        let n = (to_remove - removed).min(options.batch as u64);
+        let limit = (to_remove - removed).min(options.batch as u64);
+        let jobs = members_to_remove(redis, key, selection, cutoff, limit, pacer).await?;
+        if jobs.is_empty() {
+            break;
+        }
         pacer.take(1).await;
-        let gone: u64 = redis
-            .query(
-                redis::cmd("ZREMRANGEBYRANK")
-                    .arg(key)
-                    .arg(0)
-                    .arg(n as i64 - 1),
-            )
-            .await?;
+        let gone: u64 = redis.query(redis::cmd("ZREM").arg(key).arg(&jobs)).await?;
         removed += gone;
         report.batches += 1;
         if gone == 0 {
@@ -607,6 +684,86 @@ async fn sidekiq(
     }
     report.jobs = removed;
     Ok(())
+}
+
+/// `bytes × part / whole` (0 for an empty whole).
+fn share_of(bytes: f64, part: u64, whole: u64) -> u64 {
+    if whole == 0 {
+        0
+    } else {
+        (bytes * part as f64 / whole as f64) as u64
+    }
+}
+
+/// Sidekiq's retry set is scored by each job's *next* retry, so neither its
+/// order nor its scores say how old a job is: a job is as old as its first
+/// failure, `failed_at` in its JSON. The set is walked with `ZSCAN` (safe
+/// while members go), and the jobs that first failed before the cutoff are
+/// removed in batches; `--keep` has no oldest to pick here and is refused.
+async fn sidekiq_retry_by_age(
+    redis: &Redis,
+    key: &str,
+    selection: Selection,
+    options: &TrimOptions,
+    pacer: &mut Pacer,
+    report: &mut TrimReport,
+) -> Result<()> {
+    if selection.keep.is_some() {
+        return Err(Error::invalid(
+            "Sidekiq's retry set is ordered by each job's next retry, not by age, so --keep \
+             cannot pick the oldest jobs there; use --older-than (by the job's first failure)",
+        ));
+    }
+    let Some(age) = selection.older_than else {
+        return Err(Error::invalid("trim sidekiq retry needs --older-than"));
+    };
+    let cutoff_secs = options.clock.now_ms().saturating_sub(crate::clock::ms(age)) as f64 / 1000.0;
+    pacer.take(2).await;
+    let card: u64 = redis.query(redis::cmd("ZCARD").arg(key)).await?;
+    let set_bytes = mean_usage(redis, &[key.to_string()]).await?;
+    let mut cursor = 0u64;
+    let mut matched = 0u64;
+    let mut removed = 0u64;
+    loop {
+        pacer.take(1).await;
+        let (next, members): (u64, Vec<String>) = redis
+            .query(
+                redis::cmd("ZSCAN")
+                    .arg(key)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(options.batch),
+            )
+            .await?;
+        // ZSCAN answers member, score, member, score…
+        let old: Vec<&String> = members
+            .iter()
+            .step_by(2)
+            .filter(|job| first_failed_at(job).is_some_and(|t| t < cutoff_secs))
+            .collect();
+        matched += old.len() as u64;
+        if options.apply && !old.is_empty() {
+            pacer.take(1).await;
+            let gone: u64 = redis.query(redis::cmd("ZREM").arg(key).arg(&old)).await?;
+            removed += gone;
+            report.batches += 1;
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    // ZSCAN may return a member twice; what was removed is exact.
+    report.jobs = if options.apply { removed } else { matched };
+    report.bytes_estimated = share_of(set_bytes, report.jobs, card);
+    Ok(())
+}
+
+/// When a Sidekiq job first failed (`failed_at`, epoch seconds), from its
+/// JSON; None for a member that is not a Sidekiq job (it is kept).
+fn first_failed_at(job: &str) -> Option<f64> {
+    let value: serde_json::Value = serde_json::from_str(job).ok()?;
+    value.get("failed_at")?.as_f64()
 }
 
 async fn plimsoll(

@@ -467,3 +467,155 @@ async fn a_family_pattern_that_matches_queue_keys_leaves_every_queue_alone() {
         0
     );
 }
+
+// The BullMQ trim counted the jobs to remove once, then took that many
+// from the oldest end: when BullMQ removed old jobs itself meanwhile, the
+// trim went on into jobs newer than --older-than.
+#[tokio::test]
+async fn a_trim_racing_bullmqs_own_removals_never_takes_jobs_newer_than_the_cutoff() {
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let now = 1_700_000_000_000u64;
+    let mut pipe = redis::pipe();
+    // 400 completed jobs, finished one a second until about now: about
+    // half of them are older than 200 s.
+    for id in 1..=400u64 {
+        layouts::bullmq_job(
+            &mut pipe,
+            "mail",
+            id,
+            BullState::Completed,
+            now - 410_000 + id * 1000,
+        );
+    }
+    run(&redis, &pipe).await.unwrap();
+    let cutoff = (now - 200_000) as f64;
+    let newer_before: usize = server
+        .cmd(&["ZCOUNT", "bull:mail:completed", &cutoff.to_string(), "+inf"])
+        .parse()
+        .unwrap();
+    assert!(newer_before > 150, "{newer_before}");
+    let options = TrimOptions {
+        apply: true,
+        batch: 10,
+        // Slow enough that the removal below happens mid-trim.
+        budget: 100,
+        clock: std::sync::Arc::new(plimsoll::ManualClock::new(now)),
+    };
+    let target = TrimTarget::BullMq {
+        prefix: "bull".into(),
+        queue: "mail".into(),
+        set: BullMqSet::Completed,
+        selection: Selection {
+            keep: None,
+            older_than: Some(Duration::from_secs(200)),
+        },
+    };
+    let library = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // BullMQ removing its 100 oldest completed jobs meanwhile.
+        let popped: Vec<String> = redis
+            .query(redis::cmd("ZPOPMIN").arg("bull:mail:completed").arg(100))
+            .await
+            .unwrap();
+        assert_eq!(popped.len(), 200, "member and score each");
+    };
+    let (done, ()) = tokio::join!(trim(&redis, &target, &options), library);
+    let done = done.unwrap();
+    // Every job newer than the cutoff is still listed, with its hash.
+    let left: Vec<(String, f64)> = {
+        let raw = server.cmd(&["ZRANGE", "bull:mail:completed", "0", "-1", "WITHSCORES"]);
+        let parts: Vec<&str> = raw.lines().collect();
+        parts
+            .chunks(2)
+            .map(|c| (c[0].to_string(), c[1].parse().unwrap()))
+            .collect()
+    };
+    let newer = left.iter().filter(|(_, s)| *s >= cutoff).count();
+    assert_eq!(
+        newer, newer_before,
+        "jobs newer than the cutoff removed; trim said {done:?}"
+    );
+    assert!(
+        left.iter().all(|(_, s)| *s >= cutoff),
+        "old jobs left: {left:?}"
+    );
+    for (id, _) in &left {
+        assert_eq!(server.cmd(&["EXISTS", &format!("bull:mail:{id}")]), "1");
+    }
+}
+
+// Sidekiq's retry set is ordered by next retry: trimming it "oldest first"
+// by rank removed the jobs due soonest, whatever their age.
+#[tokio::test]
+async fn sidekiqs_retry_set_is_trimmed_by_each_jobs_first_failure_not_its_next_retry() {
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let now_secs = 1_700_000_000u64;
+    let mut pipe = redis::pipe();
+    // 100 jobs: next retry in i minutes; job i first failed (100 - i) days
+    // ago for even i, an hour ago for odd i. Age and retry order disagree.
+    for i in 0..100u64 {
+        let failed_at = if i % 2 == 0 {
+            now_secs - (100 - i) * 86_400
+        } else {
+            now_secs - 3600
+        };
+        let job = format!(
+            "{{\"class\":\"HardWorker\",\"args\":[{i}],\"queue\":\"default\",\"jid\":\"{i:024x}\",\"retry_count\":3,\"failed_at\":{failed_at},\"retried_at\":{now_secs}}}"
+        );
+        pipe.cmd("ZADD")
+            .arg("retry")
+            .arg(now_secs + i * 60)
+            .arg(job)
+            .ignore();
+    }
+    run(&redis, &pipe).await.unwrap();
+    let options = TrimOptions {
+        clock: std::sync::Arc::new(plimsoll::ManualClock::new(now_secs * 1000)),
+        ..apply()
+    };
+    let target = |keep, older_than| TrimTarget::Sidekiq {
+        namespace: None,
+        set: SidekiqSet::Retry,
+        selection: Selection { keep, older_than },
+    };
+    let dry = trim(
+        &redis,
+        &target(None, Some(Duration::from_secs(30 * 86_400))),
+        &TrimOptions {
+            apply: false,
+            ..options.clone()
+        },
+    )
+    .await
+    .unwrap();
+    // Even i with 100 - i > 30: i = 0, 2, …, 68: 35 jobs.
+    assert_eq!(dry.jobs, 35);
+    assert_eq!(
+        server.cmd(&["ZCARD", "retry"]),
+        "100",
+        "a dry run removes nothing"
+    );
+    let done = trim(
+        &redis,
+        &target(None, Some(Duration::from_secs(30 * 86_400))),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.jobs, 35);
+    for member in server.cmd(&["ZRANGE", "retry", "0", "-1"]).lines() {
+        let job: serde_json::Value = serde_json::from_str(member).unwrap();
+        let failed_at = job["failed_at"].as_u64().unwrap();
+        assert!(
+            failed_at >= now_secs - 30 * 86_400,
+            "an old job was kept: {member}"
+        );
+    }
+    let err = trim(&redis, &target(Some(10), None), &options)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("next retry"), "{err}");
+}
