@@ -23,10 +23,12 @@
 //!   `:events` stream, `:meta`, `:id`, `:marker`, `:pc`, `:stalled-check`,
 //!   `:repeat`, `:de:<id>`, `:metrics:…`.
 //! - Sidekiq (optionally under a namespace): `queue:<name>` lists, `queues`,
-//!   `schedule` / `retry` / `dead` sorted sets, `processes`, `stat:…`.
+//!   `schedule` / `retry` / `dead` sorted sets, `processes`, `stat:…`, and
+//!   each process's heartbeat `<hostname>:<pid>:<12 hex>` with its `:work`.
 //! - Celery (Redis broker and backend): the `celery` list (and priority
 //!   lists `celery\x06\x16<n>`), `celery-task-meta-<uuid>` results,
-//!   `celery-taskset-meta-<id>`, `_kombu.binding.<exchange>`, `unacked`,
+//!   `celery-taskset-meta-<id>`, `_kombu.binding.<exchange>`,
+//!   `_kombu.binding_permanent.<exchange>`, `_kombu.binding_deadlines`, `unacked`,
 //!   `unacked_index`, `unacked_mutex`.
 //! - RQ: `rq:job:<id>` hashes (and `:dependents`, …), `rq:queue:<name>`,
 //!   registries `rq:wip|finished|failed|deferred|scheduled|canceled:<queue>`,
@@ -369,6 +371,18 @@ fn celery(key: &str) -> Option<Family> {
             "Celery (kombu) exchange bindings",
         );
     }
+    if key.starts_with("_kombu.binding_permanent.") {
+        return family(
+            "_kombu.binding_permanent.<exchange>",
+            "Celery (kombu) permanent exchange bindings",
+        );
+    }
+    if key == "_kombu.binding_deadlines" {
+        return family(
+            "_kombu.binding_deadlines",
+            "Celery (kombu) binding deadlines",
+        );
+    }
     if matches!(key, "unacked" | "unacked_index" | "unacked_mutex") {
         return family("unacked*", "Celery unacknowledged messages");
     }
@@ -490,6 +504,29 @@ fn sidekiq(key: &str) -> Option<Family> {
     };
     if let Some((pattern, name)) = core(&segments) {
         return Some(Family::known(Layout::Sidekiq, pattern, name));
+    }
+    // A process's heartbeat: its identity `<hostname>:<pid>:<nonce>` (the
+    // nonce is SecureRandom.hex(6)), and `…:work` (`…:workers` before
+    // Sidekiq 7) for what its threads are running.
+    if let [_, pid, nonce, rest @ ..] = segments.as_slice()
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && nonce.len() == 12
+        && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        let (pattern, name) = match rest {
+            [] => ("<host>:<pid>:<nonce>", "Sidekiq process heartbeats"),
+            ["work" | "workers"] => (
+                "<host>:<pid>:<nonce>:work",
+                "Sidekiq processes' running work",
+            ),
+            _ => return None,
+        };
+        return Some(Family::known(
+            Layout::Sidekiq,
+            pattern.to_string(),
+            name.to_string(),
+        ));
     }
     // redis-namespace puts one segment in front.
     if segments.len() >= 2
@@ -674,6 +711,26 @@ mod tests {
             "Celery (kombu) exchange bindings"
         );
         assert_eq!(name("celery"), "Celery queue celery");
+        assert_eq!(
+            name("_kombu.binding_permanent.celery"),
+            "Celery (kombu) permanent exchange bindings"
+        );
+        assert_eq!(
+            name("_kombu.binding_deadlines"),
+            "Celery (kombu) binding deadlines"
+        );
+        assert_eq!(
+            name("web-1.example.com:4242:0a1b2c3d4e5f"),
+            "Sidekiq process heartbeats"
+        );
+        assert_eq!(
+            name("web-1.example.com:4242:0a1b2c3d4e5f:work"),
+            "Sidekiq processes' running work"
+        );
+        assert_eq!(
+            name("worker:12:0a1b2c3d4e5f:workers"),
+            "Sidekiq processes' running work"
+        );
         assert_eq!(
             name("rq:job:3f2a9c1e-8b7d-4e6f-a5b4-c3d2e1f0a9b8"),
             "RQ job hashes"
