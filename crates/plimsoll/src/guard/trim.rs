@@ -846,6 +846,47 @@ async fn plimsoll(
     Ok(())
 }
 
+/// For a pattern written as a glob (`session:*`), which as a family
+/// pattern matches nothing: what to write instead. (It used to trim
+/// nothing and say nothing.)
+fn glob_hint(pattern: &str) -> Option<String> {
+    // A glob character outside the `<…>` placeholders.
+    let globby = |segment: &str| {
+        let mut in_placeholder = false;
+        segment.chars().any(|c| match c {
+            '<' => {
+                in_placeholder = true;
+                false
+            }
+            '>' => {
+                in_placeholder = false;
+                false
+            }
+            '*' | '?' | '[' => !in_placeholder,
+            _ => false,
+        })
+    };
+    if !pattern.split(':').any(globby) {
+        return None;
+    }
+    let suggestion: Vec<String> = pattern
+        .split(':')
+        .map(|segment| {
+            if globby(segment) {
+                "<*>".to_string()
+            } else {
+                segment.to_string()
+            }
+        })
+        .collect();
+    Some(format!(
+        "{pattern:?} is a glob, but trim family takes a family pattern as `plimsoll memory` \
+         prints it, where identifiers are placeholders: e.g. 'session:<uuid>', or {:?} for any \
+         one segment in place of each glob",
+        suggestion.join(":")
+    ))
+}
+
 /// A family pattern turned into a `SCAN MATCH` glob: placeholders become
 /// `*`, glob characters in literal parts are escaped.
 pub fn pattern_glob(pattern: &str) -> String {
@@ -908,6 +949,9 @@ async fn family(
             family.layout.name(),
             family.name
         )));
+    }
+    if let Some(hint) = glob_hint(pattern) {
+        return Err(Error::invalid(hint));
     }
     if pattern.is_empty() || pattern.split(':').all(|s| s == "<*>") {
         return Err(Error::invalid(format!(
@@ -1185,6 +1229,17 @@ mod tests {
         assert_eq!(command("rq:job:3f2a5b7c-1d2e-4f60-8a9b-0c1d2e3f4a5b"), None);
         assert_eq!(command("bull:mail:wait"), None);
         assert_eq!(shell_word("it's"), "'it'\\''s'");
+    }
+
+    // `trim family 'session:*'` matched nothing and said nothing.
+    #[test]
+    fn a_glob_gets_a_hint_at_the_family_pattern_to_write() {
+        let hint = glob_hint("session:*").unwrap();
+        assert!(hint.contains("'session:<uuid>'"), "{hint}");
+        assert!(hint.contains("\"session:<*>\""), "{hint}");
+        assert_eq!(glob_hint("cart:<*>:items"), None);
+        assert_eq!(glob_hint("session:<uuid>"), None);
+        assert!(glob_hint("user:<n>:c?rt").is_some());
     }
 
     #[test]
