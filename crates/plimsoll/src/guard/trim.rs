@@ -846,6 +846,41 @@ async fn plimsoll(
     Ok(())
 }
 
+/// The `limit` keys with the longest idle times offered, kept in a heap.
+struct LongestIdle {
+    limit: usize,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, String)>>,
+}
+
+impl LongestIdle {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            heap: std::collections::BinaryHeap::new(),
+        }
+    }
+
+    fn offer(&mut self, idle: u64, key: String) {
+        if self.heap.len() < self.limit {
+            self.heap.push(std::cmp::Reverse((idle, key)));
+        } else if self
+            .heap
+            .peek()
+            .is_some_and(|std::cmp::Reverse((least, _))| idle > *least)
+        {
+            self.heap.pop();
+            self.heap.push(std::cmp::Reverse((idle, key)));
+        }
+    }
+
+    /// Longest idle first.
+    fn into_sorted(self) -> Vec<(u64, String)> {
+        let mut keys: Vec<(u64, String)> = self.heap.into_iter().map(|r| r.0).collect();
+        keys.sort_by(|a, b| b.0.cmp(&a.0));
+        keys
+    }
+}
+
 /// For a pattern written as a glob (`session:*`), which as a family
 /// pattern matches nothing: what to write instead. (It used to trim
 /// nothing and say nothing.)
@@ -963,30 +998,25 @@ async fn family(
     // Pass 1: count the family and how long each key has been idle.
     let mut idle_histogram: BTreeMap<u64, u64> = BTreeMap::new();
     let mut total = 0u64;
-    let mut examples: Vec<String> = Vec::new();
-    let (mut sampled, mut sampled_bytes) = (0usize, 0.0);
+    // Per node, the longest idle keys seen: the first to go, whichever
+    // rule decides, so the examples and the bytes are of keys that would
+    // really go (the first keys walked included hot ones that stay).
+    let mut longest_idle: Vec<LongestIdle> = Vec::with_capacity(primaries.len());
     let pass_started = Instant::now();
     let mut skipped = Skipped::default();
     for primary in &primaries {
         let mut pacer = Pacer::new(options.budget, DEFAULT_BUSY_LATENCY);
         let mut walker = Walker::new(&primary.redis, &glob, pattern, &classifier);
-        let mut sample: Vec<String> = Vec::new();
+        let mut oldest = LongestIdle::new(BYTES_SAMPLE);
         while let Some(batch) = walker.next(&mut pacer).await? {
             for (key, idle) in batch {
                 total += 1;
                 *idle_histogram.entry(idle).or_default() += 1;
-                if sample.len() < BYTES_SAMPLE {
-                    sample.push(key);
-                }
+                oldest.offer(idle, key);
             }
         }
-        // Measured on the node that holds them.
-        pacer.take(sample.len() as u64).await;
-        sampled_bytes += mean_usage(&primary.redis, &sample).await? * sample.len() as f64;
-        sampled += sample.len();
         report.commands += pacer.commands;
-        let room = 10usize.saturating_sub(examples.len());
-        examples.extend(sample.into_iter().take(room));
+        longest_idle.push(oldest);
         skipped.add(walker.skipped);
     }
     report.skipped = skipped.count;
@@ -1013,6 +1043,24 @@ async fn family(
     } else if let Some(age) = age_secs {
         (cutoff, quota) = (age.saturating_sub(1), 0);
     }
+    // Of the longest idle, those the cut-off takes, measured on their node.
+    let (mut sampled, mut sampled_bytes) = (0usize, 0.0);
+    let mut going: Vec<(u64, String)> = Vec::new();
+    for (primary, oldest) in primaries.iter().zip(longest_idle) {
+        let keys: Vec<(u64, String)> = oldest
+            .into_sorted()
+            .into_iter()
+            .filter(|(idle, _)| *idle > cutoff || (*idle == cutoff && quota > 0))
+            .collect();
+        let names: Vec<String> = keys.iter().map(|(_, key)| key.clone()).collect();
+        let mut pacer = Pacer::new(options.budget, DEFAULT_BUSY_LATENCY);
+        pacer.take(names.len() as u64).await;
+        sampled_bytes += mean_usage(&primary.redis, &names).await? * names.len() as f64;
+        sampled += names.len();
+        report.commands += pacer.commands;
+        going.extend(keys);
+    }
+    going.sort_by(|a, b| b.0.cmp(&a.0));
     let mean = if sampled > 0 {
         sampled_bytes / sampled as f64
     } else {
@@ -1020,7 +1068,7 @@ async fn family(
     };
     report.bytes_estimated = (mean * to_remove as f64) as u64;
     report.keys = to_remove;
-    report.examples = examples;
+    report.examples = going.into_iter().take(10).map(|(_, key)| key).collect();
     if !options.apply || to_remove == 0 {
         return Ok(());
     }

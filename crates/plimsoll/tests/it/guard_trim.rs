@@ -320,6 +320,41 @@ async fn a_generic_family_is_trimmed_by_count_and_by_idle_time_and_nothing_else(
     for key in &survivors {
         server.cmd(&["GET", key]);
     }
+    // The dry run shows keys that would go, never the touched ones (it
+    // listed the first keys walked, hot ones among them).
+    let dry = trim(
+        &redis,
+        &family(None, Some(Duration::from_secs(2))),
+        &TrimOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(dry.keys, 90);
+    assert_eq!(dry.examples.len(), 10);
+    for example in &dry.examples {
+        assert!(
+            !survivors.contains(example),
+            "{example} is kept, not trimmed"
+        );
+    }
+    let going_bytes: u64 = dry
+        .examples
+        .iter()
+        .map(|k| {
+            server
+                .cmd(&["MEMORY", "USAGE", k, "SAMPLES", "0"])
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum::<u64>()
+        / 10
+        * 90;
+    let off = (dry.bytes_estimated as f64 / going_bytes as f64 - 1.0).abs();
+    assert!(
+        off < 0.2,
+        "would free {} for about {going_bytes}",
+        dry.bytes_estimated
+    );
     let done = trim(
         &redis,
         &family(None, Some(Duration::from_secs(2))),
