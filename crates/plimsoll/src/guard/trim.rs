@@ -876,7 +876,7 @@ impl LongestIdle {
     /// Longest idle first.
     fn into_sorted(self) -> Vec<(u64, String)> {
         let mut keys: Vec<(u64, String)> = self.heap.into_iter().map(|r| r.0).collect();
-        keys.sort_by(|a, b| b.0.cmp(&a.0));
+        keys.sort_by_key(|k| std::cmp::Reverse(k.0));
         keys
     }
 }
@@ -1060,7 +1060,7 @@ async fn family(
         report.commands += pacer.commands;
         going.extend(keys);
     }
-    going.sort_by(|a, b| b.0.cmp(&a.0));
+    going.sort_by_key(|k| std::cmp::Reverse(k.0));
     let mean = if sampled > 0 {
         sampled_bytes / sampled as f64
     } else {
