@@ -67,6 +67,14 @@ pub enum AlertKind {
         /// How long the run lasted, seconds.
         lasted_secs: f64,
     },
+    /// Redis evicts keys when full and holds job queues: evictions there
+    /// delete jobs (and their queues' bookkeeping) without a trace.
+    EvictionDeletesJobs {
+        /// `maxmemory-policy`.
+        policy: String,
+        /// The queues of the latest memory report, for people.
+        queues: Vec<String>,
+    },
     /// Redis evicted keys to stay under `maxmemory`.
     Evictions {
         /// Keys evicted since the last reading.
@@ -111,6 +119,7 @@ impl AlertKind {
             Self::OutOfMemoryCleared { .. } => "out_of_memory_cleared",
             Self::Evictions { .. } => "evictions",
             Self::Unbounded => "unbounded",
+            Self::EvictionDeletesJobs { .. } => "eviction_deletes_jobs",
             Self::Unreachable { .. } => "unreachable",
             Self::SpoolFilling { .. } => "spool_filling",
             Self::SpoolCleared => "spool_cleared",

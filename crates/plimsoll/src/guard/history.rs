@@ -53,6 +53,10 @@ pub struct NodeState {
     pub evicted_keys: Option<u64>,
     /// Whether the "no maxmemory" alert was sent.
     pub unbounded_alerted: bool,
+    /// Whether the "evictions delete jobs" alert was sent (for the policy
+    /// in force; cleared when it no longer evicts).
+    #[serde(default)]
+    pub eviction_alerted: bool,
 }
 
 /// A run of OOM refusals: from the first refusal until none for

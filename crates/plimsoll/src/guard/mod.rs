@@ -571,6 +571,7 @@ impl Guard {
         }
         let total_used: u64 = samples.iter().map(|s| s.used_memory).sum();
         let total_limit: u64 = samples.iter().map(|s| s.limit).sum();
+        let queues = core.report.as_deref().map(queues_of).unwrap_or_default();
         let mut alerts = Vec::new();
         let mut forecasts = Vec::new();
         for sample in &samples {
@@ -581,7 +582,14 @@ impl Guard {
                 .then(|| forecast::pending(&settings.forecast, &series, now));
             forecasts.push((sample.node.clone(), forecast));
             let node_state = core.state.nodes.entry(sample.node.clone()).or_default();
-            let kinds = node_changes(settings, node_state, now, sample, forecast.as_ref());
+            let kinds = node_changes(
+                settings,
+                node_state,
+                now,
+                sample,
+                forecast.as_ref(),
+                &queues,
+            );
             for (kind, severity) in kinds {
                 let mut alert = Alert {
                     summary: summary(&kind, sample, forecast.as_ref(), pending.as_ref()),
@@ -713,6 +721,34 @@ impl Guard {
     }
 }
 
+/// The job queues a report found, for people ("BullMQ queue mail"), each
+/// once, largest first.
+fn queues_of(report: &MemoryReport) -> Vec<String> {
+    let mut queues: Vec<String> = Vec::new();
+    for family in &report.families {
+        if family.layout == attribute::Layout::Generic {
+            continue;
+        }
+        let name = match &family.queue {
+            Some(queue) => format!("{} queue {queue}", family.layout.name()),
+            None => family.layout.name().to_string(),
+        };
+        if !queues.contains(&name) {
+            queues.push(name);
+        }
+    }
+    queues
+}
+
+/// The first `n` of `items`, and how many more.
+fn listed(items: &[String], n: usize) -> String {
+    let mut text = items.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > n {
+        text.push_str(&format!(" and {} more", items.len() - n));
+    }
+    text
+}
+
 /// A run of OOM refusals ends after this long without one.
 pub const OOM_CLEAR_AFTER: Duration = Duration::from_secs(5 * 60);
 /// While Redis keeps refusing, the alert is repeated this often.
@@ -791,12 +827,15 @@ fn oom_changes(
 }
 
 /// The alerts one node's reading calls for, updating its state.
+/// `queues`: the job queues the latest memory report found (empty before
+/// the first report).
 fn node_changes(
     settings: &Settings,
     state: &mut NodeState,
     now: u64,
     sample: &NodeSample,
     forecast: Option<&Forecast>,
+    queues: &[String],
 ) -> Vec<(AlertKind, Severity)> {
     let mut out = Vec::new();
     if sample.maxmemory == 0 {
@@ -806,6 +845,25 @@ fn node_changes(
         }
     } else {
         state.unbounded_alerted = false;
+    }
+    // allkeys-* evicts anything, volatile-* keys with a TTL (Plimsoll's
+    // completed jobs, BullMQ's locks…): on a Redis that holds queues,
+    // either deletes jobs or their bookkeeping.
+    let evicts = sample.maxmemory_policy.starts_with("allkeys-")
+        || sample.maxmemory_policy.starts_with("volatile-");
+    if evicts && !queues.is_empty() {
+        if !state.eviction_alerted {
+            state.eviction_alerted = true;
+            out.push((
+                AlertKind::EvictionDeletesJobs {
+                    policy: sample.maxmemory_policy.clone(),
+                    queues: queues.to_vec(),
+                },
+                Severity::Critical,
+            ));
+        }
+    } else if !evicts {
+        state.eviction_alerted = false;
     }
     let top_level = settings.memory.levels().len().saturating_sub(1);
     for change in state
@@ -933,6 +991,12 @@ fn summary(
         AlertKind::Evictions { evicted } => format!(
             "Redis evicted {evicted} key(s) to stay under maxmemory ({}): {used}",
             sample.maxmemory_policy
+        ),
+        AlertKind::EvictionDeletesJobs { policy, queues } => format!(
+            "Redis evicts keys when full (maxmemory-policy {policy}) and holds job queues ({}): \
+             an eviction there deletes jobs or their queue's bookkeeping. Set \
+             maxmemory-policy noeviction, or move the queues to a Redis of their own. {used}",
+            listed(queues, 5)
         ),
         AlertKind::Unbounded => format!(
             "Redis has no maxmemory: it grows until the machine runs out and the kernel kills it. \

@@ -483,3 +483,49 @@ async fn a_level_alert_brings_a_fresh_report_at_once_instead_of_at_the_next_inte
         task.await.unwrap();
     }
 }
+
+// An eviction policy on a Redis that holds job queues deletes jobs when
+// Redis fills up, and nothing said so.
+#[tokio::test]
+async fn an_evicting_redis_that_holds_queues_is_called_out_once_per_policy() {
+    let server = RedisServer::builder().maxmemory(MAXMEMORY).start();
+    server.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let redis = connect(&server).await;
+    let mut pipe = redis::pipe();
+    for id in 1..=20 {
+        crate::guard_layouts::bullmq_job(
+            &mut pipe,
+            "mail",
+            id,
+            crate::guard_layouts::BullState::Completed,
+            1_700_000_000_000 + id,
+        );
+    }
+    run(&redis, &pipe).await.unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let guard = Guard::new(redis.clone(), config(&clock)).unwrap();
+    // Before any report the guard cannot know the queues: nothing yet.
+    assert!(!kinds(&guard.sample_once().await.unwrap()).contains(&"eviction_deletes_jobs".into()));
+    guard.attribute_once().await.unwrap();
+    clock.advance(MINUTE);
+    let alerts = guard.sample_once().await.unwrap();
+    let alert = alerts
+        .iter()
+        .find(|a| matches!(a.kind, AlertKind::EvictionDeletesJobs { .. }))
+        .unwrap_or_else(|| panic!("{:?}", kinds(&alerts)));
+    assert!(alert.summary.contains("allkeys-lru"), "{}", alert.summary);
+    assert!(
+        alert.summary.contains("BullMQ queue mail"),
+        "{}",
+        alert.summary
+    );
+    clock.advance(MINUTE);
+    assert!(!kinds(&guard.sample_once().await.unwrap()).contains(&"eviction_deletes_jobs".into()));
+    // Fixed, then set to evict again: called out again.
+    server.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    clock.advance(MINUTE);
+    guard.sample_once().await.unwrap();
+    server.cmd(&["CONFIG", "SET", "maxmemory-policy", "volatile-lru"]);
+    clock.advance(2 * 60 * MINUTE);
+    assert!(kinds(&guard.sample_once().await.unwrap()).contains(&"eviction_deletes_jobs".into()));
+}
