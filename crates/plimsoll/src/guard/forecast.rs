@@ -189,14 +189,13 @@ impl ForecastPending {
 
 /// What history `points` hold for a fit at `now_ms`, when [`fit`] cannot
 /// forecast yet.
-pub fn pending(config: &ForecastConfig, points: &[(u64, f64)], now_ms: u64) -> ForecastPending {
-    let start = now_ms.saturating_sub(crate::clock::ms(config.window));
-    let mut recent: Vec<(u64, f64)> = points
-        .iter()
-        .copied()
-        .filter(|(t, y)| *t >= start && *t <= now_ms && y.is_finite())
-        .collect();
-    recent.sort_by_key(|(t, _)| *t);
+pub fn pending(
+    config: &ForecastConfig,
+    points: &[(u64, f64)],
+    now_ms: u64,
+    limit: f64,
+) -> ForecastPending {
+    let recent = usable_history(config, points, now_ms, limit);
     let span_ms = match (recent.first(), recent.last()) {
         (Some(a), Some(b)) => b.0 - a.0,
         _ => 0,
@@ -221,14 +220,7 @@ pub fn fit(
     now_ms: u64,
     limit: f64,
 ) -> Option<Forecast> {
-    let window_ms = crate::clock::ms(config.window);
-    let start = now_ms.saturating_sub(window_ms);
-    let mut recent: Vec<(u64, f64)> = points
-        .iter()
-        .copied()
-        .filter(|(t, y)| *t >= start && *t <= now_ms && y.is_finite())
-        .collect();
-    recent.sort_by_key(|(t, _)| *t);
+    let recent = usable_history(config, points, now_ms, limit);
     let (first, last) = (recent.first()?.0, recent.last()?.0);
     if last - first < crate::clock::ms(config.min_span) {
         return None;
@@ -281,6 +273,72 @@ pub fn fit(
         points: xs.len(),
         span_secs: span,
     })
+}
+
+/// The readings a fit may use: those in the window ending at `now_ms`,
+/// oldest first, from the end of the last sudden fall on.
+///
+/// A trim or a flush drops memory at once; fitted across it, the readings
+/// before sat far above the line, their residuals made the "peak" exceed
+/// the limit, and the forecast said "full in 0 s" at 15.7%. A fall counts
+/// as sudden when it is at least [`SUDDEN_FALL_SHARE`] of the limit, three
+/// times any other fall in the window and quick (a tenth of the history at
+/// most), so the teeth of a queue that fills and drains (many falls alike)
+/// and memory that shrinks steadily are left to the fit.
+fn usable_history(
+    config: &ForecastConfig,
+    points: &[(u64, f64)],
+    now_ms: u64,
+    limit: f64,
+) -> Vec<(u64, f64)> {
+    let start = now_ms.saturating_sub(crate::clock::ms(config.window));
+    let mut recent: Vec<(u64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(t, y)| *t >= start && *t <= now_ms && y.is_finite())
+        .collect();
+    recent.sort_by_key(|(t, _)| *t);
+    match end_of_sudden_fall(&recent, limit) {
+        Some(from) => recent.split_off(from),
+        None => recent,
+    }
+}
+
+/// A fall of at least this share of the limit may be sudden.
+pub const SUDDEN_FALL_SHARE: f64 = 0.05;
+
+/// The index where the largest run of falling readings ends, when that run
+/// is a sudden fall (see [`usable_history`]).
+fn end_of_sudden_fall(points: &[(u64, f64)], limit: f64) -> Option<usize> {
+    // (size, index of its last reading, index of the reading before it)
+    // of each run of falling readings.
+    let mut falls: Vec<(f64, usize, usize)> = Vec::new();
+    let mut run = 0.0;
+    let mut run_start = 0;
+    for i in 1..points.len() {
+        let step = points[i - 1].1 - points[i].1;
+        if step > 0.0 {
+            if run == 0.0 {
+                run_start = i - 1;
+            }
+            run += step;
+        }
+        let run_ends = step <= 0.0 || i == points.len() - 1;
+        if run_ends && run > 0.0 {
+            let end = if step > 0.0 { i } else { i - 1 };
+            falls.push((run, end, run_start));
+            run = 0.0;
+        }
+    }
+    falls.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (largest, end, start) = *falls.first()?;
+    let second = falls.get(1).map_or(0.0, |f| f.0);
+    // Quick, too: a tenth of the history at most, so that memory that
+    // shrinks steadily is a trend to fit, not a fall to cut at.
+    let history = points[points.len() - 1].0 - points[0].0;
+    let took = points[end].0 - points[start].0;
+    (largest >= SUDDEN_FALL_SHARE * limit && largest >= 3.0 * second && took * 10 <= history)
+        .then_some(end)
 }
 
 /// Cuts the time range into at most `max` equal buckets and reduces each to
@@ -367,6 +425,39 @@ mod tests {
             min_span: Duration::from_secs(600),
             ..ForecastConfig::default()
         }
+    }
+
+    // After a trim the forecast said "full in 0 s" at 15.7%.
+    #[test]
+    fn after_a_sudden_fall_the_fit_starts_again_from_it() {
+        // 1 MB a minute from 100 MB to 600 MB (limit 1,000 MB), a trim to
+        // 150 MB at minute 100, then 0.5 MB a minute.
+        let mut points: Vec<(u64, f64)> = (0..100)
+            .map(|m| (m * MIN, 100e6 + m as f64 * 5e6))
+            .collect();
+        points.extend((100..=140).map(|m| (m * MIN, 150e6 + (m - 100) as f64 * 0.5e6)));
+        let f = fit(&config(), &points, 140 * MIN, 1000e6).unwrap();
+        assert!(
+            (f.growth_bytes_per_sec - 0.5e6 / 60.0).abs() < 100.0,
+            "refitted from the fall: {f:?}"
+        );
+        let ttf = f.time_to_full_secs.unwrap();
+        // (1,000 − 170) MB at 0.5 MB a minute: 1,660 minutes.
+        assert!((ttf / 60.0 - 1660.0).abs() < 60.0, "{ttf}");
+        // Right after the fall, too little history since: no forecast,
+        // and the pending figures say how much more is needed.
+        assert!(fit(&config(), &points[..103], 102 * MIN, 1000e6).is_none());
+        let pending = pending(&config(), &points[..103], 102 * MIN, 1000e6);
+        assert!((pending.needed_secs - 480.0).abs() < 1.0, "{pending:?}");
+    }
+
+    #[test]
+    fn a_saw_tooth_has_no_sudden_fall() {
+        // Fills 10 MB a minute for 5 minutes, drains, again and again.
+        let points: Vec<(u64, f64)> = (0..=120)
+            .map(|m| (m * MIN, 100e6 + (m % 6) as f64 * 10e6))
+            .collect();
+        assert_eq!(end_of_sudden_fall(&points, 1000e6), None);
     }
 
     #[test]

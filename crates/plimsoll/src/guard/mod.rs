@@ -579,7 +579,7 @@ impl Guard {
             let forecast = forecast::fit(&settings.forecast, &series, now, sample.limit as f64);
             let pending = forecast
                 .is_none()
-                .then(|| forecast::pending(&settings.forecast, &series, now));
+                .then(|| forecast::pending(&settings.forecast, &series, now, sample.limit as f64));
             forecasts.push((sample.node.clone(), forecast));
             let node_state = core.state.nodes.entry(sample.node.clone()).or_default();
             let kinds = node_changes(
