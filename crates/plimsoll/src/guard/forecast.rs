@@ -222,10 +222,38 @@ pub fn fit(
 ) -> Option<Forecast> {
     let recent = usable_history(config, points, now_ms, limit);
     let (first, last) = (recent.first()?.0, recent.last()?.0);
-    if last - first < crate::clock::ms(config.min_span) {
+    let min_span_ms = crate::clock::ms(config.min_span);
+    if last - first >= min_span_ms {
+        return fit_readings(config, &recent, now_ms, limit);
+    }
+    // Less history than min_span: a forecast only when waiting for the rest
+    // would be too late — a rise that is steady (its interval within ±25%
+    // of the rate) and would fill Redis before min_span of history is in —
+    // after at least a fifth of it. A guard started just before a fast leak
+    // otherwise had no forecast until Redis was full. (The rising half of a
+    // saw-tooth is steady too; it is forecast early only if it would fill
+    // Redis that soon, which makes it a danger in its own right.)
+    if (last - first) * 5 < min_span_ms {
         return None;
     }
-    let buckets = bucket(&recent, config.max_points);
+    let early = fit_readings(config, &recent, now_ms, limit)?;
+    let steady = early.growth_low > 0.0
+        && early.growth_high - early.growth_low <= 0.5 * early.growth_bytes_per_sec;
+    let still_needed = (min_span_ms - (last - first)) as f64 / 1000.0;
+    let soon = early
+        .time_to_full_secs
+        .is_some_and(|secs| secs < still_needed);
+    (steady && soon).then_some(early)
+}
+
+/// The fit of `recent` (in the window, oldest first).
+fn fit_readings(
+    config: &ForecastConfig,
+    recent: &[(u64, f64)],
+    now_ms: u64,
+    limit: f64,
+) -> Option<Forecast> {
+    let buckets = bucket(recent, config.max_points);
     if buckets.len() < config.min_points {
         return None;
     }
@@ -425,6 +453,45 @@ mod tests {
             min_span: Duration::from_secs(600),
             ..ForecastConfig::default()
         }
+    }
+
+    // A guard started shortly before a fast leak had no forecast until
+    // after Redis was full (15 minutes of history first).
+    #[test]
+    fn a_steep_steady_rise_is_forecast_before_the_usual_history() {
+        let config = ForecastConfig {
+            min_span: Duration::from_secs(15 * 60),
+            ..config()
+        };
+        let readings = |per_sec: f64, noise: f64| -> Vec<(u64, f64)> {
+            (0..=24u64)
+                .map(|i| {
+                    let wobble = if i % 2 == 0 { noise } else { -noise };
+                    (i * 10_000, 100e6 + per_sec * (i * 10) as f64 + wobble)
+                })
+                .collect()
+        };
+        // 4 minutes of a leak that fills the other 900 MB in 10 minutes:
+        // full 6 minutes from now, before 15 minutes of history are in.
+        let fast = readings(1.5e6, 1e5);
+        let f = fit(&config, &fast, 240_000, 1000e6).expect("steep and steady");
+        let ttf = f.time_to_full_secs.unwrap();
+        assert!((ttf - 360.0).abs() < 36.0, "{ttf}");
+        // As steady but full in 20 minutes: the usual history comes first.
+        assert!(fit(&config, &readings(0.6e6, 1e5), 240_000, 1000e6).is_none());
+        assert!(f.growth_low > 0.0);
+        // The same 4 minutes of a slow leak (full in days): wait as usual.
+        assert!(fit(&config, &readings(1e3, 1e2), 240_000, 1000e6).is_none());
+        // A tooth: filled fast for two minutes, drained for two. Wait.
+        let tooth: Vec<(u64, f64)> = (0..=24u64)
+            .map(|i| {
+                let up = if i <= 12 { i } else { 24 - i };
+                (i * 10_000, 100e6 + up as f64 * 10e6)
+            })
+            .collect();
+        assert!(fit(&config, &tooth, 240_000, 1000e6).is_none());
+        // Two minutes: too little, however steep.
+        assert!(fit(&config, &fast[..13], 120_000, 1000e6).is_none());
     }
 
     // After a trim the forecast said "full in 0 s" at 15.7%.
