@@ -7,8 +7,6 @@
 //! [`METRIC_NAMES`]; a test checks that `deploy/prometheus/alerts.yml` and
 //! the Grafana dashboard use no other `plimsoll_guard_*` name.
 
-use std::fmt::Write as _;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -16,6 +14,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use plimsoll::Guard;
 use plimsoll::guard::GuardStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 
 /// Every metric this exporter emits.
 pub const METRIC_NAMES: &[&str] = &[
@@ -59,17 +63,26 @@ pub const METRIC_NAMES: &[&str] = &[
     "plimsoll_guard_family_suspected_leak",
 ];
 
-/// Writes metric families with their HELP and TYPE lines.
+/// Collects the samples of each metric family, then writes them through
+/// prometheus-client's encoder, each family once with all its samples
+/// together. (Written line by line per node, a cluster's families came out
+/// split across the output, against the text format.)
 struct Writer {
-    out: String,
-    declared: Vec<&'static str>,
+    families: Vec<MetricFamily>,
+}
+
+/// One metric family: its samples in the order written.
+struct MetricFamily {
+    name: &'static str,
+    kind: MetricType,
+    help: String,
+    samples: Vec<(Vec<(String, String)>, f64)>,
 }
 
 impl Writer {
     fn new() -> Self {
         Self {
-            out: String::new(),
-            declared: Vec::new(),
+            families: Vec::new(),
         }
     }
 
@@ -85,40 +98,68 @@ impl Writer {
             METRIC_NAMES.contains(&name),
             "{name} is not in METRIC_NAMES"
         );
-        if !self.declared.contains(&name) {
-            self.declared.push(name);
-            let _ = writeln!(self.out, "# HELP {name} {help}");
-            let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match self.families.iter_mut().find(|f| f.name == name) {
+            Some(family) => family.samples.push((labels, value)),
+            None => self.families.push(MetricFamily {
+                name,
+                kind: if kind == "counter" {
+                    MetricType::Counter
+                } else {
+                    MetricType::Gauge
+                },
+                help: help.to_string(),
+                samples: vec![(labels, value)],
+            }),
         }
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {}", number(value));
+    }
+
+    /// The families in Prometheus' classic text format (0.0.4), as the
+    /// server's own metrics are written.
+    fn finish(self) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Families(self.families)));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        crate::metrics::classic_counter_names(&out)
     }
 }
 
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The collected families, for the registry.
+#[derive(Debug)]
+struct Families(Vec<MetricFamily>);
+
+impl std::fmt::Debug for MetricFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricFamily")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
-fn number(value: f64) -> String {
-    if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.to_string()
-    } else if value.is_nan() {
-        "NaN".to_string()
-    } else {
-        format!("{value}")
+impl Collector for Families {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in &self.0 {
+            // The encoder adds `_total` to a counter's name.
+            let name = match family.kind {
+                MetricType::Counter => family.name.strip_suffix("_total").unwrap_or(family.name),
+                _ => family.name,
+            };
+            let mut descriptor =
+                encoder.encode_descriptor(name, &family.help, None, family.kind)?;
+            for (labels, value) in &family.samples {
+                let metric = descriptor.encode_family(labels)?;
+                match family.kind {
+                    MetricType::Counter => ConstCounter::new(*value).encode(metric)?,
+                    _ => ConstGauge::new(*value).encode(metric)?,
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -414,7 +455,7 @@ pub fn render(stats: &GuardStats) -> String {
             );
         }
     }
-    w.out
+    w.finish()
 }
 
 /// `/metrics`, `/stats` (JSON) and `/healthz` (200 once a reading
@@ -535,6 +576,58 @@ mod tests {
             report_errors_total: 0,
             history_errors_total: 0,
         }
+    }
+
+    // On a 3-primary cluster each family was written once per node, so a
+    // family's samples were split across the output.
+    #[test]
+    fn a_clusters_nodes_are_written_family_by_family_and_promtool_accepts_it() {
+        let mut stats = full_stats();
+        let mut second = stats.nodes[0].clone();
+        second.node = "127.0.0.1:6380".into();
+        stats.nodes.push(second);
+        let text = render(&stats);
+        // Every sample line sits in the block of its family's TYPE line.
+        let mut family = String::new();
+        let mut seen = BTreeSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap().to_string();
+                assert!(seen.insert(family.clone()), "{family} declared twice");
+            } else if !line.starts_with('#') && !line.is_empty() {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(
+                    name, family,
+                    "a sample of {name} outside its block:\n{text}"
+                );
+            }
+        }
+        let up = text
+            .lines()
+            .filter(|l| l.starts_with("plimsoll_guard_up{"))
+            .count();
+        assert_eq!(up, 2, "{text}");
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool is installed (package prometheus; ./scripts/test installs it)");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let complaints = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && complaints.trim().is_empty(),
+            "promtool: {complaints}"
+        );
     }
 
     #[test]

@@ -457,7 +457,7 @@ impl Collector for SnapshotCollector {
 /// samples `x_total`; in the classic format the `HELP` and `TYPE` lines must
 /// name `x_total` itself, or Prometheus' linters report the samples as
 /// undocumented. Renames those two lines for counters.
-fn classic_counter_names(text: &str) -> String {
+pub(crate) fn classic_counter_names(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let mut out = String::with_capacity(text.len() + 256);
     let mut i = 0;
