@@ -102,6 +102,12 @@ pub struct GuardArgs {
     /// With --once: print the status as JSON.
     #[arg(long, requires = "once")]
     json: bool,
+
+    /// Forget a node that is gone for good (host:port; repeatable). The
+    /// guard keeps every primary and replica it has seen and shows a lost
+    /// one as down (plimsoll_guard_up 0) until forgotten.
+    #[arg(long, value_name = "HOST:PORT")]
+    forget: Vec<String>,
 }
 
 /// Prints alerts to stdout, for people watching the command.
@@ -128,6 +134,13 @@ pub async fn run(args: GuardArgs) -> Result<()> {
     let redis = args.redis.connect().await?;
     let config = config(&args, &redis)?;
     let guard = Guard::new(redis, config).context("invalid guard settings")?;
+    for node in &args.forget {
+        if guard.forget(node) {
+            eprintln!("plimsoll guard: forgot {node}");
+        } else {
+            eprintln!("plimsoll guard: {node} was not known (nothing to forget)");
+        }
+    }
     if args.once {
         return once(&guard, &args).await;
     }

@@ -14,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use plimsoll::Guard;
 use plimsoll::guard::GuardStats;
+use plimsoll::guard::stats::NodeRole;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -24,6 +25,7 @@ use prometheus_client::registry::Registry;
 /// Every metric this exporter emits.
 pub const METRIC_NAMES: &[&str] = &[
     "plimsoll_guard_up",
+    "plimsoll_guard_replica",
     "plimsoll_guard_used_memory_bytes",
     "plimsoll_guard_maxmemory_bytes",
     "plimsoll_guard_memory_limit_bytes",
@@ -171,11 +173,19 @@ pub fn render(stats: &GuardStats) -> String {
         w.sample(
             "plimsoll_guard_up",
             "gauge",
-            "1 when the last reading of the node succeeded.",
+            "1 when the last reading of the node succeeded (a replica: when its primary lists it online); a node seen before and lost stays at 0 until forgotten.",
             &n,
             f64::from(u8::from(node.up)),
         );
-        if !node.up {
+        w.sample(
+            "plimsoll_guard_replica",
+            "gauge",
+            "1 for a replica, 0 for a primary.",
+            &n,
+            f64::from(u8::from(node.role == NodeRole::Replica)),
+        );
+        // Only primaries are read; a replica has its up and role only.
+        if !node.up || node.role != NodeRole::Primary {
             continue;
         }
         w.sample(
@@ -532,6 +542,7 @@ mod tests {
         GuardStats {
             nodes: vec![NodeStats {
                 node: "127.0.0.1:6379".into(),
+                role: NodeRole::Primary,
                 up: true,
                 used_bytes: 1 << 20,
                 maxmemory_bytes: 10 << 20,

@@ -344,6 +344,16 @@ fn memory_section(guard: &plimsoll::Guard) -> String {
     if stats.nodes.len() > 1 {
         out.push_str("<table id=\"nodes\"><tr><th>Node</th><th class=\"num\">Used</th><th class=\"num\">Limit</th><th class=\"num\">%</th><th>Full in</th></tr>");
         for node in &stats.nodes {
+            if node.role == plimsoll::guard::stats::NodeRole::Replica {
+                // Only whether a replica is online is known.
+                out.push_str(&format!(
+                    "<tr><td>{} <span class=\"pill\">replica</span>{}</td><td colspan=\"4\">{}</td></tr>",
+                    escape(&node.node),
+                    if node.up { "" } else { " <span class=\"pill bad\">down</span>" },
+                    if node.up { "online" } else { "not listed online by its primary: lost redundancy" },
+                ));
+                continue;
+            }
             out.push_str(&format!(
                 "<tr><td>{}{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1}</td><td>{}</td></tr>",
                 escape(&node.node),

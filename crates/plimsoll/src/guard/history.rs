@@ -78,8 +78,13 @@ pub struct OomEpisode {
 /// Everything in `state.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GuardState {
-    /// Per node.
+    /// Per primary ever read: kept, so that a primary lost in a failover
+    /// stays visible as down until an operator forgets it.
     pub nodes: BTreeMap<String, NodeState>,
+    /// Replicas ever listed by a primary (`host:port` → its primary), kept
+    /// for the same reason: a dead replica is lost redundancy.
+    #[serde(default)]
+    pub replicas: BTreeMap<String, String>,
 }
 
 /// Readings, bounded by count and age, optionally backed by a folder.

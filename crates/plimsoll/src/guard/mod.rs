@@ -75,7 +75,7 @@ pub mod trim;
 pub mod watch;
 
 use crate::units::human_bytes;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -416,6 +416,21 @@ impl Guard {
         tasks
     }
 
+    /// Forgets a node that is gone for good (decommissioned, replaced):
+    /// the guard keeps every primary and replica it has seen, showing a
+    /// lost one as down, until told this. Returns whether it knew the node.
+    pub fn forget(&self, node: &str) -> bool {
+        let mut core = self.lock();
+        let known =
+            core.state.nodes.remove(node).is_some() | core.state.replicas.remove(node).is_some();
+        let state = core.state.clone();
+        if let Err(err) = core.history.save_state(&state) {
+            core.history_errors += 1;
+            tracing::warn!(error = %err, "guard alert state not written");
+        }
+        known
+    }
+
     /// The connection the guard watches.
     pub fn redis(&self) -> &Redis {
         &self.inner.redis
@@ -570,7 +585,7 @@ impl Guard {
             tracing::warn!(error = %err, "guard history not written");
         }
         let total_used: u64 = samples.iter().map(|s| s.used_memory).sum();
-        let total_limit: u64 = samples.iter().map(|s| s.limit).sum();
+        let total_limit = total_limit(&samples);
         let queues = core.report.as_deref().map(queues_of).unwrap_or_default();
         let mut alerts = Vec::new();
         let mut forecasts = Vec::new();
@@ -612,6 +627,16 @@ impl Guard {
                     alert.summary = format!("{} (cluster node {})", alert.summary, sample.node);
                 }
                 alerts.push(alert);
+            }
+        }
+        // Replicas each primary lists are remembered; a node that is a
+        // primary now is no longer anyone's replica.
+        for sample in &samples {
+            core.state.replicas.remove(&sample.node);
+            for (replica, _) in &sample.replicas {
+                core.state
+                    .replicas
+                    .insert(replica.clone(), sample.node.clone());
             }
         }
         let total_series = core.history.total_series();
@@ -719,6 +744,28 @@ impl Guard {
         let core = self.lock();
         stats::snapshot(&core, &self.inner.settings)
     }
+}
+
+/// The limits of all nodes, summed, except that nodes measured against
+/// their machine's memory count each machine once: three nodes on one
+/// 23.5 GiB box read "all nodes: 70.6 GiB".
+fn total_limit(samples: &[NodeSample]) -> u64 {
+    let mut machines: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut total = 0;
+    for sample in samples {
+        match sample.limit_source {
+            LimitSource::System | LimitSource::GuardHost => {
+                let host = sample
+                    .node
+                    .rsplit_once(':')
+                    .map_or(sample.node.as_str(), |(h, _)| h);
+                let machine = machines.entry(host).or_default();
+                *machine = (*machine).max(sample.limit);
+            }
+            _ => total += sample.limit,
+        }
+    }
+    total + machines.values().sum::<u64>()
 }
 
 /// The job queues a report found, for people ("BullMQ queue mail"), each
@@ -1047,7 +1094,26 @@ mod tests {
             evicted_keys: 0,
             oom_rejections: 0,
             ops_per_sec: 0,
+            replicas: vec![],
         }
+    }
+
+    // Three nodes on one 23.5 GiB machine, none with maxmemory, read
+    // "all nodes: 70.6 GiB".
+    #[test]
+    fn nodes_on_one_machine_count_its_memory_once() {
+        let on = |node: &str, limit: u64, source: LimitSource| NodeSample {
+            node: node.into(),
+            limit_source: source,
+            ..sample(0, limit)
+        };
+        let samples = [
+            on("10.0.0.1:7000", 24 << 30, LimitSource::System),
+            on("10.0.0.1:7001", 24 << 30, LimitSource::System),
+            on("10.0.0.2:7000", 16 << 30, LimitSource::System),
+            on("10.0.0.2:7001", 1 << 30, LimitSource::Maxmemory),
+        ];
+        assert_eq!(total_limit(&samples), (24 << 30) + (16 << 30) + (1 << 30));
     }
 
     fn forecast(growth_bytes_per_sec: f64, time_to_full_secs: Option<f64>) -> Forecast {

@@ -65,6 +65,10 @@ pub struct NodeSample {
     pub oom_rejections: u64,
     /// `instantaneous_ops_per_sec`.
     pub ops_per_sec: u64,
+    /// Replicas the node lists (`INFO replication`): `host:port` and
+    /// whether it says they are online.
+    #[serde(default)]
+    pub replicas: Vec<(String, bool)>,
 }
 
 impl NodeSample {
@@ -90,7 +94,8 @@ pub(crate) async fn sample_node(
                 .arg("memory")
                 .arg("stats")
                 .arg("keyspace")
-                .arg("errorstats"),
+                .arg("errorstats")
+                .arg("replication"),
         )
         .await
     {
@@ -167,7 +172,32 @@ pub(crate) fn parse_info(
         evicted_keys: num("evicted_keys"),
         oom_rejections: oom,
         ops_per_sec: num("instantaneous_ops_per_sec"),
+        replicas: replicas_of(&fields),
     }
+}
+
+/// `slave0:ip=10.0.0.2,port=6380,state=online,offset=…,lag=0` lines.
+fn replicas_of(fields: &HashMap<&str, &str>) -> Vec<(String, bool)> {
+    let mut replicas: Vec<(String, bool)> = fields
+        .iter()
+        .filter(|(name, _)| {
+            name.strip_prefix("slave")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|(_, value)| {
+            let get = |key: &str| {
+                value
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            };
+            Some((
+                format!("{}:{}", get("ip")?, get("port")?),
+                get("state") == Some("online"),
+            ))
+        })
+        .collect();
+    replicas.sort();
+    replicas
 }
 
 /// `MemTotal` of this machine, bytes (0 when unknown).
@@ -187,6 +217,19 @@ mod tests {
     use super::*;
 
     const INFO: &str = "# Memory\r\nused_memory:1048576\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\ntotal_system_memory:8589934592\r\n# Stats\r\nevicted_keys:7\r\ninstantaneous_ops_per_sec:12\r\n# Errorstats\r\nerrorstat_ERR:count=1\r\nerrorstat_OOM:count=42\r\n# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=0\r\ndb3:keys=5,expires=0,avg_ttl=0\r\n";
+
+    #[test]
+    fn info_replication_gives_the_replicas_and_whether_they_are_online() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\nslave0:ip=10.0.0.2,port=6380,state=online,offset=42,lag=0\r\nslave1:ip=10.0.0.3,port=6380,state=wait_bgsave,offset=0,lag=0\r\nmaster_failover_state:no-failover\r\n";
+        let s = parse_info("h:1", info, None, || 1);
+        assert_eq!(
+            s.replicas,
+            [
+                ("10.0.0.2:6380".to_string(), true),
+                ("10.0.0.3:6380".to_string(), false)
+            ]
+        );
+    }
 
     #[test]
     fn info_gives_the_figures() {

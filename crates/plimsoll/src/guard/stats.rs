@@ -16,12 +16,27 @@ use super::{Core, Settings};
 /// Families carried in the snapshot, largest first.
 pub const STATS_FAMILIES: usize = 50;
 
+/// What a node is to the guard.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// A primary: read every round.
+    Primary,
+    /// A replica a primary lists (only whether it is online is known).
+    Replica,
+}
+
 /// One node.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct NodeStats {
     /// `host:port`.
     pub node: String,
-    /// Whether the last round read this node.
+    /// Primary or replica.
+    pub role: NodeRole,
+    /// Primaries: whether the last round read this node. Replicas: whether
+    /// their primary lists them online. A node seen before and missing
+    /// now (lost in a failover, a dead replica) is down until forgotten
+    /// (`Guard::forget`).
     pub up: bool,
     /// `used_memory`.
     pub used_bytes: u64,
@@ -120,6 +135,28 @@ pub struct GuardStats {
     pub history_errors_total: u64,
 }
 
+impl NodeStats {
+    /// A node known only by name: a replica, or a primary not read.
+    fn unread(node: &str, role: NodeRole, up: bool) -> Self {
+        Self {
+            node: node.to_string(),
+            role,
+            up,
+            used_bytes: 0,
+            maxmemory_bytes: 0,
+            limit_bytes: 0,
+            limit_source: LimitSource::Maxmemory,
+            used_ratio: 0.0,
+            keys: 0,
+            evicted_keys_total: 0,
+            oom_rejections_total: 0,
+            levels_raised: vec![],
+            leeway_raised_hours: vec![],
+            forecast: None,
+        }
+    }
+}
+
 pub(super) fn snapshot(core: &Core, settings: &Settings) -> GuardStats {
     let mut nodes: Vec<NodeStats> = core
         .last
@@ -128,6 +165,7 @@ pub(super) fn snapshot(core: &Core, settings: &Settings) -> GuardStats {
             let state = core.state.nodes.get(&s.node).cloned().unwrap_or_default();
             NodeStats {
                 node: s.node.clone(),
+                role: NodeRole::Primary,
                 up: !core.unreachable.iter().any(|(n, _)| n == &s.node),
                 used_bytes: s.used_memory,
                 maxmemory_bytes: s.maxmemory,
@@ -152,25 +190,29 @@ pub(super) fn snapshot(core: &Core, settings: &Settings) -> GuardStats {
             }
         })
         .collect();
+    let add_down = |nodes: &mut Vec<NodeStats>, node: &str, role: NodeRole, up: bool| {
+        if !nodes.iter().any(|n| n.node == node) && node != "all" {
+            nodes.push(NodeStats::unread(node, role, up));
+        }
+    };
     // Nodes that failed this round and were never read still show as down.
     for (node, _) in &core.unreachable {
-        if !nodes.iter().any(|n| &n.node == node) && node != "all" {
-            nodes.push(NodeStats {
-                node: node.clone(),
-                up: false,
-                used_bytes: 0,
-                maxmemory_bytes: 0,
-                limit_bytes: 0,
-                limit_source: LimitSource::Maxmemory,
-                used_ratio: 0.0,
-                keys: 0,
-                evicted_keys_total: 0,
-                oom_rejections_total: 0,
-                levels_raised: vec![],
-                leeway_raised_hours: vec![],
-                forecast: None,
-            });
+        add_down(&mut nodes, node, NodeRole::Primary, false);
+    }
+    // Replicas as their primaries list them, then those seen before and
+    // listed by nobody now.
+    for sample in &core.last {
+        for (replica, online) in &sample.replicas {
+            add_down(&mut nodes, replica, NodeRole::Replica, *online);
         }
+    }
+    for replica in core.state.replicas.keys() {
+        add_down(&mut nodes, replica, NodeRole::Replica, false);
+    }
+    // Primaries seen before and neither read nor listed as a replica now:
+    // lost (a failover promoted another node).
+    for node in core.state.nodes.keys() {
+        add_down(&mut nodes, node, NodeRole::Primary, false);
     }
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     GuardStats {

@@ -529,3 +529,62 @@ async fn an_evicting_redis_that_holds_queues_is_called_out_once_per_policy() {
     clock.advance(2 * 60 * MINUTE);
     assert!(kinds(&guard.sample_once().await.unwrap()).contains(&"eviction_deletes_jobs".into()));
 }
+
+// After a failover the guard dropped the dead node from its status at the
+// next reading, so `plimsoll_guard_up == 0 for: 2m` could never fire, and
+// replicas were not watched at all.
+#[tokio::test]
+async fn a_replica_is_watched_and_a_dead_one_stays_down_until_forgotten() {
+    use plimsoll::guard::stats::NodeRole;
+    let primary = RedisServer::builder().maxmemory(MAXMEMORY).start();
+    let mut replica = RedisServer::builder().replica_of(primary.port()).start();
+    let redis = connect(&primary).await;
+    let clock = ManualClock::new(1_700_000_000_000);
+    let guard = Guard::new(redis.clone(), config(&clock)).unwrap();
+    let replica_node = format!("127.0.0.1:{}", replica.port());
+    let role_and_up = |guard: &Guard| {
+        guard
+            .stats()
+            .nodes
+            .iter()
+            .find(|n| n.node == replica_node)
+            .map(|n| (n.role, n.up))
+    };
+    let mut online = false;
+    for _ in 0..100 {
+        guard.sample_once().await.unwrap();
+        if role_and_up(&guard) == Some((NodeRole::Replica, true)) {
+            online = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(online, "{:?}", guard.stats().nodes);
+
+    // The replica dies: its primary stops listing it; the guard keeps it,
+    // down.
+    replica.kill();
+    let mut down = false;
+    for _ in 0..100 {
+        clock.advance(MINUTE);
+        guard.sample_once().await.unwrap();
+        if role_and_up(&guard) == Some((NodeRole::Replica, false)) {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(down, "{:?}", guard.stats().nodes);
+    clock.advance(MINUTE);
+    guard.sample_once().await.unwrap();
+    assert_eq!(
+        role_and_up(&guard),
+        Some((NodeRole::Replica, false)),
+        "still down"
+    );
+
+    // The operator forgets it.
+    assert!(guard.forget(&replica_node));
+    assert_eq!(role_and_up(&guard), None);
+    assert!(!guard.forget(&replica_node));
+}
