@@ -75,6 +75,13 @@ pub enum AlertKind {
         /// The queues of the latest memory report, for people.
         queues: Vec<String>,
     },
+    /// Memory outside the data took a large share of the limit.
+    Overhead {
+        /// What holds it.
+        signal: OverheadSignal,
+        /// Bytes it holds.
+        bytes: u64,
+    },
     /// Redis evicted keys to stay under `maxmemory`.
     Evictions {
         /// Keys evicted since the last reading.
@@ -120,6 +127,7 @@ impl AlertKind {
             Self::Evictions { .. } => "evictions",
             Self::Unbounded => "unbounded",
             Self::EvictionDeletesJobs { .. } => "eviction_deletes_jobs",
+            Self::Overhead { signal, .. } => signal.alert_name(),
             Self::Unreachable { .. } => "unreachable",
             Self::SpoolFilling { .. } => "spool_filling",
             Self::SpoolCleared => "spool_cleared",
@@ -137,6 +145,39 @@ impl AlertKind {
                 | Self::SpoolFilling { .. }
                 | Self::SpoolQuarantined { .. }
         )
+    }
+}
+
+/// Memory a Redis holds outside its data, watched on its own because it
+/// fills Redis (or its machine) without any key growing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverheadSignal {
+    /// `used_memory_rss − used_memory`: the allocator holds pages the data
+    /// no longer fills (outside `maxmemory`, but on the machine).
+    Fragmentation,
+    /// Clients' buffers (`mem_clients_normal`): a subscriber or a client
+    /// that does not read its replies, a huge pipeline.
+    ClientBuffers,
+    /// The replication backlog (`mem_replication_backlog`).
+    ReplicationBacklog,
+}
+
+impl OverheadSignal {
+    /// Every signal.
+    pub const ALL: [OverheadSignal; 3] = [
+        OverheadSignal::Fragmentation,
+        OverheadSignal::ClientBuffers,
+        OverheadSignal::ReplicationBacklog,
+    ];
+
+    /// The alert's name.
+    pub fn alert_name(self) -> &'static str {
+        match self {
+            OverheadSignal::Fragmentation => "fragmentation",
+            OverheadSignal::ClientBuffers => "client_buffers",
+            OverheadSignal::ReplicationBacklog => "replication_backlog",
+        }
     }
 }
 

@@ -57,6 +57,9 @@ pub struct NodeState {
     /// in force; cleared when it no longer evicts).
     #[serde(default)]
     pub eviction_alerted: bool,
+    /// Overhead signals raised (cleared below half their threshold).
+    #[serde(default)]
+    pub overhead_raised: std::collections::BTreeSet<super::alerts::OverheadSignal>,
 }
 
 /// A run of OOM refusals: from the first refusal until none for

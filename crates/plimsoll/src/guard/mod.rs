@@ -787,6 +787,43 @@ fn queues_of(report: &MemoryReport) -> Vec<String> {
     queues
 }
 
+/// Fragmentation below this many bytes never alerts.
+pub const FRAGMENTATION_FLOOR: u64 = 100 << 20;
+
+/// Share of the limit that memory outside the data must reach to alert.
+pub const OVERHEAD_ALERT_SHARE: f64 = 0.10;
+
+/// Fragmentation, client buffers and the replication backlog: each alerts
+/// once when it holds [`OVERHEAD_ALERT_SHARE`] of the limit, and may alert
+/// again after it fell below half that.
+fn overhead_changes(state: &mut NodeState, sample: &NodeSample) -> Vec<(AlertKind, Severity)> {
+    let mut out = Vec::new();
+    let limit = sample.limit.max(1) as f64;
+    for signal in alerts::OverheadSignal::ALL {
+        let bytes = match signal {
+            alerts::OverheadSignal::Fragmentation => {
+                sample.used_memory_rss.saturating_sub(sample.used_memory)
+            }
+            alerts::OverheadSignal::ClientBuffers => sample.client_buffers,
+            alerts::OverheadSignal::ReplicationBacklog => sample.replication_backlog,
+        };
+        let share = bytes as f64 / limit;
+        // A small Redis holds a few MiB beyond its data from the start
+        // (7 MiB of RSS for 1 MiB of data when empty): fragmentation
+        // counts from FRAGMENTATION_FLOOR and half again the data.
+        let counts = signal != alerts::OverheadSignal::Fragmentation
+            || (bytes >= FRAGMENTATION_FLOOR && bytes * 2 >= sample.used_memory);
+        if counts && share >= OVERHEAD_ALERT_SHARE {
+            if state.overhead_raised.insert(signal) {
+                out.push((AlertKind::Overhead { signal, bytes }, Severity::Warning));
+            }
+        } else if share < OVERHEAD_ALERT_SHARE / 2.0 {
+            state.overhead_raised.remove(&signal);
+        }
+    }
+    out
+}
+
 /// The first `n` of `items`, and how many more.
 fn listed(items: &[String], n: usize) -> String {
     let mut text = items.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
@@ -893,6 +930,7 @@ fn node_changes(
     } else {
         state.unbounded_alerted = false;
     }
+    out.extend(overhead_changes(state, sample));
     // allkeys-* evicts anything, volatile-* keys with a TTL (Plimsoll's
     // completed jobs, BullMQ's locks…): on a Redis that holds queues,
     // either deletes jobs or their bookkeeping.
@@ -1045,6 +1083,27 @@ fn summary(
              maxmemory-policy noeviction, or move the queues to a Redis of their own. {used}",
             listed(queues, 5)
         ),
+        AlertKind::Overhead { signal, bytes } => {
+            let share = *bytes as f64 * 100.0 / sample.limit.max(1) as f64;
+            let what = match signal {
+                alerts::OverheadSignal::Fragmentation => format!(
+                    "Redis' process holds {} more than its data ({share:.0}% of the limit): \
+                     fragmentation, outside maxmemory but on the machine; \
+                     CONFIG SET activedefrag yes, or a restart, gives it back",
+                    human_bytes(*bytes)
+                ),
+                alerts::OverheadSignal::ClientBuffers => format!(
+                    "clients' buffers hold {} ({share:.0}% of the limit): a subscriber or \
+                     a client that does not read its replies (CLIENT LIST: omem)",
+                    human_bytes(*bytes)
+                ),
+                alerts::OverheadSignal::ReplicationBacklog => format!(
+                    "the replication backlog holds {} ({share:.0}% of the limit)",
+                    human_bytes(*bytes)
+                ),
+            };
+            format!("{what}. {used}")
+        }
         AlertKind::Unbounded => format!(
             "Redis has no maxmemory: it grows until the machine runs out and the kernel kills it. \
              Measuring against {} ({}). Set maxmemory.",
@@ -1095,7 +1154,44 @@ mod tests {
             oom_rejections: 0,
             ops_per_sec: 0,
             replicas: vec![],
+            used_memory_rss: used,
+            client_buffers: 0,
+            replication_backlog: 0,
         }
+    }
+
+    #[test]
+    fn fragmentation_client_buffers_and_the_backlog_alert_once_until_they_fall_back() {
+        let mut state = NodeState::default();
+        let limit = 1000 << 20;
+        let mut s = sample(150 << 20, limit);
+        s.used_memory_rss = 260 << 20;
+        s.client_buffers = 120 << 20;
+        let names = |out: Vec<(AlertKind, Severity)>| -> Vec<&'static str> {
+            out.into_iter().map(|(k, _)| k.name()).collect()
+        };
+        assert_eq!(
+            names(overhead_changes(&mut state, &s)),
+            ["fragmentation", "client_buffers"]
+        );
+        assert!(overhead_changes(&mut state, &s).is_empty(), "once");
+        // Buffers drained to 3%: cleared; back at 12%: again.
+        s.client_buffers = 30 << 20;
+        assert!(overhead_changes(&mut state, &s).is_empty());
+        s.client_buffers = 120 << 20;
+        assert_eq!(names(overhead_changes(&mut state, &s)), ["client_buffers"]);
+        s.replication_backlog = 200 << 20;
+        let out = overhead_changes(&mut state, &s);
+        let text = summary(&out[0].0, &s, None, None);
+        assert!(
+            text.contains("replication backlog holds 200.0 MiB (20% of the limit)"),
+            "{text}"
+        );
+        // A small Redis's few MiB beyond its data are not fragmentation.
+        let mut small = NodeState::default();
+        let mut tiny = sample(1 << 20, 16 << 20);
+        tiny.used_memory_rss = 7 << 20;
+        assert!(overhead_changes(&mut small, &tiny).is_empty());
     }
 
     // Three nodes on one 23.5 GiB machine, none with maxmemory, read

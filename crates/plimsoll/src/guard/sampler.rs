@@ -69,6 +69,15 @@ pub struct NodeSample {
     /// whether it says they are online.
     #[serde(default)]
     pub replicas: Vec<(String, bool)>,
+    /// `used_memory_rss`: what the process holds, fragmentation included.
+    #[serde(default)]
+    pub used_memory_rss: u64,
+    /// `mem_clients_normal`: clients' query and output buffers.
+    #[serde(default)]
+    pub client_buffers: u64,
+    /// `mem_replication_backlog`.
+    #[serde(default)]
+    pub replication_backlog: u64,
 }
 
 impl NodeSample {
@@ -173,6 +182,9 @@ pub(crate) fn parse_info(
         oom_rejections: oom,
         ops_per_sec: num("instantaneous_ops_per_sec"),
         replicas: replicas_of(&fields),
+        used_memory_rss: num("used_memory_rss"),
+        client_buffers: num("mem_clients_normal"),
+        replication_backlog: num("mem_replication_backlog"),
     }
 }
 
