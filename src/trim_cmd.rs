@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use plimsoll::guard::trim::{DEFAULT_TRIM_BATCH, trim};
-use plimsoll::{BullMqSet, Retention, Selection, SidekiqSet, TrimOptions, TrimReport, TrimTarget};
+use plimsoll::{
+    BullMqSet, Retention, RqRegistry, Selection, SidekiqSet, TrimOptions, TrimReport, TrimTarget,
+};
 
 use crate::util::{RedisArgs, human_bytes, parse_duration};
 
@@ -49,6 +51,19 @@ pub enum TrimCommand {
         /// redis-namespace, if Sidekiq uses one.
         #[arg(long)]
         namespace: Option<String>,
+        #[command(flatten)]
+        selection: SelectionArgs,
+    },
+    /// An RQ queue's finished or failed jobs (by when they ended), with
+    /// their job hashes and results; jobs requeued meanwhile are kept.
+    Rq {
+        #[command(flatten)]
+        common: Common,
+        /// The queue.
+        queue: String,
+        /// Which registry.
+        #[arg(long, value_enum)]
+        registry: RqRegistryArg,
         #[command(flatten)]
         selection: SelectionArgs,
     },
@@ -105,6 +120,12 @@ impl SelectionArgs {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum BullSetArg {
     Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RqRegistryArg {
+    Finished,
     Failed,
 }
 
@@ -173,6 +194,22 @@ pub async fn run(command: TrimCommand) -> Result<()> {
                 set: match set {
                     SidekiqSetArg::Dead => SidekiqSet::Dead,
                     SidekiqSetArg::Retry => SidekiqSet::Retry,
+                },
+                selection: selection.selection(),
+            },
+        ),
+        TrimCommand::Rq {
+            common,
+            queue,
+            registry,
+            selection,
+        } => (
+            common,
+            TrimTarget::Rq {
+                queue,
+                registry: match registry {
+                    RqRegistryArg::Finished => RqRegistry::Finished,
+                    RqRegistryArg::Failed => RqRegistry::Failed,
                 },
                 selection: selection.selection(),
             },

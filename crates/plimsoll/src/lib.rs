@@ -50,7 +50,9 @@ pub use cache::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connection::{Primary, Redis, RedisConfig, Topology};
 pub use error::{Error, ErrorKind, Result};
-pub use guard::trim::{BullMqSet, Selection, SidekiqSet, TrimOptions, TrimReport, TrimTarget};
+pub use guard::trim::{
+    BullMqSet, RqRegistry, Selection, SidekiqSet, TrimOptions, TrimReport, TrimTarget,
+};
 pub use guard::{
     Alert, AlertKind, AlertSink, AttributeConfig, FamilyReport, Forecast, ForecastConfig, Guard,
     GuardConfig, GuardStats, LogSink, MemoryReport, ReportHistory, WebhookSink,

@@ -654,3 +654,129 @@ async fn sidekiqs_retry_set_is_trimmed_by_each_jobs_first_failure_not_its_next_r
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("next retry"), "{err}");
 }
+
+/// RQ's `utcformat`: `2023-11-14T22:13:20.000000Z`.
+fn rq_time(epoch_secs: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(epoch_secs);
+    format!(
+        "{}.000000Z",
+        humantime::format_rfc3339_seconds(t)
+            .to_string()
+            .trim_end_matches('Z')
+    )
+}
+
+// RQ results were named by the report and could not be trimmed.
+#[tokio::test]
+async fn an_rq_registry_is_trimmed_by_when_jobs_ended_and_requeued_or_queued_jobs_stay() {
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let now_secs = 1_700_000_000u64;
+    let mut pipe = redis::pipe();
+    // 60 finished jobs kept forever (result_ttl=-1: scored +inf), ended one
+    // a day until now; each with its result stream.
+    for i in 0..60u64 {
+        let id = uuid(300_000 + i);
+        pipe.cmd("HSET")
+            .arg(format!("rq:job:{id}"))
+            .arg("status")
+            .arg("finished")
+            .arg("origin")
+            .arg("default")
+            .arg("ended_at")
+            .arg(rq_time(now_secs - (60 - i) * 86_400))
+            .arg("data")
+            .arg(blob(i, 200))
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg("rq:finished:default")
+            .arg("+inf")
+            .arg(&id)
+            .ignore();
+        pipe.cmd("XADD")
+            .arg(format!("rq:results:{id}"))
+            .arg("*")
+            .arg("type")
+            .arg(1)
+            .arg("return_value")
+            .arg("gASVCAAAAAAAAABLKi4=")
+            .ignore();
+    }
+    // Still listed as finished but requeued since (status queued).
+    let requeued = uuid(300_000);
+    pipe.cmd("HSET")
+        .arg(format!("rq:job:{requeued}"))
+        .arg("status")
+        .arg("queued")
+        .ignore();
+    pipe.cmd("RPUSH")
+        .arg("rq:queue:default")
+        .arg(&requeued)
+        .ignore();
+    // Queued work, not in the registry.
+    layouts::rq(&mut pipe, 10);
+    run(&redis, &pipe).await.unwrap();
+    let before = dump_all(&server);
+    let options = TrimOptions {
+        clock: std::sync::Arc::new(plimsoll::ManualClock::new(now_secs * 1000)),
+        ..apply()
+    };
+    let target = |keep, older_than| TrimTarget::Rq {
+        queue: "default".into(),
+        registry: plimsoll::RqRegistry::Finished,
+        selection: Selection { keep, older_than },
+    };
+    // Ended more than 30 days ago: i = 0..29, less the requeued one.
+    let dry = trim(
+        &redis,
+        &target(None, Some(Duration::from_secs(30 * 86_400))),
+        &TrimOptions {
+            apply: false,
+            ..options.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(dry.jobs, 29);
+    assert_eq!(
+        dry.skipped, 5,
+        "layouts::rq's finished jobs have no ended_at"
+    );
+    assert_eq!(dump_all(&server), before, "a dry run changes nothing");
+    let done = trim(
+        &redis,
+        &target(None, Some(Duration::from_secs(30 * 86_400))),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.jobs, 29);
+    assert_eq!(done.keys, 58, "each job's hash and result stream");
+    let after = dump_all(&server);
+    for (key, dump) in &before {
+        let gone = (1..30u64).any(|i| {
+            let id = uuid(300_000 + i);
+            key == &format!("rq:job:{id}") || key == &format!("rq:results:{id}")
+        });
+        if gone {
+            assert!(!after.contains_key(key), "{key} left");
+        } else if key != "rq:finished:default" {
+            assert_eq!(after.get(key), Some(dump), "{key} was touched");
+        }
+    }
+    assert_eq!(server.cmd(&["ZCARD", "rq:finished:default"]), "36");
+    assert_eq!(
+        server.cmd(&["ZSCORE", "rq:finished:default", &requeued]),
+        "inf"
+    );
+    // Keep the newest 5 of those left in the state.
+    let done = trim(&redis, &target(Some(5), None), &options)
+        .await
+        .unwrap();
+    assert_eq!(done.jobs, 25);
+    assert_eq!(
+        server.cmd(&["ZCARD", "rq:finished:default"]),
+        "11",
+        "5, the requeued one and 5 without ended_at"
+    );
+}
