@@ -67,6 +67,17 @@ pub enum TrimCommand {
         #[command(flatten)]
         selection: SelectionArgs,
     },
+    /// Celery's task and group results of finished tasks (SUCCESS,
+    /// FAILURE, REVOKED), by date_done; pending and running tasks are kept.
+    Celery {
+        #[command(flatten)]
+        common: Common,
+        /// What to trim (results).
+        #[arg(value_enum)]
+        what: CeleryWhatArg,
+        #[command(flatten)]
+        selection: SelectionArgs,
+    },
     /// Keys of one family from `plimsoll memory`, e.g. 'session:<uuid>'.
     Family {
         #[command(flatten)]
@@ -121,6 +132,12 @@ impl SelectionArgs {
 pub enum BullSetArg {
     Completed,
     Failed,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CeleryWhatArg {
+    /// celery-task-meta-<id> and celery-taskset-meta-<id>.
+    Results,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -211,6 +228,16 @@ pub async fn run(command: TrimCommand) -> Result<()> {
                     RqRegistryArg::Finished => RqRegistry::Finished,
                     RqRegistryArg::Failed => RqRegistry::Failed,
                 },
+                selection: selection.selection(),
+            },
+        ),
+        TrimCommand::Celery {
+            common,
+            what: CeleryWhatArg::Results,
+            selection,
+        } => (
+            common,
+            TrimTarget::CeleryResults {
                 selection: selection.selection(),
             },
         ),

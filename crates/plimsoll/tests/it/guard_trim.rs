@@ -780,3 +780,90 @@ async fn an_rq_registry_is_trimmed_by_when_jobs_ended_and_requeued_or_queued_job
         "5, the requeued one and 5 without ended_at"
     );
 }
+
+// Celery results were named by the memory report and nothing could trim
+// them.
+#[tokio::test]
+async fn celery_results_of_finished_tasks_are_trimmed_by_date_done_and_pending_ones_stay() {
+    let server = RedisServer::start();
+    let redis = Redis::connect_url(&server.url()).await.unwrap();
+    let now_secs = 1_700_000_000u64;
+    let iso = |secs: u64| {
+        humantime::format_rfc3339_micros(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+            .to_string()
+            .replace('Z', "+00:00")
+    };
+    let mut pipe = redis::pipe();
+    // 40 results kept forever (result_expires=None), finished one a day
+    // until now; every fourth failed.
+    for i in 0..40u64 {
+        let status = if i % 4 == 0 { "FAILURE" } else { "SUCCESS" };
+        pipe.cmd("SET")
+            .arg(format!("celery-task-meta-{}", uuid(400_000 + i)))
+            .arg(format!(
+                "{{\"status\":\"{status}\",\"result\":{i},\"traceback\":null,\"children\":[],\"date_done\":\"{}\",\"task_id\":\"{}\"}}",
+                iso(now_secs - (40 - i) * 86_400),
+                uuid(400_000 + i)
+            ))
+            .ignore();
+    }
+    // A task still running, its entry written long ago.
+    let running = format!("celery-task-meta-{}", uuid(499_999));
+    pipe.cmd("SET")
+        .arg(&running)
+        .arg("{\"status\":\"STARTED\",\"result\":{\"pid\":42},\"date_done\":null}")
+        .ignore();
+    // Broker messages and the rest of Celery's keys.
+    layouts::celery(&mut pipe, 10, 0);
+    run(&redis, &pipe).await.unwrap();
+    let before = dump_all(&server);
+    let options = TrimOptions {
+        clock: std::sync::Arc::new(plimsoll::ManualClock::new(now_secs * 1000)),
+        ..apply()
+    };
+    let target = |keep, older_than| TrimTarget::CeleryResults {
+        selection: Selection { keep, older_than },
+    };
+    let dry = trim(
+        &redis,
+        &target(None, Some(Duration::from_secs(20 * 86_400))),
+        &TrimOptions {
+            apply: false,
+            ..options.clone()
+        },
+    )
+    .await
+    .unwrap();
+    // Finished more than 20 days ago: i = 0..=19.
+    assert_eq!(dry.keys, 20);
+    assert_eq!(dry.skipped, 1, "the running task");
+    assert_eq!(dump_all(&server), before);
+    let done = trim(
+        &redis,
+        &target(None, Some(Duration::from_secs(20 * 86_400))),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.keys, 20);
+    let after = dump_all(&server);
+    for (key, dump) in &before {
+        let gone = (0..20u64).any(|i| key == &format!("celery-task-meta-{}", uuid(400_000 + i)));
+        if gone {
+            assert!(!after.contains_key(key), "{key} left");
+        } else {
+            assert_eq!(after.get(key), Some(dump), "{key} was touched");
+        }
+    }
+    let done = trim(&redis, &target(Some(5), None), &options)
+        .await
+        .unwrap();
+    assert_eq!(done.keys, 15);
+    assert_eq!(server.cmd(&["EXISTS", &running]), "1");
+    let left = server
+        .keys()
+        .iter()
+        .filter(|k| k.starts_with("celery-task-meta-"))
+        .count();
+    assert_eq!(left, 6, "the 5 newest and the running task");
+}
