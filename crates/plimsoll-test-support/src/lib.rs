@@ -14,11 +14,13 @@
 
 mod cluster;
 mod pair;
+mod promtool;
 mod resp;
 mod server;
 
 pub use cluster::RedisCluster;
 pub use pair::RedisPair;
+pub use promtool::assert_promtool_accepts;
 pub use server::{RedisServer, RedisServerBuilder};
 
 /// Starts one default private server: no persistence, no maxmemory.

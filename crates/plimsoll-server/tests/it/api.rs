@@ -518,27 +518,7 @@ async fn metrics_cover_queues_intake_spool_cache_and_guard_and_pass_promtool() {
         assert!(text.contains(family), "{family} missing from:\n{text}");
     }
     // Prometheus' own linter accepts it (promtool comes with the test tools).
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (package prometheus; ./scripts/test installs it)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let complaints =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && complaints.trim().is_empty(),
-        "promtool: {complaints}"
-    );
+    plimsoll_test_support::assert_promtool_accepts(&text);
 }
 
 #[tokio::test]

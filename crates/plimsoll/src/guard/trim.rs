@@ -8,8 +8,15 @@
 //! - a **BullMQ** queue's completed or failed set together with the job
 //!   hashes behind it (`bull:<queue>:<id>` and its `:logs`,
 //!   `:dependencies`, `:processed`, `:failed`, `:unsuccessful` keys), oldest
-//!   first: `ZRANGE` a batch of ids, `UNLINK` their keys, `ZREM` the ids;
-//! - **Sidekiq**'s dead or retry set, oldest first, by `ZREMRANGEBYRANK`;
+//!   first: before each batch the set is asked again (`ZRANGEBYSCORE …
+//!   LIMIT` for an age, `ZRANGE` for a count), then one `UNLINK` of the
+//!   batch's keys and `ZREM` of its ids;
+//! - **Sidekiq**'s dead set the same way (its members are the jobs), and
+//!   its retry set by each job's first failure (`ZSCAN`, `failed_at`);
+//! - an **RQ** queue's finished or failed registry, by each job's
+//!   `ended_at` (`ZSCAN`, `HMGET`), with the job hashes and result streams;
+//! - **Celery**'s results of finished tasks, by `date_done` (`SCAN MATCH`,
+//!   `GET`);
 //! - a **generic family** from the memory report (e.g. `session:<uuid>`):
 //!   keys beyond a count, or not touched for longer than an age
 //!   (`OBJECT IDLETIME`), found with `SCAN MATCH` on every primary and each
@@ -20,15 +27,16 @@
 //!   `plimsoll:<*>:jobs` reads as a generic pattern, but the keys it matches
 //!   are every queue's job records.
 //!
-//! Every command used (`SCAN`, `ZRANGE`, `UNLINK`, `ZREM`,
-//! `ZREMRANGEBYRANK`, `OBJECT`, `MEMORY USAGE`, and the janitor's script,
-//! flagged `allow-oom`) is allowed while Redis refuses writes for lack of
-//! memory, so trimming works exactly when it is needed most. `UNLINK` frees
-//! big values in a background thread. Batches are paced by the same command
-//! budget as the memory report.
+//! Every command used (reads, `SCAN`/`ZSCAN`, `UNLINK`, `ZREM`, `OBJECT`,
+//! `MEMORY USAGE`, and the janitor's script, flagged `allow-oom`) is
+//! allowed while Redis refuses writes for lack of memory, so trimming works
+//! exactly when it is needed most. `UNLINK` frees big values in a
+//! background thread. Batches are paced by the same command budget as the
+//! memory report.
 //!
 //! A dry run (the default) counts what would go and estimates the bytes
-//! from a sample of `MEMORY USAGE`; it changes nothing.
+//! from a sample of what would go, measured as the memory report measures
+//! keys; it changes nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -695,20 +703,7 @@ async fn bullmq(
         pacer.take(ids.len() as u64 + 1).await;
         // Keys first, then the ids: a crash in between leaves ids whose
         // hashes are gone, which BullMQ tolerates, never hashes nobody lists.
-        let unlinked: u64 = if one_slot {
-            redis.query(redis::cmd("UNLINK").arg(&keys)).await?
-        } else {
-            let cmds = keys
-                .iter()
-                .map(|key| {
-                    let mut cmd = redis::cmd("UNLINK");
-                    cmd.arg(key);
-                    cmd
-                })
-                .collect();
-            each::<u64>(redis, cmds).await?.iter().sum()
-        };
-        report.keys += unlinked;
+        report.keys += unlink(redis, &keys, one_slot).await?;
         let gone: u64 = redis.query(redis::cmd("ZREM").arg(&zkey).arg(&ids)).await?;
         removed += gone;
         report.batches += 1;
@@ -763,6 +758,27 @@ async fn sidekiq(
     }
     report.jobs = removed;
     Ok(())
+}
+
+/// UNLINKs `keys`: in one command when they are known to share a slot
+/// (or Redis is one server), else one command per key, each routed to its
+/// node. Returns how many existed.
+async fn unlink(redis: &Redis, keys: &[String], one_slot: bool) -> Result<u64> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    if one_slot {
+        return redis.query(redis::cmd("UNLINK").arg(keys)).await;
+    }
+    let cmds = keys
+        .iter()
+        .map(|key| {
+            let mut cmd = redis::cmd("UNLINK");
+            cmd.arg(key);
+            cmd
+        })
+        .collect();
+    Ok(each::<u64>(redis, cmds).await?.iter().sum())
 }
 
 /// Keys RQ keeps per job besides its hash `rq:job:<id>`.
@@ -915,20 +931,8 @@ async fn rq(
         pacer.take(ids.len() as u64 + 1).await;
         // Keys first, then the ids: a crash in between leaves ids whose jobs
         // are gone, which RQ's own cleanup removes.
-        let unlinked: u64 = if redis.is_cluster() {
-            let cmds = keys
-                .iter()
-                .map(|key| {
-                    let mut cmd = redis::cmd("UNLINK");
-                    cmd.arg(key);
-                    cmd
-                })
-                .collect();
-            each::<u64>(redis, cmds).await?.iter().sum()
-        } else {
-            redis.query(redis::cmd("UNLINK").arg(&keys)).await?
-        };
-        report.keys += unlinked;
+        // RQ has no cluster support, so its keys share no hash tag.
+        report.keys += unlink(redis, &keys, !redis.is_cluster()).await?;
         let gone: u64 = redis.query(redis::cmd("ZREM").arg(&key).arg(&ids)).await?;
         removed += gone;
         report.batches += 1;
