@@ -63,6 +63,11 @@ pub enum ErrorKind {
     /// This machine refused something Plimsoll needed (a thread, a
     /// runtime); the message says what.
     System,
+    /// A local file could not be read or written (the guard's history, a
+    /// spool): the disk is full, a folder is not writable, the device
+    /// failed. The message names the file and the operating system's
+    /// reason. Not the caller's input: fix the machine, then retry.
+    Io,
     /// Redis may evict keys under memory pressure (its `maxmemory-policy`
     /// is not `noeviction`), so jobs and idempotency keys could vanish
     /// without a trace. The message names the node and the policy. Set the
@@ -89,6 +94,7 @@ impl ErrorKind {
             Self::ShuttingDown => "shutting down",
             Self::System => "the operating system refused a resource",
             Self::EvictingRedis => "Redis may evict keys",
+            Self::Io => "a local file could not be read or written",
         }
     }
 }
@@ -125,6 +131,19 @@ impl Error {
 
     pub(crate) fn corrupt(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Corrupt, message)
+    }
+
+    /// An [`Io`](ErrorKind::Io) error about `path`; `what` names the file
+    /// for the reader ("guard history file").
+    pub(crate) fn io(what: &str, path: &std::path::Path, err: std::io::Error) -> Self {
+        Self::new(ErrorKind::Io, format!("{what} {}: {err}", path.display())).with_source(err)
+    }
+
+    /// A copy for each of several callers that share one failed call (a
+    /// batch of enqueues written together); the source stays with the
+    /// original.
+    pub(crate) fn replicate(&self) -> Self {
+        Self::new(self.kind, self.message.clone())
     }
 
     /// What went wrong.

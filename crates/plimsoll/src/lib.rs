@@ -34,12 +34,14 @@
 
 pub mod cache;
 pub mod clock;
+mod compress;
 pub mod connection;
 pub mod error;
 pub mod guard;
 pub mod keyspace;
 pub mod queue;
 pub mod redis_policy;
+pub mod service;
 pub mod units;
 pub mod worker;
 

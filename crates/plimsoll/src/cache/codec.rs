@@ -17,16 +17,16 @@
 //! changes shape between deploys should change its key (or namespace): a
 //! reordered struct can still decode.
 //!
-//! Large values are zstd-compressed (level 1, per-thread context shared with
-//! the queue's records) when that saves at least 1/16: Redis memory is the
-//! resource Plimsoll exists to protect.
+//! Large values are zstd-compressed (level 1, with the per-thread contexts
+//! of `crate::compress` that the queue's records use too) when that saves
+//! at least 1/16: Redis memory is the resource Plimsoll exists to protect.
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::compress;
 use crate::error::{Error, ErrorKind, Result};
-use crate::queue::record::{zstd_compress, zstd_decompress_at_most};
 
 /// Format byte of a value stored as postcard.
 const PLAIN: u8 = 0xC1;
@@ -67,7 +67,7 @@ impl Codec {
         }
         if self.compress_above.is_some_and(|above| size >= above)
             && let Some(compressed) =
-                zstd_compress(ZSTD_LEVEL, &out[1..]).filter(|c| c.len() <= size - size / 16)
+                compress::compress(ZSTD_LEVEL, &out[1..]).filter(|c| c.len() <= size - size / 16)
         {
             out.clear();
             out.push(ZSTD);
@@ -84,7 +84,7 @@ impl Codec {
             Some((&PLAIN, body)) => body,
             Some((&ZSTD, body)) => {
                 decompressed =
-                    zstd_decompress_at_most(body, self.max_value_bytes as u64, "cache value")?;
+                    compress::decompress_at_most(body, self.max_value_bytes as u64, "cache value")?;
                 &decompressed[..]
             }
             _ => {

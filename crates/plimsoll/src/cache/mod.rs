@@ -367,7 +367,7 @@ async fn connect_in_background(connector: Weak<Connector>) {
         }
         drop(this);
         failures += 1;
-        tokio::time::sleep(crate::worker::services::error_backoff(failures)).await;
+        tokio::time::sleep(crate::service::error_backoff(failures)).await;
     }
 }
 

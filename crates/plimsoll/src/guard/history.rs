@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::attribute::report::{append_line, count_lines, io_error};
+use super::jsonl::{append_line, count_lines, io_error};
 use super::thresholds::LevelState;
 use crate::error::Result;
 

@@ -66,6 +66,7 @@ pub mod alerts;
 pub mod attribute;
 pub mod forecast;
 pub mod history;
+mod jsonl;
 pub mod refresh;
 pub mod sampler;
 pub mod sinks;
@@ -402,15 +403,14 @@ impl Guard {
     /// Starts the watch and report services; they stop when `shutdown`
     /// fires (see the module docs for the order).
     pub fn start(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
-        let mut tasks = vec![crate::worker::services::spawn(
+        let mut tasks = vec![crate::service::spawn(
             watch::Watch::new(self.clone()),
             shutdown.clone(),
         )];
         if self.inner.settings.attribute_interval.is_some() {
-            tasks.push(crate::worker::services::spawn_wakeable(
+            tasks.push(crate::service::spawn(
                 refresh::Refresh::new(self.clone()),
                 shutdown,
-                Some(self.inner.report_wanted.clone()),
             ));
         }
         tasks

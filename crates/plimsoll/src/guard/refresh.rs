@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::Guard;
 use crate::error::Result;
-use crate::worker::services::Service;
+use crate::service::Service;
 
 /// Time between memory reports.
 pub const DEFAULT_ATTRIBUTE_INTERVAL: Duration = Duration::from_secs(15 * 60);
@@ -40,5 +40,10 @@ impl Service for Refresh {
             .guard
             .attribute_interval()
             .unwrap_or(DEFAULT_ATTRIBUTE_INTERVAL))
+    }
+
+    /// A notification sent during a round starts the next one at once.
+    async fn woken(&self) {
+        self.guard.inner.report_wanted.notified().await
     }
 }

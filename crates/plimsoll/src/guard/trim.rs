@@ -1235,11 +1235,11 @@ async fn plimsoll(
     let mut removed = 0;
     loop {
         let budget = options.batch.min(10_000);
-        let (c, d) = crate::worker::services::janitor::Janitor::trim(&queue, budget).await?;
+        let trimmed = queue.trim_retained(budget).await?;
         report.batches += 1;
         report.commands += 1;
-        removed += c + d;
-        if c + d == 0 {
+        removed += trimmed.total();
+        if trimmed.total() == 0 {
             break;
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::Guard;
 use crate::error::Result;
-use crate::worker::services::Service;
+use crate::service::Service;
 
 /// Time between readings. At 10 s, a day of history is 8,640 readings.
 pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);

@@ -178,13 +178,6 @@ impl From<BulkError> for Error {
     }
 }
 
-impl Error {
-    /// A copy for each of several callers that share one failed call.
-    pub(crate) fn replicate(&self) -> Error {
-        Error::new(self.kind(), self.message().to_string())
-    }
-}
-
 impl Queue {
     /// Enqueues one job. Returns once the job is in Redis.
     ///

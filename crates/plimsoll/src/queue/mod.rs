@@ -37,6 +37,7 @@ mod inspect;
 pub(crate) mod job;
 pub(crate) mod record;
 mod registry;
+mod retained;
 pub(crate) mod scripts;
 
 use std::fmt;
@@ -63,6 +64,7 @@ pub use inspect::{
 pub use job::{Enqueued, HIGHEST_PRIORITY, JobId, JobInfo, JobState, LOWEST_PRIORITY, NewJob};
 pub use record::{Compression, DEFAULT_COMPRESSION};
 pub use registry::{DISCOVERY_SCAN_CALLS, REGISTER_RETRY, REGISTER_WAIT, REGISTRY_REFRESH};
+pub use retained::Trimmed;
 
 use crate::clock::RedisClock;
 use crate::connection::Redis;

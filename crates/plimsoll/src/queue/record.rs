@@ -24,8 +24,7 @@
 //! a record and fails its job for good (it waits in the dead set, from
 //! which a newer worker can retry it): upgrade workers before producers.
 
-use std::cell::RefCell;
-
+use crate::compress;
 use crate::error::{Error, Result};
 
 /// The record format this version writes and reads.
@@ -34,11 +33,9 @@ pub(crate) const RECORD_VERSION: u8 = 1;
 pub(crate) const HEADER_LEN: usize = 24;
 /// Flag: the payload is a zstd frame.
 const FLAG_ZSTD: u8 = 1;
-/// Flag, with [`FLAG_ZSTD`]: the frame was made with [`JSON_DICTIONARY`].
+/// Flag, with [`FLAG_ZSTD`]: the frame was made with
+/// [`compress::JSON_DICTIONARY`].
 const FLAG_JSON_DICTIONARY: u8 = 2;
-/// The zstd dictionary of payloads (8 KiB; see the module docs). Never edit:
-/// records in Redis need these exact bytes to be read.
-pub(crate) const JSON_DICTIONARY: &[u8] = include_bytes!("../../dict/json-v1.zdict");
 /// Payloads smaller than this are stored as they are: zstd's frame overhead
 /// eats the gain.
 pub(crate) const COMPRESS_MIN_BYTES: usize = 128;
@@ -75,7 +72,7 @@ pub(crate) enum Stored {
     /// A zstd frame made without a dictionary (records written before the
     /// dictionary).
     Zstd,
-    /// A zstd frame made with [`JSON_DICTIONARY`].
+    /// A zstd frame made with [`compress::JSON_DICTIONARY`].
     ZstdJsonDictionary,
 }
 
@@ -119,123 +116,16 @@ pub(crate) struct Record {
     pub(crate) last_error: Option<String>,
 }
 
-thread_local! {
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { RefCell::new(None) };
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { RefCell::new(None) };
-    // Payloads' own contexts, with the dictionary loaded once per thread
-    // (loading it costs more than compressing a kilobyte with it). Kept
-    // apart from the plain ones: a frame made without a dictionary must be
-    // decoded without one (its repeat offsets start from zstd's defaults).
-    static PAYLOAD_COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { RefCell::new(None) };
-    static PAYLOAD_DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { RefCell::new(None) };
-}
-
-/// Compresses with a per-thread zstd context (creating one costs more than
-/// compressing a kilobyte). Shared with the cache's codec.
-pub(crate) fn zstd_compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
-        }
-        let (_, compressor) = slot.as_mut()?;
-        compressor.compress(data).ok()
-    })
-}
-
-/// Appends `data` compressed with [`JSON_DICTIONARY`] to `out` if the frame
-/// fits in `max` bytes, and returns whether it did; otherwise `out` is left
-/// as it was. Compressing in place saves a buffer and a copy per record.
-fn payload_compress_into(level: i32, data: &[u8], out: &mut Vec<u8>, max: usize) -> bool {
-    let start = out.len();
-    out.resize(start + max, 0);
-    let written = PAYLOAD_COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            let mut compressor =
-                zstd::bulk::Compressor::with_dictionary(level, JSON_DICTIONARY).ok()?;
-            // zstd's negative levels skip entropy-coding literals; with the
-            // dictionary's ready Huffman table that coding is cheap, and on
-            // JSON it is most of the gain, so keep it on at every level.
-            compressor
-                .set_parameter(zstd::zstd_safe::CParameter::LiteralCompressionMode(
-                    zstd::zstd_safe::ParamSwitch::Enable,
-                ))
-                .ok()?;
-            *slot = Some((level, compressor));
-        }
-        let (_, compressor) = slot.as_mut()?;
-        // A frame larger than `max` fails with "destination too small": it
-        // would not have paid.
-        compressor.compress_to_buffer(data, &mut out[start..]).ok()
-    });
-    match written {
-        Some(n) => {
-            out.truncate(start + n);
-            true
-        }
-        None => {
-            out.truncate(start);
-            false
-        }
-    }
-}
-
 /// The payload as given, decompressed as its record says.
 fn payload_decode(stored: Stored, data: &[u8]) -> Result<Vec<u8>> {
     let what = "job payload";
     match stored {
         Stored::Raw => Ok(data.to_vec()),
-        Stored::Zstd => zstd_decompress_at_most(data, MAX_DECOMPRESSED, what),
-        Stored::ZstdJsonDictionary => decompress_with(
-            &PAYLOAD_DECOMPRESSOR,
-            JSON_DICTIONARY,
-            data,
-            MAX_DECOMPRESSED,
-            what,
-        ),
-    }
-}
-
-/// Decompresses one zstd frame of at most `max` bytes, made without a
-/// dictionary, with a per-thread context; `what` names the data in errors.
-/// Shared with the cache's codec.
-pub(crate) fn zstd_decompress_at_most(data: &[u8], max: u64, what: &str) -> Result<Vec<u8>> {
-    decompress_with(&DECOMPRESSOR, &[], data, max, what)
-}
-
-type DecompressorSlot = std::thread::LocalKey<RefCell<Option<zstd::bulk::Decompressor<'static>>>>;
-
-/// Decompresses one frame of at most `max` bytes with the thread's context
-/// in `slot`, made on first use with `dictionary` (none when empty).
-fn decompress_with(
-    slot: &'static DecompressorSlot,
-    dictionary: &[u8],
-    data: &[u8],
-    max: u64,
-    what: &str,
-) -> Result<Vec<u8>> {
-    let size = match zstd::zstd_safe::get_frame_content_size(data) {
-        Ok(Some(size)) if size <= max => size as usize,
-        _ => return Err(Error::corrupt(format!("{what} is not a valid zstd frame"))),
-    };
-    slot.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(
-                zstd::bulk::Decompressor::with_dictionary(dictionary)
-                    .map_err(|e| Error::corrupt(format!("zstd: {e}")))?,
-            );
+        Stored::Zstd => compress::decompress_at_most(data, MAX_DECOMPRESSED, what),
+        Stored::ZstdJsonDictionary => {
+            compress::json_decompress_at_most(data, MAX_DECOMPRESSED, what)
         }
-        let decompressor = slot.as_mut().expect("set above");
-        decompressor
-            .decompress(data, size)
-            .map_err(|e| Error::corrupt(format!("{what} does not decompress: {e}")))
-    })
+    }
 }
 
 /// Builds a record for a new job.
@@ -254,7 +144,12 @@ pub(crate) fn encode(payload: &[u8], header: &Header, compression: Compression) 
     // Compress straight behind the header: no second buffer, no copy.
     let stored = match compression {
         Compression::Zstd { level } if payload.len() >= COMPRESS_MIN_BYTES => {
-            if payload_compress_into(level, payload, &mut rec, payload.len() - payload.len() / 16) {
+            if compress::json_compress_into(
+                level,
+                payload,
+                &mut rec,
+                payload.len() - payload.len() / 16,
+            ) {
                 Stored::ZstdJsonDictionary
             } else {
                 Stored::Raw
@@ -371,7 +266,7 @@ mod tests {
     fn the_dictionary_makes_webhook_json_smaller_than_plain_zstd() {
         let payload = GITHUB_WEBHOOK.as_bytes();
         let with_dictionary = encode(payload, &header(), DEFAULT_COMPRESSION).len() - HEADER_LEN;
-        let without = zstd_compress(1, payload).unwrap().len();
+        let without = compress::compress(1, payload).unwrap().len();
         assert!(
             with_dictionary * 10 <= without * 9,
             "{with_dictionary} bytes with the dictionary, {without} without, of {}",
@@ -390,7 +285,7 @@ mod tests {
         // As Plimsoll wrote compressed records before the dictionary: flag
         // bit 0 alone and a plain zstd frame.
         let payload = GITHUB_WEBHOOK.as_bytes();
-        let frame = zstd_compress(1, payload).unwrap();
+        let frame = compress::compress(1, payload).unwrap();
         let mut rec = encode(b"", &header(), Compression::Off);
         rec[1] = FLAG_ZSTD;
         rec[20..24].copy_from_slice(&(frame.len() as u32).to_be_bytes());
@@ -407,7 +302,11 @@ mod tests {
         // shared/BENCH.md's payload is compared across queues; a dictionary
         // that knew it would flatter Plimsoll's figures.
         let body = include_str!("../../../../bench/payload_body.txt").trim();
-        let contains = |needle: &[u8]| JSON_DICTIONARY.windows(needle.len()).any(|w| w == needle);
+        let contains = |needle: &[u8]| {
+            crate::compress::JSON_DICTIONARY
+                .windows(needle.len())
+                .any(|w| w == needle)
+        };
         for piece in body.as_bytes().chunks(24).filter(|c| c.len() == 24) {
             assert!(!contains(piece), "{:?}", String::from_utf8_lossy(piece));
         }

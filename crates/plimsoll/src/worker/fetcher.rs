@@ -22,13 +22,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{Lease, LeaseKey};
-use super::services::error_backoff;
 use super::settler::Settle;
 use super::{Handler, MAX_FETCH, MAX_IN_HAND, Shared, run_job};
 use crate::clock::ms;
 use crate::connection::Redis;
 use crate::error::{Error, Result};
 use crate::queue::scripts::{self, SCRIPTS};
+use crate::service::error_backoff;
 
 type Fetched = Vec<(LeaseKey, Vec<u8>)>;
 

@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::lease::LeaseKey;
-use super::services::Service;
 use crate::clock::ms;
 use crate::error::Result;
 use crate::queue::scripts::SCRIPTS;
+use crate::service::Service;
 
 /// Of a lease, the part after its last renewal at which an unrenewed lease
 /// is given up: its handler then has the rest (a sixth: 5 s of the default

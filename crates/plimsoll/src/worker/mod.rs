@@ -415,11 +415,11 @@ impl WorkerBuilder {
             stop_fetching.clone(),
         ));
         let mut services = vec![
-            services::spawn(
+            crate::service::spawn(
                 heartbeat::Heartbeat::new(shared.clone()),
                 stop_services.clone(),
             ),
-            services::spawn(
+            crate::service::spawn(
                 heartbeat::LeaseWatch::new(shared.clone()),
                 stop_services.clone(),
             ),

@@ -24,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::lease::{LeaseKey, lease_groups};
-use super::services::error_backoff;
 use crate::error::{Error, Result};
 use crate::queue::scripts::{self, SCRIPTS};
+use crate::service::error_backoff;
 
 /// The most outcomes one flush writes (in script calls of up to 1,000 ids, 100 failures).
 const MAX_FLUSH: usize = 5_000;

@@ -15,7 +15,7 @@
 //! sample).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,7 @@ use super::overhead::OutsideKeys;
 use super::scan::{JobState, Moments, NodeScan, Tally};
 use crate::connection::Redis;
 use crate::error::Result;
+use crate::guard::jsonl;
 
 /// Consecutive growing intervals that make a leak suspect.
 pub const LEAK_MIN_STEPS: usize = 3;
@@ -613,7 +614,7 @@ impl ReportHistory {
                 }
             }
         }
-        history.file_lines = count_lines(&path);
+        history.file_lines = jsonl::count_lines(&path);
         history.path = Some(path);
         Ok(history)
     }
@@ -688,7 +689,7 @@ impl ReportHistory {
                 .collect(),
         };
         if let Some(path) = &self.path {
-            append_line(path, &snapshot, &mut self.file_lines, self.limit, || {
+            jsonl::append_line(path, &snapshot, &mut self.file_lines, self.limit, || {
                 self.snapshots
                     .iter()
                     .cloned()
@@ -699,57 +700,6 @@ impl ReportHistory {
         self.push_bounded(snapshot);
         Ok(())
     }
-}
-
-/// Appends `item` as a JSON line to the file that holds `*lines` lines;
-/// when it would hold more than twice `limit`, rewrites it with the last
-/// `limit` of `all()` instead (write + rename, so a crash leaves the old
-/// file or the new, never half of one).
-pub(crate) fn append_line<T: Serialize>(
-    path: &Path,
-    item: &T,
-    lines: &mut usize,
-    limit: usize,
-    all: impl FnOnce() -> Vec<T>,
-) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io_error(path, e))?;
-    }
-    if *lines + 1 > 2 * limit.max(1) {
-        let items = all();
-        let skip = items.len().saturating_sub(limit);
-        let tmp = path.with_extension("tmp");
-        let mut out = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
-        for item in &items[skip..] {
-            writeln!(out, "{}", serde_json::to_string(item)?).map_err(|e| io_error(&tmp, e))?;
-        }
-        out.sync_all().map_err(|e| io_error(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
-        *lines = items.len() - skip;
-        return Ok(());
-    }
-    let mut out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| io_error(path, e))?;
-    writeln!(out, "{}", serde_json::to_string(item)?).map_err(|e| io_error(path, e))?;
-    *lines += 1;
-    Ok(())
-}
-
-pub(crate) fn count_lines(path: &Path) -> usize {
-    std::fs::File::open(path)
-        .map(|f| std::io::BufReader::new(f).lines().count())
-        .unwrap_or(0)
-}
-
-pub(crate) fn io_error(path: &Path, err: std::io::Error) -> crate::Error {
-    crate::Error::new(
-        crate::ErrorKind::InvalidInput,
-        format!("guard history file {}: {err}", path.display()),
-    )
-    .with_source(err)
 }
 
 #[cfg(test)]
@@ -815,7 +765,11 @@ mod tests {
         for i in 0..20 {
             history.record(&mut report(i, i)).unwrap();
         }
-        assert!(count_lines(&path) <= 6, "{}", count_lines(&path));
+        assert!(
+            jsonl::count_lines(&path) <= 6,
+            "{}",
+            jsonl::count_lines(&path)
+        );
         assert_eq!(ReportHistory::open(&path, 3).unwrap().len(), 3);
     }
 }

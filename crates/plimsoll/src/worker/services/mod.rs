@@ -1,7 +1,6 @@
 //! Background services of a queue, one file each, with a common shape: a
-//! `Config` with named defaults, and a `Service` whose `run_once` does one
-//! round of work and says how long to wait before the next. `spawn` runs
-//! one until its shutdown token fires, backing off after errors.
+//! `Config` with named defaults, and a [`Service`](crate::service::Service)
+//! run by [`crate::service::spawn`].
 //!
 //! - [`promoter`]: scheduled → waiting when due (delays, retry backoff).
 //! - [`rescuer`]: active → waiting when a lease expired (crashed or stuck
@@ -19,9 +18,6 @@ pub mod janitor;
 pub mod promoter;
 pub mod rescuer;
 
-use std::future::Future;
-use std::time::Duration;
-
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +28,7 @@ pub use rescuer::RescuerConfig;
 use super::WorkerConfig;
 use crate::error::Result;
 use crate::queue::Queue;
+use crate::service::spawn;
 
 /// Settings of the maintenance services run on their own.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,58 +78,6 @@ impl Maintenance {
     }
 }
 
-/// One background service.
-pub(crate) trait Service: Send + 'static {
-    /// For logs.
-    const NAME: &'static str;
-
-    /// Does one round of work; returns how long to wait before the next.
-    fn run_once(&mut self) -> impl Future<Output = Result<Duration>> + Send;
-}
-
-/// Runs `service` until `shutdown` fires. A round in progress finishes first
-/// (each is one or a few script calls).
-pub(crate) fn spawn<S: Service>(service: S, shutdown: CancellationToken) -> JoinHandle<()> {
-    spawn_wakeable(service, shutdown, None)
-}
-
-/// [`spawn`], whose wait between rounds `wake` can cut short (a
-/// notification sent during a round starts the next one at once).
-pub(crate) fn spawn_wakeable<S: Service>(
-    mut service: S,
-    shutdown: CancellationToken,
-    wake: Option<std::sync::Arc<tokio::sync::Notify>>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut failures = 0u32;
-        loop {
-            let wait = match service.run_once().await {
-                Ok(wait) => {
-                    failures = 0;
-                    wait
-                }
-                Err(err) => {
-                    failures += 1;
-                    tracing::warn!(service = S::NAME, error = %err, failures, "service round failed");
-                    error_backoff(failures)
-                }
-            };
-            let woken = async {
-                match &wake {
-                    Some(wake) => wake.notified().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(wait) => {}
-                () = woken => {}
-            }
-        }
-    })
-}
-
 /// The promoter, rescuer and janitor of `queue`.
 pub(crate) fn spawn_maintenance(
     queue: &Queue,
@@ -166,22 +111,4 @@ fn spawn_all(
             shutdown.clone(),
         ),
     ]
-}
-
-/// Wait after the n-th failure in a row: 100 ms doubling to 5 s.
-pub(crate) fn error_backoff(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(6);
-    Duration::from_millis(100 << exponent).min(Duration::from_secs(5))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_backoff_grows_and_caps() {
-        assert_eq!(error_backoff(1), Duration::from_millis(100));
-        assert_eq!(error_backoff(2), Duration::from_millis(200));
-        assert_eq!(error_backoff(50), Duration::from_secs(5));
-    }
 }

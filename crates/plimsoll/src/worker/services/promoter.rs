@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use super::Service;
 use crate::error::{Error, Result};
 use crate::queue::Queue;
 use crate::queue::scripts::{self, SCRIPTS};
+use crate::service::Service;
 
 /// Longest sleep between two promotion rounds: the worst lateness of a
 /// delayed job that was scheduled while the promoter slept.

@@ -14,10 +14,10 @@
 
 use std::time::Duration;
 
-use super::Service;
 use crate::error::{Error, Result};
 use crate::queue::Queue;
 use crate::queue::scripts::{self, SCRIPTS};
+use crate::service::Service;
 
 /// How often the rescuer looks for expired leases. A crashed worker's job
 /// runs again at most the lease plus this long after the crash.
