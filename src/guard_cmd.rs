@@ -17,7 +17,10 @@ use plimsoll::guard::{AttributeConfig, ForecastConfig, GuardStats};
 use plimsoll::{Alert, AlertSink, Guard, GuardConfig, WebhookSink};
 use tokio_util::sync::CancellationToken;
 
-use crate::util::{RedisArgs, human_bytes, parse_bytes, parse_duration, state_dir};
+use crate::util::{
+    OrOff, RedisArgs, addr_or_off, duration_or_off, human_bytes, parse_bytes, parse_duration,
+    state_dir,
+};
 
 /// Settings of `plimsoll guard`.
 #[derive(Debug, Args)]
@@ -79,12 +82,12 @@ pub struct GuardArgs {
 
     /// Serve Prometheus metrics (/metrics), /stats and /healthz here; `off`
     /// to not serve them.
-    #[arg(long, default_value = "127.0.0.1:9464")]
-    metrics_listen: String,
+    #[arg(long, default_value = "127.0.0.1:9464", value_parser = addr_or_off)]
+    metrics_listen: OrOff<SocketAddr>,
 
     /// Time between memory reports per key family; `off` for none.
-    #[arg(long, default_value = "15m")]
-    attribute_every: String,
+    #[arg(long, default_value = "15m", value_parser = duration_or_off)]
+    attribute_every: OrOff<Duration>,
 
     /// Commands per second per node a memory report may send.
     #[arg(long, default_value_t = plimsoll::guard::attribute::scan::DEFAULT_COMMAND_BUDGET)]
@@ -146,13 +149,7 @@ pub async fn run(args: GuardArgs) -> Result<()> {
     }
     let shutdown = CancellationToken::new();
     let mut tasks = guard.start(shutdown.clone());
-    if args.metrics_listen != "off" {
-        let addr: SocketAddr = args.metrics_listen.parse().with_context(|| {
-            format!(
-                "--metrics-listen {:?} is not an address",
-                args.metrics_listen
-            )
-        })?;
+    if let OrOff(Some(addr)) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for metrics"))?;
@@ -188,10 +185,7 @@ fn config(args: &GuardArgs, redis: &plimsoll::Redis) -> Result<GuardConfig> {
     for url in &args.slack_webhook {
         sinks.push(Arc::new(WebhookSink::slack(url)?));
     }
-    let attribute_interval = match args.attribute_every.as_str() {
-        "off" | "none" | "0" => None,
-        text => Some(parse_duration(text).map_err(anyhow::Error::msg)?),
-    };
+    let OrOff(attribute_interval) = args.attribute_every;
     let history_dir = if args.no_history {
         None
     } else {
@@ -229,7 +223,7 @@ fn config(args: &GuardArgs, redis: &plimsoll::Redis) -> Result<GuardConfig> {
 
 async fn once(guard: &Guard, args: &GuardArgs) -> Result<()> {
     guard.sample_once().await?;
-    if args.attribute_every != "off" {
+    if args.attribute_every.0.is_some() {
         guard.attribute_once().await?;
     }
     let stats = guard.stats();

@@ -1,10 +1,13 @@
 //! `plimsoll serve`: the main job.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
 use plimsoll_server::config::{Overrides, ServerConfig};
+
+use crate::util::{OrOff, addr_or_off};
 
 /// Settings of `plimsoll serve` given as flags; the file and `PLIMSOLL_…`
 /// variables hold the rest (see README.md, "Configuration").
@@ -16,10 +19,10 @@ pub struct ServeArgs {
     config: Option<PathBuf>,
     /// Address of the API and dashboard (default 127.0.0.1:8080).
     #[arg(long)]
-    listen: Option<String>,
-    /// Address of /metrics (default 127.0.0.1:9464; "" turns it off).
-    #[arg(long)]
-    metrics_listen: Option<String>,
+    listen: Option<SocketAddr>,
+    /// Address of /metrics (default 127.0.0.1:9464; `off` turns it off).
+    #[arg(long, value_parser = addr_or_off)]
+    metrics_listen: Option<OrOff<SocketAddr>>,
     /// Redis URL. Without one: 127.0.0.1:6379 if it answers, else a private
     /// redis-server in the data folder.
     #[arg(long)]
@@ -31,8 +34,11 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     let overrides = Overrides {
-        listen: args.listen,
-        metrics_listen: args.metrics_listen,
+        listen: args.listen.map(|addr| addr.to_string()),
+        metrics_listen: args.metrics_listen.map(|OrOff(addr)| match addr {
+            Some(addr) => addr.to_string(),
+            None => "off".to_string(),
+        }),
         redis_url: args.redis,
         data_dir: args.data_dir,
         tokens: Vec::new(),

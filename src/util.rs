@@ -40,44 +40,6 @@ impl RedisArgs {
     }
 }
 
-/// Parses `10s`, `5m`, `250ms`, `2h 30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (try e.g. 500ms, 10s, 5m, 2h)"))
-}
-
-/// Parses `512MiB`, `8GiB`, `8GB`, `1048576`: sizes for limits.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (try e.g. 512MiB, 8GiB)"))?;
-    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" => 1e12,
-        "tib" => 1024.0f64.powi(4),
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} (try B, KiB, MiB, GiB, TiB)"
-            ));
-        }
-    };
-    let bytes = number * factor;
-    if !(1.0..=1e15).contains(&bytes) {
-        return Err(format!("{text:?} is out of range"));
-    }
-    Ok(bytes as u64)
-}
-
 /// `.plimsoll/<kind>/<host_port>`: where a command keeps local state about
 /// one Redis (its guard history, its previous memory reports).
 pub fn state_dir(kind: &str, redis: &Redis) -> std::path::PathBuf {
@@ -107,7 +69,27 @@ pub fn state_dir(kind: &str, redis: &Redis) -> std::path::PathBuf {
     std::path::Path::new(".plimsoll").join(kind).join(safe)
 }
 
-pub use plimsoll::units::human_bytes;
+pub use plimsoll::units::{human_bytes, parse_bytes, parse_duration};
+
+/// A flag's value or `off`: the one spelling of "none" for every
+/// subcommand's flags and the server's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrOff<T>(pub Option<T>);
+
+/// `off`, or a duration.
+pub fn duration_or_off(text: &str) -> Result<OrOff<Duration>, String> {
+    if text.trim() == "off" {
+        return Ok(OrOff(None));
+    }
+    parse_duration(text)
+        .map(|d| OrOff(Some(d)))
+        .map_err(|e| format!("{e}; or off"))
+}
+
+/// `off`, or an address like 127.0.0.1:9464.
+pub fn addr_or_off(text: &str) -> Result<OrOff<std::net::SocketAddr>, String> {
+    plimsoll_server::config::parse_listen_or_off(text).map(OrOff)
+}
 
 /// `INFO <section>` as (field, value) pairs.
 pub async fn info(
@@ -161,20 +143,5 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(64 << 20), "64.0 MiB");
-    }
-
-    #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
-        assert_eq!(parse_bytes("8GB").unwrap(), 8_000_000_000);
-        assert_eq!(parse_bytes("1048576").unwrap(), 1 << 20);
-        assert!(parse_bytes("lots").is_err());
-        assert!(parse_bytes("5 parsecs").unwrap_err().contains("unit"));
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("soon").unwrap_err().contains("try e.g."));
     }
 }

@@ -474,6 +474,39 @@ fn guard_once_prints_the_figures() {
     assert!(human.contains("of 64.0 MiB"), "{human}");
 }
 
+// `--attribute-every none` was taken for a duration by the service and
+// for "on" by `--once`, which ran a report anyway: "off" is now the one
+// spelling, checked by clap, and anything else that is not a duration is
+// refused before Redis is touched.
+#[test]
+fn guard_once_with_attribute_every_off_runs_no_report_and_none_is_refused() {
+    let redis = RedisServer::builder().maxmemory(64 << 20).start();
+    bullmq_and_sessions(&redis, 10);
+    let out = run_ok(&[
+        "guard",
+        "--redis",
+        &redis.url(),
+        "--once",
+        "--json",
+        "--no-history",
+        "--attribute-every",
+        "off",
+    ]);
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(stats["report"].is_null(), "{stats}");
+    let refused = plimsoll()
+        .args(["guard", "--redis", &redis.url(), "--once", "--no-history"])
+        .args(["--attribute-every", "none"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--attribute-every") && stderr.contains("off"),
+        "{stderr}"
+    );
+}
+
 // `plimsoll guard` waited for Ctrl-C only: a service manager's SIGTERM
 // killed it without stopping its services.
 #[test]
