@@ -152,14 +152,9 @@ pub async fn refuse_durability(redis: &Redis, durability: crate::Durability) -> 
         return Ok(());
     }
     for primary in redis.primaries().await? {
-        let info: String = primary
-            .redis
-            .query(redis::cmd("INFO").arg("server"))
-            .await?;
-        let version = info_field(&info, "redis_version").unwrap_or("unknown");
-        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-        let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        if found < WAITAOF_SINCE {
+        let info = primary.redis.info(&["server"]).await?;
+        let version = info.get("redis_version").unwrap_or("unknown");
+        if info.version() < WAITAOF_SINCE {
             return Err(Error::invalid(format!(
                 "durability replicas-aof needs Redis 7.2 or later (WAITAOF); {} runs {version}: \
                  use durability replicas, which waits for the replicas' memory",
@@ -177,8 +172,8 @@ pub async fn refuse_eviction(redis: &Redis) -> Result<()> {
 }
 
 pub(crate) async fn inspect_node(address: &str, node: &Redis) -> Result<NodePolicy> {
-    let memory: String = node.query(redis::cmd("INFO").arg("memory")).await?;
-    let maxmemory_policy = match info_field(&memory, "maxmemory_policy") {
+    let memory = node.info(&["memory"]).await?;
+    let maxmemory_policy = match memory.get("maxmemory_policy") {
         Some(policy) => policy.to_string(),
         None => config_get(node, "maxmemory-policy").await.ok_or_else(|| {
             Error::new(
@@ -191,8 +186,8 @@ pub(crate) async fn inspect_node(address: &str, node: &Redis) -> Result<NodePoli
             )
         })?,
     };
-    let persistence: String = node.query(redis::cmd("INFO").arg("persistence")).await?;
-    let appendonly = info_field(&persistence, "aof_enabled").map(|v| v == "1");
+    let persistence = node.info(&["persistence"]).await?;
+    let appendonly = persistence.get("aof_enabled").map(|v| v == "1");
     let appendfsync = config_get(node, "appendfsync").await;
     Ok(NodePolicy {
         address: address.to_string(),
@@ -200,12 +195,6 @@ pub(crate) async fn inspect_node(address: &str, node: &Redis) -> Result<NodePoli
         appendonly,
         appendfsync,
     })
-}
-
-fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
-    info.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
 }
 
 /// `CONFIG GET name`, or `None` when it is refused (ACL, renamed command,
@@ -278,13 +267,5 @@ mod tests {
         .warnings();
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("appendonly no"), "{warnings:?}");
-    }
-
-    #[test]
-    fn info_fields_are_read_by_name() {
-        let info = "# Memory\r\nused_memory:1024\r\nmaxmemory_policy:allkeys-lru\r\n";
-        assert_eq!(info_field(info, "maxmemory_policy"), Some("allkeys-lru"));
-        assert_eq!(info_field(info, "used_memory"), Some("1024"));
-        assert_eq!(info_field(info, "maxmemory"), None);
     }
 }

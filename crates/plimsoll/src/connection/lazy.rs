@@ -206,14 +206,10 @@ async fn attempt(config: &RedisConfig) -> Result<Redis> {
                 .map_err(|err| connect_error(config, err))?;
             match asked {
                 Topology::Auto => {
-                    let info: String = redis::cmd("INFO")
-                        .arg("cluster")
+                    let info: String = super::info::info_command(&["cluster"])
                         .query_async(&mut probe)
                         .await?;
-                    if info
-                        .lines()
-                        .any(|line| line.trim_end() == "cluster_enabled:1")
-                    {
+                    if super::Info::parse(&info).cluster_enabled() {
                         Topology::Cluster
                     } else {
                         Topology::Single

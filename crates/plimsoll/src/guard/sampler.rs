@@ -7,11 +7,10 @@
 //! risk of its own: it grows until the kernel's OOM killer stops it, taking
 //! every key with it.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::connection::Primary;
+use crate::connection::info::list_value;
+use crate::connection::{Info, Primary};
 use crate::error::Result;
 
 /// Where a node's limit comes from.
@@ -96,67 +95,28 @@ pub(crate) async fn sample_node(
     primary: &Primary,
     configured_limit: Option<u64>,
 ) -> Result<NodeSample> {
-    let text: String = match primary
+    let info = primary
         .redis
-        .query(
-            redis::cmd("INFO")
-                .arg("memory")
-                .arg("stats")
-                .arg("keyspace")
-                .arg("errorstats")
-                .arg("replication"),
-        )
-        .await
-    {
-        Ok(text) => text,
-        // Redis before 7 takes one section; the default set has them all.
-        Err(err) if err.kind() == crate::ErrorKind::Redis => {
-            primary.redis.query(&redis::cmd("INFO")).await?
-        }
-        Err(err) => return Err(err),
-    };
-    Ok(parse_info(
+        .info(&["memory", "stats", "keyspace", "errorstats", "replication"])
+        .await?;
+    Ok(sample_of(
         &primary.address,
-        &text,
+        &info,
         configured_limit,
         guard_host_memory,
     ))
 }
 
-/// Turns `INFO` text into a sample.
-pub(crate) fn parse_info(
+/// The sample an `INFO` reply gives.
+pub(crate) fn sample_of(
     node: &str,
-    text: &str,
+    info: &Info,
     configured_limit: Option<u64>,
     host_memory: fn() -> u64,
 ) -> NodeSample {
-    let fields: HashMap<&str, &str> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.trim_end().split_once(':'))
-        .collect();
-    let num = |name: &str| -> u64 { fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0) };
-    // errorstat_OOM:count=12
-    let oom = fields
-        .get("errorstat_OOM")
-        .and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("count=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    // db0:keys=10,expires=2,avg_ttl=0
-    let (mut keys, mut expires) = (0, 0);
-    for (name, value) in &fields {
-        if name.starts_with("db") && name[2..].chars().all(|c| c.is_ascii_digit()) {
-            for kv in value.split(',') {
-                if let Some(v) = kv.strip_prefix("keys=") {
-                    keys += v.parse::<u64>().unwrap_or(0);
-                } else if let Some(v) = kv.strip_prefix("expires=") {
-                    expires += v.parse::<u64>().unwrap_or(0);
-                }
-            }
-        }
-    }
-    let maxmemory = num("maxmemory");
-    let system = num("total_system_memory");
+    let (keys, expires) = info.keyspace();
+    let maxmemory = info.count("maxmemory");
+    let system = info.count("total_system_memory");
     let (limit, limit_source) = if maxmemory > 0 {
         (maxmemory, LimitSource::Maxmemory)
     } else if let Some(limit) = configured_limit {
@@ -168,40 +128,32 @@ pub(crate) fn parse_info(
     };
     NodeSample {
         node: node.to_string(),
-        used_memory: num("used_memory"),
+        used_memory: info.count("used_memory"),
         maxmemory,
-        maxmemory_policy: fields
-            .get("maxmemory_policy")
-            .map(|s| s.to_string())
-            .unwrap_or_default(),
+        maxmemory_policy: info.get("maxmemory_policy").unwrap_or_default().to_string(),
         limit,
         limit_source,
         keys,
         expires,
-        evicted_keys: num("evicted_keys"),
-        oom_rejections: oom,
-        ops_per_sec: num("instantaneous_ops_per_sec"),
-        replicas: replicas_of(&fields),
-        used_memory_rss: num("used_memory_rss"),
-        client_buffers: num("mem_clients_normal"),
-        replication_backlog: num("mem_replication_backlog"),
+        evicted_keys: info.count("evicted_keys"),
+        oom_rejections: info
+            .pair("errorstat_OOM", "count")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        ops_per_sec: info.count("instantaneous_ops_per_sec"),
+        replicas: replicas_of(info),
+        used_memory_rss: info.count("used_memory_rss"),
+        client_buffers: info.count("mem_clients_normal"),
+        replication_backlog: info.count("mem_replication_backlog"),
     }
 }
 
 /// `slave0:ip=10.0.0.2,port=6380,state=online,offset=…,lag=0` lines.
-fn replicas_of(fields: &HashMap<&str, &str>) -> Vec<(String, bool)> {
-    let mut replicas: Vec<(String, bool)> = fields
-        .iter()
-        .filter(|(name, _)| {
-            name.strip_prefix("slave")
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .filter_map(|(_, value)| {
-            let get = |key: &str| {
-                value
-                    .split(',')
-                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-            };
+fn replicas_of(info: &Info) -> Vec<(String, bool)> {
+    let mut replicas: Vec<(String, bool)> = info
+        .numbered("slave")
+        .filter_map(|value| {
+            let get = |key: &str| list_value(value, key);
             Some((
                 format!("{}:{}", get("ip")?, get("port")?),
                 get("state") == Some("online"),
@@ -233,7 +185,7 @@ mod tests {
     #[test]
     fn info_replication_gives_the_replicas_and_whether_they_are_online() {
         let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\nslave0:ip=10.0.0.2,port=6380,state=online,offset=42,lag=0\r\nslave1:ip=10.0.0.3,port=6380,state=wait_bgsave,offset=0,lag=0\r\nmaster_failover_state:no-failover\r\n";
-        let s = parse_info("h:1", info, None, || 1);
+        let s = sample_of("h:1", &Info::parse(info), None, || 1);
         assert_eq!(
             s.replicas,
             [
@@ -245,7 +197,7 @@ mod tests {
 
     #[test]
     fn info_gives_the_figures() {
-        let s = parse_info("h:1", INFO, None, || 1);
+        let s = sample_of("h:1", &Info::parse(INFO), None, || 1);
         assert_eq!(s.used_memory, 1 << 20);
         assert_eq!(s.oom_rejections, 42);
         assert_eq!(s.evicted_keys, 7);
@@ -258,16 +210,16 @@ mod tests {
     fn the_limit_prefers_maxmemory_then_configuration() {
         let with_max = INFO.replace("maxmemory:0", "maxmemory:4096");
         assert_eq!(
-            parse_info("h", &with_max, Some(1), || 1).limit_source,
+            sample_of("h", &Info::parse(&with_max), Some(1), || 1).limit_source,
             LimitSource::Maxmemory
         );
-        let s = parse_info("h", INFO, Some(1 << 30), || 1);
+        let s = sample_of("h", &Info::parse(INFO), Some(1 << 30), || 1);
         assert_eq!(
             (s.limit, s.limit_source),
             (1 << 30, LimitSource::Configured)
         );
         let bare = INFO.replace("total_system_memory:8589934592", "");
-        let s = parse_info("h", &bare, None, || 99);
+        let s = sample_of("h", &Info::parse(&bare), None, || 99);
         assert_eq!((s.limit, s.limit_source), (99, LimitSource::GuardHost));
     }
 }

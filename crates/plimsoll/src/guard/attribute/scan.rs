@@ -574,14 +574,8 @@ pub(crate) async fn scan_node(
     let mut walk = Pacer::new(config.keys_per_sec, config.busy_latency);
     pacer.take(3).await;
     let dbsize: u64 = redis.query(&redis::cmd("DBSIZE")).await?;
-    let info: String = redis.query(redis::cmd("INFO").arg("memory")).await?;
-    let field = |name: &str| -> u64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let used_memory = field("used_memory");
+    let info = redis.info(&["memory"]).await?;
+    let used_memory = info.count("used_memory");
     // Best effort: a managed Redis may refuse MEMORY STATS; the report then
     // says it cannot account for memory outside the keys.
     let outside = match redis
@@ -591,7 +585,7 @@ pub(crate) async fn scan_node(
         Ok(stats) => Some(OutsideKeys::from_memory_stats(
             &stats,
             used_memory,
-            field("used_memory_rss"),
+            info.count("used_memory_rss"),
         )),
         Err(err) => {
             tracing::warn!(node = %primary.address, error = %err, "MEMORY STATS refused");
