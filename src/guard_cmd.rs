@@ -214,6 +214,7 @@ fn config(args: &GuardArgs, redis: &plimsoll::Redis) -> Result<GuardConfig> {
         attribute: AttributeConfig {
             budget: args.budget,
             keys_per_sec: args.keys_per_sec,
+            plimsoll_prefixes: vec![args.redis.prefix.clone()],
             ..AttributeConfig::default()
         },
         sinks,

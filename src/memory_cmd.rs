@@ -85,6 +85,7 @@ pub async fn run(args: MemoryArgs) -> Result<()> {
         max_keys: args.max_keys,
         max_duration: args.max_duration,
         bullmq_prefixes: args.bullmq_prefixes.clone(),
+        plimsoll_prefixes: vec![args.redis.prefix.clone()],
         ..AttributeConfig::default()
     };
     let mut history = if args.no_state {

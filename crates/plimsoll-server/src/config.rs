@@ -842,6 +842,9 @@ impl ServerConfig {
                 history_dir: Some(data_dir.join("guard")),
                 ..plimsoll::GuardConfig::default()
             };
+            // The server's own queues and cache are Plimsoll's in the
+            // memory report, whatever their prefix.
+            config.attribute.plimsoll_prefixes = vec![raw.redis.prefix.clone()];
             if let Some(text) = &g.interval {
                 config.interval = parse_duration(text)
                     .and_then(|d| in_duration_range(d, MIN_GUARD_INTERVAL, MAX_GUARD_INTERVAL))

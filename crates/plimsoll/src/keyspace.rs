@@ -343,6 +343,120 @@ impl QueueKeys {
     }
 }
 
+impl QueueKeys {
+    /// Every key of the queue whose name is fixed (not per worker, run or
+    /// idempotency key): the keys that exist for as long as the queue does.
+    pub fn fixed(&self) -> impl Iterator<Item = &str> {
+        [
+            self.jobs(),
+            self.scheduled(),
+            self.workers(),
+            self.completed(),
+            self.dead(),
+            self.meta(),
+            self.id_runs(),
+            self.stats(),
+            self.notify(),
+        ]
+        .into_iter()
+        .chain(self.waiting.iter().map(String::as_str))
+    }
+}
+
+/// What a key Plimsoll wrote is, read back from its name by [`parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParsedKey<'a> {
+    /// [`queues_registry`].
+    QueueRegistry,
+    /// One of a queue's keys ([`QueueKeys`]).
+    Queue {
+        /// The queue's name (between the braces of the hash tag).
+        queue: &'a str,
+        /// Which of its keys.
+        key: QueueKey,
+    },
+    /// A cache value ([`cache_base`]).
+    Cache {
+        /// The cache's namespace.
+        namespace: &'a str,
+    },
+}
+
+/// Which of a queue's keys a name is, as [`QueueKeys`] names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKey {
+    /// [`QueueKeys::jobs`].
+    Jobs,
+    /// [`QueueKeys::waiting`] of this priority.
+    Waiting(usize),
+    /// [`QueueKeys::scheduled`].
+    Scheduled,
+    /// [`QueueKeys::workers`].
+    Workers,
+    /// [`QueueKeys::active`] of one worker.
+    Active,
+    /// [`QueueKeys::completed`].
+    Completed,
+    /// [`QueueKeys::dead`].
+    Dead,
+    /// [`QueueKeys::meta`].
+    Meta,
+    /// [`QueueKeys::id_runs`].
+    IdRuns,
+    /// [`QueueKeys::id_run`] of one producer's run.
+    IdRun,
+    /// [`QueueKeys::stats`].
+    Stats,
+    /// [`QueueKeys::notify`].
+    Notify,
+    /// [`QueueKeys::idempotency`] of one key.
+    Idempotency,
+}
+
+/// Reads a key name back into what this module named it, when it is one of
+/// Plimsoll's keys under `prefix`: the inverse of the functions above, so
+/// that the memory guard tells Plimsoll's own keys (under any prefix, and
+/// the cache's too) by the same rules that made them. `None` for any other
+/// key.
+pub fn parse<'a>(prefix: &str, key: &'a str) -> Option<ParsedKey<'a>> {
+    let rest = key.strip_prefix(prefix)?.strip_prefix(':')?;
+    if rest == "queues" {
+        return Some(ParsedKey::QueueRegistry);
+    }
+    if let Some(cache) = rest.strip_prefix("cache:") {
+        let (namespace, user_key) = cache.split_once(':')?;
+        if CacheNamespace::new(namespace).is_err() || user_key.is_empty() {
+            return None;
+        }
+        return Some(ParsedKey::Cache { namespace });
+    }
+    let (queue, rest) = rest.strip_prefix('{')?.split_once("}:")?;
+    QueueName::new(queue).ok()?;
+    let segments: Vec<&str> = rest.splitn(3, ':').collect();
+    let key = match segments.as_slice() {
+        ["jobs"] => QueueKey::Jobs,
+        ["waiting", p] => {
+            let p: usize = p.parse().ok().filter(|p| *p < PRIORITY_LEVELS)?;
+            QueueKey::Waiting(p)
+        }
+        ["scheduled"] => QueueKey::Scheduled,
+        ["workers"] => QueueKey::Workers,
+        ["active", worker] if !worker.is_empty() => QueueKey::Active,
+        ["completed"] => QueueKey::Completed,
+        ["dead"] => QueueKey::Dead,
+        ["meta"] => QueueKey::Meta,
+        ["id_runs"] => QueueKey::IdRuns,
+        ["id_run", token, generation] if !token.is_empty() && generation.parse::<u64>().is_ok() => {
+            QueueKey::IdRun
+        }
+        ["stats"] => QueueKey::Stats,
+        ["notify"] => QueueKey::Notify,
+        ["idem", _, ..] => QueueKey::Idempotency,
+        _ => return None,
+    };
+    Some(ParsedKey::Queue { queue, key })
+}
+
 /// The deadline (ms) in a value of an `active` hash (`<token>:<deadline>`;
 /// values written before fencing tokens hold the deadline alone), or `None`
 /// when the value is not one.
@@ -354,8 +468,38 @@ pub(crate) fn lease_deadline(value: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Every key a queue makes, with what [`parse`] must read it as: the
+    /// one list of a queue's keys that the tests here and the guard's check
+    /// against.
+    pub(crate) fn every_queue_key(keys: &QueueKeys) -> Vec<(String, QueueKey)> {
+        let fixed = [
+            QueueKey::Jobs,
+            QueueKey::Scheduled,
+            QueueKey::Workers,
+            QueueKey::Completed,
+            QueueKey::Dead,
+            QueueKey::Meta,
+            QueueKey::IdRuns,
+            QueueKey::Stats,
+            QueueKey::Notify,
+        ]
+        .into_iter()
+        .chain((0..PRIORITY_LEVELS).map(QueueKey::Waiting));
+        let mut all: Vec<(String, QueueKey)> =
+            keys.fixed().map(str::to_string).zip(fixed).collect();
+        assert_eq!(
+            all.len(),
+            9 + PRIORITY_LEVELS,
+            "fixed() lists every fixed key"
+        );
+        all.push((keys.active("w1"), QueueKey::Active));
+        all.push((keys.id_run("0123456789abcdef", 1), QueueKey::IdRun));
+        all.push((keys.idempotency("order:42"), QueueKey::Idempotency));
+        all
+    }
 
     #[test]
     fn a_lease_value_gives_its_deadline() {
@@ -367,23 +511,55 @@ mod tests {
     #[test]
     fn every_key_carries_the_queue_hash_tag() {
         let keys = QueueKeys::new("plimsoll", &QueueName::new("mail").unwrap());
-        for key in [
-            keys.jobs().to_string(),
-            keys.waiting(0).to_string(),
-            keys.scheduled().to_string(),
-            keys.workers().to_string(),
-            keys.active("w1"),
-            keys.completed().to_string(),
-            keys.dead().to_string(),
-            keys.meta().to_string(),
-            keys.id_runs().to_string(),
-            keys.id_run("0123456789abcdef", 1),
-            keys.stats().to_string(),
-            keys.notify().to_string(),
-            keys.idempotency("abc"),
-        ] {
+        for (key, _) in every_queue_key(&keys) {
             assert!(key.starts_with("plimsoll:{mail}:"), "{key}");
         }
+    }
+
+    #[test]
+    fn every_key_parses_back_into_what_named_it_under_any_prefix() {
+        for prefix in ["plimsoll", "acme:jobs", "p.1"] {
+            let keys = QueueKeys::new(prefix, &QueueName::new("mail.v2").unwrap());
+            for (name, key) in every_queue_key(&keys) {
+                assert_eq!(
+                    parse(prefix, &name),
+                    Some(ParsedKey::Queue {
+                        queue: "mail.v2",
+                        key
+                    }),
+                    "{name}"
+                );
+            }
+            let registry = queues_registry(prefix);
+            assert_eq!(parse(prefix, &registry), Some(ParsedKey::QueueRegistry));
+            let cache = CacheNamespace::new("users").unwrap();
+            let value = format!("{}user:42", cache_base(prefix, &cache));
+            assert_eq!(
+                parse(prefix, &value),
+                Some(ParsedKey::Cache { namespace: "users" })
+            );
+        }
+    }
+
+    #[test]
+    fn keys_that_plimsoll_did_not_name_are_not_parsed() {
+        for key in [
+            "plimsoll",
+            "plimsoll:{mail}",
+            "plimsoll:{mail}:jobs:extra",
+            "plimsoll:{mail}:waiting:10",
+            "plimsoll:{mail}:active",
+            "plimsoll:{ma:il}:jobs",
+            "plimsoll:cache:users:",
+            "plimsoll:cache:bad ns:k",
+            "plimsollx:{mail}:jobs",
+            "other:{mail}:jobs",
+            "bull:mail:42",
+        ] {
+            assert_eq!(parse("plimsoll", key), None, "{key}");
+        }
+        // The prefix is matched whole: a queue of prefix "a" is not one of "a:b".
+        assert_eq!(parse("a:b", "a:{mail}:jobs"), None);
     }
 
     #[test]

@@ -202,17 +202,7 @@ impl Queue {
     pub async fn memory_bytes(&self) -> Result<u64> {
         let workers = self.worker_ids().await?;
         let keys = self.keys();
-        let mut names: Vec<String> = vec![
-            keys.jobs().into(),
-            keys.scheduled().into(),
-            keys.dead().into(),
-            keys.completed().into(),
-            keys.workers().into(),
-            keys.meta().into(),
-            keys.stats().into(),
-            keys.notify().into(),
-        ];
-        names.extend(keys.waiting_all().iter().cloned());
+        let mut names: Vec<String> = keys.fixed().map(str::to_string).collect();
         names.extend(workers.iter().map(|w| keys.active(w)));
         let mut pipe = redis::pipe();
         for name in &names {

@@ -37,6 +37,7 @@
 //!   scheduled|signal|workers|idempotency`, where the namespace is a queue
 //!   name or a Rust type path such as `email::Email`.
 
+use crate::keyspace;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
@@ -143,6 +144,7 @@ impl Family {
 #[derive(Debug, Clone)]
 pub struct Classifier {
     bullmq_prefixes: Vec<String>,
+    plimsoll_prefixes: Vec<String>,
     /// Generic patterns that have been widened, e.g. `user:<*>:cart`.
     wide: HashSet<String>,
     /// Segment counts of the widened patterns, to skip keys that cannot match.
@@ -165,9 +167,21 @@ impl Classifier {
         }
         Self {
             bullmq_prefixes: prefixes,
+            plimsoll_prefixes: vec![crate::keyspace::DEFAULT_PREFIX.to_string()],
             wide: HashSet::new(),
             wide_lengths: HashSet::new(),
         }
+    }
+
+    /// Knows Plimsoll's keys under these prefixes (the default
+    /// [`keyspace::DEFAULT_PREFIX`](crate::keyspace::DEFAULT_PREFIX) alone
+    /// otherwise), longest first so that `acme:jobs` wins over `acme`.
+    pub fn with_plimsoll_prefixes(mut self, prefixes: &[String]) -> Self {
+        let mut prefixes = prefixes.to_vec();
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        prefixes.dedup();
+        self.plimsoll_prefixes = prefixes;
+        self
     }
 
     /// The family of `key`.
@@ -231,12 +245,70 @@ impl Classifier {
     }
 
     fn known_layout(&self, key: &str) -> Option<Family> {
-        plimsoll(key)
+        self.plimsoll(key)
             .or_else(|| self.bullmq(key))
             .or_else(|| celery(key))
             .or_else(|| rq(key))
             .or_else(|| apalis(key))
             .or_else(|| sidekiq(key))
+    }
+
+    /// Plimsoll's own keys, read by the keyspace that names them.
+    fn plimsoll(&self, key: &str) -> Option<Family> {
+        use crate::keyspace::{ParsedKey, QueueKey};
+        let (prefix, parsed) = self
+            .plimsoll_prefixes
+            .iter()
+            .find_map(|prefix| Some((prefix, keyspace::parse(prefix, key)?)))?;
+        let (queue, key) = match parsed {
+            ParsedKey::QueueRegistry => {
+                return Some(Family::known(
+                    Layout::Plimsoll,
+                    key.to_string(),
+                    "Plimsoll queue registry".into(),
+                ));
+            }
+            ParsedKey::Cache { namespace } => {
+                return Some(Family::known(
+                    Layout::Plimsoll,
+                    format!("{prefix}:cache:{namespace}:<key>"),
+                    format!("Plimsoll cache {namespace}"),
+                ));
+            }
+            ParsedKey::Queue { queue, key } => (queue, key),
+        };
+        let base = format!("{prefix}:{{{queue}}}");
+        let (what, pattern, role) = match key {
+            QueueKey::Jobs => ("job records", format!("{base}:jobs"), Role::Other),
+            QueueKey::Waiting(_) => ("waiting lists", format!("{base}:waiting:<n>"), Role::Other),
+            QueueKey::Scheduled => ("scheduled jobs", format!("{base}:scheduled"), Role::Other),
+            QueueKey::Completed => (
+                "completed jobs",
+                format!("{base}:completed"),
+                Role::Completed,
+            ),
+            QueueKey::Dead => ("dead jobs", format!("{base}:dead"), Role::Other),
+            QueueKey::Idempotency => (
+                "idempotency keys",
+                format!("{base}:idem:<key>"),
+                Role::Other,
+            ),
+            QueueKey::Workers
+            | QueueKey::Active
+            | QueueKey::Meta
+            | QueueKey::IdRuns
+            | QueueKey::IdRun
+            | QueueKey::Stats
+            | QueueKey::Notify => ("queue state", format!("{base}:<state>"), Role::Other),
+        };
+        Some(
+            Family::known(
+                Layout::Plimsoll,
+                pattern,
+                format!("Plimsoll queue {queue}: {what}"),
+            )
+            .queue(prefix, queue, role),
+        )
     }
 
     fn bullmq(&self, key: &str) -> Option<Family> {
@@ -305,47 +377,6 @@ fn join_with<S: AsRef<str>>(segments: &[S], at: usize, with: &str) -> String {
         out.push_str(if i == at { with } else { s.as_ref() });
     }
     out
-}
-
-fn plimsoll(key: &str) -> Option<Family> {
-    let segments: Vec<&str> = key.split(':').collect();
-    if segments.len() == 2 && segments[1] == "queues" && segments[0] == "plimsoll" {
-        return Some(Family::known(
-            Layout::Plimsoll,
-            key.to_string(),
-            "Plimsoll queue registry".into(),
-        ));
-    }
-    if segments.len() < 3 {
-        return None;
-    }
-    let queue = segments[1].strip_prefix('{')?.strip_suffix('}')?;
-    let prefix = segments[0];
-    let base = format!("{prefix}:{{{queue}}}");
-    let (suffix, what, pattern) = match (segments[2], segments.len()) {
-        ("jobs", 3) => ("jobs", "job records", format!("{base}:jobs")),
-        ("waiting", 4) => ("waiting", "waiting lists", format!("{base}:waiting:<n>")),
-        ("scheduled", 3) => ("scheduled", "scheduled jobs", format!("{base}:scheduled")),
-        ("completed", 3) => ("completed", "completed jobs", format!("{base}:completed")),
-        ("dead", 3) => ("dead", "dead jobs", format!("{base}:dead")),
-        ("idem", n) if n >= 4 => ("idem", "idempotency keys", format!("{base}:idem:<key>")),
-        ("workers" | "meta" | "stats" | "notify" | "id_runs", 3)
-        | ("active", 4)
-        | ("id_run", 5) => ("state", "queue state", format!("{base}:<state>")),
-        _ => return None,
-    };
-    let role = match suffix {
-        "completed" => Role::Completed,
-        _ => Role::Other,
-    };
-    Some(
-        Family::known(
-            Layout::Plimsoll,
-            pattern,
-            format!("Plimsoll queue {queue}: {what}"),
-        )
-        .queue(prefix, queue, role),
-    )
 }
 
 fn celery(key: &str) -> Option<Family> {
@@ -762,28 +793,37 @@ mod tests {
     fn every_key_a_queue_makes_is_named_as_that_queues() {
         let queue = crate::keyspace::QueueName::new("mail").unwrap();
         let keys = crate::keyspace::QueueKeys::new("plimsoll", &queue);
-        let mut all = vec![
-            keys.jobs().to_string(),
-            keys.scheduled().to_string(),
-            keys.completed().to_string(),
-            keys.dead().to_string(),
-            keys.meta().to_string(),
-            keys.id_runs().to_string(),
-            keys.id_run("0123456789abcdef", 7),
-            keys.stats().to_string(),
-            keys.notify().to_string(),
-            keys.workers().to_string(),
-            keys.active("worker-1"),
-            keys.idempotency("abc"),
-        ];
-        all.extend(keys.waiting_all().iter().map(|k| k.to_string()));
-        for key in all {
+        for (key, _) in crate::keyspace::tests::every_queue_key(&keys) {
             let named = name(&key);
             assert!(
                 named.starts_with("Plimsoll queue mail: "),
                 "{key} is named {named:?}"
             );
         }
+    }
+
+    /// The classifier re-parsed Plimsoll's layout with "plimsoll" written
+    /// in: a queue under another prefix lost its registry, and the cache's
+    /// keys were nobody's.
+    #[test]
+    fn a_custom_prefix_and_the_cache_are_attributed_as_plimsolls() {
+        let c = Classifier::default().with_plimsoll_prefixes(&["acme".into(), "acme:jobs".into()]);
+        let queue = crate::keyspace::QueueName::new("mail").unwrap();
+        let keys = crate::keyspace::QueueKeys::new("acme:jobs", &queue);
+        for (key, _) in crate::keyspace::tests::every_queue_key(&keys) {
+            let family = c.classify(key.as_bytes());
+            assert_eq!(family.layout, Layout::Plimsoll, "{key}");
+            assert_eq!(family.prefix.as_deref(), Some("acme:jobs"), "{key}");
+            assert_eq!(family.queue.as_deref(), Some("mail"), "{key}");
+        }
+        let registry = c.classify(b"acme:queues");
+        assert_eq!(registry.name, "Plimsoll queue registry");
+        let ns = crate::keyspace::CacheNamespace::new("users").unwrap();
+        let value = format!("{}42", crate::keyspace::cache_base("acme", &ns));
+        let cached = c.classify(value.as_bytes());
+        assert_eq!(cached.layout, Layout::Plimsoll);
+        assert_eq!(cached.pattern, "acme:cache:users:<key>");
+        assert_eq!(cached.name, "Plimsoll cache users");
     }
 
     #[test]

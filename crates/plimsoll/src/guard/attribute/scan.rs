@@ -122,6 +122,10 @@ pub struct AttributeConfig {
     pub exact_elements: u32,
     /// BullMQ `prefix` options in use (default `bull`).
     pub bullmq_prefixes: Vec<String>,
+    /// Plimsoll key prefixes in use (default `plimsoll`, the
+    /// [`keyspace::DEFAULT_PREFIX`](crate::keyspace::DEFAULT_PREFIX)): keys
+    /// under them are read with [`keyspace::parse`](crate::keyspace::parse).
+    pub plimsoll_prefixes: Vec<String>,
     /// Keys measured per pipeline (1 to 100; four commands each).
     pub sample_batch: usize,
     /// Walk at the lowest CPU priority (Linux `SCHED_IDLE`), on a thread
@@ -144,6 +148,7 @@ impl Default for AttributeConfig {
             max_families: DEFAULT_MAX_FAMILIES,
             exact_elements: usage::DEFAULT_EXACT_ELEMENTS,
             bullmq_prefixes: vec!["bull".to_string()],
+            plimsoll_prefixes: vec![crate::keyspace::DEFAULT_PREFIX.to_string()],
             sample_batch: DEFAULT_SAMPLE_BATCH,
             idle_priority: true,
         }
@@ -516,7 +521,8 @@ pub(crate) async fn scan_node_apart(
                         address,
                         redis: own,
                     };
-                    let mut classifier = Classifier::new(&config.bullmq_prefixes);
+                    let mut classifier = Classifier::new(&config.bullmq_prefixes)
+                        .with_plimsoll_prefixes(&config.plimsoll_prefixes);
                     scan_node(&primary, &config, &mut classifier).await
                 };
                 let mut tx = tx;
