@@ -105,7 +105,7 @@ pub fn parse_bytes(text: &str) -> Result<u64, ParseError> {
         }
     };
     let bytes = number * factor;
-    if !(bytes <= (1u64 << 60) as f64) {
+    if !bytes.is_finite() || bytes > (1u64 << 60) as f64 {
         return Err(ParseError(format!("{text:?} is out of range")));
     }
     Ok(bytes as u64)
