@@ -16,7 +16,7 @@
 //! and writes fresh Huffman and FSE tables for every frame, most of its
 //! time on a kilobyte, and has nothing to match the first bytes against.
 //! With it, compression at the same level takes about 0.6× the time and
-//! typical webhook JSON comes out a third smaller (see `docs/benchmarks.md`
+//! typical webhook JSON comes out a third smaller (see `docs/benchmarks-history.md`, 2026-11-29,
 //! and [`DEFAULT_COMPRESSION`]). The dictionary is part of the format: flag
 //! bit 1 says a payload needs it (and the zstd frame carries its id), so it
 //! never changes in place; records written without it (flag bit 0 alone)
