@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::Queue;
 use super::job::{JobId, JobInfo, JobState};
 use super::record;
-use super::scripts::{self, SCRIPTS};
+use super::scripts::calls;
 use crate::connection::glob_escape;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keyspace::{PRIORITY_LEVELS, lease_deadline, queues_registry};
@@ -153,19 +153,7 @@ impl Queue {
     pub async fn counts(&self) -> Result<QueueCounts> {
         let workers = self.worker_ids().await?;
         let keys = self.keys();
-        let mut invocation = SCRIPTS.counts.prepare_invoke();
-        invocation
-            .key(keys.meta())
-            .key(keys.stats())
-            .key(keys.scheduled())
-            .key(keys.dead())
-            .key(keys.completed())
-            .key(keys.workers());
-        scripts::waiting_keys(&mut invocation, keys);
-        for worker in &workers {
-            invocation.key(keys.active(worker));
-        }
-        let reply: Vec<Value> = invocation.invoke_async(&mut self.redis().clone()).await?;
+        let reply: Vec<Value> = calls::counts(keys, &workers).invoke(self.redis()).await?;
         if reply.len() != PRIORITY_LEVELS + 7 {
             return Err(Error::corrupt("counts script returned an unexpected reply"));
         }
@@ -217,20 +205,9 @@ impl Queue {
     pub async fn job(&self, id: JobId) -> Result<Option<JobInfo>> {
         let workers = self.worker_ids().await?;
         let keys = self.keys();
-        let mut invocation = SCRIPTS.inspect_job.prepare_invoke();
-        invocation
-            .key(keys.jobs())
-            .key(keys.scheduled())
-            .key(keys.dead())
-            .key(keys.completed());
-        for worker in &workers {
-            invocation.key(keys.active(worker));
-        }
-        invocation.arg(id.0);
-        for worker in &workers {
-            invocation.arg(worker);
-        }
-        let reply: Vec<Value> = invocation.invoke_async(&mut self.redis().clone()).await?;
+        let reply: Vec<Value> = calls::inspect_job(keys, id.0, &workers)
+            .invoke(self.redis())
+            .await?;
         if reply.is_empty() {
             return Ok(None);
         }
@@ -358,8 +335,8 @@ impl Queue {
         let keys = self.keys();
         for _ in 0..CANCEL_ATTEMPTS {
             let workers = self.worker_ids().await?;
-            let invocation = scripts::cancel(keys, workers.iter().map(|w| keys.active(w)), id.0);
-            let state: String = invocation.invoke_async(&mut self.redis().clone()).await?;
+            let call = calls::cancel(keys, workers.iter().map(|w| keys.active(w)), id.0);
+            let state: String = call.invoke(self.redis()).await?;
             return Ok(match state.as_str() {
                 "missing" => CancelOutcome::NotFound,
                 "unknown" => continue,
@@ -385,20 +362,8 @@ impl Queue {
     /// attempts. Returns how many were sent back.
     pub async fn retry_dead(&self, selection: DeadSelection) -> Result<u64> {
         let keys = self.keys();
-        let script = &SCRIPTS.retry_dead;
-        self.dead_operation(selection, |ids: &[JobId], limit| {
-            let mut invocation = script.prepare_invoke();
-            invocation
-                .key(keys.dead())
-                .key(keys.jobs())
-                .key(keys.stats())
-                .key(keys.notify());
-            scripts::waiting_keys(&mut invocation, keys);
-            invocation.arg(limit);
-            for id in ids {
-                invocation.arg(id.0);
-            }
-            invocation
+        self.dead_operation(selection, |ids: &[u64], limit| {
+            calls::retry_dead(keys, limit, ids)
         })
         .await
     }
@@ -406,18 +371,8 @@ impl Queue {
     /// Deletes dead jobs for good. Returns how many were deleted.
     pub async fn purge_dead(&self, selection: DeadSelection) -> Result<u64> {
         let keys = self.keys();
-        let script = &SCRIPTS.purge_dead;
-        self.dead_operation(selection, |ids: &[JobId], limit| {
-            let mut invocation = script.prepare_invoke();
-            invocation
-                .key(keys.dead())
-                .key(keys.jobs())
-                .key(keys.stats());
-            invocation.arg(limit);
-            for id in ids {
-                invocation.arg(id.0);
-            }
-            invocation
+        self.dead_operation(selection, |ids: &[u64], limit| {
+            calls::purge_dead(keys, limit, ids)
         })
         .await
     }
@@ -426,15 +381,16 @@ impl Queue {
     async fn dead_operation<'a>(
         &self,
         selection: DeadSelection,
-        invocation: impl Fn(&[JobId], usize) -> redis::ScriptInvocation<'a>,
+        call: impl Fn(&[u64], usize) -> calls::Call<'a>,
     ) -> Result<u64> {
-        const PER_CALL: usize = 1000;
-        let mut redis = self.redis().clone();
+        const PER_CALL: usize = calls::DEAD_MAX_IDS;
+        let redis = self.redis();
         let mut total = 0u64;
         let mut left = match selection {
             DeadSelection::Ids(ids) => {
+                let ids: Vec<u64> = ids.iter().map(|id| id.0).collect();
                 for chunk in ids.chunks(PER_CALL) {
-                    let n: u64 = invocation(chunk, PER_CALL).invoke_async(&mut redis).await?;
+                    let n: u64 = call(chunk, PER_CALL).invoke(redis).await?;
                     total += n;
                 }
                 return Ok(total);
@@ -444,7 +400,7 @@ impl Queue {
         };
         while left > 0 {
             let want = left.min(PER_CALL);
-            let n: u64 = invocation(&[], want).invoke_async(&mut redis).await?;
+            let n: u64 = call(&[], want).invoke(redis).await?;
             total += n;
             left -= n as usize;
             if (n as usize) < want {

@@ -10,7 +10,7 @@
 //! `docs/state_machine.md`), so a job is never half-moved, and every script
 //! reaches its keys through `KEYS` under the queue's hash tag, so the same
 //! code runs on a Redis Cluster. Enqueueing pairs its script with a plain
-//! HSET of the records in one MULTI/EXEC (see `enqueue.rs`).
+//! HSET of the records in one MULTI/EXEC (see `enqueue/`).
 //!
 //! Single enqueues from many tasks are coalesced: while one batch is on its
 //! way to Redis, the next one gathers, and each batch is one transaction.
@@ -28,7 +28,7 @@
 //! Whatever the setting, a failover that loses writes never makes two jobs
 //! share an id: each producer's run of ids is recorded with it, and a batch
 //! whose run was lost is not written but sent again under fresh ids (see
-//! `enqueue.rs`). (Not to be confused with [`crate::redis_policy`], which
+//! `enqueue/writer.rs`). (Not to be confused with [`crate::redis_policy`], which
 //! checks what Redis itself keeps.)
 
 mod config;
@@ -214,11 +214,9 @@ impl Queue {
         let Some(clock) = &self.inner.redis_clock else {
             return Ok(());
         };
-        let mut invocation = scripts::SCRIPTS.time.prepare_invoke();
-        invocation.key(self.keys().meta());
         let sent = clock.base_now_ms();
-        let time: (u64, u64) = invocation
-            .invoke_async(&mut self.inner.redis.clone())
+        let time: (u64, u64) = scripts::calls::time(self.keys())
+            .invoke(&self.inner.redis)
             .await?;
         clock.observe(sent, redis_time_ms(time), clock.base_now_ms());
         Ok(())

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::Queue;
-use super::scripts::{PRODUCER_SOURCES, SCRIPTS};
+use super::scripts::{PRODUCER_SOURCES, calls};
 use crate::clock::ms;
 use crate::connection::{Redis, glob_escape};
 use crate::error::{Error, ErrorKind, Result};
@@ -136,18 +136,12 @@ impl Queue {
     async fn try_register(&self, now: u64) -> Result<()> {
         let config = &self.inner.config;
         let registry = queues_registry(&config.prefix);
-        let mut register = redis::cmd("EVALSHA");
-        register
-            .arg(SCRIPTS.register.get_hash())
-            .arg(1)
-            .arg(&registry)
-            .arg(self.inner.name.as_str())
-            .arg(config.max_queues)
-            .arg(if config.exempt_from_max_queues {
-                "1"
-            } else {
-                "0"
-            });
+        let register = calls::register(
+            &registry,
+            self.inner.name.as_str(),
+            config.max_queues,
+            config.exempt_from_max_queues,
+        );
         let registered: i64 = self
             .inner
             .redis

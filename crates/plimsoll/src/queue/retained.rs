@@ -8,7 +8,7 @@
 //! Redis for long.
 
 use super::Queue;
-use super::scripts::SCRIPTS;
+use super::scripts::calls;
 use crate::error::Result;
 
 /// Script calls per [`Queue::trim_retained`] at most, when there is a
@@ -41,20 +41,16 @@ impl Queue {
         self.ensure_clock().await?;
         let keys = self.keys();
         let retention = self.config().retention;
-        let mut redis = self.redis().clone();
         let mut trimmed = Trimmed::default();
         for _ in 0..CALLS_PER_TRIM {
-            let mut invocation = SCRIPTS.trim.prepare_invoke();
-            invocation
-                .key(keys.completed())
-                .key(keys.dead())
-                .key(keys.jobs())
-                .key(keys.stats())
-                .arg(self.now_ms())
-                .arg(&retention.completed_args()[..])
-                .arg(&retention.dead_args()[..])
-                .arg(budget);
-            let (completed, dead): (u64, u64) = invocation.invoke_async(&mut redis).await?;
+            let call = calls::trim(
+                keys,
+                self.now_ms(),
+                &retention.completed_args(),
+                &retention.dead_args(),
+                budget.min(calls::TRIM_MAX_BUDGET),
+            );
+            let (completed, dead): (u64, u64) = call.invoke(self.redis()).await?;
             trimmed.completed += completed;
             trimmed.dead += dead;
             if (completed as usize) < budget && (dead as usize) < budget {

@@ -27,7 +27,7 @@ use super::{Handler, MAX_FETCH, MAX_IN_HAND, Shared, run_job};
 use crate::clock::ms;
 use crate::connection::Redis;
 use crate::error::{Error, Result};
-use crate::queue::scripts::{self, SCRIPTS};
+use crate::queue::scripts::calls;
 use crate::service::error_backoff;
 
 type Fetched = Vec<(LeaseKey, Vec<u8>)>;
@@ -319,25 +319,20 @@ async fn fetch(shared: Arc<Shared>, count: usize) -> Result<Fetch> {
     // Drawn here, not counted in Redis: see fetch.lua. Never 0, which the
     // script answers when it leased nothing.
     let token: u64 = rand::random_range(1..=u64::MAX);
-    let mut invocation = SCRIPTS.fetch.prepare_invoke();
-    invocation
-        .key(keys.meta())
-        .key(keys.workers())
-        .key(&shared.active_key)
-        .key(keys.notify());
-    scripts::waiting_keys(&mut invocation, keys);
-    invocation
-        .key(keys.jobs())
-        .arg(shared.now_ms())
-        .arg(count)
-        .arg(&shared.id)
-        .arg(ms(shared.config.lease))
-        .arg(INLINE_RECORDS)
-        .arg(token);
+    let call = calls::fetch(
+        keys,
+        &shared.active_key,
+        shared.now_ms(),
+        count,
+        &shared.id,
+        ms(shared.config.lease),
+        INLINE_RECORDS,
+        token,
+    );
     let mut redis = shared.queue.redis().clone();
     let sent_at = Instant::now();
     let (ids, mut records, _token): (Vec<u64>, Vec<Option<Vec<u8>>>, u64) =
-        invocation.invoke_async(&mut redis).await?;
+        call.invoke(&redis).await?;
     let drained = ids.len() < count;
     if ids.is_empty() {
         return Ok(Fetch {

@@ -34,7 +34,7 @@ use super::Shared;
 use super::lease::LeaseKey;
 use crate::clock::ms;
 use crate::error::Result;
-use crate::queue::scripts::SCRIPTS;
+use crate::queue::scripts::calls;
 use crate::service::Service;
 
 /// Of a lease, the part after its last renewal at which an unrenewed lease
@@ -80,20 +80,14 @@ impl Service for Heartbeat {
             .map(|(key, _)| *key)
             .collect();
         let keys = queue.keys();
-        let mut invocation = SCRIPTS.heartbeat.prepare_invoke();
         let deadline = shared.now_ms() + ms(shared.config.lease);
-        invocation
-            .key(keys.workers())
-            .key(&shared.active_key)
-            .arg(&shared.id)
-            .arg(deadline);
-        for key in &renew {
-            invocation.arg(key.id).arg(key.token);
+        let mut call = calls::heartbeat(keys, &shared.active_key, &shared.id, deadline);
+        for key in renew.iter().take(calls::HEARTBEAT_MAX_LEASES) {
+            call.arg(key.id).arg(key.token);
         }
         let sent_at = Instant::now();
         let sent_ms = queue.base_now_ms();
-        let (lost, _score, time): (Vec<u64>, u64, (u64, u64)) =
-            invocation.invoke_async(&mut queue.redis().clone()).await?;
+        let (lost, _score, time): (Vec<u64>, u64, (u64, u64)) = call.invoke(queue.redis()).await?;
         queue.observe_redis_time(sent_ms, time, queue.base_now_ms());
         let lost: Vec<LeaseKey> = lost
             .chunks_exact(2)

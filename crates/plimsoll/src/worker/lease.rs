@@ -15,9 +15,10 @@
 
 use std::time::{Duration, Instant};
 
-use redis::ScriptInvocation;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::queue::scripts::calls::Call;
 
 /// One lease: a job id and the token of the fetch that leased it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,13 +65,13 @@ impl Lease {
 /// and `hand_back.lua` take: one group per run of equal tokens, so leases
 /// sorted by token (the jobs of one fetch share theirs) cost one argument
 /// per job plus two per fetch.
-pub(super) fn lease_groups(invocation: &mut ScriptInvocation<'_>, leases: &[LeaseKey]) {
+pub(super) fn lease_groups(call: &mut Call<'_>, leases: &[LeaseKey]) {
     let mut rest = leases;
     while let Some(first) = rest.first() {
         let run = rest.iter().take_while(|l| l.token == first.token).count();
-        invocation.arg(first.token).arg(run);
+        call.arg(first.token).arg(run);
         for lease in &rest[..run] {
-            invocation.arg(lease.id);
+            call.arg(lease.id);
         }
         rest = &rest[run..];
     }

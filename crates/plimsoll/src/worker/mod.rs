@@ -89,8 +89,9 @@ pub use services::{JanitorConfig, Maintenance, MaintenanceConfig, PromoterConfig
 use crate::clock::ms;
 use crate::error::{Error, Result};
 use crate::keyspace::QueueName;
+use crate::queue::record;
+use crate::queue::scripts::calls;
 use crate::queue::{JobId, Queue};
-use crate::queue::{record, scripts};
 use lease::{Lease, LeaseKey, lease_groups};
 use settler::Settle;
 
@@ -597,22 +598,13 @@ impl WorkerHandle {
 async fn hand_back(shared: &Shared, leases: &[LeaseKey]) -> Result<()> {
     let keys = shared.queue.keys();
     for chunk in leases.chunks(MAX_FETCH) {
-        let mut invocation = scripts::SCRIPTS.hand_back.prepare_invoke();
-        invocation
-            .key(keys.jobs())
-            .key(&shared.active_key)
-            .key(keys.notify());
-        scripts::waiting_keys(&mut invocation, keys);
-        lease_groups(&mut invocation, chunk);
-        let handed: u64 = invocation
-            .invoke_async(&mut shared.queue.redis().clone())
-            .await
-            .map_err(|err| {
-                let err = Error::from(err);
-                tracing::error!(worker = %shared.id, error = %err, jobs = chunk.len(),
+        let mut call = calls::hand_back(keys, &shared.active_key);
+        lease_groups(&mut call, chunk);
+        let handed: u64 = call.invoke(shared.queue.redis()).await.map_err(|err| {
+            tracing::error!(worker = %shared.id, error = %err, jobs = chunk.len(),
                     "could not hand back jobs; they run again when their leases expire");
-                err
-            })?;
+            err
+        })?;
         shared
             .counters
             .handed_back

@@ -25,13 +25,13 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::lease::{LeaseKey, lease_groups};
 use crate::error::{Error, Result};
-use crate::queue::scripts::{self, SCRIPTS};
+use crate::queue::scripts::calls;
 use crate::service::error_backoff;
 
 /// The most outcomes one flush writes (in script calls of up to 1,000 ids, 100 failures).
 const MAX_FLUSH: usize = 5_000;
-/// Ids per script call.
-const PER_CALL: usize = 1_000;
+/// Ids per `complete.lua` call: as many as it takes.
+const PER_CALL: usize = calls::COMPLETE_MAX_IDS;
 /// Failures per script call: each rewrites its record (attempts, last
 /// error) and schedules a retry — five Redis calls from Lua, 13 µs of Redis
 /// time on a fast machine and 56 µs on a slow shared one (slow logs of
@@ -40,6 +40,7 @@ const PER_CALL: usize = 1_000;
 /// client to notice, and each call over Redis' 10 ms slow-log threshold
 /// leaves ≈ 5 KB in `used_memory`. 100 keep a call under 6 ms there.
 const FAILS_PER_CALL: usize = 100;
+const _: () = assert!(FAILS_PER_CALL <= calls::FAIL_MAX_JOBS);
 /// How often the final flush at shutdown is tried before the settler gives
 /// up (the leases then expire and the jobs run again).
 const FINAL_FLUSH_ATTEMPTS: u32 = 5;
@@ -153,62 +154,36 @@ async fn flush(shared: &Shared, batch: &mut Batch) -> Result<()> {
     let keys = shared.queue.keys();
 
     let completes = taken.complete.chunks(PER_CALL).map(|leases| {
-        let mut invocation = SCRIPTS.complete.prepare_invoke();
-        invocation
-            .key(keys.jobs())
-            .key(&shared.active_key)
-            .key(keys.stats())
-            .key(keys.completed())
-            .arg(now)
-            .arg(&retention.completed_args()[..]);
-        lease_groups(&mut invocation, leases);
-        let mut redis = shared.queue.redis().clone();
+        let mut call = calls::complete(keys, &shared.active_key, now, &retention.completed_args());
+        lease_groups(&mut call, leases);
+        let redis = shared.queue.redis();
         async move {
-            let lost: Result<Vec<u64>> = invocation
-                .invoke_async(&mut redis)
-                .await
-                .map_err(Error::from);
+            let lost: Result<Vec<u64>> = call.invoke(redis).await;
             (leases, lost)
         }
     });
     let fails = taken.fail.chunks(FAILS_PER_CALL).map(|jobs| {
-        let mut invocation = SCRIPTS.fail.prepare_invoke();
-        invocation
-            .key(keys.jobs())
-            .key(&shared.active_key)
-            .key(keys.stats())
-            .key(keys.scheduled())
-            .key(keys.dead())
-            .key(keys.notify());
-        scripts::waiting_keys(&mut invocation, keys);
-        invocation.arg(now).arg(&retention.dead_args()[..]);
+        let mut call = calls::fail(keys, &shared.active_key, now, &retention.dead_args());
         for (key, retry_at, error) in jobs {
-            invocation
-                .arg(key.id)
+            call.arg(key.id)
                 .arg(key.token)
                 .arg(retry_at)
                 .arg(truncate_error(error));
         }
-        let mut redis = shared.queue.redis().clone();
+        let redis = shared.queue.redis();
         async move {
-            let reply: Result<Vec<Value>> = invocation
-                .invoke_async(&mut redis)
-                .await
-                .map_err(Error::from);
+            let reply: Result<Vec<Value>> = call.invoke(redis).await;
             (jobs, reply)
         }
     });
     let cancels = taken.cancel.iter().map(|(key, reason)| {
         // Only this run's own lease: a stale run must not delete a job that
         // was rescued and is waiting, or leased, again.
-        let mut invocation = scripts::cancel(keys, [shared.active_key.clone()], key.id);
-        invocation.arg(key.token);
-        let mut redis = shared.queue.redis().clone();
+        let mut call = calls::cancel(keys, [shared.active_key.clone()], key.id);
+        call.arg(key.token);
+        let redis = shared.queue.redis();
         async move {
-            let state: Result<String> = invocation
-                .invoke_async(&mut redis)
-                .await
-                .map_err(Error::from);
+            let state: Result<String> = call.invoke(redis).await;
             (*key, reason, state)
         }
     });

@@ -16,19 +16,14 @@ use tokio::sync::{Mutex, OnceCell};
 
 use super::super::config::Durability;
 use super::super::job::{Enqueued, JobId};
-use super::super::scripts::{PRODUCER_SOURCES, SCRIPTS};
+use super::super::scripts::{PRODUCER_SOURCES, calls};
 use crate::clock::ms;
 use crate::connection::Redis;
 use crate::error::{Error, ErrorKind, Result};
-use crate::keyspace::{
-    ID_RUN_KEY_TTL, LOST_RUN_MARKER_TTL, MAX_ID_RUNS, PRIORITY_LEVELS, QueueKeys,
-};
+use crate::keyspace::{LOST_RUN_MARKER_TTL, QueueKeys};
 
 use super::{BATCHES_IN_FLIGHT, MAX_BATCH_JOBS, Prepared};
 
-/// KEYS of `enqueue.lua` before the idempotency keys: jobs, scheduled,
-/// stats, notify, the waiting lists and the batch's id run key.
-const ENQUEUE_FIXED_KEYS: usize = 4 + PRIORITY_LEVELS + 1;
 /// How often one batch may find its fresh ids lost again before it gives
 /// up: each time is a failover or restart that lost writes.
 const MAX_LOST_RUNS_PER_BATCH: usize = 3;
@@ -188,19 +183,14 @@ impl Writer {
             let last: u64 = self
                 .redis
                 .retry_refused("the id reservation", || {
-                    let mut reserve = redis::cmd("EVALSHA");
-                    reserve
-                        .arg(SCRIPTS.reserve_ids.get_hash())
-                        .arg(4)
-                        .arg(self.keys.meta())
-                        .arg(self.keys.id_runs())
-                        .arg(&run_key)
-                        .arg(&old_run_key)
-                        .arg(want)
-                        .arg(&self.token)
-                        .arg(MAX_ID_RUNS)
-                        .arg(now)
-                        .arg(ms(ID_RUN_KEY_TTL));
+                    let reserve = calls::reserve_ids(
+                        &self.keys,
+                        &run_key,
+                        &old_run_key,
+                        want,
+                        &self.token,
+                        now,
+                    );
                     async move {
                         self.redis
                             .evalsha(&reserve, &PRODUCER_SOURCES.reserve_ids, self.keys.meta())
@@ -498,20 +488,9 @@ impl Writer {
             .iter()
             .filter_map(|job| job.idempotency.as_ref().map(|(key, _)| key.as_str()))
             .collect();
-        let mut call = redis::cmd("EVALSHA");
-        call.arg(SCRIPTS.enqueue.get_hash())
-            .arg(ENQUEUE_FIXED_KEYS + idempotency_keys.len())
-            .arg(keys.jobs())
-            .arg(keys.scheduled())
-            .arg(keys.stats())
-            .arg(keys.notify())
-            .arg(&keys.waiting_all()[..])
-            .arg(run_key)
-            .arg(idempotency_keys)
-            .arg(now)
-            .arg(batch.len());
+        let mut call = calls::enqueue_head(keys, run_key, &idempotency_keys, now, batch.len());
         let mut start = 0;
-        let mut next_key_index = ENQUEUE_FIXED_KEYS;
+        let mut next_key_index = calls::ENQUEUE_FIXED_KEYS;
         for group in group_batch(batch, now) {
             match group {
                 Group::Ready { priority, jobs } => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::queue::Queue;
-use crate::queue::scripts::{self, SCRIPTS};
+use crate::queue::scripts::calls;
 use crate::service::Service;
 
 /// Longest sleep between two promotion rounds: the worst lateness of a
@@ -64,14 +64,9 @@ impl Promoter {
     pub(crate) async fn promote(queue: &Queue, batch: usize) -> Result<(u64, Option<u64>)> {
         queue.ensure_clock().await?;
         let keys = queue.keys();
-        let mut invocation = SCRIPTS.promote.prepare_invoke();
-        invocation
-            .key(keys.scheduled())
-            .key(keys.jobs())
-            .key(keys.notify());
-        scripts::waiting_keys(&mut invocation, keys);
-        invocation.arg(queue.now_ms()).arg(batch);
-        let (moved, next): (u64, i64) = invocation.invoke_async(&mut queue.redis().clone()).await?;
+        let (moved, next): (u64, i64) = calls::promote(keys, queue.now_ms(), batch)
+            .invoke(queue.redis())
+            .await?;
         Ok((moved, u64::try_from(next).ok()))
     }
 }

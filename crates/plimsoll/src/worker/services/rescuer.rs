@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::queue::Queue;
-use crate::queue::scripts::{self, SCRIPTS};
+use crate::queue::scripts::calls;
 use crate::service::Service;
 
 /// How often the rescuer looks for expired leases. A crashed worker's job
@@ -83,17 +83,9 @@ impl Rescuer {
         let dead_bounds = queue.config().retention.dead_args();
         let (mut rescued, mut dead) = (0, 0);
         for worker in &due {
-            let mut invocation = SCRIPTS.rescue.prepare_invoke();
-            invocation
-                .key(keys.workers())
-                .key(keys.active(worker))
-                .key(keys.jobs())
-                .key(keys.stats())
-                .key(keys.dead())
-                .key(keys.notify());
-            scripts::waiting_keys(&mut invocation, keys);
-            invocation.arg(now).arg(worker).arg(&dead_bounds[..]);
-            let (r, d): (u64, u64) = invocation.invoke_async(&mut redis).await?;
+            let (r, d): (u64, u64) = calls::rescue(keys, worker, now, &dead_bounds)
+                .invoke(queue.redis())
+                .await?;
             if r + d > 0 {
                 tracing::warn!(queue = %queue.name(), worker = %worker, rescued = r, dead = d,
                     "rescued jobs whose lease expired");

@@ -8,7 +8,10 @@
 //! loads it again on `NOSCRIPT` after a restart or `SCRIPT FLUSH`. The one
 //! exception is `enqueue`, which runs inside a MULTI/EXEC where that
 //! fallback cannot happen: the producer loads it first and handles
-//! `NOSCRIPT` itself (`queue/enqueue.rs`).
+//! `NOSCRIPT` itself (`queue/enqueue/writer.rs`).
+//!
+//! Every call's KEYS and ARGV are built in [`calls`], one builder per
+//! script next to its per-call caps, and checked there against the headers.
 //!
 //! Scripts without `allow-oom` (`enqueue` and `reserve_ids`) are refused by
 //! a full Redis, so a job is never half-written. The rest may run on a full
@@ -16,11 +19,11 @@
 
 use std::sync::LazyLock;
 
-use redis::{Script, ScriptInvocation};
+use redis::Script;
 
-use crate::keyspace::QueueKeys;
+pub(crate) mod calls;
 
-const LIB: &str = include_str!("../../lua/queue/lib.lua");
+const LIB: &str = include_str!("../../../lua/queue/lib.lua");
 
 /// Builds a script from its file: shebang line, then `lib.lua`, then the body.
 fn with_lib(source: &str) -> Script {
@@ -48,9 +51,9 @@ pub(crate) struct ProducerSources {
 }
 
 pub(crate) static PRODUCER_SOURCES: LazyLock<ProducerSources> = LazyLock::new(|| ProducerSources {
-    enqueue: source_with_lib(include_str!("../../lua/queue/enqueue.lua")),
-    reserve_ids: source_with_lib(include_str!("../../lua/queue/reserve_ids.lua")),
-    register: source_with_lib(include_str!("../../lua/queue/register.lua")),
+    enqueue: source_with_lib(include_str!("../../../lua/queue/enqueue.lua")),
+    reserve_ids: source_with_lib(include_str!("../../../lua/queue/reserve_ids.lua")),
+    register: source_with_lib(include_str!("../../../lua/queue/register.lua")),
 });
 
 macro_rules! scripts {
@@ -61,7 +64,7 @@ macro_rules! scripts {
         }
 
         pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-            $($name: with_lib(include_str!(concat!("../../lua/queue/", $file))),)*
+            $($name: with_lib(include_str!(concat!("../../../lua/queue/", $file))),)*
         });
     };
 }
@@ -84,34 +87,4 @@ scripts! {
     trim => "trim.lua",
     register => "register.lua",
     time => "time.lua",
-}
-
-/// Adds the queue's ten waiting lists, priority 0 first, as the next keys:
-/// the `waiting` block most scripts take.
-pub(crate) fn waiting_keys(invocation: &mut ScriptInvocation<'_>, keys: &QueueKeys) {
-    for list in keys.waiting_all() {
-        invocation.key(list);
-    }
-}
-
-/// `cancel.lua` for job `id`, looking for it in the given workers' active
-/// hashes.
-pub(crate) fn cancel<'a>(
-    keys: &QueueKeys,
-    active: impl IntoIterator<Item = String>,
-    id: u64,
-) -> ScriptInvocation<'a> {
-    let mut invocation = SCRIPTS.cancel.prepare_invoke();
-    invocation
-        .key(keys.jobs())
-        .key(keys.scheduled())
-        .key(keys.dead())
-        .key(keys.completed())
-        .key(keys.stats());
-    waiting_keys(&mut invocation, keys);
-    for key in active {
-        invocation.key(key);
-    }
-    invocation.arg(id);
-    invocation
 }
