@@ -37,7 +37,10 @@
 //!   scheduled|signal|workers|idempotency`, where the namespace is a queue
 //!   name or a Rust type path such as `email::Email`.
 
+use super::layouts;
 use crate::keyspace;
+
+pub use super::segments::collapse_segment;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
@@ -117,7 +120,7 @@ pub struct Family {
 }
 
 impl Family {
-    fn known(layout: Layout, pattern: String, name: String) -> Self {
+    pub(super) fn known(layout: Layout, pattern: String, name: String) -> Self {
         Self {
             layout,
             pattern,
@@ -132,7 +135,7 @@ impl Family {
         Self::known(Layout::Generic, pattern.clone(), pattern)
     }
 
-    fn queue(mut self, prefix: &str, queue: &str, role: Role) -> Self {
+    pub(super) fn queue(mut self, prefix: &str, queue: &str, role: Role) -> Self {
         self.prefix = Some(prefix.to_string());
         self.queue = Some(queue.to_string());
         self.role = role;
@@ -247,10 +250,10 @@ impl Classifier {
     fn known_layout(&self, key: &str) -> Option<Family> {
         self.plimsoll(key)
             .or_else(|| self.bullmq(key))
-            .or_else(|| celery(key))
-            .or_else(|| rq(key))
-            .or_else(|| apalis(key))
-            .or_else(|| sidekiq(key))
+            .or_else(|| layouts::celery(key))
+            .or_else(|| layouts::rq(key))
+            .or_else(|| layouts::apalis(key))
+            .or_else(|| layouts::sidekiq(key))
     }
 
     /// Plimsoll's own keys, read by the keyspace that names them.
@@ -377,300 +380,6 @@ fn join_with<S: AsRef<str>>(segments: &[S], at: usize, with: &str) -> String {
         out.push_str(if i == at { with } else { s.as_ref() });
     }
     out
-}
-
-fn celery(key: &str) -> Option<Family> {
-    let family = |pattern: &str, name: &str| {
-        Some(Family::known(
-            Layout::Celery,
-            pattern.to_string(),
-            name.to_string(),
-        ))
-    };
-    if key == "celery" || key.starts_with("celery\x06\x16") {
-        return family("celery", "Celery queue celery");
-    }
-    if key.starts_with("celery-task-meta-") {
-        return family("celery-task-meta-<id>", "Celery task results");
-    }
-    if key.starts_with("celery-taskset-meta-") {
-        return family("celery-taskset-meta-<id>", "Celery group results");
-    }
-    if key.starts_with("_kombu.binding.") {
-        return family(
-            "_kombu.binding.<exchange>",
-            "Celery (kombu) exchange bindings",
-        );
-    }
-    if key.starts_with("_kombu.binding_permanent.") {
-        return family(
-            "_kombu.binding_permanent.<exchange>",
-            "Celery (kombu) permanent exchange bindings",
-        );
-    }
-    if key == "_kombu.binding_deadlines" {
-        return family(
-            "_kombu.binding_deadlines",
-            "Celery (kombu) binding deadlines",
-        );
-    }
-    if matches!(key, "unacked" | "unacked_index" | "unacked_mutex") {
-        return family("unacked*", "Celery unacknowledged messages");
-    }
-    None
-}
-
-fn rq(key: &str) -> Option<Family> {
-    let segments: Vec<&str> = key.split(':').collect();
-    if segments.len() < 2 || segments[0] != "rq" {
-        return None;
-    }
-    let family = |pattern: String, name: String| Some(Family::known(Layout::Rq, pattern, name));
-    match (segments[1], segments.len()) {
-        ("job", 3) => family("rq:job:<id>".into(), "RQ job hashes".into()),
-        ("job", _) => family(
-            "rq:job:<id>:<relation>".into(),
-            "RQ job dependencies".into(),
-        ),
-        ("queue", 3) => family(
-            format!("rq:queue:{}", segments[2]),
-            format!("RQ queue {}: waiting jobs", segments[2]),
-        ),
-        (
-            registry @ ("wip" | "finished" | "failed" | "deferred" | "scheduled" | "canceled"
-            | "intermediate"),
-            3,
-        ) => {
-            let what = if registry == "wip" {
-                "started"
-            } else {
-                registry
-            };
-            family(
-                format!("rq:{registry}:{}", segments[2]),
-                format!("RQ queue {}: {what} registry", segments[2]),
-            )
-        }
-        ("results", _) => family("rq:results:<id>".into(), "RQ job results".into()),
-        ("worker", _) => family("rq:worker:<name>".into(), "RQ workers".into()),
-        ("executions" | "execution", _) => {
-            family("rq:executions:<id>".into(), "RQ executions".into())
-        }
-        _ => family("rq:<state>".into(), "RQ state".into()),
-    }
-}
-
-/// apalis-redis names its keys `<namespace>:<what>`, where the namespace is
-/// the queue (recent versions) or a Rust type path with `::` (older ones).
-fn apalis(key: &str) -> Option<Family> {
-    const ALL: &[&str] = &[
-        "active",
-        "done",
-        "failed",
-        "dead",
-        "inflight",
-        "data",
-        "meta",
-        "scheduled",
-        "signal",
-        "workers",
-        "idempotency",
-        "consumers",
-    ];
-    const DISTINCT: &[&str] = &["done", "inflight", "signal", "data"];
-    let (mut namespace, mut what) = key.rsplit_once(':')?;
-    // Per-worker inflight sets: `<namespace>:inflight:<worker>`.
-    if let Some((ns, middle)) = namespace.rsplit_once(':')
-        && middle == "inflight"
-        && !ALL.contains(&what)
-    {
-        namespace = ns;
-        what = "inflight";
-    }
-    if namespace.is_empty() || namespace.ends_with(':') || !ALL.contains(&what) {
-        return None;
-    }
-    let type_path = namespace.contains("::");
-    let distinct = DISTINCT.contains(&what) && !namespace.contains(':');
-    if !type_path && !distinct {
-        return None;
-    }
-    let label = match what {
-        "done" => "done tasks",
-        "failed" => "failed tasks",
-        "dead" => "dead tasks",
-        "data" => "task data",
-        "active" | "scheduled" | "inflight" => "pending, scheduled and running tasks",
-        _ => "queue state",
-    };
-    let pattern_what = match label {
-        "pending, scheduled and running tasks" => "<active|scheduled|inflight>",
-        "queue state" => "<state>",
-        _ => what,
-    };
-    Some(
-        Family::known(
-            Layout::Apalis,
-            format!("{namespace}:{pattern_what}"),
-            format!("apalis queue {namespace}: {label}"),
-        )
-        .queue(namespace, namespace, Role::Other),
-    )
-}
-
-fn sidekiq(key: &str) -> Option<Family> {
-    let segments: Vec<&str> = key.split(':').collect();
-    let core = |rest: &[&str]| -> Option<(String, String)> {
-        Some(match rest {
-            ["queues"] | ["processes"] => ("<state>".into(), "Sidekiq state".into()),
-            ["schedule"] => ("schedule".into(), "Sidekiq scheduled jobs".into()),
-            ["retry"] => ("retry".into(), "Sidekiq retry set".into()),
-            ["dead"] => ("dead".into(), "Sidekiq dead set".into()),
-            ["queue", name] => (format!("queue:{name}"), format!("Sidekiq queue {name}")),
-            ["stat", "processed" | "failed", ..] => {
-                ("stat:<…>".into(), "Sidekiq statistics".into())
-            }
-            _ => return None,
-        })
-    };
-    if let Some((pattern, name)) = core(&segments) {
-        return Some(Family::known(Layout::Sidekiq, pattern, name));
-    }
-    // A process's heartbeat: its identity `<hostname>:<pid>:<nonce>` (the
-    // nonce is SecureRandom.hex(6)), and `…:work` (`…:workers` before
-    // Sidekiq 7) for what its threads are running.
-    if let [_, pid, nonce, rest @ ..] = segments.as_slice()
-        && !pid.is_empty()
-        && pid.bytes().all(|b| b.is_ascii_digit())
-        && nonce.len() == 12
-        && nonce.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        let (pattern, name) = match rest {
-            [] => ("<host>:<pid>:<nonce>", "Sidekiq process heartbeats"),
-            ["work" | "workers"] => (
-                "<host>:<pid>:<nonce>:work",
-                "Sidekiq processes' running work",
-            ),
-            _ => return None,
-        };
-        return Some(Family::known(
-            Layout::Sidekiq,
-            pattern.to_string(),
-            name.to_string(),
-        ));
-    }
-    // redis-namespace puts one segment in front.
-    if segments.len() >= 2
-        && let Some((pattern, name)) = core(&segments[1..])
-    {
-        let ns = segments[0];
-        return Some(Family::known(
-            Layout::Sidekiq,
-            format!("{ns}:{pattern}"),
-            format!("{name} (namespace {ns})"),
-        ));
-    }
-    None
-}
-
-/// A segment with identifiers replaced by placeholders.
-pub fn collapse_segment(segment: &str) -> Cow<'_, str> {
-    if let Some(shape) = shape(segment) {
-        return Cow::Borrowed(shape);
-    }
-    let bytes = segment.as_bytes();
-    // Embedded UUIDs first: their dashes would otherwise split them.
-    let mut out = String::new();
-    let mut changed = false;
-    let mut i = 0;
-    let mut token_start = 0;
-    let flush = |out: &mut String, token: &str, changed: &mut bool| match shape(token) {
-        Some(s) => {
-            out.push_str(s);
-            *changed = true;
-        }
-        None => out.push_str(token),
-    };
-    while i < bytes.len() {
-        if i + 36 <= bytes.len() && is_uuid(&segment[i..i + 36]) {
-            flush(&mut out, &segment[token_start..i], &mut changed);
-            out.push_str("<uuid>");
-            changed = true;
-            i += 36;
-            token_start = i;
-            continue;
-        }
-        let c = bytes[i];
-        if matches!(
-            c,
-            b'-' | b'_' | b'.' | b'|' | b'@' | b'/' | b'=' | b',' | b' ' | 0x06 | 0x16
-        ) {
-            flush(&mut out, &segment[token_start..i], &mut changed);
-            out.push(c as char);
-            token_start = i + 1;
-        }
-        i += 1;
-    }
-    if !changed && token_start == 0 {
-        return Cow::Borrowed(segment);
-    }
-    flush(&mut out, &segment[token_start..], &mut changed);
-    if changed {
-        Cow::Owned(out)
-    } else {
-        Cow::Borrowed(segment)
-    }
-}
-
-/// The placeholder for a token that looks like an identifier.
-fn shape(token: &str) -> Option<&'static str> {
-    let b = token.as_bytes();
-    if b.is_empty() {
-        return None;
-    }
-    if b.iter().all(u8::is_ascii_digit) {
-        return Some("<n>");
-    }
-    if b.len() == 36 && is_uuid(token) {
-        return Some("<uuid>");
-    }
-    if is_date(b) {
-        return Some("<date>");
-    }
-    let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
-    if b.len() >= 12 && b.iter().all(u8::is_ascii_hexdigit) && digits > 0 {
-        return Some("<hash>");
-    }
-    let letters = b.iter().filter(|c| c.is_ascii_alphabetic()).count();
-    if b.len() >= 8
-        && digits >= 2
-        && letters > 0
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
-    {
-        return Some("<id>");
-    }
-    None
-}
-
-fn is_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
-}
-
-/// `YYYY-MM-DD`, optionally followed by a time (`T…`).
-fn is_date(b: &[u8]) -> bool {
-    b.len() >= 10
-        && b[..4].iter().all(u8::is_ascii_digit)
-        && b[4] == b'-'
-        && b[5..7].iter().all(u8::is_ascii_digit)
-        && b[7] == b'-'
-        && b[8..10].iter().all(u8::is_ascii_digit)
-        && (b.len() == 10 || b[10] == b'T' || b[10] == b' ')
 }
 
 #[cfg(test)]

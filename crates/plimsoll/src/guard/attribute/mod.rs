@@ -15,9 +15,13 @@
 //! written into the Redis it walks.
 
 pub mod families;
+mod layouts;
 pub mod overhead;
+mod pacer;
 pub mod report;
 pub mod scan;
+pub mod segments;
+mod tally;
 pub mod usage;
 
 use std::time::Instant;

@@ -41,7 +41,9 @@
 //! the walk runs on a thread and a connection of its own at the lowest CPU
 //! priority (`scan_node_apart`).
 
-use std::collections::{BTreeMap, HashMap};
+pub(crate) use super::pacer::Pacer;
+pub(crate) use super::tally::{JobState, Moments, Tally};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -214,179 +216,6 @@ impl AttributeConfig {
     }
 }
 
-/// Sums of measured sizes: enough for a mean, its variance and the
-/// sample's skewness.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct Moments {
-    pub n: u64,
-    pub sum: f64,
-    pub sum_sq: f64,
-    pub sum_cu: f64,
-}
-
-impl Moments {
-    pub(crate) fn add(&mut self, x: f64) {
-        self.n += 1;
-        self.sum += x;
-        self.sum_sq += x * x;
-        self.sum_cu += x * x * x;
-    }
-
-    pub(crate) fn absorb(&mut self, other: &Moments) {
-        self.n += other.n;
-        self.sum += other.sum;
-        self.sum_sq += other.sum_sq;
-        self.sum_cu += other.sum_cu;
-    }
-
-    pub(crate) fn mean(&self) -> Option<f64> {
-        (self.n > 0).then(|| self.sum / self.n as f64)
-    }
-
-    /// The sample variance (with Bessel's correction; 0 below two).
-    pub(crate) fn variance(&self) -> f64 {
-        let n = self.n as f64;
-        if self.n < 2 {
-            return 0.0;
-        }
-        let mean = self.sum / n;
-        ((self.sum_sq / n - mean * mean) * n / (n - 1.0)).max(0.0)
-    }
-
-    /// The standard error of the mean relative to the mean (infinite
-    /// without a positive mean or below two).
-    pub(crate) fn relative_error_of_mean(&self) -> f64 {
-        match self.mean() {
-            Some(mean) if mean > 0.0 && self.n > 1 => {
-                (self.variance() / self.n as f64).sqrt() / mean
-            }
-            _ => f64::INFINITY,
-        }
-    }
-
-    /// The sample's skewness (0 below three or without spread).
-    fn skewness(&self) -> f64 {
-        if self.n < 3 {
-            return 0.0;
-        }
-        let n = self.n as f64;
-        let mean = self.sum / n;
-        let m2 = (self.sum_sq / n - mean * mean).max(0.0);
-        if m2 <= 0.0 {
-            return 0.0;
-        }
-        let m3 = self.sum_cu / n - 3.0 * mean * self.sum_sq / n + 2.0 * mean * mean * mean;
-        m3 / m2.powf(1.5)
-    }
-}
-
-/// The state of a sampled BullMQ job, from its queue's sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum JobState {
-    Completed = 0,
-    Failed = 1,
-    /// Waiting, active, delayed, prioritized.
-    Other = 2,
-}
-
-/// What was measured of one family on one node.
-#[derive(Debug, Clone)]
-pub(crate) struct Tally {
-    pub family: Family,
-    pub keys: u64,
-    /// Sizes of the measured keys.
-    pub sizes: Moments,
-    /// Of those, the ones Redis could only estimate (too many elements).
-    pub estimated: Moments,
-    pub no_ttl: u64,
-    pub types: BTreeMap<String, u64>,
-    /// BullMQ job hashes and logs only: sizes by the job's state, so that
-    /// completed jobs are counted at their own size (they carry a return
-    /// value, failed ones a stack trace; see `report.rs`).
-    pub by_state: [Moments; 3],
-}
-
-impl Tally {
-    pub(crate) fn new(family: Family) -> Self {
-        Self {
-            family,
-            keys: 0,
-            sizes: Moments::default(),
-            estimated: Moments::default(),
-            no_ttl: 0,
-            types: BTreeMap::new(),
-            by_state: [Moments::default(); 3],
-        }
-    }
-
-    pub(crate) fn absorb(&mut self, other: Tally) {
-        self.keys += other.keys;
-        self.sizes.absorb(&other.sizes);
-        self.estimated.absorb(&other.estimated);
-        self.no_ttl += other.no_ttl;
-        for (t, n) in other.types {
-            *self.types.entry(t).or_default() += n;
-        }
-        for (mine, theirs) in self.by_state.iter_mut().zip(other.by_state.iter()) {
-            mine.absorb(theirs);
-        }
-    }
-
-    /// Whether the next key the walk meets should be measured too:
-    /// always up to `samples_per_family`, never beyond
-    /// `max_samples_per_family`, and in between while the mean's standard
-    /// error is above the target, while the sample is too skewed for its
-    /// normal interval to hold (Cochran's rule: n ≥ 25·skewness², so that
-    /// a few big keys among many small ones widen the sample rather than
-    /// hide behind a tight interval), and for BullMQ jobs while a state
-    /// seen so far is known too roughly: job hashes until each state has
-    /// [`MIN_SAMPLES_PER_STATE`] keys and its mean is within the target,
-    /// logs until each state's total (a domain of the sample: sizes counted
-    /// as 0 for the other states' keys) is within [`MAX_STATE_ERROR`].
-    fn wants_sample(&self, pending: u64, config: &AttributeConfig) -> bool {
-        let n = self.sizes.n + pending;
-        if n < config.samples_per_family as u64 {
-            return true;
-        }
-        if n >= config.max_samples_per_family as u64 || self.sizes.n < 2 {
-            return false;
-        }
-        let target = config.target_relative_error;
-        let error = self.sizes.relative_error_of_mean();
-        if error.is_finite() && error > target {
-            return true;
-        }
-        if (self.sizes.n as f64) < 25.0 * self.sizes.skewness().powi(2) {
-            return true;
-        }
-        let seen = self.by_state.iter().filter(|s| s.n > 0);
-        match self.family.role {
-            // Each state's count is exact (its set's ZCARD): what matters
-            // is each state's mean size.
-            Role::JobHashes => seen
-                .into_iter()
-                .any(|s| s.n < MIN_SAMPLES_PER_STATE || s.relative_error_of_mean() > target),
-            // Only some jobs have logs: each state's total is a domain of
-            // the sample, its share uncertain too.
-            Role::JobLogs => seen.into_iter().any(|s| {
-                Moments {
-                    n: self.sizes.n,
-                    ..*s
-                }
-                .relative_error_of_mean()
-                    > MAX_STATE_ERROR
-            }),
-            _ => false,
-        }
-    }
-}
-
-/// BullMQ job hashes: keys measured per job state seen, at least.
-pub(crate) const MIN_SAMPLES_PER_STATE: u64 = 30;
-/// BullMQ job logs: the relative standard error of each state's total (a
-/// domain of the sample) that stops extra sampling: about ±10% at 95%.
-pub(crate) const MAX_STATE_ERROR: f64 = 0.05;
-
 /// The walk of one node.
 #[derive(Debug, Clone)]
 pub(crate) struct NodeScan {
@@ -401,75 +230,6 @@ pub(crate) struct NodeScan {
     /// Redis' memory outside its keys (None: `MEMORY STATS` refused).
     pub outside: Option<OutsideKeys>,
     pub tallies: HashMap<String, Tally>,
-}
-
-/// Token bucket with back-off on slow replies.
-#[derive(Debug)]
-pub(crate) struct Pacer {
-    max_rate: f64,
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-    fastest: Option<Duration>,
-    busy_floor: Duration,
-    pub(crate) commands: u64,
-    pub(crate) backoffs: u64,
-}
-
-impl Pacer {
-    pub(crate) fn new(budget: u32, busy_floor: Duration) -> Self {
-        let rate = f64::from(budget);
-        Self {
-            max_rate: rate,
-            rate,
-            // A small burst: a tenth of a second's worth.
-            tokens: (rate / 10.0).max(1.0),
-            last: Instant::now(),
-            fastest: None,
-            busy_floor,
-            commands: 0,
-            backoffs: 0,
-        }
-    }
-
-    /// Waits until `n` tokens are there and takes them. Tokens accrue for
-    /// the time that really passed, so a sleep that the timer rounds up
-    /// (to its millisecond) is not lost: the surplus pays for the next
-    /// calls, and the average rate is the configured one even when each
-    /// call costs less than a millisecond of budget.
-    pub(crate) async fn take(&mut self, n: u64) {
-        let n = n as f64;
-        let burst = (self.rate / 10.0).max(n);
-        self.refill(burst);
-        if self.tokens < n {
-            let wait = (n - self.tokens) / self.rate;
-            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-            self.refill(burst);
-        }
-        self.tokens -= n;
-        self.commands += n as u64;
-    }
-
-    fn refill(&mut self, burst: f64) {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(burst);
-        self.last = now;
-    }
-
-    pub(crate) fn observe(&mut self, round_trip: Duration) {
-        let fastest = *self.fastest.get_or_insert(round_trip);
-        if round_trip < fastest {
-            self.fastest = Some(round_trip);
-        }
-        let busy = round_trip > self.busy_floor.max(fastest * 4);
-        if busy {
-            self.rate = (self.rate / 2.0).max(self.max_rate / 20.0).max(1.0);
-            self.backoffs += 1;
-        } else {
-            self.rate = (self.rate * 1.05).min(self.max_rate);
-        }
-    }
 }
 
 /// Walks one primary on a thread of its own (`plimsoll-walk`), with a
@@ -847,33 +607,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn the_pacer_keeps_its_budget() {
-        let mut pacer = Pacer::new(10_000, DEFAULT_BUSY_LATENCY);
-        let start = Instant::now();
-        for _ in 0..100 {
-            pacer.take(30).await;
-        }
-        // 3,000 commands at 10,000/s: 0.3 s less the initial burst of 0.1 s.
-        let elapsed = start.elapsed();
-        assert!(elapsed >= Duration::from_millis(180), "{elapsed:?}");
-        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
-        assert_eq!(pacer.commands, 3000);
-    }
-
-    #[test]
-    fn slow_replies_halve_the_rate_and_quick_ones_restore_it() {
-        let mut pacer = Pacer::new(1000, Duration::from_millis(20));
-        pacer.observe(Duration::from_micros(200));
-        pacer.observe(Duration::from_millis(50));
-        assert_eq!(pacer.backoffs, 1);
-        assert!((pacer.rate - 500.0).abs() < 1e-6);
-        for _ in 0..100 {
-            pacer.observe(Duration::from_micros(200));
-        }
-        assert!((pacer.rate - 1000.0).abs() < 1e-6);
-    }
 
     #[test]
     fn bad_settings_are_named() {
