@@ -58,6 +58,7 @@
 //! leased until the rescuer runs it again.
 
 mod backoff;
+mod config;
 mod fetcher;
 mod heartbeat;
 mod job;
@@ -82,6 +83,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::{Backoff, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_JITTER, DEFAULT_BACKOFF_MAX};
+pub use config::{
+    DEFAULT_CONCURRENCY, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, DEFAULT_PREFETCH_FACTOR,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_STUCK_GRACE, HARD_STOP_SLACK, MAX_CONCURRENCY, MAX_IN_HAND,
+    WorkerConfig,
+};
 pub use job::Job;
 pub use outcome::Outcome;
 pub use services::{JanitorConfig, Maintenance, MaintenanceConfig, PromoterConfig, RescuerConfig};
@@ -95,30 +101,8 @@ use crate::queue::{JobId, Queue};
 use lease::{Lease, LeaseKey, lease_groups};
 use settler::Settle;
 
-/// Handlers running at once, by default.
-pub const DEFAULT_CONCURRENCY: usize = 10;
-/// The most handlers one worker runs at once.
-pub const MAX_CONCURRENCY: usize = 5_000;
-/// Leased jobs kept in hand beyond `concurrency`, by default as many again:
-/// a handler that finishes finds its next job without a round trip.
-pub const DEFAULT_PREFETCH_FACTOR: usize = 1;
-/// The most jobs one worker may hold leased (the scripts' bound too).
-pub const MAX_IN_HAND: usize = 10_000;
-/// How long a lease lasts without a heartbeat. A crashed worker's jobs run
-/// again after at most this long (plus the rescuer's interval).
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-/// How often an idle worker asks for work even without a wake-up.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// How long shutdown waits for running handlers.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// How long past its timeout a handler may run before its lease is left to
-/// lapse and the job is given to another worker.
-pub const DEFAULT_STUCK_GRACE: Duration = Duration::from_secs(60);
-/// The last moment given to signalled handlers at shutdown, and again to
-/// aborted ones.
-pub const HARD_STOP_SLACK: Duration = Duration::from_secs(1);
 /// Most jobs one fetch asks for (the script's limit).
-const MAX_FETCH: usize = 1000;
+const MAX_FETCH: usize = calls::FETCH_MAX_JOBS;
 
 /// A job handler: any `Fn(Job) -> impl Future<Output = impl Into<Outcome>>`.
 pub trait Handler: Send + Sync + 'static {
@@ -135,88 +119,6 @@ where
     fn call(&self, job: Job) -> BoxFuture<'static, Outcome> {
         let future = (self)(job);
         Box::pin(async move { future.await.into() })
-    }
-}
-
-/// Settings of a worker; see [`WorkerBuilder`].
-#[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    /// Handlers running at once.
-    pub concurrency: usize,
-    /// Leased jobs kept in hand beyond `concurrency`.
-    pub prefetch: usize,
-    /// Lease length; heartbeats run every third of it, and a lease not
-    /// renewed for five sixths of it is given up (its handler told to stop).
-    pub lease: Duration,
-    /// Longest idle wait before asking for work again.
-    pub poll_interval: Duration,
-    /// How long shutdown waits for running handlers.
-    pub shutdown_grace: Duration,
-    /// How long past its timeout a handler may run before its lease lapses.
-    pub stuck_grace: Duration,
-    /// Delay between attempts of a failing job.
-    pub backoff: Backoff,
-    /// Whether this worker also runs the queue's maintenance services
-    /// (promoter, rescuer, janitor). Several workers running them is safe.
-    pub maintenance: bool,
-    /// Promoter settings.
-    pub promoter: PromoterConfig,
-    /// Rescuer settings.
-    pub rescuer: RescuerConfig,
-    /// Janitor settings.
-    pub janitor: JanitorConfig,
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        Self {
-            concurrency: DEFAULT_CONCURRENCY,
-            prefetch: DEFAULT_CONCURRENCY * DEFAULT_PREFETCH_FACTOR,
-            lease: DEFAULT_LEASE,
-            poll_interval: DEFAULT_POLL_INTERVAL,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            stuck_grace: DEFAULT_STUCK_GRACE,
-            backoff: Backoff::default(),
-            maintenance: true,
-            promoter: PromoterConfig::default(),
-            rescuer: RescuerConfig::default(),
-            janitor: JanitorConfig::default(),
-        }
-    }
-}
-
-impl WorkerConfig {
-    fn validate(&self) -> Result<()> {
-        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
-            return Err(Error::invalid(format!(
-                "concurrency {} must be 1 to {MAX_CONCURRENCY}",
-                self.concurrency
-            )));
-        }
-        if self.concurrency + self.prefetch > MAX_IN_HAND {
-            return Err(Error::invalid(format!(
-                "concurrency + prefetch ({}) must be at most {MAX_IN_HAND}",
-                self.concurrency + self.prefetch
-            )));
-        }
-        if self.lease < Duration::from_millis(100) || self.lease > Duration::from_secs(3600) {
-            return Err(Error::invalid(format!(
-                "lease {:?} must be 100 ms to 1 h",
-                self.lease
-            )));
-        }
-        if self.poll_interval < Duration::from_millis(10)
-            || self.poll_interval > Duration::from_secs(60)
-        {
-            return Err(Error::invalid(format!(
-                "poll_interval {:?} must be 10 ms to 60 s",
-                self.poll_interval
-            )));
-        }
-        self.promoter.validate()?;
-        self.rescuer.validate()?;
-        self.janitor.validate()?;
-        Ok(())
     }
 }
 
