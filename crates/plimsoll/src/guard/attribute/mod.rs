@@ -19,6 +19,7 @@ mod layouts;
 pub mod overhead;
 mod pacer;
 pub mod report;
+mod report_history;
 pub mod scan;
 pub mod segments;
 mod tally;
@@ -28,7 +29,8 @@ use std::time::Instant;
 
 pub use families::{Classifier, Family, Layout, Role};
 pub use overhead::OutsideKeys;
-pub use report::{Accounting, FamilyReport, MemoryReport, NodeScanStats, ReportHistory};
+pub use report::{Accounting, FamilyReport, MemoryReport, NodeScanStats};
+pub use report_history::{ReportHistory, ReportSnapshot};
 pub use scan::AttributeConfig;
 
 use crate::clock::Clock;
