@@ -6,7 +6,7 @@
 //! What each library writes was read off the real libraries: see the
 //! tests in `families.rs` and the fill scripts under `bench/`.
 
-use super::families::{Family, Layout, Role};
+use super::family::{Family, Layout, Role};
 
 pub(super) fn celery(key: &str) -> Option<Family> {
     let family = |pattern: &str, name: &str| {

@@ -14,7 +14,9 @@
 //! [`Guard`](crate::guard::Guard) on a schedule. It only reads: nothing is
 //! written into the Redis it walks.
 
+mod config;
 pub mod families;
+mod family;
 mod layouts;
 pub mod overhead;
 mod pacer;

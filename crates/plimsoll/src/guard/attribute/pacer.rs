@@ -1,7 +1,10 @@
-//! The walk's token bucket: commands (or keys) per second, backing off
-//! when Redis answers slower than its fastest replies show it can.
+//! How a walk treats the Redis it reads: a token bucket of commands (or
+//! keys) per second that backs off when Redis answers slower than its
+//! fastest replies show it can, and patience while Redis is busy or loading.
 
 use std::time::{Duration, Instant};
+
+use crate::error::{ErrorKind, Result};
 
 /// Token bucket with back-off on slow replies.
 #[derive(Debug)]
@@ -68,6 +71,25 @@ impl Pacer {
             self.backoffs += 1;
         } else {
             self.rate = (self.rate * 1.05).min(self.max_rate);
+        }
+    }
+}
+
+/// Runs `call`, waiting and trying again (up to 10 times) while Redis says
+/// it is busy or loading.
+pub(crate) async fn retry_busy<T, F, Fut>(mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(err) if err.kind() == ErrorKind::Unavailable && tries < 10 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+            }
+            other => return other,
         }
     }
 }

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use super::config::AttributeConfig;
 use super::families::{Family, Role};
-use super::scan::AttributeConfig;
 
 /// Sums of measured sizes: enough for a mean, its variance and the
 /// sample's skewness.

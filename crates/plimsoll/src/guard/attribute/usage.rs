@@ -149,7 +149,7 @@ fn big_encoding_length(kind: &str, encoding: &str) -> Option<&'static str> {
 
 /// Runs `pipe` on the node `redis` talks to, waiting out BUSY / LOADING.
 pub(crate) async fn query_pipe(redis: &Redis, pipe: &redis::Pipeline) -> Result<Vec<Value>> {
-    super::scan::retry_busy(|| {
+    super::pacer::retry_busy(|| {
         let mut conn = redis.clone();
         let pipe = pipe.clone();
         async move { Ok(pipe.query_async(&mut conn).await?) }
