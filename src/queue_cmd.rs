@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use plimsoll::keyspace::QueueName;
 use plimsoll::{
     CancelOutcome, DeadSelection, JobId, JobInfo, JobState, NewJob, Queue, QueueConfig,
 };
@@ -25,7 +26,7 @@ pub enum QueueCommand {
     Stats {
         #[command(flatten)]
         redis: RedisArgs,
-        queue: String,
+        queue: QueueName,
         #[arg(long)]
         json: bool,
     },
@@ -33,7 +34,7 @@ pub enum QueueCommand {
     Jobs {
         #[command(flatten)]
         redis: RedisArgs,
-        queue: String,
+        queue: QueueName,
         #[arg(long, value_enum, default_value = "waiting")]
         state: StateArg,
         #[arg(long, default_value_t = 0)]
@@ -47,22 +48,22 @@ pub enum QueueCommand {
     Job {
         #[command(flatten)]
         redis: RedisArgs,
-        queue: String,
-        id: String,
+        queue: QueueName,
+        id: JobId,
     },
     /// Cancel a job that has not finished.
     Cancel {
         #[command(flatten)]
         redis: RedisArgs,
-        queue: String,
-        id: String,
+        queue: QueueName,
+        id: JobId,
     },
     /// Send dead jobs back to run (given ids, or --all).
     RetryDead {
         #[command(flatten)]
         redis: RedisArgs,
-        queue: String,
-        ids: Vec<String>,
+        queue: QueueName,
+        ids: Vec<JobId>,
         #[arg(long, conflicts_with = "ids")]
         all: bool,
     },
@@ -70,8 +71,8 @@ pub enum QueueCommand {
     PurgeDead {
         #[command(flatten)]
         redis: RedisArgs,
-        queue: String,
-        ids: Vec<String>,
+        queue: QueueName,
+        ids: Vec<JobId>,
         #[arg(long, conflicts_with = "ids")]
         all: bool,
     },
@@ -79,20 +80,20 @@ pub enum QueueCommand {
     Pause {
         #[command(flatten)]
         redis: RedisArgs,
-        queue: String,
+        queue: QueueName,
     },
     /// Let workers fetch jobs of a queue again.
     Resume {
         #[command(flatten)]
         redis: RedisArgs,
-        queue: String,
+        queue: QueueName,
     },
     /// Delete a queue: its jobs in every state, counters, settings and its
     /// registry entry. Shows what it would delete unless --yes.
     Delete {
         #[command(flatten)]
         redis: RedisArgs,
-        queue: String,
+        queue: QueueName,
         /// Delete even while jobs are active (leased to workers).
         #[arg(long)]
         force: bool,
@@ -129,7 +130,7 @@ pub struct EnqueueArgs {
     #[command(flatten)]
     redis: RedisArgs,
     /// The queue.
-    queue: String,
+    queue: QueueName,
     /// The payload; `-` or nothing reads it from stdin.
     payload: Option<String>,
     /// Run no earlier than this from now (e.g. 30s, 5m).
@@ -155,10 +156,6 @@ fn queue(redis: plimsoll::Redis, prefix: &str, name: &str) -> Result<Queue> {
         ..QueueConfig::default()
     };
     Ok(Queue::new(redis, name, config)?)
-}
-
-fn parse_ids(ids: &[String]) -> Result<Vec<JobId>> {
-    ids.iter().map(|id| Ok(id.parse::<JobId>()?)).collect()
 }
 
 pub async fn run(command: QueueCommand) -> Result<()> {
@@ -204,14 +201,14 @@ pub async fn run(command: QueueCommand) -> Result<()> {
             queue: name,
             json,
         } => {
-            let q = queue(redis.connect().await?, &redis.prefix, &name)?;
+            let q = queue(redis.connect().await?, &redis.prefix, name.as_str())?;
             let counts = q.counts().await?;
             let memory = q.memory_bytes().await?;
             if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(
-                        &serde_json::json!({"queue": name, "counts": counts, "memory_bytes": memory})
+                        &serde_json::json!({"queue": name.as_str(), "counts": counts, "memory_bytes": memory})
                     )?
                 );
             } else {
@@ -251,7 +248,7 @@ pub async fn run(command: QueueCommand) -> Result<()> {
             limit,
             json,
         } => {
-            let q = queue(redis.connect().await?, &redis.prefix, &name)?;
+            let q = queue(redis.connect().await?, &redis.prefix, name.as_str())?;
             let jobs = q.jobs(state.into(), offset, limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&jobs)?);
@@ -266,8 +263,7 @@ pub async fn run(command: QueueCommand) -> Result<()> {
             queue: name,
             id,
         } => {
-            let q = queue(redis.connect().await?, &redis.prefix, &name)?;
-            let id: JobId = id.parse()?;
+            let q = queue(redis.connect().await?, &redis.prefix, name.as_str())?;
             let Some(job) = q.job(id).await? else {
                 bail!("no job {id} in queue {name} (it may have finished and been removed)");
             };
@@ -283,8 +279,7 @@ pub async fn run(command: QueueCommand) -> Result<()> {
             queue: name,
             id,
         } => {
-            let q = queue(redis.connect().await?, &redis.prefix, &name)?;
-            let id: JobId = id.parse()?;
+            let q = queue(redis.connect().await?, &redis.prefix, name.as_str())?;
             match q.cancel(id).await? {
                 CancelOutcome::Cancelled(state) => println!("cancelled job {id} (was {state})"),
                 CancelOutcome::AlreadyFinished(state) => {
@@ -299,7 +294,7 @@ pub async fn run(command: QueueCommand) -> Result<()> {
             ids,
             all,
         } => {
-            let q = queue(redis.connect().await?, &redis.prefix, &name)?;
+            let q = queue(redis.connect().await?, &redis.prefix, name.as_str())?;
             let selection = dead_selection(&ids, all)?;
             println!(
                 "sent {} dead jobs back to run",
@@ -312,18 +307,18 @@ pub async fn run(command: QueueCommand) -> Result<()> {
             ids,
             all,
         } => {
-            let q = queue(redis.connect().await?, &redis.prefix, &name)?;
+            let q = queue(redis.connect().await?, &redis.prefix, name.as_str())?;
             let selection = dead_selection(&ids, all)?;
             println!("deleted {} dead jobs", q.purge_dead(selection).await?);
         }
         QueueCommand::Pause { redis, queue: name } => {
-            queue(redis.connect().await?, &redis.prefix, &name)?
+            queue(redis.connect().await?, &redis.prefix, name.as_str())?
                 .pause()
                 .await?;
             println!("paused {name}");
         }
         QueueCommand::Resume { redis, queue: name } => {
-            queue(redis.connect().await?, &redis.prefix, &name)?
+            queue(redis.connect().await?, &redis.prefix, name.as_str())?
                 .resume()
                 .await?;
             println!("resumed {name}");
@@ -334,7 +329,7 @@ pub async fn run(command: QueueCommand) -> Result<()> {
             force,
             yes,
         } => {
-            let q = queue(redis.connect().await?, &redis.prefix, &name)?;
+            let q = queue(redis.connect().await?, &redis.prefix, name.as_str())?;
             if !yes {
                 let c = q.counts().await?;
                 println!(
@@ -353,14 +348,14 @@ pub async fn run(command: QueueCommand) -> Result<()> {
     Ok(())
 }
 
-fn dead_selection(ids: &[String], all: bool) -> Result<DeadSelection> {
+fn dead_selection(ids: &[JobId], all: bool) -> Result<DeadSelection> {
     if all {
         return Ok(DeadSelection::All);
     }
     if ids.is_empty() {
         bail!("name the dead jobs by id, or pass --all");
     }
-    Ok(DeadSelection::Ids(parse_ids(ids)?))
+    Ok(DeadSelection::Ids(ids.to_vec()))
 }
 
 fn print_job_line(job: &JobInfo) {
@@ -406,7 +401,11 @@ pub async fn enqueue(args: EnqueueArgs) -> Result<()> {
     if let Some(key) = args.idempotency_key {
         job = job.idempotency_key(key);
     }
-    let q = queue(args.redis.connect().await?, &args.redis.prefix, &args.queue)?;
+    let q = queue(
+        args.redis.connect().await?,
+        &args.redis.prefix,
+        args.queue.as_str(),
+    )?;
     let enqueued = q.enqueue(job).await?;
     if enqueued.duplicate {
         println!(

@@ -92,6 +92,30 @@ fn the_help_lists_the_subcommands() {
     }
 }
 
+/// Queue names and job ids are checked by the flag parser, before any
+/// connection: a bad one is refused with the rule it breaks, not with a
+/// Redis error (or none) later.
+#[test]
+fn queue_names_and_job_ids_are_refused_before_connecting() {
+    let unreachable = "redis://127.0.0.1:1/";
+    let bad_name = plimsoll()
+        .args(["queue", "stats", "a:b", "--redis", unreachable])
+        .output()
+        .unwrap();
+    assert_eq!(bad_name.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad_name.stderr);
+    assert!(
+        stderr.contains("queue name") && stderr.contains("':'"),
+        "{stderr}"
+    );
+    let bad_id = plimsoll()
+        .args(["queue", "job", "mail", "forty-two", "--redis", unreachable])
+        .output()
+        .unwrap();
+    assert_eq!(bad_id.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_id.stderr).contains("forty-two"));
+}
+
 #[test]
 fn serve_refuses_a_bad_configuration_and_names_the_setting() {
     let dir = tempfile::tempdir().unwrap();
