@@ -31,9 +31,8 @@ use plimsoll::{AlertKind, Guard, GuardConfig, Redis, SystemClock};
 use serde_json::{Map, Value, json};
 
 use super::slots::Placement;
-use super::sys::Nodes;
-use super::{BenchArgs, Figures};
-use crate::util::used_memory;
+use super::sys::{Nodes, used_memory};
+use super::{Figures, Options};
 use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 
 /// G1: keys in the keyspace.
@@ -60,7 +59,7 @@ pub struct GuardBench {
 }
 
 impl GuardBench {
-    pub fn new(redis: Redis, nodes: Nodes, args: &BenchArgs) -> Self {
+    pub fn new(redis: Redis, nodes: Nodes, args: &Options) -> Self {
         Self {
             redis,
             nodes,

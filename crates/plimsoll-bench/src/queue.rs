@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::sys::{CpuMeter, Nodes};
-use super::{BenchArgs, Figures};
+use super::{Figures, Options};
 
 /// The 854 characters of shared/bench/payload_body.txt: random base64, so
 /// compression gains only what it honestly can.
-pub(super) const BODY: &str = include_str!("../../bench/payload_body.txt");
+pub(super) const BODY: &str = include_str!("../../../bench/payload_body.txt");
 const QUEUE: &str = "bench";
 const DEFAULT_N: u64 = 100_000;
 const DEFAULT_SOAK_N: u64 = 10_000_000;
@@ -87,7 +87,7 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub fn new(redis: Redis, nodes: Nodes, args: &BenchArgs) -> Self {
+    pub fn new(redis: Redis, nodes: Nodes, args: &Options) -> Self {
         Self {
             redis,
             nodes,

@@ -23,11 +23,10 @@ mod sys;
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use plimsoll::Redis;
 use serde_json::{Map, Value, json};
 
-use crate::util::parse_duration;
 use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 
 /// The workloads `plimsoll bench` knows, in the order they run.
@@ -47,75 +46,50 @@ pub const WORKLOADS: &[&str] = &[
     "H2-intake-redis-down",
 ];
 
-/// Settings of a benchmark run.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Redis to run against (flushed before each repetition!). Default: a
+/// Settings of a benchmark run: what `plimsoll bench`'s flags say (their
+/// help in `src/bench.rs` has the defaults).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Redis to run against (flushed before each repetition); `None`: a
     /// private redis-server started for the run.
-    #[arg(long)]
-    redis: Option<String>,
-
-    /// Allow flushing a `--redis` that holds keys.
-    #[arg(long)]
-    flush: bool,
-
-    /// Comma-separated workloads (see shared/BENCH.md).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "W1-single,W1-bulk,W2-drain,W3-waiting,W3-retained,W4-latency"
-    )]
-    workload: Vec<String>,
-
-    /// Jobs per workload (default 100,000; W5-soak: 10,000,000).
-    #[arg(long)]
-    n: Option<u64>,
-
+    pub redis: Option<String>,
+    /// Allow flushing a `redis` that holds keys.
+    pub flush: bool,
+    /// The workloads, run in this order.
+    pub workload: Vec<String>,
+    /// Jobs (or reads) per workload; `None`: each workload's default.
+    pub n: Option<u64>,
     /// Repetitions; figures are medians.
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
-
-    /// Calls in flight (W1-single) and worker concurrency (W2, W4, W5).
-    #[arg(long, default_value_t = 50)]
-    concurrency: usize,
-
-    /// Payload compression of the queue: `zstd` (the default level), `zstd:LEVEL`
-    /// (-7 to 19) or `off`.
-    #[arg(long, default_value = "zstd", value_parser = parse_compression)]
-    compression: String,
-
+    pub reps: usize,
+    /// Calls in flight (W1-single, C1, C2) and worker concurrency (W2, W4,
+    /// W5).
+    pub concurrency: usize,
+    /// Payload compression of the queue, as [`parse_compression`] reads it;
+    /// printed as given in every line.
+    pub compression: String,
     /// H1/H2: concurrent connections posting webhooks.
-    #[arg(long, default_value_t = 64)]
-    connections: usize,
-
-    /// H1/H2: how long the webhooks are posted (H2 kills Redis a third in,
-    /// for 10 s).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    http_duration: std::time::Duration,
-
-    /// H1: what posts the webhooks: `built-in` (this process, over hyper) or
-    /// `wrk` (BENCH.md's tool, which must be on PATH; `apt-get install wrk`).
-    /// H2 always uses the built-in client: it counts every 2xx exactly.
-    #[arg(long, value_enum, default_value_t = LoadGenerator::BuiltIn)]
-    load_generator: LoadGenerator,
-
+    pub connections: usize,
+    /// H1/H2: how long the webhooks are posted.
+    pub http_duration: std::time::Duration,
+    /// H1: what posts the webhooks.
+    pub load_generator: LoadGenerator,
     /// W4: producer rate, jobs per second.
-    #[arg(long, default_value_t = 2000)]
-    rate: u64,
-
+    pub rate: u64,
     /// W4: how long the producer runs.
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
-    duration: std::time::Duration,
-
+    pub duration: std::time::Duration,
     /// G2: the time the producer takes to fill Redis' 256 MB.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
-    fill_time: std::time::Duration,
+    pub fill_time: std::time::Duration,
 }
 
 /// What a workload measured in one repetition: named figures.
 pub type Figures = BTreeMap<&'static str, f64>;
 
-pub async fn run(args: BenchArgs) -> Result<()> {
+/// Runs `options.workload` in order and prints one JSON line per
+/// workload on stdout (progress notes go to stderr).
+///
+/// H1 and H2 start `plimsoll serve` as the current executable
+/// (`std::env::current_exe`), so they run only from the `plimsoll` binary.
+pub async fn run(args: Options) -> Result<()> {
     for workload in &args.workload {
         if !WORKLOADS.contains(&workload.as_str()) {
             bail!(
@@ -241,7 +215,8 @@ pub enum LoadGenerator {
     Wrk,
 }
 
-fn parse_compression(value: &str) -> Result<String, String> {
+/// Checks a `--compression` value: `off`, `zstd` or `zstd:LEVEL`.
+pub fn parse_compression(value: &str) -> Result<String, String> {
     queue::compression(value).map(|_| value.to_string())
 }
 
