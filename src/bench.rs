@@ -88,5 +88,6 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         duration: args.duration,
         fill_time: args.fill_time,
     };
-    plimsoll_bench::run(options).await
+    plimsoll_bench::run(options).await?;
+    Ok(())
 }

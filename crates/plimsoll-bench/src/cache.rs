@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use crate::error::{BenchError, Context, Result};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use plimsoll::{BreakerState, Cache, CacheConfig, Redis, RedisConfig};
@@ -132,13 +132,13 @@ pub async fn run(
         "C1-hit" => hit(redis, n.unwrap_or(DEFAULT_READS), concurrency).await,
         "C2-down" => {
             let Some(local) = local else {
-                bail!(
-                    "C2-down stops and restarts Redis: run it on the private redis-server (without --redis)"
-                );
+                return Err(BenchError::Usage("C2-down stops and restarts Redis: run it on the private redis-server (without --redis)".into()));
             };
             down(redis, url, local, concurrency).await
         }
-        _ => bail!("not a cache workload: {workload}"),
+        _ => Err(BenchError::Usage(format!(
+            "not a cache workload: {workload}"
+        ))),
     }
 }
 
@@ -174,7 +174,10 @@ async fn fill(redis: &Redis, payloads: &Arc<Vec<String>>) -> Result<()> {
         .filter(|r| matches!(r, Ok(w) if w.is_applied()))
         .count();
     if applied as u64 != HOT_KEYS * 2 {
-        bail!("only {applied} of {} values were cached", HOT_KEYS * 2);
+        return Err(BenchError::Failed(format!(
+            "only {applied} of {} values were cached",
+            HOT_KEYS * 2
+        )));
     }
     Ok(())
 }
@@ -497,7 +500,9 @@ async fn down(
     let deadline = Instant::now() + Duration::from_secs(20);
     while !cache.set("warm", &1u8, TTL).await?.is_applied() {
         if Instant::now() > deadline {
-            bail!("the cache did not connect to {url}");
+            return Err(BenchError::Failed(format!(
+                "the cache did not connect to {url}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -572,7 +577,7 @@ async fn down(
     stop.store(true, Ordering::Relaxed);
 
     let mut latency: Vec<Histogram<u64>> = (0..=OPEN_OVERHEAD)
-        .map(|_| Ok::<_, anyhow::Error>(latency_histogram()))
+        .map(|_| Ok::<_, BenchError>(latency_histogram()))
         .collect::<Result<_, _>>()?;
     let mut failed = vec![0u64; PHASES.len()];
     for reader in readers {
@@ -631,7 +636,9 @@ async fn wait_closed(cache: &Cache) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the breaker did not close within 30 s of Redis coming back");
+            return Err(BenchError::Failed(
+                "the breaker did not close within 30 s of Redis coming back".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use crate::error::{BenchError, Context, Result};
 use hdrhistogram::Histogram;
 use plimsoll::guard::attribute::{Classifier, Layout, Role};
 use plimsoll::guard::{AttributeConfig, ForecastConfig};
@@ -79,7 +79,7 @@ impl GuardBench {
         match workload {
             "G1-attribute" => self.attribute().await,
             "G2-forecast" => self.forecast().await,
-            other => anyhow::bail!("unknown guard workload {other}"),
+            other => Err(BenchError::Usage(format!("unknown guard workload {other}"))),
         }
     }
 
@@ -254,7 +254,7 @@ impl GuardBench {
                     if let Err(err) = write_keys(&redis, &mut seq, n).await {
                         if err.to_string().contains("OOM") {
                             *full_at.lock().unwrap() = Some(Instant::now());
-                            return Ok::<(), anyhow::Error>(());
+                            return Ok::<(), BenchError>(());
                         }
                         return Err(err);
                     }
@@ -474,7 +474,7 @@ async fn get_loop_thread(url: String, stop: Option<Arc<AtomicBool>>) -> Result<L
         let result = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(anyhow::Error::from)
+            .map_err(BenchError::from)
             .and_then(|runtime| {
                 runtime.block_on(async {
                     let redis = Redis::connect_url(&url).await?;
@@ -483,7 +483,9 @@ async fn get_loop_thread(url: String, stop: Option<Arc<AtomicBool>>) -> Result<L
             });
         let _ = tx.send(result);
     });
-    rx.await.context("the GET loop thread ended")?
+    // The sender is dropped unsent only if the thread panicked.
+    rx.await
+        .map_err(|err| BenchError::Failed(format!("the GET loop thread ended: {err}")))?
 }
 
 /// Writes `n` 1 KiB strings `leak:<seq>`.

@@ -14,6 +14,7 @@
 //! own (they fill it, or stop it).
 
 mod cache;
+mod error;
 mod guard;
 mod queue;
 mod server;
@@ -22,10 +23,12 @@ mod sys;
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result};
 use clap::ValueEnum;
 use plimsoll::Redis;
 use serde_json::{Map, Value, json};
+
+pub use error::BenchError;
 
 use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 
@@ -89,17 +92,17 @@ pub type Figures = BTreeMap<&'static str, f64>;
 ///
 /// H1 and H2 start `plimsoll serve` as the current executable
 /// (`std::env::current_exe`), so they run only from the `plimsoll` binary.
-pub async fn run(args: Options) -> Result<()> {
+pub async fn run(args: Options) -> Result<(), BenchError> {
     for workload in &args.workload {
         if !WORKLOADS.contains(&workload.as_str()) {
-            bail!(
+            return Err(BenchError::Usage(format!(
                 "unknown workload {workload:?}; known: {}",
                 WORKLOADS.join(", ")
-            );
+            )));
         }
     }
     if args.reps == 0 {
-        bail!("--reps must be at least 1");
+        return Err(BenchError::Usage("--reps must be at least 1".into()));
     }
     let (mut local, url) = match &args.redis {
         Some(url) => (None, url.clone()),
@@ -119,7 +122,9 @@ pub async fn run(args: Options) -> Result<()> {
         .with_context(|| format!("connecting to {url}"))?;
     let keys: u64 = redis.query(&redis::cmd("DBSIZE")).await?;
     if keys > 0 && args.redis.is_some() && !args.flush {
-        bail!("{url} holds {keys} keys and the benchmark flushes it; pass --flush if that is fine");
+        return Err(BenchError::Usage(format!(
+            "{url} holds {keys} keys and the benchmark flushes it; pass --flush if that is fine"
+        )));
     }
     let nodes = sys::Nodes::of(&redis).await?;
     let server = nodes.info("server").await?;

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Result, bail};
+use crate::error::{BenchError, Result};
 use hdrhistogram::Histogram;
 use plimsoll::{Job, NewJob, Outcome, Queue, Redis, Worker};
 use serde::{Deserialize, Serialize};
@@ -169,7 +169,7 @@ impl Bench {
                 self.soak(&queue, n, empty, &mut figures, &mut details)
                     .await?
             }
-            other => bail!("unknown workload {other}"),
+            other => return Err(BenchError::Usage(format!("unknown workload {other}"))),
         }
         Ok((figures, details))
     }

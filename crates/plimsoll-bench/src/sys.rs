@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use plimsoll::Redis;
 
 /// `INFO <section>` of one server as (field, value) pairs.
