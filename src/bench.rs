@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use plimsoll_bench::{LoadGenerator, Options, parse_compression};
+use plimsoll_bench::{LoadGenerator, Options, QueueCompression, Workload};
 
 use crate::util::parse_duration;
 
@@ -22,10 +22,11 @@ pub struct BenchArgs {
     /// Comma-separated workloads (see shared/BENCH.md).
     #[arg(
         long,
+        value_enum,
         value_delimiter = ',',
         default_value = "W1-single,W1-bulk,W2-drain,W3-waiting,W3-retained,W4-latency"
     )]
-    workload: Vec<String>,
+    workload: Vec<Workload>,
 
     /// Jobs per workload (default 100,000; W5-soak: 10,000,000).
     #[arg(long)]
@@ -41,8 +42,8 @@ pub struct BenchArgs {
 
     /// Payload compression of the queue: `zstd` (the default level), `zstd:LEVEL`
     /// (-7 to 19) or `off`.
-    #[arg(long, default_value = "zstd", value_parser = parse_compression)]
-    compression: String,
+    #[arg(long, default_value = "zstd")]
+    compression: QueueCompression,
 
     /// H1/H2: concurrent connections posting webhooks.
     #[arg(long, default_value_t = 64)]
@@ -76,7 +77,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let options = Options {
         redis: args.redis,
         flush: args.flush,
-        workload: args.workload,
+        workloads: args.workload,
         n: args.n,
         reps: args.reps,
         concurrency: args.concurrency,

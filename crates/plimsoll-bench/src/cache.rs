@@ -39,12 +39,10 @@ use plimsoll::{BreakerState, Cache, CacheConfig, Redis, RedisConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::Figures;
 use super::queue::BODY;
+use super::{Figures, Workload};
 use plimsoll_server::embedded::LocalRedis;
 
-/// The cache workloads.
-pub const WORKLOADS: &[&str] = &["C1-hit", "C2-down"];
 /// Reads of C1 unless `--n` says otherwise.
 const DEFAULT_READS: u64 = 1_000_000;
 /// Keys the reads spread over.
@@ -55,9 +53,9 @@ const TTL: Duration = Duration::from_secs(3600);
 const PHASE: Duration = Duration::from_secs(3);
 
 /// Reads in a run of `workload`.
-pub fn reads(workload: &str, n: Option<u64>) -> Option<u64> {
+pub fn reads(workload: Workload, n: Option<u64>) -> Option<u64> {
     match workload {
-        "C1-hit" => Some(n.unwrap_or(DEFAULT_READS)),
+        Workload::C1Hit => Some(n.unwrap_or(DEFAULT_READS)),
         _ => None,
     }
 }
@@ -118,7 +116,7 @@ async fn load(id: u64) -> Result<Issue, Infallible> {
 
 /// One repetition of `workload`.
 pub async fn run(
-    workload: &str,
+    workload: Workload,
     url: &str,
     local: Option<&mut LocalRedis>,
     n: Option<u64>,
@@ -129,16 +127,14 @@ pub async fn run(
     let redis = &Redis::connect_url(url).await?;
     let _: () = redis.query(&redis::cmd("FLUSHALL")).await?;
     match workload {
-        "C1-hit" => hit(redis, n.unwrap_or(DEFAULT_READS), concurrency).await,
-        "C2-down" => {
+        Workload::C1Hit => hit(redis, n.unwrap_or(DEFAULT_READS), concurrency).await,
+        Workload::C2Down => {
             let Some(local) = local else {
                 return Err(BenchError::Usage("C2-down stops and restarts Redis: run it on the private redis-server (without --redis)".into()));
             };
             down(redis, url, local, concurrency).await
         }
-        _ => Err(BenchError::Usage(format!(
-            "not a cache workload: {workload}"
-        ))),
+        other => unreachable!("{other} is not a cache workload"),
     }
 }
 

@@ -32,7 +32,7 @@ use serde_json::{Map, Value, json};
 
 use super::slots::Placement;
 use super::sys::{Nodes, used_memory};
-use super::{Figures, Options};
+use super::{Figures, Options, Workload};
 use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 
 /// G1: keys in the keyspace.
@@ -45,11 +45,6 @@ const G2_VALUE: usize = 1024;
 const QUIET_WINDOW: Duration = Duration::from_secs(10);
 /// G1: pause between loading the keys and the first quiet window.
 const SETTLE: Duration = Duration::from_secs(5);
-
-/// Whether `workload` is one of these.
-pub fn handles(workload: &str) -> bool {
-    workload.starts_with("G1-") || workload.starts_with("G2-")
-}
 
 pub struct GuardBench {
     redis: Redis,
@@ -67,19 +62,19 @@ impl GuardBench {
         }
     }
 
-    pub fn n(&self, workload: &str) -> u64 {
-        if workload.starts_with("G1-") {
+    pub fn n(&self, workload: Workload) -> u64 {
+        if workload == Workload::G1Attribute {
             G1_KEYS
         } else {
             0
         }
     }
 
-    pub async fn run(&self, workload: &str) -> Result<(Figures, Map<String, Value>)> {
+    pub async fn run(&self, workload: Workload) -> Result<(Figures, Map<String, Value>)> {
         match workload {
-            "G1-attribute" => self.attribute().await,
-            "G2-forecast" => self.forecast().await,
-            other => Err(BenchError::Usage(format!("unknown guard workload {other}"))),
+            Workload::G1Attribute => self.attribute().await,
+            Workload::G2Forecast => self.forecast().await,
+            other => unreachable!("{other} is not a guard workload"),
         }
     }
 

@@ -20,6 +20,7 @@ mod queue;
 mod server;
 mod slots;
 mod sys;
+mod workload;
 
 use std::collections::BTreeMap;
 
@@ -29,25 +30,11 @@ use plimsoll::Redis;
 use serde_json::{Map, Value, json};
 
 pub use error::BenchError;
+pub use queue::QueueCompression;
+use workload::Part;
+pub use workload::Workload;
 
 use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
-
-/// The workloads `plimsoll bench` knows, in the order they run.
-pub const WORKLOADS: &[&str] = &[
-    "W1-single",
-    "W1-bulk",
-    "W2-drain",
-    "W3-waiting",
-    "W3-retained",
-    "W4-latency",
-    "W5-soak",
-    "C1-hit",
-    "C2-down",
-    "G1-attribute",
-    "G2-forecast",
-    "H1-intake",
-    "H2-intake-redis-down",
-];
 
 /// Settings of a benchmark run: what `plimsoll bench`'s flags say (their
 /// help in `src/bench.rs` has the defaults).
@@ -59,7 +46,7 @@ pub struct Options {
     /// Allow flushing a `redis` that holds keys.
     pub flush: bool,
     /// The workloads, run in this order.
-    pub workload: Vec<String>,
+    pub workloads: Vec<Workload>,
     /// Jobs (or reads) per workload; `None`: each workload's default.
     pub n: Option<u64>,
     /// Repetitions; figures are medians.
@@ -67,9 +54,8 @@ pub struct Options {
     /// Calls in flight (W1-single, C1, C2) and worker concurrency (W2, W4,
     /// W5).
     pub concurrency: usize,
-    /// Payload compression of the queue, as [`parse_compression`] reads it;
-    /// printed as given in every line.
-    pub compression: String,
+    /// Payload compression of the queue.
+    pub compression: QueueCompression,
     /// H1/H2: concurrent connections posting webhooks.
     pub connections: usize,
     /// H1/H2: how long the webhooks are posted.
@@ -87,20 +73,12 @@ pub struct Options {
 /// What a workload measured in one repetition: named figures.
 pub type Figures = BTreeMap<&'static str, f64>;
 
-/// Runs `options.workload` in order and prints one JSON line per
+/// Runs `options.workloads` in order and prints one JSON line per
 /// workload on stdout (progress notes go to stderr).
 ///
 /// H1 and H2 start `plimsoll serve` as the current executable
 /// (`std::env::current_exe`), so they run only from the `plimsoll` binary.
 pub async fn run(args: Options) -> Result<(), BenchError> {
-    for workload in &args.workload {
-        if !WORKLOADS.contains(&workload.as_str()) {
-            return Err(BenchError::Usage(format!(
-                "unknown workload {workload:?}; known: {}",
-                WORKLOADS.join(", ")
-            )));
-        }
-    }
     if args.reps == 0 {
         return Err(BenchError::Usage("--reps must be at least 1".into()));
     }
@@ -136,43 +114,46 @@ pub async fn run(args: Options) -> Result<(), BenchError> {
     let guard_bench = guard::GuardBench::new(redis.clone(), nodes.clone(), &args);
     let bench = queue::Bench::new(redis, nodes, &args);
 
-    for workload in &args.workload {
+    for &workload in &args.workloads {
+        let part = workload.part();
         let mut reps: Vec<Figures> = Vec::new();
         let mut extra = Map::new();
         for _ in 0..args.reps {
-            let (figures, details) = if guard::handles(workload) {
-                guard_bench.run(workload).await?
-            } else if workload.starts_with('H') {
-                server::run(
-                    workload,
-                    args.http_duration,
-                    args.connections,
-                    args.load_generator,
-                )
-                .await?
-            } else if cache::WORKLOADS.contains(&workload.as_str()) {
-                let local = local.as_mut();
-                cache::run(workload, &url, local, args.n, args.concurrency).await?
-            } else {
-                bench.run(workload).await?
+            let (figures, details) = match part {
+                Part::Guard => guard_bench.run(workload).await?,
+                Part::Server => {
+                    server::run(
+                        workload,
+                        args.http_duration,
+                        args.connections,
+                        args.load_generator,
+                    )
+                    .await?
+                }
+                Part::Cache => {
+                    let local = local.as_mut();
+                    cache::run(workload, &url, local, args.n, args.concurrency).await?
+                }
+                Part::Queue => bench.run(workload).await?,
             };
             reps.push(figures);
             extra = details;
         }
-        let n = if guard::handles(workload) {
-            guard_bench.n(workload)
-        } else if workload.starts_with('H') {
-            medians(&reps).get("accepted").copied().unwrap_or(0.0) as u64
-        } else {
-            cache::reads(workload, args.n).unwrap_or_else(|| bench.n(workload))
+        let n = match part {
+            Part::Guard => guard_bench.n(workload),
+            Part::Server => medians(&reps).get("accepted").copied().unwrap_or(0.0) as u64,
+            // C2 reads for a time, not a count: its line has the queue's n,
+            // as it always had.
+            Part::Cache => cache::reads(workload, args.n).unwrap_or_else(|| bench.n(workload)),
+            Part::Queue => bench.n(workload),
         };
         let mut line = json!({
-            "workload": workload,
+            "workload": workload.to_string(),
             "n": n,
             "reps": args.reps,
             "payload_bytes": queue::payload(0, 0.0).len(),
             "plimsoll_version": env!("CARGO_PKG_VERSION"),
-            "compression": args.compression,
+            "compression": args.compression.name(),
             "redis_version": redis_version,
         });
         let object = line.as_object_mut().expect("an object");
@@ -218,11 +199,6 @@ pub enum LoadGenerator {
     BuiltIn,
     /// wrk, which must be on PATH.
     Wrk,
-}
-
-/// Checks a `--compression` value: `off`, `zstd` or `zstd:LEVEL`.
-pub fn parse_compression(value: &str) -> Result<String, String> {
-    queue::compression(value).map(|_| value.to_string())
 }
 
 #[cfg(test)]

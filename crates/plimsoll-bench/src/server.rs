@@ -30,7 +30,7 @@ use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 use plimsoll_server::intake::signature::sign;
 use serde_json::{Map, Value, json};
 
-use super::{Figures, LoadGenerator};
+use super::{Figures, LoadGenerator, Workload};
 
 const SECRET: &str = "bench-webhook-secret";
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -78,12 +78,12 @@ fn free_port() -> Result<u16> {
 
 /// Runs H1-intake or H2-intake-redis-down once.
 pub async fn run(
-    workload: &str,
+    workload: Workload,
     duration: Duration,
     connections: usize,
     load_generator: LoadGenerator,
 ) -> Result<(Figures, Map<String, Value>)> {
-    let h2 = workload == "H2-intake-redis-down";
+    let h2 = workload == Workload::H2IntakeRedisDown;
     let use_wrk = !h2 && load_generator == LoadGenerator::Wrk;
     let work = tempfile::tempdir()?;
     let mut redis = tokio::task::block_in_place(|| {
