@@ -1,4 +1,9 @@
-//! `plimsoll bench`: the workloads of shared/BENCH.md, one JSON line each.
+//! The workloads behind Plimsoll's benchmark table (docs/benchmarks.md),
+//! as shared/BENCH.md defines them: `plimsoll bench` reads its flags into
+//! [`Options`] and calls [`run`], which prints one JSON line per workload.
+//! `bench/compare` runs BullMQ's harness and this on the same Redis and
+//! prints both sets of lines, so the names ([`Workload`]) and the fields of
+//! a line are an interface: they do not change with the code.
 //!
 //! Without `--redis` it starts a private `redis-server` as BENCH.md sets it
 //! up (`--save "" --appendonly no --maxmemory 0`, loopback). Every
@@ -10,8 +15,30 @@
 //! (W1–W5, one queue, so one shard), C1-hit (keys over every shard) and
 //! G1-attribute (written per primary, walked per node) run on it, and
 //! memory and CPU figures are read from every primary and summed
-//! ([`sys::Nodes`]). G2, H1, H2 and C2 always use a private server of their
+//! (`sys::Nodes`). G2, H1, H2 and C2 always use a private server of their
 //! own (they fill it, or stop it).
+//!
+//! What each module measures:
+//!
+//! - `queue`: W1–W5, the job queue — enqueue throughput one job a call and
+//!   1,000 a call (W1), drain throughput (W2), Redis' bytes per waiting and
+//!   per retained job (W3), enqueue-to-handler latency at a fixed rate (W4),
+//!   and memory that does not drift over a long soak with retries and
+//!   failures (W5); with client and Redis CPU.
+//! - `cache`: C1-hit, reads of cached keys against plain GETs, with the
+//!   in-process tier off and on; C2-down, what readers see while Redis is
+//!   killed, restarted and paused (no failed read, the breaker's cost).
+//! - `guard`: G1-attribute, the time, commands and GET-latency cost of
+//!   attributing 1,000,000 keys to families, and each family's bytes
+//!   against an exact pass; G2-forecast, when the level alerts fire and how
+//!   good the time-to-full forecast is while Redis fills.
+//! - `server`: H1-intake, webhooks/s, latency and memory of `plimsoll
+//!   serve`; H2-intake-redis-down, that no acknowledged webhook is lost
+//!   while Redis is down.
+//! - `sys` (CPU time and Redis memory, summed over a cluster's primaries)
+//!   and `slots` (a cluster's slot map, for G1's per-primary pipelines)
+//!   measure nothing themselves.
+//! - `workload` names the workloads; `error` is [`BenchError`].
 
 mod cache;
 mod error;
@@ -36,8 +63,8 @@ pub use workload::Workload;
 
 use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 
-/// Settings of a benchmark run: what `plimsoll bench`'s flags say (their
-/// help in `src/bench.rs` has the defaults).
+/// Settings of a benchmark run: what `plimsoll bench`'s flags say (the
+/// binary's `src/bench.rs` has their defaults).
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Redis to run against (flushed before each repetition); `None`: a
