@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use crate::error::{BenchError, Context, Result};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -30,7 +30,7 @@ use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 use plimsoll_server::intake::signature::sign;
 use serde_json::{Map, Value, json};
 
-use super::{Figures, LoadGenerator};
+use super::{Figures, LoadGenerator, Workload};
 
 const SECRET: &str = "bench-webhook-secret";
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -78,12 +78,12 @@ fn free_port() -> Result<u16> {
 
 /// Runs H1-intake or H2-intake-redis-down once.
 pub async fn run(
-    workload: &str,
+    workload: Workload,
     duration: Duration,
     connections: usize,
     load_generator: LoadGenerator,
 ) -> Result<(Figures, Map<String, Value>)> {
-    let h2 = workload == "H2-intake-redis-down";
+    let h2 = workload == Workload::H2IntakeRedisDown;
     let use_wrk = !h2 && load_generator == LoadGenerator::Wrk;
     let work = tempfile::tempdir()?;
     let mut redis = tokio::task::block_in_place(|| {
@@ -220,7 +220,9 @@ async fn wrk(
     body: &[u8],
     work: &std::path::Path,
 ) -> Result<Posted> {
-    let body = std::str::from_utf8(body).context("the bench payload is UTF-8 JSON")?;
+    let body = std::str::from_utf8(body)
+        .ok()
+        .context("the bench payload is UTF-8 JSON")?;
     let signature = sign(SECRET.as_bytes(), body.as_bytes(), "sha256=");
     // `wrk.format` takes the headers as given, so every request builds the
     // whole set; the counter makes each delivery id unique.
@@ -252,11 +254,11 @@ end
         .context("running wrk (is it installed? apt-get install wrk)")?;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        bail!(
+        return Err(BenchError::Failed(format!(
             "wrk failed ({}): {text}{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
-        );
+        )));
     }
     parse_wrk(&text).with_context(|| format!("reading wrk's report:\n{text}"))
 }
@@ -272,15 +274,15 @@ fn parse_wrk(text: &str) -> Result<Posted> {
             ["50%", value] => result.p50_ms = wrk_ms(value)?,
             ["99%", value] => result.p99_ms = wrk_ms(value)?,
             [requests, "requests", "in", seconds, ..] => {
-                result.finished += requests.parse::<u64>()?;
+                result.finished += number::<u64>(requests)?;
                 result.seconds = wrk_ms(seconds.trim_end_matches(','))? / 1000.0;
                 seen_requests = true;
             }
-            ["Non-2xx", "or", "3xx", "responses:", n] => result.not_ok += n.parse::<u64>()?,
+            ["Non-2xx", "or", "3xx", "responses:", n] => result.not_ok += number::<u64>(n)?,
             ["Socket", "errors:", rest @ ..] => {
                 // "connect 0, read 0, write 0, timeout 0"
                 for count in rest.iter().skip(1).step_by(2) {
-                    let failed = count.trim_end_matches(',').parse::<u64>()?;
+                    let failed = number::<u64>(count.trim_end_matches(','))?;
                     result.not_ok += failed;
                     result.finished += failed;
                 }
@@ -289,9 +291,15 @@ fn parse_wrk(text: &str) -> Result<Posted> {
         }
     }
     if !seen_requests || result.seconds <= 0.0 {
-        bail!("no \"N requests in T\" line");
+        return Err(BenchError::Failed("no \"N requests in T\" line".into()));
     }
     Ok(result)
+}
+
+/// A number of wrk's report.
+fn number<T: std::str::FromStr<Err: std::fmt::Display>>(text: &str) -> Result<T> {
+    text.parse()
+        .map_err(|err: T::Err| BenchError::Failed(err.to_string()))
 }
 
 /// A wrk duration ("850.00us", "1.20ms", "2.00s", "1.00m") in milliseconds.
@@ -300,14 +308,18 @@ fn wrk_ms(value: &str) -> Result<f64> {
         .find(|c: char| c.is_ascii_alphabetic())
         .with_context(|| format!("{value:?} has no unit"))?;
     let (number, unit) = value.split_at(split);
-    let number: f64 = number.parse()?;
+    let number: f64 = self::number(number)?;
     let scale = match unit {
         "us" => 0.001,
         "ms" => 1.0,
         "s" => 1000.0,
         "m" => 60_000.0,
         "h" => 3_600_000.0,
-        other => bail!("unknown unit {other:?} in {value:?}"),
+        other => {
+            return Err(BenchError::Failed(format!(
+                "unknown unit {other:?} in {value:?}"
+            )));
+        }
     };
     Ok(number * scale)
 }
@@ -320,7 +332,9 @@ async fn wait_healthy(port: u16) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("plimsoll serve did not start listening on {port}");
+            return Err(BenchError::Failed(format!(
+                "plimsoll serve did not start listening on {port}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -32,19 +32,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use crate::error::{BenchError, Context, Result};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use plimsoll::{BreakerState, Cache, CacheConfig, Redis, RedisConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::Figures;
 use super::queue::BODY;
+use super::{Figures, Workload};
 use plimsoll_server::embedded::LocalRedis;
 
-/// The cache workloads.
-pub const WORKLOADS: &[&str] = &["C1-hit", "C2-down"];
 /// Reads of C1 unless `--n` says otherwise.
 const DEFAULT_READS: u64 = 1_000_000;
 /// Keys the reads spread over.
@@ -55,9 +53,9 @@ const TTL: Duration = Duration::from_secs(3600);
 const PHASE: Duration = Duration::from_secs(3);
 
 /// Reads in a run of `workload`.
-pub fn reads(workload: &str, n: Option<u64>) -> Option<u64> {
+pub fn reads(workload: Workload, n: Option<u64>) -> Option<u64> {
     match workload {
-        "C1-hit" => Some(n.unwrap_or(DEFAULT_READS)),
+        Workload::C1Hit => Some(n.unwrap_or(DEFAULT_READS)),
         _ => None,
     }
 }
@@ -118,7 +116,7 @@ async fn load(id: u64) -> Result<Issue, Infallible> {
 
 /// One repetition of `workload`.
 pub async fn run(
-    workload: &str,
+    workload: Workload,
     url: &str,
     local: Option<&mut LocalRedis>,
     n: Option<u64>,
@@ -129,16 +127,14 @@ pub async fn run(
     let redis = &Redis::connect_url(url).await?;
     let _: () = redis.query(&redis::cmd("FLUSHALL")).await?;
     match workload {
-        "C1-hit" => hit(redis, n.unwrap_or(DEFAULT_READS), concurrency).await,
-        "C2-down" => {
+        Workload::C1Hit => hit(redis, n.unwrap_or(DEFAULT_READS), concurrency).await,
+        Workload::C2Down => {
             let Some(local) = local else {
-                bail!(
-                    "C2-down stops and restarts Redis: run it on the private redis-server (without --redis)"
-                );
+                return Err(BenchError::Usage("C2-down stops and restarts Redis: run it on the private redis-server (without --redis)".into()));
             };
             down(redis, url, local, concurrency).await
         }
-        _ => bail!("not a cache workload: {workload}"),
+        other => unreachable!("{other} is not a cache workload"),
     }
 }
 
@@ -174,7 +170,10 @@ async fn fill(redis: &Redis, payloads: &Arc<Vec<String>>) -> Result<()> {
         .filter(|r| matches!(r, Ok(w) if w.is_applied()))
         .count();
     if applied as u64 != HOT_KEYS * 2 {
-        bail!("only {applied} of {} values were cached", HOT_KEYS * 2);
+        return Err(BenchError::Failed(format!(
+            "only {applied} of {} values were cached",
+            HOT_KEYS * 2
+        )));
     }
     Ok(())
 }
@@ -497,7 +496,9 @@ async fn down(
     let deadline = Instant::now() + Duration::from_secs(20);
     while !cache.set("warm", &1u8, TTL).await?.is_applied() {
         if Instant::now() > deadline {
-            bail!("the cache did not connect to {url}");
+            return Err(BenchError::Failed(format!(
+                "the cache did not connect to {url}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -572,7 +573,7 @@ async fn down(
     stop.store(true, Ordering::Relaxed);
 
     let mut latency: Vec<Histogram<u64>> = (0..=OPEN_OVERHEAD)
-        .map(|_| Ok::<_, anyhow::Error>(latency_histogram()))
+        .map(|_| Ok::<_, BenchError>(latency_histogram()))
         .collect::<Result<_, _>>()?;
     let mut failed = vec![0u64; PHASES.len()];
     for reader in readers {
@@ -631,7 +632,9 @@ async fn wait_closed(cache: &Cache) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the breaker did not close within 30 s of Redis coming back");
+            return Err(BenchError::Failed(
+                "the breaker did not close within 30 s of Redis coming back".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

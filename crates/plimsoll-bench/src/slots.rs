@@ -2,7 +2,7 @@
 //! in pipelines per primary (a cluster client refuses a pipeline whose keys
 //! span slots) and read them back node by node.
 
-use anyhow::{Context, Result, bail};
+use crate::error::{BenchError, Context, Result};
 use plimsoll::Redis;
 
 use super::sys::Nodes;
@@ -59,7 +59,7 @@ impl Placement {
         let mut owner = vec![usize::MAX; usize::from(SLOTS)];
         for range in ranges {
             let redis::Value::Array(fields) = range else {
-                bail!("CLUSTER SLOTS replied oddly");
+                return Err(BenchError::Failed("CLUSTER SLOTS replied oddly".into()));
             };
             let (start, end): (u16, u16) = (
                 redis::from_redis_value_ref(&fields[0])?,
@@ -70,7 +70,7 @@ impl Placement {
                     redis::from_redis_value_ref(&node[0])?,
                     redis::from_redis_value_ref(&node[1])?,
                 ),
-                _ => bail!("CLUSTER SLOTS replied oddly"),
+                _ => return Err(BenchError::Failed("CLUSTER SLOTS replied oddly".into())),
             };
             let address = format!("{host}:{port}");
             let index = nodes
@@ -85,7 +85,7 @@ impl Placement {
             }
         }
         if owner.contains(&usize::MAX) {
-            bail!("some slots have no primary");
+            return Err(BenchError::Failed("some slots have no primary".into()));
         }
         Ok(Self { owner })
     }
@@ -102,7 +102,7 @@ impl Placement {
         for cmd in pipe.cmd_iter() {
             let key = match cmd.args_iter().nth(1) {
                 Some(redis::Arg::Simple(key)) => key,
-                _ => bail!("a G1 command without a key"),
+                _ => return Err(BenchError::Failed("a G1 command without a key".into())),
             };
             parts[self.node_of(key)].add_command(cmd.clone()).ignore();
         }

@@ -5,10 +5,28 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use plimsoll::Redis;
 
-use crate::util::info;
+/// `INFO <section>` of one server as (field, value) pairs.
+pub async fn info(redis: &Redis, section: &str) -> Result<HashMap<String, String>> {
+    let text: String = redis.query(redis::cmd("INFO").arg(section)).await?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.trim_end().split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
+
+/// `used_memory` of one server, in bytes.
+pub async fn used_memory(redis: &Redis) -> Result<u64> {
+    info(redis, "memory")
+        .await?
+        .get("used_memory")
+        .and_then(|v| v.parse().ok())
+        .context("INFO memory lacks used_memory")
+}
 
 /// The primaries a benchmark reads its Redis figures from: the server
 /// itself, or a connection to each primary of a cluster (opened once).

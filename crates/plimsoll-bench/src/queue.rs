@@ -1,21 +1,22 @@
 //! The queue workloads W1–W5 of shared/BENCH.md.
 
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Result, bail};
+use crate::error::Result;
 use hdrhistogram::Histogram;
 use plimsoll::{Job, NewJob, Outcome, Queue, Redis, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::sys::{CpuMeter, Nodes};
-use super::{BenchArgs, Figures};
+use super::{Figures, Options, Workload};
 
 /// The 854 characters of shared/bench/payload_body.txt: random base64, so
 /// compression gains only what it honestly can.
-pub(super) const BODY: &str = include_str!("../../bench/payload_body.txt");
+pub(super) const BODY: &str = include_str!("../../../bench/payload_body.txt");
 const QUEUE: &str = "bench";
 const DEFAULT_N: u64 = 100_000;
 const DEFAULT_SOAK_N: u64 = 10_000_000;
@@ -60,18 +61,46 @@ fn now_ms() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// `off`, `zstd` (the default level) or `zstd:LEVEL`.
-pub(super) fn compression(value: &str) -> Result<plimsoll::Compression, String> {
-    match value {
-        "off" => Ok(plimsoll::Compression::Off),
-        "zstd" => Ok(plimsoll::queue::DEFAULT_COMPRESSION),
-        _ => {
-            let level = value
-                .strip_prefix("zstd:")
-                .and_then(|level| level.parse().ok())
-                .ok_or_else(|| format!("{value:?} is not off, zstd or zstd:LEVEL"))?;
-            Ok(plimsoll::Compression::Zstd { level })
-        }
+/// The queue's payload compression as `--compression` names it: `off`,
+/// `zstd` (the default level) or `zstd:LEVEL`. The name is kept as given,
+/// for every line prints it.
+#[derive(Debug, Clone)]
+pub struct QueueCompression {
+    name: String,
+    compression: plimsoll::Compression,
+}
+
+impl QueueCompression {
+    /// The name it was given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The setting of the bench's queue.
+    pub fn compression(&self) -> plimsoll::Compression {
+        self.compression
+    }
+}
+
+impl FromStr for QueueCompression {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        let compression = match value {
+            "off" => plimsoll::Compression::Off,
+            "zstd" => plimsoll::queue::DEFAULT_COMPRESSION,
+            _ => {
+                let level = value
+                    .strip_prefix("zstd:")
+                    .and_then(|level| level.parse().ok())
+                    .ok_or_else(|| format!("{value:?} is not off, zstd or zstd:LEVEL"))?;
+                plimsoll::Compression::Zstd { level }
+            }
+        };
+        Ok(Self {
+            name: value.to_string(),
+            compression,
+        })
     }
 }
 
@@ -87,11 +116,11 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub fn new(redis: Redis, nodes: Nodes, args: &BenchArgs) -> Self {
+    pub fn new(redis: Redis, nodes: Nodes, args: &Options) -> Self {
         Self {
             redis,
             nodes,
-            compression: compression(&args.compression).expect("checked by clap"),
+            compression: args.compression.compression(),
             n: args.n,
             concurrency: args.concurrency,
             rate: args.rate,
@@ -99,18 +128,18 @@ impl Bench {
         }
     }
 
-    pub fn n(&self, workload: &str) -> u64 {
+    pub fn n(&self, workload: Workload) -> u64 {
         match (self.n, workload) {
             (Some(n), _) => n,
-            (None, "W5-soak") => DEFAULT_SOAK_N,
-            (None, "W4-latency") => self.rate * self.duration.as_secs(),
+            (None, Workload::W5Soak) => DEFAULT_SOAK_N,
+            (None, Workload::W4Latency) => self.rate * self.duration.as_secs(),
             (None, _) => DEFAULT_N,
         }
     }
 
     /// One repetition of `workload`: its figures, and details that are not
     /// medians (W5's memory series).
-    pub async fn run(&self, workload: &str) -> Result<(Figures, Map<String, Value>)> {
+    pub async fn run(&self, workload: Workload) -> Result<(Figures, Map<String, Value>)> {
         let empty = self.reset().await?;
         let n = self.n(workload);
         let config = plimsoll::QueueConfig {
@@ -121,10 +150,10 @@ impl Bench {
         let mut figures = Figures::new();
         let mut details = Map::new();
         match workload {
-            "W1-single" | "W1-bulk" | "W3-waiting" => {
+            Workload::W1Single | Workload::W1Bulk | Workload::W3Waiting => {
                 let meter = CpuMeter::start(&self.nodes).await?;
                 let started = Instant::now();
-                if workload == "W1-single" {
+                if workload == Workload::W1Single {
                     self.enqueue_singles(&queue, n).await?;
                 } else {
                     enqueue_bulk(&queue, 0, n).await?;
@@ -133,7 +162,7 @@ impl Bench {
                 let (client, redis) = meter.stop(&self.nodes).await?;
                 let bytes = self.nodes.used_memory().await?.saturating_sub(empty);
                 let bytes_per_job = bytes as f64 / n as f64;
-                if workload == "W3-waiting" {
+                if workload == Workload::W3Waiting {
                     figures.insert("bytes_per_job", bytes_per_job);
                 } else {
                     figures.insert("jobs_per_s", n as f64 / elapsed);
@@ -142,7 +171,7 @@ impl Bench {
                     figures.insert("bytes_per_waiting_job", bytes_per_job);
                 }
             }
-            "W2-drain" | "W3-retained" => {
+            Workload::W2Drain | Workload::W3Retained => {
                 enqueue_bulk(&queue, 0, n).await?;
                 let meter = CpuMeter::start(&self.nodes).await?;
                 let started = Instant::now();
@@ -156,7 +185,7 @@ impl Bench {
                 let (client, redis) = meter.stop(&self.nodes).await?;
                 worker.shutdown().await?;
                 let bytes = self.nodes.used_memory().await?.saturating_sub(empty);
-                if workload == "W3-retained" {
+                if workload == Workload::W3Retained {
                     figures.insert("bytes_per_job", bytes as f64 / n as f64);
                 } else {
                     figures.insert("jobs_per_s", n as f64 / elapsed);
@@ -164,12 +193,12 @@ impl Bench {
                     figures.insert("cpu_redis_pct", redis);
                 }
             }
-            "W4-latency" => self.latency(&queue, &mut figures).await?,
-            "W5-soak" => {
+            Workload::W4Latency => self.latency(&queue, &mut figures).await?,
+            Workload::W5Soak => {
                 self.soak(&queue, n, empty, &mut figures, &mut details)
                     .await?
             }
-            other => bail!("unknown workload {other}"),
+            other => unreachable!("{other} is not a queue workload"),
         }
         Ok((figures, details))
     }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use crate::error::{BenchError, Context, Result};
 use hdrhistogram::Histogram;
 use plimsoll::guard::attribute::{Classifier, Layout, Role};
 use plimsoll::guard::{AttributeConfig, ForecastConfig};
@@ -31,9 +31,8 @@ use plimsoll::{AlertKind, Guard, GuardConfig, Redis, SystemClock};
 use serde_json::{Map, Value, json};
 
 use super::slots::Placement;
-use super::sys::Nodes;
-use super::{BenchArgs, Figures};
-use crate::util::used_memory;
+use super::sys::{Nodes, used_memory};
+use super::{Figures, Options, Workload};
 use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 
 /// G1: keys in the keyspace.
@@ -47,11 +46,6 @@ const QUIET_WINDOW: Duration = Duration::from_secs(10);
 /// G1: pause between loading the keys and the first quiet window.
 const SETTLE: Duration = Duration::from_secs(5);
 
-/// Whether `workload` is one of these.
-pub fn handles(workload: &str) -> bool {
-    workload.starts_with("G1-") || workload.starts_with("G2-")
-}
-
 pub struct GuardBench {
     redis: Redis,
     /// The primaries of `redis` (G1 reads and walks each).
@@ -60,7 +54,7 @@ pub struct GuardBench {
 }
 
 impl GuardBench {
-    pub fn new(redis: Redis, nodes: Nodes, args: &BenchArgs) -> Self {
+    pub fn new(redis: Redis, nodes: Nodes, args: &Options) -> Self {
         Self {
             redis,
             nodes,
@@ -68,19 +62,19 @@ impl GuardBench {
         }
     }
 
-    pub fn n(&self, workload: &str) -> u64 {
-        if workload.starts_with("G1-") {
+    pub fn n(&self, workload: Workload) -> u64 {
+        if workload == Workload::G1Attribute {
             G1_KEYS
         } else {
             0
         }
     }
 
-    pub async fn run(&self, workload: &str) -> Result<(Figures, Map<String, Value>)> {
+    pub async fn run(&self, workload: Workload) -> Result<(Figures, Map<String, Value>)> {
         match workload {
-            "G1-attribute" => self.attribute().await,
-            "G2-forecast" => self.forecast().await,
-            other => anyhow::bail!("unknown guard workload {other}"),
+            Workload::G1Attribute => self.attribute().await,
+            Workload::G2Forecast => self.forecast().await,
+            other => unreachable!("{other} is not a guard workload"),
         }
     }
 
@@ -255,7 +249,7 @@ impl GuardBench {
                     if let Err(err) = write_keys(&redis, &mut seq, n).await {
                         if err.to_string().contains("OOM") {
                             *full_at.lock().unwrap() = Some(Instant::now());
-                            return Ok::<(), anyhow::Error>(());
+                            return Ok::<(), BenchError>(());
                         }
                         return Err(err);
                     }
@@ -475,7 +469,7 @@ async fn get_loop_thread(url: String, stop: Option<Arc<AtomicBool>>) -> Result<L
         let result = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(anyhow::Error::from)
+            .map_err(BenchError::from)
             .and_then(|runtime| {
                 runtime.block_on(async {
                     let redis = Redis::connect_url(&url).await?;
@@ -484,7 +478,9 @@ async fn get_loop_thread(url: String, stop: Option<Arc<AtomicBool>>) -> Result<L
             });
         let _ = tx.send(result);
     });
-    rx.await.context("the GET loop thread ended")?
+    // The sender is dropped unsent only if the thread panicked.
+    rx.await
+        .map_err(|err| BenchError::Failed(format!("the GET loop thread ended: {err}")))?
 }
 
 /// Writes `n` 1 KiB strings `leak:<seq>`.
