@@ -91,26 +91,12 @@ pub fn addr_or_off(text: &str) -> Result<OrOff<std::net::SocketAddr>, String> {
     plimsoll_server::config::parse_listen_or_off(text).map(OrOff)
 }
 
-/// `INFO <section>` as (field, value) pairs.
-pub async fn info(
-    redis: &Redis,
-    section: &str,
-) -> Result<std::collections::HashMap<String, String>> {
-    let text: String = redis.query(redis::cmd("INFO").arg(section)).await?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.trim_end().split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect())
-}
-
 /// `used_memory` in bytes.
 pub async fn used_memory(redis: &Redis) -> Result<u64> {
-    info(redis, "memory")
+    redis
+        .info(&["memory"])
         .await?
-        .get("used_memory")
-        .and_then(|v| v.parse().ok())
+        .number("used_memory")
         .context("INFO memory lacks used_memory")
 }
 

@@ -136,7 +136,7 @@ pub async fn run(args: Options) -> Result<(), BenchError> {
     let redis_version = server
         .first()
         .and_then(|s| s.get("redis_version"))
-        .cloned()
+        .map(str::to_string)
         .unwrap_or_default();
     let guard_bench = guard::GuardBench::new(redis.clone(), nodes.clone(), &args);
     let bench = queue::Bench::new(redis, nodes, &args);

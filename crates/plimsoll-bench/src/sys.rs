@@ -2,29 +2,18 @@
 //! benchmarks' figures. On a Redis Cluster `INFO` describes one node, so the
 //! figures are read from every primary and summed ([`Nodes`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Context, Result};
 use plimsoll::Redis;
-
-/// `INFO <section>` of one server as (field, value) pairs.
-pub async fn info(redis: &Redis, section: &str) -> Result<HashMap<String, String>> {
-    let text: String = redis.query(redis::cmd("INFO").arg(section)).await?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.trim_end().split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect())
-}
+use plimsoll::connection::Info;
 
 /// `used_memory` of one server, in bytes.
 pub async fn used_memory(redis: &Redis) -> Result<u64> {
-    info(redis, "memory")
+    redis
+        .info(&["memory"])
         .await?
-        .get("used_memory")
-        .and_then(|v| v.parse().ok())
+        .number("used_memory")
         .context("INFO memory lacks used_memory")
 }
 
@@ -53,10 +42,10 @@ impl Nodes {
     }
 
     /// `INFO section` of every primary.
-    pub async fn info(&self, section: &str) -> Result<Vec<HashMap<String, String>>> {
+    pub async fn info(&self, section: &str) -> Result<Vec<Info>> {
         let mut all = Vec::with_capacity(self.all().len());
         for node in self.all() {
-            all.push(info(node, section).await?);
+            all.push(node.info(&[section]).await?);
         }
         Ok(all)
     }
@@ -67,7 +56,7 @@ impl Nodes {
         for info in self.info(section).await? {
             for field in fields {
                 total += info
-                    .get(*field)
+                    .get(field)
                     .and_then(|v| v.parse::<f64>().ok())
                     .with_context(|| format!("INFO {section} lacks {field}"))?;
             }
