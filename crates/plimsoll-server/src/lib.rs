@@ -82,47 +82,9 @@ pub use crate::state::AppState;
 
 /// The router: API, webhook intake, dashboard, health.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/queues", get(api::list_queues))
-        .route(
-            "/queues/{queue}",
-            get(api::get_queue).delete(api::delete_queue),
-        )
-        .route(
-            "/queues/{queue}/jobs",
-            post(api::enqueue).get(api::list_jobs),
-        )
-        .route("/queues/{queue}/jobs/bulk", post(api::enqueue_bulk))
-        .route(
-            "/queues/{queue}/jobs/{id}",
-            get(api::get_job).delete(api::cancel_job),
-        )
-        .route("/queues/{queue}/jobs/{id}/retry", post(api::retry_job))
-        .route("/queues/{queue}/pause", post(api::pause_queue))
-        .route("/queues/{queue}/resume", post(api::resume_queue))
-        .route("/queues/{queue}/dead", get(api::list_dead))
-        .route("/queues/{queue}/dead/retry", post(api::retry_dead))
-        .route("/queues/{queue}/dead/purge", post(api::purge_dead))
-        .route("/spool", get(api::spool_status))
-        .route("/spool/quarantine", get(api::list_quarantine))
-        .route("/spool/quarantine/retry", post(api::retry_quarantine))
-        .route("/spool/quarantine/purge", post(api::purge_quarantine))
-        .route("/guard", get(api::guard_status))
-        .route("/guard/alerts", get(api::guard_alerts))
-        .route("/guard/memory", get(api::guard_memory))
-        .route(
-            "/cache/{key}",
-            get(api::cache_get)
-                .put(api::cache_put)
-                .delete(api::cache_delete),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
     Router::new()
-        .route("/v1/openapi.json", get(api::openapi))
-        .nest("/v1", api)
+        .route("/v1/openapi.json", get(api::openapi::openapi))
+        .nest("/v1", api::routes(state.clone()))
         .route(
             "/hooks/{source}",
             // Each source's own cap, applied while the body is read.

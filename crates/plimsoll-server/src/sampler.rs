@@ -62,7 +62,7 @@ async fn sample(
     state
         .metrics()
         .update(|s| s.push_workers = workers.into_iter().collect());
-    for name in crate::api::queue_names(state).await? {
+    for name in crate::api::queues::queue_names(state).await? {
         let queue = state.queue(&name)?;
         let counts = queue.counts().await?;
         let memory = queue.memory_bytes().await?;
@@ -79,7 +79,7 @@ async fn sample(
 /// 10 points below (hysteresis), through the guard's sinks when the guard
 /// runs, else to the log.
 pub async fn watch_spool(state: &AppState) {
-    let view = crate::api::spool_view(state);
+    let view = crate::api::spool::spool_view(state);
     let raised = if view.filling {
         true
     } else if view.fill < state.config().spool_warn_at - 0.1 {
