@@ -56,6 +56,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod push;
 pub mod rates;
+pub mod redis_memory;
 pub mod sampler;
 pub mod state;
 

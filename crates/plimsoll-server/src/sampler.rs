@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use plimsoll::WorkerHandle;
+use plimsoll::{Clock, SystemClock, WorkerHandle};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -62,7 +62,7 @@ async fn sample(
     state
         .metrics()
         .update(|s| s.push_workers = workers.into_iter().collect());
-    for name in crate::api::queues::queue_names(state).await? {
+    for name in state.queue_names().await? {
         let queue = state.queue(&name)?;
         let counts = queue.counts().await?;
         let memory = queue.memory_bytes().await?;
@@ -79,7 +79,7 @@ async fn sample(
 /// 10 points below (hysteresis), through the guard's sinks when the guard
 /// runs, else to the log.
 pub async fn watch_spool(state: &AppState) {
-    let view = crate::api::spool::spool_view(state);
+    let view = crate::intake::spool_view::spool_view(state);
     let raised = if view.filling {
         true
     } else if view.fill < state.config().spool_warn_at - 0.1 {
@@ -158,7 +158,7 @@ async fn raise_spool_alert(
         severity,
         kind,
         node: format!("spool:{}", state.spool().dir().display()),
-        at_ms: crate::api::now_ms(),
+        at_ms: SystemClock.now_ms(),
         summary,
         used_bytes: used,
         limit_bytes: limit,

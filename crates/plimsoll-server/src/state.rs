@@ -220,4 +220,20 @@ impl AppState {
         }
         Ok(queue)
     }
+    /// Every queue: those used so far (the library's registry in Redis)
+    /// and those configured, sorted, each once. The API, the dashboard and
+    /// the sampler list the same queues.
+    pub async fn queue_names(&self) -> ApiResult<Vec<String>> {
+        let mut names: Vec<String> = Queue::list(self.redis(), &self.config().prefix)
+            .await?
+            .into_iter()
+            .map(|n| n.as_str().to_string())
+            .collect();
+        for configured in self.config().queues.keys() {
+            names.push(configured.as_str().to_string());
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
 }

@@ -15,8 +15,6 @@ pub mod openapi;
 pub mod queues;
 pub mod spool;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::Router;
 use axum::middleware;
 use axum::routing::{get, post};
@@ -80,40 +78,4 @@ fn parse_id(id: &str) -> ApiResult<JobId> {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CountResponse {
     pub count: u64,
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Redis' memory figures, from `INFO memory`.
-#[derive(Debug, Clone, Default)]
-pub struct RedisMemory {
-    pub used_memory: u64,
-    pub maxmemory: u64,
-    pub policy: String,
-}
-
-/// Reads `INFO memory`.
-pub async fn redis_memory(state: &AppState) -> ApiResult<RedisMemory> {
-    let text: String = state
-        .redis()
-        .query(redis::cmd("INFO").arg("memory"))
-        .await?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(|v| v.trim().to_string())
-    };
-    Ok(RedisMemory {
-        used_memory: field("used_memory")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-        maxmemory: field("maxmemory").and_then(|v| v.parse().ok()).unwrap_or(0),
-        policy: field("maxmemory_policy").unwrap_or_default(),
-    })
 }

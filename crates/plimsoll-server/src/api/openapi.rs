@@ -19,6 +19,7 @@ use super::jobs::*;
 use super::queues::*;
 use super::spool::*;
 use crate::error::ErrorBody;
+use crate::intake::spool_view::SpoolView;
 use crate::rates::QueueRates;
 
 /// The OpenAPI document.

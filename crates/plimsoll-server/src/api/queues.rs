@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use plimsoll::Queue;
 use plimsoll::queue::QueueCounts;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -97,26 +96,11 @@ pub async fn queue_view(state: &AppState, name: &str) -> ApiResult<QueueView> {
     Ok(QueueView::new(state, name, counts, memory))
 }
 
-/// All queues: those used so far and those configured.
-pub async fn queue_names(state: &AppState) -> ApiResult<Vec<String>> {
-    let mut names: Vec<String> = Queue::list(state.redis(), &state.config().prefix)
-        .await?
-        .into_iter()
-        .map(|n| n.as_str().to_string())
-        .collect();
-    for configured in state.config().queues.keys() {
-        names.push(configured.as_str().to_string());
-    }
-    names.sort();
-    names.dedup();
-    Ok(names)
-}
-
 /// Every queue with counts, rates and bytes.
 #[utoipa::path(get, path = "/v1/queues", responses((status = 200, body = Vec<QueueView>)))]
 pub async fn list_queues(State(state): State<AppState>) -> ApiResult<Json<Vec<QueueView>>> {
     let mut views = Vec::new();
-    for name in queue_names(&state).await? {
+    for name in state.queue_names().await? {
         views.push(queue_view(&state, &name).await?);
     }
     Ok(Json(views))

@@ -29,8 +29,8 @@ use serde::Deserialize;
 
 use crate::api::jobs::JobView;
 use crate::api::queues::{self, QueueView};
-use crate::api::spool::spool_view;
 use crate::auth;
+use crate::intake::spool_view::spool_view;
 use crate::state::AppState;
 pub use html::escape;
 use html::{Page, fmt_rate, human_bytes};
@@ -170,7 +170,7 @@ async fn overview(State(state): State<AppState>, request: Request) -> Response {
     page.push("<h2>Redis memory</h2>");
     match state.guard() {
         Some(guard) => page.push(&memory_section(guard)),
-        None => match crate::api::redis_memory(&state).await {
+        None => match crate::redis_memory::redis_memory(&state).await {
             Ok(memory) => page.push(&format!(
                 "<section class=\"card\">{}<p class=\"muted\">The memory guard is switched off \
                  (guard.disabled): no history, forecast or alerts.</p></section>",
@@ -184,7 +184,7 @@ async fn overview(State(state): State<AppState>, request: Request) -> Response {
     }
 
     page.push("<h2>Queues</h2>");
-    match queues::queue_names(&state).await {
+    match state.queue_names().await {
         Ok(names) => {
             let mut views = Vec::new();
             for name in names {

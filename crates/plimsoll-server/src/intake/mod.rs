@@ -31,6 +31,7 @@ pub mod quarantine;
 pub mod replay;
 pub mod signature;
 pub mod spool;
+pub mod spool_view;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -41,12 +42,11 @@ use axum::body::Bytes;
 use crate::extract::ApiBytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use plimsoll::{ErrorKind, NewJob};
+use plimsoll::{Clock, ErrorKind, NewJob, SystemClock};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use crate::api::now_ms;
 use crate::config::HookSettings;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -237,7 +237,7 @@ async fn accept(
     let record = SpoolRecord {
         queue: hook.queue.as_str().to_string(),
         idempotency_key: Some(identity),
-        received_at_ms: now_ms(),
+        received_at_ms: SystemClock.now_ms(),
         payload,
     };
     match state.spool().append(&record).await {
@@ -341,7 +341,7 @@ fn envelope(
     }
     let mut envelope = Envelope {
         source,
-        received_at_ms: now_ms(),
+        received_at_ms: SystemClock.now_ms(),
         delivery,
         headers: kept,
         body: None,

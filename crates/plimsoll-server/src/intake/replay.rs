@@ -28,7 +28,7 @@
 
 use std::time::Duration;
 
-use plimsoll::{ErrorKind, NewJob, Queue};
+use plimsoll::{Clock, ErrorKind, NewJob, Queue, SystemClock};
 use tokio_util::sync::CancellationToken;
 
 use super::quarantine::QuarantineError;
@@ -268,7 +268,7 @@ fn retry_later(err: &plimsoll::Error) -> bool {
 async fn quarantine(state: &AppState, record: &SpoolRecord, reason: &str) -> Result<(), String> {
     let quarantine = state.spool().quarantine().clone();
     let (owned, why) = (record.clone(), reason.to_string());
-    let at = crate::api::now_ms();
+    let at = SystemClock.now_ms();
     let added = tokio::task::spawn_blocking(move || quarantine.add(&owned, &why, at))
         .await
         .unwrap_or_else(|e| Err(QuarantineError::Io(std::io::Error::other(e.to_string()))));
