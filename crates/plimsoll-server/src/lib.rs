@@ -58,6 +58,7 @@ pub mod push;
 pub mod rates;
 pub mod redis_memory;
 pub mod sampler;
+pub mod signing;
 pub mod state;
 
 use std::future::Future;

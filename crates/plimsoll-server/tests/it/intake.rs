@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use plimsoll::JobState;
-use plimsoll_server::intake::signature::sign;
+use plimsoll_server::signing::sign;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
