@@ -260,7 +260,10 @@ pub async fn run(
         Some(guard) => guard.start(services.clone()),
         None => Vec::new(),
     };
-    let replayer = tokio::spawn(intake::replay::run(state.clone(), services.clone()));
+    let replayer = plimsoll::service::spawn(
+        intake::replay::Replayer::new(state.clone()),
+        services.clone(),
+    );
     let push_workers = Arc::new(Mutex::new(Vec::new()));
     let push_start = CancellationToken::new();
     let push_starter = if redis_connected {
@@ -297,11 +300,10 @@ pub async fn run(
         stop_maintenance.clone(),
         maintenance::REFRESH_INTERVAL,
     ));
-    let sampler = tokio::spawn(sampler::run(
-        state.clone(),
-        push_workers.clone(),
+    let sampler = plimsoll::service::spawn(
+        sampler::Sampler::new(state.clone(), push_workers.clone()),
         services.clone(),
-    ));
+    );
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

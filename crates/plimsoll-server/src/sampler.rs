@@ -1,30 +1,54 @@
 //! The sampler reads the figures the dashboard, the rates and `/metrics`
 //! show, every few seconds, so that none of them has to ask Redis while a
 //! page renders or Prometheus scrapes.
+//!
+//! It is a [`Service`] like the library's: one round is one reading, run by
+//! [`plimsoll::service::spawn`] every [`SAMPLE_INTERVAL`] until the server's
+//! service token fires. A round that fails is logged at debug and the next
+//! one comes at the same interval: a Redis that is down is reported by
+//! `/readyz` and the guard, and the figures simply stay at their last
+//! reading meanwhile.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use plimsoll::service::Service;
 use plimsoll::{Clock, SystemClock, WorkerHandle};
 use tokio::sync::Mutex;
-use tokio_util::sync::CancellationToken;
 
 use crate::rates::SAMPLE_INTERVAL;
 use crate::state::AppState;
 
-/// Runs until `stop`.
-pub async fn run(
+/// The push workers, by queue, as `run` starts them (some only once Redis
+/// answers).
+pub type PushWorkers = Arc<Mutex<Vec<(String, WorkerHandle)>>>;
+
+/// Reads the figures every [`SAMPLE_INTERVAL`].
+#[derive(Debug)]
+pub struct Sampler {
     state: AppState,
-    push_workers: Arc<Mutex<Vec<(String, WorkerHandle)>>>,
-    stop: CancellationToken,
-) {
-    loop {
-        if let Err(err) = sample(&state, &push_workers).await {
+    push_workers: PushWorkers,
+}
+
+impl Sampler {
+    pub fn new(state: AppState, push_workers: PushWorkers) -> Self {
+        Self {
+            state,
+            push_workers,
+        }
+    }
+}
+
+impl Service for Sampler {
+    const NAME: &'static str = "sampler";
+
+    async fn run_once(&mut self) -> plimsoll::Result<Duration> {
+        // Errors stay here: the service's error backoff is for a round to
+        // retry soon, and a sample is as good at the next interval.
+        if let Err(err) = sample(&self.state, &self.push_workers).await {
             tracing::debug!(error = ?err, "sampling queue figures failed; trying again next round");
         }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(SAMPLE_INTERVAL) => {}
-        }
+        Ok(SAMPLE_INTERVAL)
     }
 }
 

@@ -587,10 +587,10 @@ async fn a_filling_spool_raises_an_alert_and_clears_it() {
     // Redis back, the spool drains, the alert clears.
     s.redis_server.restart();
     let stop = tokio_util::sync::CancellationToken::new();
-    let replayer = tokio::spawn(plimsoll_server::intake::replay::run(
-        s.state.clone(),
+    let replayer = plimsoll::service::spawn(
+        plimsoll_server::intake::replay::Replayer::new(s.state.clone()),
         stop.clone(),
-    ));
+    );
     crate::support::eventually(
         std::time::Duration::from_secs(20),
         "the spool to drain",
