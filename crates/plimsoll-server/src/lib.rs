@@ -481,15 +481,11 @@ pub async fn check_redis(config: &ServerConfig, redis: &Redis) -> Result<Vec<Str
     Ok(warnings)
 }
 
-/// The server's metrics, then the guard's (rendered by
-/// [`guard_metrics`], the same text `plimsoll guard` serves), in the
+/// `/metrics`: the server's metrics and the guard's (its collector,
+/// [`guard_metrics::GuardCollector`], sits in the server's registry), in the
 /// classic Prometheus text format.
 pub fn metrics_text(state: &AppState) -> String {
-    let mut text = state.metrics().render();
-    if let Some(guard) = state.guard() {
-        text.push_str(&guard_metrics::render(&guard.stats()));
-    }
-    text
+    state.metrics().render()
 }
 
 async fn serve_metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -69,6 +69,10 @@ impl AppState {
             Some(guard) => Some(Guard::new(redis.clone(), guard.clone())?),
             None => None,
         };
+        let mut metrics = Metrics::new();
+        if let Some(guard) = &guard {
+            metrics.register_guard(guard.clone());
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 cache,
@@ -79,7 +83,7 @@ impl AppState {
                 tokens,
                 queues: RwLock::new(HashMap::new()),
                 spool,
-                metrics: Metrics::new(),
+                metrics,
                 rates: Rates::default(),
                 shutting_down: AtomicBool::new(false),
                 started: Instant::now(),

@@ -517,6 +517,7 @@ async fn metrics_cover_queues_intake_spool_cache_and_guard_and_pass_promtool() {
     ] {
         assert!(text.contains(family), "{family} missing from:\n{text}");
     }
+    crate::metrics::assert_each_family_once(&text);
     // Prometheus' own linter accepts it (promtool comes with the test tools).
     plimsoll_test_support::assert_promtool_accepts(&text);
 }
