@@ -1,11 +1,14 @@
-//! Prometheus metrics of the memory guard: [`render`] turns the library's
-//! [`GuardStats`] snapshot into the text exposition format, and [`app`]
-//! serves it on `/metrics` (plus `/stats` as JSON and `/healthz`).
+//! Prometheus metrics of the memory guard, from the library's
+//! [`GuardStats`] snapshot: [`GuardCollector`] writes them at each scrape
+//! into the registry it is registered in (`plimsoll serve` registers it in
+//! its one registry, so `/metrics` is one encoding with each family once),
+//! [`render`] writes one snapshot as text, and [`app`] serves that on
+//! `/metrics` (plus `/stats` as JSON and `/healthz`) for `plimsoll guard`.
 //!
-//! Kept thin and in the binary: the library only builds the snapshot, and
-//! `plimsoll serve` can mount the same router. Metric names are listed in
-//! [`METRIC_NAMES`]; a test checks that `deploy/prometheus/alerts.yml` and
-//! the Grafana dashboard use no other `plimsoll_guard_*` name.
+//! Kept thin and in the binary: the library only builds the snapshot.
+//! Metric names are listed in [`METRIC_NAMES`]; a test checks that
+//! `deploy/prometheus/alerts.yml` and the Grafana dashboard use no other
+//! `plimsoll_guard_*` name.
 
 use axum::Router;
 use axum::extract::State;
@@ -21,6 +24,10 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
+
+/// The prefix every guard metric's name starts with. The registry writes it
+/// (see [`GuardCollector`]), so the collector writes the rest of the name.
+pub const PREFIX: &str = "plimsoll_guard";
 
 /// Every metric this exporter emits.
 pub const METRIC_NAMES: &[&str] = &[
@@ -118,17 +125,6 @@ impl Writer {
             }),
         }
     }
-
-    /// The families in Prometheus' classic text format (0.0.4), as the
-    /// server's own metrics are written.
-    fn finish(self) -> String {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(Families(self.families)));
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode_registry(&mut out, &registry)
-            .expect("writing to a String cannot fail");
-        crate::metrics::classic_counter_names(&out)
-    }
 }
 
 /// The collected families, for the registry.
@@ -146,10 +142,16 @@ impl std::fmt::Debug for MetricFamily {
 impl Collector for Families {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for family in &self.0 {
-            // The encoder adds `_total` to a counter's name.
+            // The registry writes the prefix, and the encoder adds `_total`
+            // to a counter's name.
+            let name = family
+                .name
+                .strip_prefix(PREFIX)
+                .and_then(|rest| rest.strip_prefix('_'))
+                .unwrap_or(family.name);
             let name = match family.kind {
-                MetricType::Counter => family.name.strip_suffix("_total").unwrap_or(family.name),
-                _ => family.name,
+                MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
+                _ => name,
             };
             let mut descriptor =
                 encoder.encode_descriptor(name, &family.help, None, family.kind)?;
@@ -165,8 +167,37 @@ impl Collector for Families {
     }
 }
 
-/// The snapshot in the Prometheus text format.
+/// The guard's metrics, read from its snapshot when the registry is
+/// encoded. Register it where the names get [`PREFIX`]: a registry with
+/// that prefix, or the `guard` sub-registry of one prefixed `plimsoll`.
+#[derive(Debug)]
+pub struct GuardCollector(Guard);
+
+impl GuardCollector {
+    pub fn new(guard: Guard) -> Self {
+        Self(guard)
+    }
+}
+
+impl Collector for GuardCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        Families(families(&self.0.stats())).encode(encoder)
+    }
+}
+
+/// The snapshot in Prometheus' classic text format (0.0.4), as the
+/// server's own metrics are written.
 pub fn render(stats: &GuardStats) -> String {
+    let mut registry = Registry::with_prefix(PREFIX);
+    registry.register_collector(Box::new(Families(families(stats))));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode_registry(&mut out, &registry)
+        .expect("writing to a String cannot fail");
+    crate::metrics::classic_counter_names(&out)
+}
+
+/// The snapshot's metric families, in the order they are written.
+fn families(stats: &GuardStats) -> Vec<MetricFamily> {
     let mut w = Writer::new();
     for node in &stats.nodes {
         let n = [("node", node.node.as_str())];
@@ -465,7 +496,7 @@ pub fn render(stats: &GuardStats) -> String {
             );
         }
     }
-    w.finish()
+    w.families
 }
 
 /// `/metrics`, `/stats` (JSON) and `/healthz` (200 once a reading
@@ -625,6 +656,7 @@ mod tests {
     fn every_listed_metric_is_emitted_once_declared() {
         let text = render(&full_stats());
         for name in METRIC_NAMES {
+            assert!(name.starts_with(&format!("{PREFIX}_")), "{name}");
             assert!(
                 text.contains(&format!("# TYPE {name} ")),
                 "{name} missing from\n{text}"

@@ -75,7 +75,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             .into_iter()
             .map(|w| format!("redis: {w}")),
     );
-    let spool = crate::api::spool_view(&state);
+    let spool = crate::intake::spool_view::spool_view(&state);
     if spool.records > 0 {
         degraded.push(format!(
             "spool: {} webhooks waiting for Redis ({:.0}% full)",

@@ -56,7 +56,9 @@ pub mod maintenance;
 pub mod metrics;
 pub mod push;
 pub mod rates;
+pub mod redis_memory;
 pub mod sampler;
+pub mod signing;
 pub mod state;
 
 use std::future::Future;
@@ -82,47 +84,9 @@ pub use crate::state::AppState;
 
 /// The router: API, webhook intake, dashboard, health.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/queues", get(api::list_queues))
-        .route(
-            "/queues/{queue}",
-            get(api::get_queue).delete(api::delete_queue),
-        )
-        .route(
-            "/queues/{queue}/jobs",
-            post(api::enqueue).get(api::list_jobs),
-        )
-        .route("/queues/{queue}/jobs/bulk", post(api::enqueue_bulk))
-        .route(
-            "/queues/{queue}/jobs/{id}",
-            get(api::get_job).delete(api::cancel_job),
-        )
-        .route("/queues/{queue}/jobs/{id}/retry", post(api::retry_job))
-        .route("/queues/{queue}/pause", post(api::pause_queue))
-        .route("/queues/{queue}/resume", post(api::resume_queue))
-        .route("/queues/{queue}/dead", get(api::list_dead))
-        .route("/queues/{queue}/dead/retry", post(api::retry_dead))
-        .route("/queues/{queue}/dead/purge", post(api::purge_dead))
-        .route("/spool", get(api::spool_status))
-        .route("/spool/quarantine", get(api::list_quarantine))
-        .route("/spool/quarantine/retry", post(api::retry_quarantine))
-        .route("/spool/quarantine/purge", post(api::purge_quarantine))
-        .route("/guard", get(api::guard_status))
-        .route("/guard/alerts", get(api::guard_alerts))
-        .route("/guard/memory", get(api::guard_memory))
-        .route(
-            "/cache/{key}",
-            get(api::cache_get)
-                .put(api::cache_put)
-                .delete(api::cache_delete),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
     Router::new()
-        .route("/v1/openapi.json", get(api::openapi))
-        .nest("/v1", api)
+        .route("/v1/openapi.json", get(api::openapi::openapi))
+        .nest("/v1", api::routes(state.clone()))
         .route(
             "/hooks/{source}",
             // Each source's own cap, applied while the body is read.
@@ -296,7 +260,10 @@ pub async fn run(
         Some(guard) => guard.start(services.clone()),
         None => Vec::new(),
     };
-    let replayer = tokio::spawn(intake::replay::run(state.clone(), services.clone()));
+    let replayer = plimsoll::service::spawn(
+        intake::replay::Replayer::new(state.clone()),
+        services.clone(),
+    );
     let push_workers = Arc::new(Mutex::new(Vec::new()));
     let push_start = CancellationToken::new();
     let push_starter = if redis_connected {
@@ -333,11 +300,10 @@ pub async fn run(
         stop_maintenance.clone(),
         maintenance::REFRESH_INTERVAL,
     ));
-    let sampler = tokio::spawn(sampler::run(
-        state.clone(),
-        push_workers.clone(),
+    let sampler = plimsoll::service::spawn(
+        sampler::Sampler::new(state.clone(), push_workers.clone()),
         services.clone(),
-    ));
+    );
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -515,15 +481,11 @@ pub async fn check_redis(config: &ServerConfig, redis: &Redis) -> Result<Vec<Str
     Ok(warnings)
 }
 
-/// The server's metrics, then the guard's (rendered by
-/// [`guard_metrics`], the same text `plimsoll guard` serves), in the
+/// `/metrics`: the server's metrics and the guard's (its collector,
+/// [`guard_metrics::GuardCollector`], sits in the server's registry), in the
 /// classic Prometheus text format.
 pub fn metrics_text(state: &AppState) -> String {
-    let mut text = state.metrics().render();
-    if let Some(guard) = state.guard() {
-        text.push_str(&guard_metrics::render(&guard.stats()));
-    }
-    text
+    state.metrics().render()
 }
 
 async fn serve_metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -5,7 +5,11 @@
 //! prometheus-client metrics updated in place. Figures that live in Redis or
 //! in the library (queue counts and totals, worker stats) are snapshots: a
 //! sampler refreshes them every few seconds and a collector writes the last
-//! snapshot at scrape time, so a scrape never waits on Redis.
+//! snapshot at scrape time, so a scrape never waits on Redis. The memory
+//! guard's metrics are a collector in the same registry
+//! ([`crate::guard_metrics::GuardCollector`]), reading the guard's
+//! in-memory snapshot: one registry and one encoding, so `/metrics` is one
+//! exposition with each family declared once.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -295,8 +299,18 @@ impl Metrics {
         self.up.set(0);
     }
 
-    /// The metrics in Prometheus' classic text format (0.0.4), which the
-    /// guard's block (written by `guard_metrics`) follows on `/metrics`.
+    /// Adds the memory guard's metrics to this registry, read from its
+    /// snapshot at each scrape, so that `/metrics` is one encoding: each
+    /// family written once, the guard's after the server's.
+    pub fn register_guard(&mut self, guard: plimsoll::Guard) {
+        // `plimsoll` (this registry's prefix) + `guard`: the guard's names.
+        self.registry
+            .sub_registry_with_prefix("guard")
+            .register_collector(Box::new(crate::guard_metrics::GuardCollector::new(guard)));
+    }
+
+    /// Every metric, the guard's included once it is registered, in
+    /// Prometheus' classic text format (0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)

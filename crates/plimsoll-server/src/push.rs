@@ -23,7 +23,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use plimsoll::{Job, Outcome, Worker, WorkerHandle};
 
 use crate::config::PushSettings;
-use crate::intake::signature;
+use crate::signing;
 use crate::state::AppState;
 
 /// Longest `Retry-After` honoured; a longer one falls back to the backoff.
@@ -95,7 +95,7 @@ async fn deliver(target: &Target, job: &Job) -> Outcome {
     if let Some(secret) = &target.settings.secret {
         request = request.header(
             "X-Plimsoll-Signature-256",
-            signature::sign(secret.as_bytes(), &body, "sha256="),
+            signing::sign(secret.as_bytes(), &body, "sha256="),
         );
     }
     let response = tokio::select! {

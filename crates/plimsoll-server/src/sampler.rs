@@ -1,30 +1,54 @@
 //! The sampler reads the figures the dashboard, the rates and `/metrics`
 //! show, every few seconds, so that none of them has to ask Redis while a
 //! page renders or Prometheus scrapes.
+//!
+//! It is a [`Service`] like the library's: one round is one reading, run by
+//! [`plimsoll::service::spawn`] every [`SAMPLE_INTERVAL`] until the server's
+//! service token fires. A round that fails is logged at debug and the next
+//! one comes at the same interval: a Redis that is down is reported by
+//! `/readyz` and the guard, and the figures simply stay at their last
+//! reading meanwhile.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use plimsoll::WorkerHandle;
+use plimsoll::service::Service;
+use plimsoll::{Clock, SystemClock, WorkerHandle};
 use tokio::sync::Mutex;
-use tokio_util::sync::CancellationToken;
 
 use crate::rates::SAMPLE_INTERVAL;
 use crate::state::AppState;
 
-/// Runs until `stop`.
-pub async fn run(
+/// The push workers, by queue, as `run` starts them (some only once Redis
+/// answers).
+pub type PushWorkers = Arc<Mutex<Vec<(String, WorkerHandle)>>>;
+
+/// Reads the figures every [`SAMPLE_INTERVAL`].
+#[derive(Debug)]
+pub struct Sampler {
     state: AppState,
-    push_workers: Arc<Mutex<Vec<(String, WorkerHandle)>>>,
-    stop: CancellationToken,
-) {
-    loop {
-        if let Err(err) = sample(&state, &push_workers).await {
+    push_workers: PushWorkers,
+}
+
+impl Sampler {
+    pub fn new(state: AppState, push_workers: PushWorkers) -> Self {
+        Self {
+            state,
+            push_workers,
+        }
+    }
+}
+
+impl Service for Sampler {
+    const NAME: &'static str = "sampler";
+
+    async fn run_once(&mut self) -> plimsoll::Result<Duration> {
+        // Errors stay here: the service's error backoff is for a round to
+        // retry soon, and a sample is as good at the next interval.
+        if let Err(err) = sample(&self.state, &self.push_workers).await {
             tracing::debug!(error = ?err, "sampling queue figures failed; trying again next round");
         }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(SAMPLE_INTERVAL) => {}
-        }
+        Ok(SAMPLE_INTERVAL)
     }
 }
 
@@ -62,7 +86,7 @@ async fn sample(
     state
         .metrics()
         .update(|s| s.push_workers = workers.into_iter().collect());
-    for name in crate::api::queue_names(state).await? {
+    for name in state.queue_names().await? {
         let queue = state.queue(&name)?;
         let counts = queue.counts().await?;
         let memory = queue.memory_bytes().await?;
@@ -79,7 +103,7 @@ async fn sample(
 /// 10 points below (hysteresis), through the guard's sinks when the guard
 /// runs, else to the log.
 pub async fn watch_spool(state: &AppState) {
-    let view = crate::api::spool_view(state);
+    let view = crate::intake::spool_view::spool_view(state);
     let raised = if view.filling {
         true
     } else if view.fill < state.config().spool_warn_at - 0.1 {
@@ -158,7 +182,7 @@ async fn raise_spool_alert(
         severity,
         kind,
         node: format!("spool:{}", state.spool().dir().display()),
-        at_ms: crate::api::now_ms(),
+        at_ms: SystemClock.now_ms(),
         summary,
         used_bytes: used,
         limit_bytes: limit,

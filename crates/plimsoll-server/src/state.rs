@@ -69,6 +69,10 @@ impl AppState {
             Some(guard) => Some(Guard::new(redis.clone(), guard.clone())?),
             None => None,
         };
+        let mut metrics = Metrics::new();
+        if let Some(guard) = &guard {
+            metrics.register_guard(guard.clone());
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 cache,
@@ -79,7 +83,7 @@ impl AppState {
                 tokens,
                 queues: RwLock::new(HashMap::new()),
                 spool,
-                metrics: Metrics::new(),
+                metrics,
                 rates: Rates::default(),
                 shutting_down: AtomicBool::new(false),
                 started: Instant::now(),
@@ -219,5 +223,21 @@ impl AppState {
                 .or_insert_with(|| queue.clone());
         }
         Ok(queue)
+    }
+    /// Every queue: those used so far (the library's registry in Redis)
+    /// and those configured, sorted, each once. The API, the dashboard and
+    /// the sampler list the same queues.
+    pub async fn queue_names(&self) -> ApiResult<Vec<String>> {
+        let mut names: Vec<String> = Queue::list(self.redis(), &self.config().prefix)
+            .await?
+            .into_iter()
+            .map(|n| n.as_str().to_string())
+            .collect();
+        for configured in self.config().queues.keys() {
+            names.push(configured.as_str().to_string());
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 }

@@ -27,8 +27,10 @@ use axum::routing::get;
 use plimsoll::{JobId, JobState};
 use serde::Deserialize;
 
-use crate::api::{self, QueueView};
+use crate::api::jobs::JobView;
+use crate::api::queues::{self, QueueView};
 use crate::auth;
+use crate::intake::spool_view::spool_view;
 use crate::state::AppState;
 pub use html::escape;
 use html::{Page, fmt_rate, human_bytes};
@@ -168,7 +170,7 @@ async fn overview(State(state): State<AppState>, request: Request) -> Response {
     page.push("<h2>Redis memory</h2>");
     match state.guard() {
         Some(guard) => page.push(&memory_section(guard)),
-        None => match crate::api::redis_memory(&state).await {
+        None => match crate::redis_memory::redis_memory(&state).await {
             Ok(memory) => page.push(&format!(
                 "<section class=\"card\">{}<p class=\"muted\">The memory guard is switched off \
                  (guard.disabled): no history, forecast or alerts.</p></section>",
@@ -182,11 +184,11 @@ async fn overview(State(state): State<AppState>, request: Request) -> Response {
     }
 
     page.push("<h2>Queues</h2>");
-    match api::queue_names(&state).await {
+    match state.queue_names().await {
         Ok(names) => {
             let mut views = Vec::new();
             for name in names {
-                match api::queue_view(&state, &name).await {
+                match queues::queue_view(&state, &name).await {
                     Ok(view) => views.push(view),
                     Err(err) => page.push(&format!(
                         "<p class=\"bad\">{}: {}</p>",
@@ -218,7 +220,7 @@ const QUARANTINE_LISTED: usize = 20;
 
 /// The spool: what waits for Redis, and what Redis refused for good.
 fn spool_card(state: &AppState) -> String {
-    let spool = api::spool_view(state);
+    let spool = spool_view(state);
     let mut card = format!(
         "<section class=\"card\" id=\"spool\"><p><span class=\"{}\">{} webhooks waiting for Redis</span> · {} of {} ({:.0}%)</p>",
         if spool.records == 0 {
@@ -583,7 +585,7 @@ async fn queue_page(
         ))
         .into_response();
     }
-    let view = match api::queue_view(&state, &name).await {
+    let view = match queues::queue_view(&state, &name).await {
         Ok(view) => view,
         Err(err) => return error_page(&headers, err.status(), err.message()),
     };
@@ -740,7 +742,7 @@ async fn job_page(
         Err(err) => return error_page(&headers, StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
     };
     let url = html::url_segment(&name);
-    let view = api::JobView::new(&name, job.clone());
+    let view = JobView::new(&name, job.clone());
     let payload = match &view.payload {
         Some(json) => serde_json::to_string_pretty(json).unwrap_or_default(),
         None => format!(

@@ -25,11 +25,26 @@
 //!
 //! A full quarantine stops replay (nothing is dropped) until an operator
 //! empties it.
+//!
+//! # Its shape
+//!
+//! It is a [`Service`] like the library's, run by
+//! [`plimsoll::service::spawn`] until the server's service token fires: one
+//! round is one batch, or one look at an empty spool. It handles every
+//! failure itself and tells `spawn` how long to wait: an empty spool is
+//! looked at again after [`IDLE_CHECK`], or as soon as a webhook is spooled
+//! ([`Service::woken`], only while idle, so that webhooks spooled while Redis
+//! refuses do not cut the backoff short); after Redis refused a batch it
+//! waits its own backoff, [`FIRST_BACKOFF`] doubling to [`MAX_BACKOFF`],
+//! reset by a batch that goes through. A refused batch is an ordinary state
+//! of the replayer (the records stay in the spool, and it says so in the
+//! log), not a failed round, so it never reaches `spawn`'s error backoff.
+//! Because a round is one batch, shutdown stops it after its current batch.
 
 use std::time::Duration;
 
-use plimsoll::{ErrorKind, NewJob, Queue};
-use tokio_util::sync::CancellationToken;
+use plimsoll::service::Service;
+use plimsoll::{Clock, ErrorKind, NewJob, Queue, SystemClock};
 
 use super::quarantine::QuarantineError;
 use super::spool::SpoolRecord;
@@ -38,47 +53,81 @@ use crate::state::AppState;
 /// Records read per round.
 pub const REPLAY_BATCH: usize = 1000;
 /// Wait after Redis refused, doubling up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait after Redis refused, and the wait after the spool could not
+/// be read.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often an empty spool is looked at even without a wake-up.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
+pub const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Wait when the spool counts a record it cannot read yet: an append is
+/// being written.
+const APPEND_IN_PROGRESS: Duration = Duration::from_millis(20);
 
-/// Runs until `stop`.
-pub async fn run(state: AppState, stop: CancellationToken) {
-    let spool = state.spool().clone();
-    let mut backoff = FIRST_BACKOFF;
-    loop {
-        if spool.is_empty() {
+/// Hands spooled webhooks to Redis, a batch a round.
+#[derive(Debug)]
+pub struct Replayer {
+    state: AppState,
+    /// The wait after the next round Redis refuses.
+    backoff: Duration,
+    /// The last round found the spool empty, so a spooled webhook starts
+    /// the next one.
+    idle: bool,
+}
+
+impl Replayer {
+    pub fn new(state: AppState) -> Self {
+        Self {
+            state,
+            backoff: FIRST_BACKOFF,
+            idle: false,
+        }
+    }
+}
+
+impl Service for Replayer {
+    const NAME: &'static str = "replayer";
+
+    async fn run_once(&mut self) -> plimsoll::Result<Duration> {
+        Ok(self.round().await)
+    }
+
+    async fn woken(&self) {
+        // Only an idle replayer is woken: one backing off from a Redis that
+        // refuses waits its backoff out however many webhooks are spooled.
+        if self.idle {
+            self.state.spool().appended().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Replayer {
+    /// One batch, or one look at an empty spool; returns the wait before
+    /// the next round.
+    async fn round(&mut self) -> Duration {
+        let state = &self.state;
+        let spool = state.spool();
+        self.idle = spool.is_empty();
+        if self.idle {
             if spool.cursor_behind()
                 && let Err(err) = spool.persist_cursor().await
             {
                 tracing::warn!(error = %err, "cannot record replay progress; after a restart the records behind it are replayed again (Redis drops them as duplicates)");
             }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = spool.appended() => {}
-                () = tokio::time::sleep(IDLE_CHECK) => {}
-            }
-            continue;
+            return IDLE_CHECK;
         }
         let batch = match spool.read_batch(REPLAY_BATCH).await {
             Ok(batch) => batch,
             Err(err) => {
                 tracing::error!(error = %err, "cannot read the spool");
-                if sleep_or_stop(&stop, MAX_BACKOFF).await {
-                    return;
-                }
-                continue;
+                return MAX_BACKOFF;
             }
         };
         if batch.records.is_empty() {
-            // Counted but not yet readable: an append is being written.
-            if sleep_or_stop(&stop, Duration::from_millis(20)).await {
-                return;
-            }
-            continue;
+            return APPEND_IN_PROGRESS;
         }
-        let round = replay(&state, &batch.records).await;
+        let round = replay(state, &batch.records).await;
         if let Err(err) = spool.commit(&batch, round.done).await {
             tracing::error!(error = %err, "cannot record replay progress; replay goes on, and after a restart the records behind it are replayed again (Redis drops them as duplicates)");
         }
@@ -95,17 +144,19 @@ pub async fn run(state: AppState, stop: CancellationToken) {
             );
         }
         if round.quarantined > 0 {
-            crate::sampler::alert_quarantined(&state, round.quarantined).await;
+            crate::sampler::alert_quarantined(state, round.quarantined).await;
         }
         match round.stopped {
-            None => backoff = FIRST_BACKOFF,
+            None => {
+                self.backoff = FIRST_BACKOFF;
+                Duration::ZERO
+            }
             Some(why) => {
+                let backoff = self.backoff;
                 tracing::warn!(reason = %why, left = spool.stats().records, ?backoff,
                     "spooled webhooks cannot be replayed now; will retry");
-                if sleep_or_stop(&stop, backoff).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                self.backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff
             }
         }
     }
@@ -268,7 +319,7 @@ fn retry_later(err: &plimsoll::Error) -> bool {
 async fn quarantine(state: &AppState, record: &SpoolRecord, reason: &str) -> Result<(), String> {
     let quarantine = state.spool().quarantine().clone();
     let (owned, why) = (record.clone(), reason.to_string());
-    let at = crate::api::now_ms();
+    let at = SystemClock.now_ms();
     let added = tokio::task::spawn_blocking(move || quarantine.add(&owned, &why, at))
         .await
         .unwrap_or_else(|e| Err(QuarantineError::Io(std::io::Error::other(e.to_string()))));
@@ -286,13 +337,5 @@ async fn quarantine(state: &AppState, record: &SpoolRecord, reason: &str) -> Res
                 "Redis refuses a spooled webhook for good and it cannot be quarantined; replay waits (nothing is dropped)");
             Err(format!("{err}; the record was refused: {reason}"))
         }
-    }
-}
-
-/// Sleeps; returns true when told to stop first.
-async fn sleep_or_stop(stop: &CancellationToken, wait: Duration) -> bool {
-    tokio::select! {
-        () = stop.cancelled() => true,
-        () = tokio::time::sleep(wait) => false,
     }
 }

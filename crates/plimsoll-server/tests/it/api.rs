@@ -517,6 +517,7 @@ async fn metrics_cover_queues_intake_spool_cache_and_guard_and_pass_promtool() {
     ] {
         assert!(text.contains(family), "{family} missing from:\n{text}");
     }
+    crate::metrics::assert_each_family_once(&text);
     // Prometheus' own linter accepts it (promtool comes with the test tools).
     plimsoll_test_support::assert_promtool_accepts(&text);
 }
@@ -587,10 +588,10 @@ async fn a_filling_spool_raises_an_alert_and_clears_it() {
     // Redis back, the spool drains, the alert clears.
     s.redis_server.restart();
     let stop = tokio_util::sync::CancellationToken::new();
-    let replayer = tokio::spawn(plimsoll_server::intake::replay::run(
-        s.state.clone(),
+    let replayer = plimsoll::service::spawn(
+        plimsoll_server::intake::replay::Replayer::new(s.state.clone()),
         stop.clone(),
-    ));
+    );
     crate::support::eventually(
         std::time::Duration::from_secs(20),
         "the spool to drain",

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use plimsoll::JobState;
-use plimsoll_server::intake::signature::sign;
+use plimsoll_server::signing::sign;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -134,10 +134,10 @@ async fn webhooks_accepted_while_redis_is_down_are_enqueued_in_order_when_it_ret
         .start();
     let mut s = server_on(redis_server, CONFIG).await;
     let stop = CancellationToken::new();
-    let replayer = tokio::spawn(plimsoll_server::intake::replay::run(
-        s.state.clone(),
+    let replayer = plimsoll::service::spawn(
+        plimsoll_server::intake::replay::Replayer::new(s.state.clone()),
         stop.clone(),
-    ));
+    );
 
     assert_eq!(s.send(plain(0)).await.json["spooled"], false);
     s.redis_server.kill();
@@ -192,10 +192,10 @@ async fn a_full_redis_sends_webhooks_to_the_spool_not_to_the_floor() {
     // Make room; the replayer moves it into the queue.
     s.redis_server.cmd(&["FLUSHALL"]);
     let stop = CancellationToken::new();
-    let replayer = tokio::spawn(plimsoll_server::intake::replay::run(
-        s.state.clone(),
+    let replayer = plimsoll::service::spawn(
+        plimsoll_server::intake::replay::Replayer::new(s.state.clone()),
         stop.clone(),
-    ));
+    );
     eventually(Duration::from_secs(20), "the replay", || async {
         s.state.spool().is_empty()
     })

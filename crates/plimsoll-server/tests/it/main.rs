@@ -9,6 +9,7 @@ mod edges;
 mod fuzz;
 mod intake;
 mod maintenance;
+mod metrics;
 mod push;
 mod queues;
 mod spool_faults;

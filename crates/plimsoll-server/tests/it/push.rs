@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use plimsoll_server::intake::signature::verify;
+use plimsoll_server::signing::verify;
 use serde_json::json;
 
 use crate::support::{eventually, server};

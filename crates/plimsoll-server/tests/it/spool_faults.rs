@@ -159,10 +159,10 @@ fn assert_exactly_once(what: &str, acknowledged: &[u64], counts: &BTreeMap<u64, 
 
 fn start_replayer(s: &TestServer) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let stop = CancellationToken::new();
-    let task = tokio::spawn(plimsoll_server::intake::replay::run(
-        s.state.clone(),
+    let task = plimsoll::service::spawn(
+        plimsoll_server::intake::replay::Replayer::new(s.state.clone()),
         stop.clone(),
-    ));
+    );
     (stop, task)
 }
 

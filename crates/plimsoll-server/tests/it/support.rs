@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use plimsoll::Redis;
 use plimsoll_server::config::{Overrides, ServerConfig};
 use plimsoll_server::{AppState, app, test_state};
-pub use plimsoll_test_support::RedisServer;
+pub use plimsoll_test_support::{RedisCluster, RedisServer};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -41,19 +41,7 @@ pub async fn server_adjusted(
     adjust: impl FnOnce(&mut ServerConfig),
 ) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plimsoll.toml");
-    std::fs::write(&path, toml).unwrap();
-    let config = ServerConfig::load(
-        Some(&path),
-        &Overrides {
-            tokens: vec![TOKEN.into()],
-            data_dir: Some(dir.path().join("data").display().to_string()),
-            redis_url: Some(redis_server.url()),
-            ..Overrides::default()
-        },
-    )
-    .unwrap();
-    let mut config = config;
+    let mut config = config_in(dir.path(), toml, &redis_server.url());
     adjust(&mut config);
     let redis = Redis::connect_url(&redis_server.url()).await.unwrap();
     let state = test_state(config, redis, TOKEN, &dir.path().join("spool"));
@@ -64,6 +52,35 @@ pub async fn server_adjusted(
         router,
         _dir: dir,
     }
+}
+
+/// The configuration `toml` gives (plus the test token) with its data in
+/// `dir`, over the Redis at `redis_url`.
+fn config_in(dir: &std::path::Path, toml: &str, redis_url: &str) -> ServerConfig {
+    let path = dir.join("plimsoll.toml");
+    std::fs::write(&path, toml).unwrap();
+    ServerConfig::load(
+        Some(&path),
+        &Overrides {
+            tokens: vec![TOKEN.into()],
+            data_dir: Some(dir.join("data").display().to_string()),
+            redis_url: Some(redis_url.to_string()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap()
+}
+
+/// A server's state over a running cluster (reached through its first node;
+/// the client finds the others), and the temp folder it keeps its files in.
+pub async fn state_on_cluster(cluster: &RedisCluster, toml: &str) -> (AppState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = &cluster.urls()[0];
+    let config = config_in(dir.path(), toml, url);
+    let redis = Redis::connect_url(url).await.unwrap();
+    assert!(redis.is_cluster());
+    let state = test_state(config, redis, TOKEN, &dir.path().join("spool"));
+    (state, dir)
 }
 
 /// A response: status, headers and body parsed as JSON (Null when empty or

@@ -1,6 +1,8 @@
-//! HMAC-SHA256 webhook signatures, as GitHub sends them
+//! HMAC-SHA256 signatures, as GitHub sends them
 //! (`X-Hub-Signature-256: sha256=<hex>`) and as many others do with their own
-//! header name and prefix. Push delivery signs its requests the same way.
+//! header name and prefix: the intake checks them on webhooks that come in,
+//! and push delivery signs the requests it sends the same way. A module of
+//! its own because both use it and neither owns it.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
