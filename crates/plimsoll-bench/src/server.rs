@@ -27,7 +27,7 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
-use plimsoll_server::intake::signature::sign;
+use plimsoll_server::signing::sign;
 use serde_json::{Map, Value, json};
 
 use super::{Figures, LoadGenerator, Workload};

@@ -14,20 +14,10 @@ pub struct RedisMemory {
 
 /// Reads `INFO memory`.
 pub async fn redis_memory(state: &AppState) -> ApiResult<RedisMemory> {
-    let text: String = state
-        .redis()
-        .query(redis::cmd("INFO").arg("memory"))
-        .await?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(|v| v.trim().to_string())
-    };
+    let info = state.redis().info(&["memory"]).await?;
     Ok(RedisMemory {
-        used_memory: field("used_memory")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-        maxmemory: field("maxmemory").and_then(|v| v.parse().ok()).unwrap_or(0),
-        policy: field("maxmemory_policy").unwrap_or_default(),
+        used_memory: info.count("used_memory"),
+        maxmemory: info.count("maxmemory"),
+        policy: info.get("maxmemory_policy").unwrap_or_default().to_string(),
     })
 }

@@ -32,11 +32,6 @@ pub mod replay;
 pub mod spool;
 pub mod spool_view;
 
-/// The signatures' old place, still named by the CLI's benchmark
-/// (`src/bench/server.rs`); they live in [`crate::signing`].
-#[doc(hidden)]
-pub use crate::signing as signature;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
