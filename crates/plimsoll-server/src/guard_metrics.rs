@@ -190,10 +190,7 @@ impl Collector for GuardCollector {
 pub fn render(stats: &GuardStats) -> String {
     let mut registry = Registry::with_prefix(PREFIX);
     registry.register_collector(Box::new(Families(families(stats))));
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode_registry(&mut out, &registry)
-        .expect("writing to a String cannot fail");
-    crate::metrics::classic_counter_names(&out)
+    crate::exposition::encode_classic(&registry)
 }
 
 /// The snapshot's metric families, in the order they are written.

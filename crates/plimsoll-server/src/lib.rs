@@ -46,6 +46,7 @@ pub mod config;
 pub mod dashboard;
 pub mod embedded;
 pub mod error;
+pub mod exposition;
 pub mod extract;
 pub mod guard_metrics;
 pub mod health;

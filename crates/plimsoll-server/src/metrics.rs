@@ -312,10 +312,7 @@ impl Metrics {
     /// Every metric, the guard's included once it is registered, in
     /// Prometheus' classic text format (0.0.4).
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        classic_counter_names(&out)
+        crate::exposition::encode_classic(&self.registry)
     }
 }
 
@@ -465,35 +462,6 @@ impl Collector for SnapshotCollector {
         }
         Ok(())
     }
-}
-
-/// prometheus-client writes OpenMetrics, where a counter family `x` has
-/// samples `x_total`; in the classic format the `HELP` and `TYPE` lines must
-/// name `x_total` itself, or Prometheus' linters report the samples as
-/// undocumented. Renames those two lines for counters.
-pub(crate) fn classic_counter_names(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = String::with_capacity(text.len() + 256);
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        let next = lines.get(i + 1).copied().unwrap_or("");
-        if let (Some(help), Some(kind)) =
-            (line.strip_prefix("# HELP "), next.strip_prefix("# TYPE "))
-            && let Some((name, help_text)) = help.split_once(' ')
-            && kind == format!("{name} counter")
-        {
-            out.push_str(&format!(
-                "# HELP {name}_total {help_text}\n# TYPE {name}_total counter\n"
-            ));
-            i += 2;
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-        i += 1;
-    }
-    out
 }
 
 /// The cache's stats: reads by result, loader calls, Redis errors by kind,

@@ -446,13 +446,13 @@ impl ServerConfig {
                 .get(&queue)
                 .and_then(|q: &QueueSettings| q.payload_limit)
                 .unwrap_or(plimsoll::queue::DEFAULT_PAYLOAD_LIMIT);
-            let room = payload_limit.saturating_sub(crate::intake::ENVELOPE_RESERVE);
+            let room = payload_limit.saturating_sub(crate::intake::envelope::ENVELOPE_RESERVE);
             if room == 0 {
                 return Err(bad(
                     &format!("queues.{queue}.payload_limit"),
                     format!(
                         "{payload_limit} bytes leave no room for webhooks of source {source}: their envelope needs {} bytes beyond the body",
-                        crate::intake::ENVELOPE_RESERVE
+                        crate::intake::envelope::ENVELOPE_RESERVE
                     ),
                 ));
             }
@@ -464,7 +464,7 @@ impl ServerConfig {
                             &key("max_body"),
                             format!(
                                 "{asked} bytes would let through webhooks queue {queue} refuses: it takes payloads up to {payload_limit} bytes and a webhook's envelope needs up to {} more; set at most {room} bytes, or raise queues.{queue}.payload_limit",
-                                crate::intake::ENVELOPE_RESERVE
+                                crate::intake::envelope::ENVELOPE_RESERVE
                             ),
                         ));
                     }

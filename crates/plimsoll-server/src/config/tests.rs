@@ -271,7 +271,7 @@ fn a_hook_never_takes_a_body_its_queue_refuses() {
     let derived = config.hooks["github"].max_body;
     assert_eq!(
         derived,
-        plimsoll::queue::DEFAULT_PAYLOAD_LIMIT - crate::intake::ENVELOPE_RESERVE
+        plimsoll::queue::DEFAULT_PAYLOAD_LIMIT - crate::intake::envelope::ENVELOPE_RESERVE
     );
 
     let err = load_str("[hooks.github]\nmax_body = \"1MiB\"").unwrap_err();

@@ -27,10 +27,14 @@
 //! accepted. Past the spool's bound the answer is 503 with `Retry-After`, so
 //! the sender keeps the webhook and tries again: a 2xx always means kept.
 
+pub mod envelope;
+pub mod frame;
 pub mod quarantine;
 pub mod replay;
 pub mod spool;
 pub mod spool_view;
+
+pub use envelope::ENVELOPE_RESERVE;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -59,13 +63,6 @@ pub const REDIS_BUDGET: Duration = Duration::from_millis(500);
 const FULL_RETRY_AFTER_S: u64 = 30;
 /// Longest delivery id accepted.
 const MAX_DELIVERY_ID: usize = 200;
-/// Room a webhook's envelope takes beyond its body (source, delivery id,
-/// the headers kept, JSON wrapping) for a JSON body with ordinary headers.
-/// A hook's `max_body` leaves this much of its queue's payload limit free
-/// (`config.rs` refuses one that does not); a webhook whose envelope still
-/// does not fit (a binary body grows by a third in base64) is refused with
-/// 413 before it is answered.
-pub const ENVELOPE_RESERVE: usize = 16 << 10;
 /// Prefix of identities minted for webhooks without a delivery id; the rest
 /// is 128 random bits in base64url (22 characters).
 const MINTED_IDENTITY_PREFIX: &str = "plim-";

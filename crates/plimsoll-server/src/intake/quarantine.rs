@@ -28,7 +28,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::spool::{Frames, SpoolRecord, Step, frame, sync_dir};
+use super::frame::{Frames, SpoolRecord, Step, frame, sync_dir};
 
 /// Records the quarantine holds at most.
 pub const MAX_QUARANTINE_RECORDS: usize = 10_000;
