@@ -15,8 +15,9 @@
 //! - [`forecast`]: growth rate by a Theil–Sen fit that resists spikes and
 //!   saw-tooth, and time-to-full with its interval;
 //! - [`history`]: readings and alert states on the guard's own disk, bounded;
-//! - [`alerts`] and [`sinks`]: what an alert says, deduplication and rate
-//!   limits, log / JSON webhook / Slack delivery;
+//! - [`alerts`]: what an alert says;
+//! - [`dispatch`]: deduplication, rate limits and fan-out to the sinks;
+//! - [`sinks`]: log / JSON webhook / Slack delivery;
 //! - [`attribute`](fn@attribute): memory per key family within a command budget;
 //! - [`trim`]: bounded, family-confined deletion;
 //! - [`stats`]: the snapshot the metrics exporter renders.
@@ -64,6 +65,7 @@
 
 pub mod alerts;
 pub mod attribute;
+pub mod dispatch;
 pub mod forecast;
 pub mod history;
 mod jsonl;
@@ -94,7 +96,8 @@ pub use sinks::{AlertSink, LogSink, WebhookSink};
 pub use stats::GuardStats;
 pub use watch::DEFAULT_SAMPLE_INTERVAL;
 
-use self::alerts::{ALERT_TOP_FAMILIES, Dispatch, Dispatcher};
+use self::alerts::ALERT_TOP_FAMILIES;
+use self::dispatch::{Dispatch, Dispatcher};
 use self::history::{GuardState, History, HistoryPoint, NodeState, OomEpisode};
 use self::thresholds::{Direction, LevelChange, LevelSet};
 use crate::clock::{Clock, SystemClock};
@@ -197,9 +200,9 @@ impl Default for GuardConfig {
             attribute_interval: Some(DEFAULT_ATTRIBUTE_INTERVAL),
             attribute: AttributeConfig::default(),
             sinks: vec![Arc::new(LogSink)],
-            dedup_window: alerts::DEFAULT_DEDUP_WINDOW,
-            rate_limit: alerts::DEFAULT_RATE_LIMIT,
-            rate_window: alerts::DEFAULT_RATE_WINDOW,
+            dedup_window: dispatch::DEFAULT_DEDUP_WINDOW,
+            rate_limit: dispatch::DEFAULT_RATE_LIMIT,
+            rate_window: dispatch::DEFAULT_RATE_WINDOW,
             clock: Arc::new(SystemClock),
         }
     }
