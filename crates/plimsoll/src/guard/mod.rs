@@ -36,7 +36,12 @@
 //!
 //! By default the guard writes nothing into the Redis it watches.
 //!
+//! The example posts alerts to Slack with `WebhookSink`, which needs the
+//! `webhook-sink` cargo feature (on by default; see the crate docs).
+//!
 //! ```no_run
+//! # #[cfg(feature = "webhook-sink")]
+//! # mod example {
 //! use std::sync::Arc;
 //!
 //! use plimsoll::{Guard, GuardConfig, LogSink, Redis, WebhookSink};
@@ -65,6 +70,7 @@
 //! }
 //! # let _ = used;
 //! # Ok(())
+//! # }
 //! # }
 //! ```
 
@@ -105,7 +111,9 @@ pub use evaluate::{
 pub use forecast::{Forecast, ForecastConfig};
 pub use refresh::DEFAULT_ATTRIBUTE_INTERVAL;
 pub use sampler::{LimitSource, NodeSample};
-pub use sinks::{AlertSink, LogSink, WebhookSink};
+#[cfg(feature = "webhook-sink")]
+pub use sinks::WebhookSink;
+pub use sinks::{AlertSink, LogSink};
 pub use stats::GuardStats;
 pub use watch::DEFAULT_SAMPLE_INTERVAL;
 
