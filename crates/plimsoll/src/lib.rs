@@ -31,6 +31,16 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Cargo features
+//!
+//! - `webhook-sink` (on by default): `WebhookSink`, the guard's alert sink
+//!   that posts to a JSON or Slack-compatible webhook, with the HTTP client
+//!   it needs (reqwest over rustls). Nothing else in the library makes HTTP
+//!   calls, so a cache or queue user can build without an HTTP client:
+//!   `plimsoll = { version = "…", default-features = false }`. The log sink,
+//!   the [`AlertSink`] trait and the webhook bodies
+//!   (`guard::sinks::payload`) stay, for a sink of one's own.
 
 pub mod cache;
 pub mod clock;
@@ -52,12 +62,14 @@ pub use cache::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connection::{Primary, Redis, RedisConfig, Topology};
 pub use error::{Error, ErrorKind, Result};
+#[cfg(feature = "webhook-sink")]
+pub use guard::WebhookSink;
 pub use guard::trim::{
     BullMqSet, RqRegistry, Selection, SidekiqSet, TrimOptions, TrimReport, TrimTarget,
 };
 pub use guard::{
     Alert, AlertKind, AlertSink, AttributeConfig, FamilyReport, Forecast, ForecastConfig, Guard,
-    GuardConfig, GuardStats, LogSink, MemoryReport, ReportHistory, WebhookSink,
+    GuardConfig, GuardStats, LogSink, MemoryReport, ReportHistory,
 };
 pub use queue::{
     Bounds, BulkError, CancelOutcome, CompletedRetention, Compression, DeadSelection, Durability,

@@ -63,7 +63,7 @@ pub struct NodeState {
 }
 
 /// A run of OOM refusals: from the first refusal until none for
-/// `OOM_CLEAR_AFTER` (`mod.rs`).
+/// `OOM_CLEAR_AFTER` (`evaluate.rs`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct OomEpisode {
     /// First refusal seen (ms).

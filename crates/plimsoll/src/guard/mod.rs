@@ -15,11 +15,17 @@
 //! - [`forecast`]: growth rate by a Theil–Sen fit that resists spikes and
 //!   saw-tooth, and time-to-full with its interval;
 //! - [`history`]: readings and alert states on the guard's own disk, bounded;
-//! - [`alerts`] and [`sinks`]: what an alert says, deduplication and rate
-//!   limits, log / JSON webhook / Slack delivery;
+//! - [`alerts`]: what an alert says;
+//! - [`dispatch`]: deduplication, rate limits and fan-out to the sinks;
+//! - [`sinks`]: log / JSON webhook / Slack delivery;
 //! - [`attribute`](fn@attribute): memory per key family within a command budget;
 //! - [`trim`]: bounded, family-confined deletion;
 //! - [`stats`]: the snapshot the metrics exporter renders.
+//!
+//! Inside the guard, `config.rs` checks the settings once into the form the
+//! guard runs on, `evaluate.rs` turns a round of readings into alerts (levels,
+//! leeway, out-of-memory runs, evictions, overhead), and `summary.rs` writes
+//! each alert's line for people; this file keeps the [`Guard`] and its round.
 //!
 //! A [`Guard`] runs two background services ([`watch`]: sample and alert
 //! every [`DEFAULT_SAMPLE_INTERVAL`]; [`refresh`]: a memory report every
@@ -30,7 +36,12 @@
 //!
 //! By default the guard writes nothing into the Redis it watches.
 //!
+//! The example posts alerts to Slack with `WebhookSink`, which needs the
+//! `webhook-sink` cargo feature (on by default; see the crate docs).
+//!
 //! ```no_run
+//! # #[cfg(feature = "webhook-sink")]
+//! # mod example {
 //! use std::sync::Arc;
 //!
 //! use plimsoll::{Guard, GuardConfig, LogSink, Redis, WebhookSink};
@@ -60,10 +71,14 @@
 //! # let _ = used;
 //! # Ok(())
 //! # }
+//! # }
 //! ```
 
 pub mod alerts;
 pub mod attribute;
+mod config;
+pub mod dispatch;
+mod evaluate;
 pub mod forecast;
 pub mod history;
 mod jsonl;
@@ -71,14 +86,13 @@ pub mod refresh;
 pub mod sampler;
 pub mod sinks;
 pub mod stats;
+mod summary;
 pub mod thresholds;
 pub mod trim;
 pub mod watch;
 
-use crate::units::human_bytes;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,217 +101,35 @@ use tokio_util::sync::CancellationToken;
 
 pub use alerts::{Alert, AlertKind, FamilyGrowth, Severity};
 pub use attribute::{AttributeConfig, FamilyReport, MemoryReport, ReportHistory, attribute};
+pub use config::{
+    DEFAULT_CLEAR_AFTER, DEFAULT_HYSTERESIS, DEFAULT_LEEWAY, DEFAULT_LEEWAY_BAND, DEFAULT_LEVELS,
+    GuardConfig,
+};
+pub use evaluate::{
+    FRAGMENTATION_FLOOR, OOM_CLEAR_AFTER, OOM_RATE_ESCALATION, OOM_REMINDER, OVERHEAD_ALERT_SHARE,
+};
 pub use forecast::{Forecast, ForecastConfig};
 pub use refresh::DEFAULT_ATTRIBUTE_INTERVAL;
 pub use sampler::{LimitSource, NodeSample};
-pub use sinks::{AlertSink, LogSink, WebhookSink};
+#[cfg(feature = "webhook-sink")]
+pub use sinks::WebhookSink;
+pub use sinks::{AlertSink, LogSink};
 pub use stats::GuardStats;
 pub use watch::DEFAULT_SAMPLE_INTERVAL;
 
-use self::alerts::{ALERT_TOP_FAMILIES, Dispatch, Dispatcher};
-use self::history::{GuardState, History, HistoryPoint, NodeState, OomEpisode};
-use self::thresholds::{Direction, LevelChange, LevelSet};
-use crate::clock::{Clock, SystemClock};
+use self::alerts::ALERT_TOP_FAMILIES;
+use self::config::Settings;
+use self::dispatch::{Dispatch, Dispatcher};
+use self::evaluate::{node_changes, queues_of, total_limit};
+use self::history::{GuardState, History, HistoryPoint};
+use self::summary::summary;
 use crate::connection::{Primary, Redis};
 use crate::error::{Error, Result};
 
-/// Memory levels alerted on, as shares of the limit.
-pub const DEFAULT_LEVELS: [f64; 3] = [0.2, 0.5, 0.9];
-/// A raised memory level clears only below `level − this` (a share of the
-/// limit: 2 points).
-pub const DEFAULT_HYSTERESIS: f64 = 0.02;
-/// A raised level clears only after the value stayed clear of its band this
-/// long.
-pub const DEFAULT_CLEAR_AFTER: Duration = Duration::from_secs(15 * 60);
-/// Leeway levels: alert when the forecast time to full falls under these.
-pub const DEFAULT_LEEWAY: [Duration; 2] = [
-    Duration::from_secs(72 * 60 * 60),
-    Duration::from_secs(48 * 60 * 60),
-];
-/// A raised leeway level clears only above `leeway × (1 + this)`.
-pub const DEFAULT_LEEWAY_BAND: f64 = 0.25;
 /// How often the list of a cluster's primaries is refreshed.
 pub const PRIMARIES_REFRESH: Duration = Duration::from_secs(5 * 60);
 /// Alerts kept in the stats snapshot for dashboards.
 const RECENT_ALERTS: usize = 50;
-
-/// Settings of a [`Guard`]; checked by [`Guard::new`], which names the first
-/// bad setting.
-#[derive(Clone)]
-pub struct GuardConfig {
-    /// Time between readings.
-    pub interval: Duration,
-    /// Memory levels, shares of the limit in (0, 1].
-    pub levels: Vec<f64>,
-    /// Hysteresis band of the memory levels, a share of the limit (0 to 0.2).
-    pub hysteresis: f64,
-    /// Dwell before a raised level clears.
-    pub clear_after: Duration,
-    /// Leeway levels (time to full), at least a minute each.
-    pub leeway: Vec<Duration>,
-    /// Hysteresis of the leeway levels, a share of the leeway (0 to 1).
-    pub leeway_band: f64,
-    /// The limit to measure against when Redis has no `maxmemory` (per node).
-    pub limit: Option<u64>,
-    /// The growth fit.
-    pub forecast: ForecastConfig,
-    /// Where readings and alert states are kept; `None`: in memory only.
-    pub history_dir: Option<PathBuf>,
-    /// Readings kept.
-    pub history_points: usize,
-    /// Age after which readings are dropped.
-    pub history_max_age: Duration,
-    /// Time between memory reports; `None`: no reports on a schedule.
-    pub attribute_interval: Option<Duration>,
-    /// How memory reports walk the keyspace.
-    pub attribute: AttributeConfig,
-    /// Where alerts go.
-    pub sinks: Vec<Arc<dyn AlertSink>>,
-    /// The same non-escalating alert is not repeated within this time.
-    pub dedup_window: Duration,
-    /// Non-escalating alerts per `rate_window` at most.
-    pub rate_limit: usize,
-    /// The window of the rate limit.
-    pub rate_window: Duration,
-    /// The clock readings are stamped with.
-    pub clock: Arc<dyn Clock>,
-}
-
-impl fmt::Debug for GuardConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GuardConfig")
-            .field("interval", &self.interval)
-            .field("levels", &self.levels)
-            .field("hysteresis", &self.hysteresis)
-            .field("clear_after", &self.clear_after)
-            .field("leeway", &self.leeway)
-            .field("limit", &self.limit)
-            .field("forecast", &self.forecast)
-            .field("history_dir", &self.history_dir)
-            .field("attribute_interval", &self.attribute_interval)
-            .field("sinks", &self.sinks)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for GuardConfig {
-    fn default() -> Self {
-        Self {
-            interval: DEFAULT_SAMPLE_INTERVAL,
-            levels: DEFAULT_LEVELS.to_vec(),
-            hysteresis: DEFAULT_HYSTERESIS,
-            clear_after: DEFAULT_CLEAR_AFTER,
-            leeway: DEFAULT_LEEWAY.to_vec(),
-            leeway_band: DEFAULT_LEEWAY_BAND,
-            limit: None,
-            forecast: ForecastConfig::default(),
-            history_dir: None,
-            history_points: history::DEFAULT_HISTORY_POINTS,
-            history_max_age: history::DEFAULT_HISTORY_MAX_AGE,
-            attribute_interval: Some(DEFAULT_ATTRIBUTE_INTERVAL),
-            attribute: AttributeConfig::default(),
-            sinks: vec![Arc::new(LogSink)],
-            dedup_window: alerts::DEFAULT_DEDUP_WINDOW,
-            rate_limit: alerts::DEFAULT_RATE_LIMIT,
-            rate_window: alerts::DEFAULT_RATE_WINDOW,
-            clock: Arc::new(SystemClock),
-        }
-    }
-}
-
-/// The checked settings: level sets built once.
-#[derive(Debug)]
-struct Settings {
-    interval: Duration,
-    memory: LevelSet,
-    leeway: LevelSet,
-    limit: Option<u64>,
-    forecast: ForecastConfig,
-    attribute_interval: Option<Duration>,
-    attribute: AttributeConfig,
-    clock: Arc<dyn Clock>,
-}
-
-impl GuardConfig {
-    /// Checks every setting, naming the first bad one (what
-    /// [`Guard::new`] does before anything runs).
-    pub fn check(&self) -> Result<()> {
-        self.validate().map(|_| ())
-    }
-
-    fn validate(&self) -> Result<Settings> {
-        let bad = |what: String| Err(Error::invalid(what));
-        if self.interval < Duration::from_millis(10) {
-            return bad(format!(
-                "guard interval {:?} must be at least 10 ms",
-                self.interval
-            ));
-        }
-        if let Some(level) = self.levels.iter().find(|l| !(**l > 0.0 && **l <= 1.0)) {
-            return bad(format!(
-                "guard level {level} must be a share of the limit in (0, 1]"
-            ));
-        }
-        if !(0.0..=0.2).contains(&self.hysteresis) {
-            return bad(format!(
-                "guard hysteresis {} must be 0 to 0.2",
-                self.hysteresis
-            ));
-        }
-        if let Some(l) = self.leeway.iter().find(|l| **l < Duration::from_secs(60)) {
-            return bad(format!("guard leeway {l:?} must be at least a minute"));
-        }
-        if !(0.0..=1.0).contains(&self.leeway_band) {
-            return bad(format!(
-                "guard leeway_band {} must be 0 to 1",
-                self.leeway_band
-            ));
-        }
-        if self.limit == Some(0) {
-            return bad("guard limit must be positive when given".into());
-        }
-        if self.history_points < 10 || self.history_max_age < Duration::from_secs(60) {
-            return bad(format!(
-                "guard history_points {} must be at least 10 and history_max_age {:?} at least a minute",
-                self.history_points, self.history_max_age
-            ));
-        }
-        if let Some(i) = self.attribute_interval
-            && i < Duration::from_millis(100)
-        {
-            return bad(format!(
-                "guard attribute_interval {i:?} must be at least 100 ms"
-            ));
-        }
-        if self.rate_limit == 0 {
-            return bad("guard rate_limit must be at least 1".into());
-        }
-        self.forecast.validate()?;
-        self.attribute.validate()?;
-        let hysteresis = self.hysteresis;
-        let band = self.leeway_band;
-        Ok(Settings {
-            interval: self.interval,
-            memory: LevelSet::new(
-                Direction::Rising,
-                self.levels.clone(),
-                move |_| hysteresis,
-                self.clear_after,
-            ),
-            leeway: LevelSet::new(
-                Direction::Falling,
-                self.leeway.iter().map(Duration::as_secs_f64).collect(),
-                move |l| l * band,
-                self.clear_after,
-            ),
-            limit: self.limit,
-            forecast: self.forecast,
-            attribute_interval: self.attribute_interval,
-            attribute: self.attribute.clone(),
-            clock: self.clock.clone(),
-        })
-    }
-}
 
 /// Watches one Redis (every primary of a cluster). Cheap to clone.
 #[derive(Clone)]
@@ -743,553 +575,5 @@ impl Guard {
     pub fn stats(&self) -> GuardStats {
         let core = self.lock();
         stats::snapshot(&core, &self.inner.settings)
-    }
-}
-
-/// The limits of all nodes, summed, except that nodes measured against
-/// their machine's memory count each machine once: three nodes on one
-/// 23.5 GiB box read "all nodes: 70.6 GiB".
-fn total_limit(samples: &[NodeSample]) -> u64 {
-    let mut machines: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut total = 0;
-    for sample in samples {
-        match sample.limit_source {
-            LimitSource::System | LimitSource::GuardHost => {
-                let host = sample
-                    .node
-                    .rsplit_once(':')
-                    .map_or(sample.node.as_str(), |(h, _)| h);
-                let machine = machines.entry(host).or_default();
-                *machine = (*machine).max(sample.limit);
-            }
-            _ => total += sample.limit,
-        }
-    }
-    total + machines.values().sum::<u64>()
-}
-
-/// The job queues a report found, for people ("BullMQ queue mail"), each
-/// once, largest first.
-fn queues_of(report: &MemoryReport) -> Vec<String> {
-    let mut queues: Vec<String> = Vec::new();
-    for family in &report.families {
-        if family.layout == attribute::Layout::Generic {
-            continue;
-        }
-        let name = match &family.queue {
-            Some(queue) => format!("{} queue {queue}", family.layout.name()),
-            None => family.layout.name().to_string(),
-        };
-        if !queues.contains(&name) {
-            queues.push(name);
-        }
-    }
-    queues
-}
-
-/// Fragmentation below this many bytes never alerts.
-pub const FRAGMENTATION_FLOOR: u64 = 100 << 20;
-
-/// Share of the limit that memory outside the data must reach to alert.
-pub const OVERHEAD_ALERT_SHARE: f64 = 0.10;
-
-/// Fragmentation, client buffers and the replication backlog: each alerts
-/// once when it holds [`OVERHEAD_ALERT_SHARE`] of the limit, and may alert
-/// again after it fell below half that.
-fn overhead_changes(state: &mut NodeState, sample: &NodeSample) -> Vec<(AlertKind, Severity)> {
-    let mut out = Vec::new();
-    let limit = sample.limit.max(1) as f64;
-    for signal in alerts::OverheadSignal::ALL {
-        let bytes = match signal {
-            alerts::OverheadSignal::Fragmentation => {
-                sample.used_memory_rss.saturating_sub(sample.used_memory)
-            }
-            alerts::OverheadSignal::ClientBuffers => sample.client_buffers,
-            alerts::OverheadSignal::ReplicationBacklog => sample.replication_backlog,
-        };
-        let share = bytes as f64 / limit;
-        // A small Redis holds a few MiB beyond its data from the start
-        // (7 MiB of RSS for 1 MiB of data when empty): fragmentation
-        // counts from FRAGMENTATION_FLOOR and half again the data.
-        let counts = signal != alerts::OverheadSignal::Fragmentation
-            || (bytes >= FRAGMENTATION_FLOOR && bytes * 2 >= sample.used_memory);
-        if counts && share >= OVERHEAD_ALERT_SHARE {
-            if state.overhead_raised.insert(signal) {
-                out.push((AlertKind::Overhead { signal, bytes }, Severity::Warning));
-            }
-        } else if share < OVERHEAD_ALERT_SHARE / 2.0 {
-            state.overhead_raised.remove(&signal);
-        }
-    }
-    out
-}
-
-/// The first `n` of `items`, and how many more.
-fn listed(items: &[String], n: usize) -> String {
-    let mut text = items.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
-    if items.len() > n {
-        text.push_str(&format!(" and {} more", items.len() - n));
-    }
-    text
-}
-
-/// A run of OOM refusals ends after this long without one.
-pub const OOM_CLEAR_AFTER: Duration = Duration::from_secs(5 * 60);
-/// While Redis keeps refusing, the alert is repeated this often.
-pub const OOM_REMINDER: Duration = Duration::from_secs(30 * 60);
-/// Refusals per second this many times those of the last alert alert again.
-pub const OOM_RATE_ESCALATION: f64 = 4.0;
-
-/// Out of memory, as runs: one alert when Redis starts refusing writes,
-/// again when the refusals per second rise [`OOM_RATE_ESCALATION`]-fold or
-/// every [`OOM_REMINDER`] while it goes on, and one when it has refused
-/// nothing for [`OOM_CLEAR_AFTER`]. (Before, every reading with a refusal
-/// alerted: 48 alerts in 114 s at a 2 s interval.)
-///
-/// The rate is refusals per second since the reading before: the guard's
-/// interval for the first refusal of a run, the time since the run's last
-/// refusal after that.
-fn oom_changes(
-    state: &mut NodeState,
-    now: u64,
-    refused: u64,
-    reading_interval: Duration,
-) -> Vec<(AlertKind, Severity)> {
-    let mut out = Vec::new();
-    match (&mut state.oom_episode, refused) {
-        (None, 0) => {}
-        (None, refused) => {
-            state.oom_episode = Some(OomEpisode {
-                started_ms: now,
-                last_refusal_ms: now,
-                last_alert_ms: now,
-                alerted_rate: refused as f64 / reading_interval.as_secs_f64().max(0.001),
-                rejections: refused,
-            });
-            out.push((
-                AlertKind::OutOfMemory {
-                    rejections: refused,
-                },
-                Severity::Critical,
-            ));
-        }
-        (Some(episode), 0) => {
-            if now.saturating_sub(episode.last_refusal_ms) >= crate::clock::ms(OOM_CLEAR_AFTER) {
-                out.push((
-                    AlertKind::OutOfMemoryCleared {
-                        rejections: episode.rejections,
-                        lasted_secs: episode.last_refusal_ms.saturating_sub(episode.started_ms)
-                            as f64
-                            / 1000.0,
-                    },
-                    Severity::Info,
-                ));
-                state.oom_episode = None;
-            }
-        }
-        (Some(episode), refused) => {
-            let since_last_refusal =
-                now.saturating_sub(episode.last_refusal_ms).max(1) as f64 / 1000.0;
-            let rate = refused as f64 / since_last_refusal;
-            episode.last_refusal_ms = now;
-            episode.rejections += refused;
-            let reminder =
-                now.saturating_sub(episode.last_alert_ms) >= crate::clock::ms(OOM_REMINDER);
-            if reminder || rate >= episode.alerted_rate * OOM_RATE_ESCALATION {
-                episode.last_alert_ms = now;
-                episode.alerted_rate = rate;
-                out.push((
-                    AlertKind::OutOfMemory {
-                        rejections: refused,
-                    },
-                    Severity::Critical,
-                ));
-            }
-        }
-    }
-    out
-}
-
-/// The alerts one node's reading calls for, updating its state.
-/// `queues`: the job queues the latest memory report found (empty before
-/// the first report).
-fn node_changes(
-    settings: &Settings,
-    state: &mut NodeState,
-    now: u64,
-    sample: &NodeSample,
-    forecast: Option<&Forecast>,
-    queues: &[String],
-) -> Vec<(AlertKind, Severity)> {
-    let mut out = Vec::new();
-    if sample.maxmemory == 0 {
-        if !state.unbounded_alerted {
-            state.unbounded_alerted = true;
-            out.push((AlertKind::Unbounded, Severity::Warning));
-        }
-    } else {
-        state.unbounded_alerted = false;
-    }
-    out.extend(overhead_changes(state, sample));
-    // allkeys-* evicts anything, volatile-* keys with a TTL (Plimsoll's
-    // completed jobs, BullMQ's locks…): on a Redis that holds queues,
-    // either deletes jobs or their bookkeeping.
-    let evicts = sample.maxmemory_policy.starts_with("allkeys-")
-        || sample.maxmemory_policy.starts_with("volatile-");
-    if evicts && !queues.is_empty() {
-        if !state.eviction_alerted {
-            state.eviction_alerted = true;
-            out.push((
-                AlertKind::EvictionDeletesJobs {
-                    policy: sample.maxmemory_policy.clone(),
-                    queues: queues.to_vec(),
-                },
-                Severity::Critical,
-            ));
-        }
-    } else if !evicts {
-        state.eviction_alerted = false;
-    }
-    let top_level = settings.memory.levels().len().saturating_sub(1);
-    for change in state
-        .levels
-        .observe(&settings.memory, now, sample.used_ratio())
-    {
-        out.push(match change {
-            LevelChange::Raised { index, level } => (
-                AlertKind::LevelRaised { level },
-                if index == top_level {
-                    Severity::Critical
-                } else {
-                    Severity::Warning
-                },
-            ),
-            LevelChange::Cleared { level, .. } => {
-                (AlertKind::LevelCleared { level }, Severity::Info)
-            }
-        });
-    }
-    // Leeway alerts need growth the fit is sure of (the low end of its 95%
-    // interval above zero): with too few teeth of a saw-tooth in the window,
-    // the point estimate can read a fill phase as a trend.
-    let ttf = forecast
-        .filter(|f| f.growth_low > 0.0)
-        .and_then(|f| f.time_to_full_secs)
-        .unwrap_or(f64::INFINITY);
-    let most_urgent = settings.leeway.levels().len().saturating_sub(1);
-    for change in state.leeway.observe(&settings.leeway, now, ttf) {
-        out.push(match change {
-            LevelChange::Raised { index, level } => (
-                AlertKind::LeewayRaised {
-                    hours: level / 3600.0,
-                },
-                if index == most_urgent {
-                    Severity::Critical
-                } else {
-                    Severity::Warning
-                },
-            ),
-            LevelChange::Cleared { level, .. } => (
-                AlertKind::LeewayCleared {
-                    hours: level / 3600.0,
-                },
-                Severity::Info,
-            ),
-        });
-    }
-    // Counters restart from zero when Redis restarts.
-    let refused = match state.oom_rejections {
-        Some(before) if sample.oom_rejections > before => sample.oom_rejections - before,
-        _ => 0,
-    };
-    out.extend(oom_changes(state, now, refused, settings.interval));
-    state.oom_rejections = Some(sample.oom_rejections);
-    if let Some(before) = state.evicted_keys
-        && sample.evicted_keys > before
-    {
-        out.push((
-            AlertKind::Evictions {
-                evicted: sample.evicted_keys - before,
-            },
-            Severity::Warning,
-        ));
-    }
-    state.evicted_keys = Some(sample.evicted_keys);
-    out
-}
-
-fn summary(
-    kind: &AlertKind,
-    sample: &NodeSample,
-    forecast: Option<&Forecast>,
-    pending: Option<&forecast::ForecastPending>,
-) -> String {
-    let used = format!(
-        "{} of {} ({:.1}%)",
-        human_bytes(sample.used_memory),
-        human_bytes(sample.limit),
-        sample.used_ratio() * 100.0
-    );
-    // What is known of the time to full: a forecast, a shrinking or flat
-    // Redis, or the history so far and how much more a forecast needs.
-    let outlook = match (forecast, pending) {
-        (Some(f), _) => match f.time_to_full_secs {
-            Some(secs) => format!("full in {}", crate::units::human_duration(secs)),
-            None => format!(
-                "not filling: {}",
-                crate::units::human_rate_per_hour(f.growth_bytes_per_sec)
-            ),
-        },
-        (None, Some(pending)) => pending.text(),
-        (None, None) => "no forecast yet".into(),
-    };
-    let leeway = |hours: f64| crate::units::human_duration(hours * 3600.0);
-    match kind {
-        AlertKind::LevelRaised { level } => format!(
-            "Redis memory passed {:.0}% of its limit: {used}; {outlook}",
-            level * 100.0
-        ),
-        AlertKind::LevelCleared { level } => {
-            format!("Redis memory is back under {:.0}%: {used}", level * 100.0)
-        }
-        AlertKind::LeewayRaised { hours } => format!(
-            "Redis will be {outlook}, less than {} from now, at the current growth: {used}",
-            leeway(*hours)
-        ),
-        AlertKind::LeewayCleared { hours } => format!(
-            "Redis has more than {} of leeway again ({outlook}): {used}",
-            leeway(*hours)
-        ),
-        AlertKind::OutOfMemory { rejections } => format!(
-            "Redis refused {rejections} command(s) with OOM: it is full and writes fail. {used}"
-        ),
-        AlertKind::OutOfMemoryCleared {
-            rejections,
-            lasted_secs,
-        } => format!(
-            "Redis has refused no write for {} min: the out-of-memory run is over after {} \
-             refusal(s) in {}. {used}",
-            OOM_CLEAR_AFTER.as_secs() / 60,
-            rejections,
-            crate::units::human_duration(*lasted_secs)
-        ),
-        AlertKind::Evictions { evicted } => format!(
-            "Redis evicted {evicted} key(s) to stay under maxmemory ({}): {used}",
-            sample.maxmemory_policy
-        ),
-        AlertKind::EvictionDeletesJobs { policy, queues } => format!(
-            "Redis evicts keys when full (maxmemory-policy {policy}) and holds job queues ({}): \
-             an eviction there deletes jobs or their queue's bookkeeping. Set \
-             maxmemory-policy noeviction, or move the queues to a Redis of their own. {used}",
-            listed(queues, 5)
-        ),
-        AlertKind::Overhead { signal, bytes } => {
-            let share = *bytes as f64 * 100.0 / sample.limit.max(1) as f64;
-            let what = match signal {
-                alerts::OverheadSignal::Fragmentation => format!(
-                    "Redis' process holds {} more than its data ({share:.0}% of the limit): \
-                     fragmentation, outside maxmemory but on the machine; \
-                     CONFIG SET activedefrag yes, or a restart, gives it back",
-                    human_bytes(*bytes)
-                ),
-                alerts::OverheadSignal::ClientBuffers => format!(
-                    "clients' buffers hold {} ({share:.0}% of the limit): a subscriber or \
-                     a client that does not read its replies (CLIENT LIST: omem)",
-                    human_bytes(*bytes)
-                ),
-                alerts::OverheadSignal::ReplicationBacklog => format!(
-                    "the replication backlog holds {} ({share:.0}% of the limit)",
-                    human_bytes(*bytes)
-                ),
-            };
-            format!("{what}. {used}")
-        }
-        AlertKind::Unbounded => format!(
-            "Redis has no maxmemory: it grows until the machine runs out and the kernel kills it. \
-             Measuring against {} ({}). Set maxmemory.",
-            human_bytes(sample.limit),
-            sample.limit_source.as_str()
-        ),
-        AlertKind::Unreachable { error } => format!("Redis cannot be read: {error}"),
-        // Raised by the server about its spool, not from a Redis reading.
-        AlertKind::SpoolFilling { records } => {
-            format!("the webhook spool holds {records} webhooks: {used}")
-        }
-        AlertKind::SpoolCleared => {
-            format!("the webhook spool is back under its warning level: {used}")
-        }
-        AlertKind::SpoolQuarantined { records } => {
-            format!("the webhook spool's quarantine holds {records} webhooks Redis refused: {used}")
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Feeds `oom_changes` one reading every 2 s, as the guard would.
-    fn readings(state: &mut NodeState, from_ms: u64, refusals: &[u64]) -> Vec<(u64, AlertKind)> {
-        let mut out = Vec::new();
-        for (i, refused) in refusals.iter().enumerate() {
-            let now = from_ms + i as u64 * 2_000;
-            for (kind, _) in oom_changes(state, now, *refused, Duration::from_secs(2)) {
-                out.push((now, kind));
-            }
-        }
-        out
-    }
-
-    fn sample(used: u64, limit: u64) -> NodeSample {
-        NodeSample {
-            node: "127.0.0.1:6379".into(),
-            used_memory: used,
-            maxmemory: limit,
-            maxmemory_policy: "noeviction".into(),
-            limit,
-            limit_source: LimitSource::Maxmemory,
-            keys: 1,
-            expires: 0,
-            evicted_keys: 0,
-            oom_rejections: 0,
-            ops_per_sec: 0,
-            replicas: vec![],
-            used_memory_rss: used,
-            client_buffers: 0,
-            replication_backlog: 0,
-        }
-    }
-
-    #[test]
-    fn fragmentation_client_buffers_and_the_backlog_alert_once_until_they_fall_back() {
-        let mut state = NodeState::default();
-        let limit = 1000 << 20;
-        let mut s = sample(150 << 20, limit);
-        s.used_memory_rss = 260 << 20;
-        s.client_buffers = 120 << 20;
-        let names = |out: Vec<(AlertKind, Severity)>| -> Vec<&'static str> {
-            out.into_iter().map(|(k, _)| k.name()).collect()
-        };
-        assert_eq!(
-            names(overhead_changes(&mut state, &s)),
-            ["fragmentation", "client_buffers"]
-        );
-        assert!(overhead_changes(&mut state, &s).is_empty(), "once");
-        // Buffers drained to 3%: cleared; back at 12%: again.
-        s.client_buffers = 30 << 20;
-        assert!(overhead_changes(&mut state, &s).is_empty());
-        s.client_buffers = 120 << 20;
-        assert_eq!(names(overhead_changes(&mut state, &s)), ["client_buffers"]);
-        s.replication_backlog = 200 << 20;
-        let out = overhead_changes(&mut state, &s);
-        let text = summary(&out[0].0, &s, None, None);
-        assert!(
-            text.contains("replication backlog holds 200.0 MiB (20% of the limit)"),
-            "{text}"
-        );
-        // A small Redis's few MiB beyond its data are not fragmentation.
-        let mut small = NodeState::default();
-        let mut tiny = sample(1 << 20, 16 << 20);
-        tiny.used_memory_rss = 7 << 20;
-        assert!(overhead_changes(&mut small, &tiny).is_empty());
-    }
-
-    // Three nodes on one 23.5 GiB machine, none with maxmemory, read
-    // "all nodes: 70.6 GiB".
-    #[test]
-    fn nodes_on_one_machine_count_its_memory_once() {
-        let on = |node: &str, limit: u64, source: LimitSource| NodeSample {
-            node: node.into(),
-            limit_source: source,
-            ..sample(0, limit)
-        };
-        let samples = [
-            on("10.0.0.1:7000", 24 << 30, LimitSource::System),
-            on("10.0.0.1:7001", 24 << 30, LimitSource::System),
-            on("10.0.0.2:7000", 16 << 30, LimitSource::System),
-            on("10.0.0.2:7001", 1 << 30, LimitSource::Maxmemory),
-        ];
-        assert_eq!(total_limit(&samples), (24 << 30) + (16 << 30) + (1 << 30));
-    }
-
-    fn forecast(growth_bytes_per_sec: f64, time_to_full_secs: Option<f64>) -> Forecast {
-        Forecast {
-            growth_bytes_per_sec,
-            growth_low: growth_bytes_per_sec,
-            growth_high: growth_bytes_per_sec,
-            level_bytes: 1e6,
-            peak_bytes: 1e6,
-            limit_bytes: 1e7,
-            time_to_full_secs,
-            time_to_full_low_secs: time_to_full_secs,
-            time_to_full_high_secs: time_to_full_secs,
-            points: 10,
-            span_secs: 900.0,
-        }
-    }
-
-    // Alerts read "less than 0 h", "more than 0 h of leeway again" and
-    // "full in never" where the figures were minutes or unknown.
-    #[test]
-    fn summaries_give_figures_people_read() {
-        let s = sample(60 << 20, 100 << 20);
-        let leeway = AlertKind::LeewayRaised { hours: 0.5 };
-        let text = summary(&leeway, &s, Some(&forecast(1e4, Some(1200.0))), None);
-        assert!(
-            text.contains("full in 20 min, less than 30 min from now"),
-            "{text}"
-        );
-        let cleared = AlertKind::LeewayCleared { hours: 0.5 };
-        let text = summary(&cleared, &s, Some(&forecast(-5e5, None)), None);
-        assert!(
-            text.contains("more than 30 min of leeway again (not filling: shrinking 1.7 GiB/h)"),
-            "{text}"
-        );
-        let level = AlertKind::LevelRaised { level: 0.5 };
-        let pending = forecast::ForecastPending {
-            history_secs: 120.0,
-            needed_secs: 780.0,
-            growth_so_far_bytes_per_sec: None,
-        };
-        let text = summary(&level, &s, None, Some(&pending));
-        assert!(!text.contains("never"), "{text}");
-        assert!(
-            text.contains("the forecast needs 13 min more of history"),
-            "{text}"
-        );
-    }
-
-    // A guard at a 2 s interval sent 48 out-of-memory alerts in 114 s.
-    #[test]
-    fn out_of_memory_alerts_once_per_run_not_on_every_reading() {
-        let mut state = NodeState::default();
-        // 114 s of steady refusals: one alert.
-        let alerts = readings(&mut state, 0, &[20; 57]);
-        assert_eq!(alerts.len(), 1, "{alerts:?}");
-        assert!(matches!(
-            alerts[0].1,
-            AlertKind::OutOfMemory { rejections: 20 }
-        ));
-        // Refusals rising fivefold: one more.
-        let alerts = readings(&mut state, 114_000, &[100; 10]);
-        assert_eq!(alerts.len(), 1, "{alerts:?}");
-        // Still going after the reminder interval: reminded once.
-        let steady = vec![100; (OOM_REMINDER.as_secs() / 2) as usize + 1];
-        let alerts = readings(&mut state, 134_000, &steady);
-        assert_eq!(alerts.len(), 1, "{alerts:?}");
-        // Quiet for the clearing time: one "cleared", then nothing.
-        let start = 134_000 + steady.len() as u64 * 2_000;
-        let quiet = vec![0; (OOM_CLEAR_AFTER.as_secs() / 2) as usize + 10];
-        let alerts = readings(&mut state, start, &quiet);
-        assert_eq!(alerts.len(), 1, "{alerts:?}");
-        let AlertKind::OutOfMemoryCleared { rejections, .. } = alerts[0].1 else {
-            panic!("{alerts:?}");
-        };
-        let total = 20 * 57 + 100 * 10 + 100 * steady.len() as u64;
-        assert_eq!(rejections, total);
-        assert!(state.oom_episode.is_none());
-        // A new run alerts again at once.
-        let alerts = readings(&mut state, start + 10 * 60_000, &[0, 5, 5]);
-        assert_eq!(alerts.len(), 1, "{alerts:?}");
     }
 }

@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::Core;
 use super::alerts::Alert;
+use super::config::Settings;
 use super::forecast::Forecast;
 use super::sampler::LimitSource;
-use super::{Core, Settings};
 
 /// Families carried in the snapshot, largest first.
 pub const STATS_FAMILIES: usize = 50;

@@ -1,6 +1,5 @@
-//! Where alerts go: the log, a generic JSON webhook, a Slack-compatible
-//! incoming webhook. [`AlertSink`] is public, so an application can add its
-//! own (a pager, a channel the dashboard reads).
+//! The webhook sink: posts alerts to a generic JSON webhook or a
+//! Slack-compatible incoming webhook. Built with the `webhook-sink` feature.
 //!
 //! The webhooks use reqwest with rustls: a maintained, widely used client
 //! with timeouts and TLS built in, and no OpenSSL to install on the machine
@@ -12,62 +11,15 @@ use std::fmt;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde_json::json;
 
-use super::alerts::{Alert, Severity};
+use super::{AlertSink, WebhookFormat, payload};
 use crate::error::{Error, ErrorKind, Result};
+use crate::guard::alerts::Alert;
 
 /// Time one webhook delivery may take.
 pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deliveries tried per alert and webhook.
 pub const WEBHOOK_ATTEMPTS: u32 = 3;
-
-/// Receives alerts.
-pub trait AlertSink: Send + Sync + fmt::Debug {
-    /// For logs and metrics.
-    fn name(&self) -> &str;
-    /// Delivers one alert.
-    fn send<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<()>>;
-}
-
-/// Writes alerts to the log (`tracing`): warnings and errors, with the
-/// alert's text.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LogSink;
-
-impl AlertSink for LogSink {
-    fn name(&self) -> &str {
-        "log"
-    }
-
-    fn send<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let text = alert.text();
-            match alert.severity {
-                Severity::Critical => {
-                    tracing::error!(alert = alert.kind.name(), node = %alert.node, "{text}")
-                }
-                Severity::Warning => {
-                    tracing::warn!(alert = alert.kind.name(), node = %alert.node, "{text}")
-                }
-                Severity::Info => {
-                    tracing::info!(alert = alert.kind.name(), node = %alert.node, "{text}")
-                }
-            }
-            Ok(())
-        })
-    }
-}
-
-/// Body of a webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WebhookFormat {
-    /// The alert as JSON (see [`Alert`]'s fields), plus `text`.
-    Json,
-    /// `{"text": …}`, which Slack, Mattermost, Rocket.Chat and Discord's
-    /// `/slack` endpoints accept.
-    Slack,
-}
 
 /// Posts alerts to a URL.
 #[derive(Clone)]
@@ -128,32 +80,6 @@ impl WebhookSink {
     /// The body posted for `alert`.
     pub fn body(&self, alert: &Alert) -> serde_json::Value {
         payload(self.format, alert)
-    }
-}
-
-/// The body of a webhook in `format`.
-pub fn payload(format: WebhookFormat, alert: &Alert) -> serde_json::Value {
-    match format {
-        WebhookFormat::Json => {
-            let mut value = serde_json::to_value(alert).unwrap_or_else(|_| json!({}));
-            if let Some(object) = value.as_object_mut() {
-                object.insert("text".into(), json!(alert.text()));
-                object.insert("source".into(), json!("plimsoll-guard"));
-            }
-            value
-        }
-        WebhookFormat::Slack => {
-            let icon = match alert.severity {
-                Severity::Critical => ":rotating_light:",
-                Severity::Warning => ":warning:",
-                Severity::Info => ":white_check_mark:",
-            };
-            let mut lines = alert.text().lines().map(str::to_string).collect::<Vec<_>>();
-            if let Some(first) = lines.first_mut() {
-                *first = format!("{icon} *{first}*");
-            }
-            json!({ "text": lines.join("\n") })
-        }
     }
 }
 
