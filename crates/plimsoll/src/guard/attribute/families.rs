@@ -40,7 +40,7 @@
 use super::layouts;
 use crate::keyspace;
 
-pub use super::segments::collapse_segment;
+use super::segments::collapse_segment;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 

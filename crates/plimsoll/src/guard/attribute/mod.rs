@@ -19,7 +19,7 @@ pub mod families;
 mod family;
 mod layouts;
 pub mod overhead;
-mod pacer;
+pub(crate) mod pacer;
 pub mod report;
 mod report_history;
 pub mod scan;

@@ -41,7 +41,7 @@
 //! the walk runs on a thread and a connection of its own at the lowest CPU
 //! priority (`scan_node_apart`).
 
-pub(crate) use super::pacer::{Pacer, retry_busy};
+use super::pacer::{Pacer, retry_busy};
 pub(crate) use super::tally::{JobState, Moments, Tally};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::connection::Redis;
 use crate::error::Result;
-use crate::guard::attribute::scan::Pacer;
+use crate::guard::attribute::pacer::Pacer;
 
 /// The keys of a BullMQ job besides its hash.
 const BULLMQ_JOB_SUFFIXES: [&str; 5] = [

@@ -4,7 +4,8 @@
 use super::{BYTES_SAMPLE, Selection, TRIM_SCAN_COUNT, TrimOptions, TrimReport, mean_usage};
 use crate::connection::Redis;
 use crate::error::Result;
-use crate::guard::attribute::scan::{DEFAULT_BUSY_LATENCY, DEFAULT_KEYS_PER_SECOND, Pacer};
+use crate::guard::attribute::pacer::Pacer;
+use crate::guard::attribute::scan::{DEFAULT_BUSY_LATENCY, DEFAULT_KEYS_PER_SECOND};
 
 /// Celery's result keys (the Redis backend's default key prefixes).
 const CELERY_RESULT_GLOBS: [&str; 2] = ["celery-task-meta-*", "celery-taskset-meta-*"];

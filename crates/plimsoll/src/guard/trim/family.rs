@@ -9,8 +9,10 @@ use std::time::Instant;
 use super::{BYTES_SAMPLE, Selection, TRIM_SCAN_COUNT, TrimOptions, TrimReport, mean_usage};
 use crate::connection::Redis;
 use crate::error::{Error, Result};
-use crate::guard::attribute::families::{Classifier, Layout, collapse_segment};
-use crate::guard::attribute::scan::{DEFAULT_BUSY_LATENCY, DEFAULT_KEYS_PER_SECOND, Pacer};
+use crate::guard::attribute::families::{Classifier, Layout};
+use crate::guard::attribute::pacer::Pacer;
+use crate::guard::attribute::scan::{DEFAULT_BUSY_LATENCY, DEFAULT_KEYS_PER_SECOND};
+use crate::guard::attribute::segments::collapse_segment;
 
 /// The `limit` keys with the longest idle times offered, kept in a heap.
 struct LongestIdle {

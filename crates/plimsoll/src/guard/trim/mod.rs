@@ -56,7 +56,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::attribute::scan::{DEFAULT_BUSY_LATENCY, DEFAULT_COMMAND_BUDGET, Pacer};
+use super::attribute::pacer::Pacer;
+use super::attribute::scan::{DEFAULT_BUSY_LATENCY, DEFAULT_COMMAND_BUDGET};
 use crate::clock::{Clock, SystemClock};
 use crate::connection::Redis;
 use crate::error::{Error, Result};
@@ -356,15 +357,7 @@ pub async fn trim(redis: &Redis, target: &TrimTarget, options: &TrimOptions) -> 
 async fn used_memory(redis: &Redis) -> Result<u64> {
     let mut total = 0;
     for primary in redis.primaries().await? {
-        let info: String = primary
-            .redis
-            .query(redis::cmd("INFO").arg("memory"))
-            .await?;
-        total += info
-            .lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        total += primary.redis.info(&["memory"]).await?.count("used_memory");
     }
     Ok(total)
 }

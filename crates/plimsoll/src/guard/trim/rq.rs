@@ -4,7 +4,7 @@
 use super::{BYTES_SAMPLE, Selection, TrimOptions, TrimReport, each, mean_usage, unlink};
 use crate::connection::Redis;
 use crate::error::Result;
-use crate::guard::attribute::scan::Pacer;
+use crate::guard::attribute::pacer::Pacer;
 
 /// RQ's registries of finished work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

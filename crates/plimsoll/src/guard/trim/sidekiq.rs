@@ -5,7 +5,7 @@
 use super::{Selection, TrimOptions, TrimReport, mean_usage, members_to_remove, zset_excess};
 use crate::connection::Redis;
 use crate::error::{Error, Result};
-use crate::guard::attribute::scan::Pacer;
+use crate::guard::attribute::pacer::Pacer;
 
 /// Sidekiq's sorted sets of jobs that are not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
