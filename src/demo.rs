@@ -10,7 +10,7 @@ use clap::Args;
 use plimsoll::{Job, NewJob, Outcome, Queue, Redis, Worker};
 use serde::{Deserialize, Serialize};
 
-use crate::util::{human_bytes, used_memory};
+use crate::util::human_bytes;
 use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 
 /// Settings of the demo.
@@ -55,7 +55,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let redis = Redis::connect_url(&url)
         .await
         .context("connecting to Redis")?;
-    let before = used_memory(&redis).await?;
+    let before = redis.used_memory().await?;
     println!("Redis used_memory before: {}", human_bytes(before));
 
     let queue = Queue::with_defaults(redis.clone(), QUEUE)?;
@@ -78,7 +78,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         enqueued.len(),
         started.elapsed().as_secs_f64() * 1000.0
     );
-    let peak = used_memory(&redis).await?;
+    let peak = redis.used_memory().await?;
     println!(
         "Redis used_memory with them waiting: {} ({} per job).",
         human_bytes(peak),
@@ -126,7 +126,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let after = used_memory(&redis).await?;
+    let after = redis.used_memory().await?;
     let keys: Vec<String> = redis
         .query(redis::cmd("KEYS").arg(format!("{}*", queue.keys().base())))
         .await?;

@@ -91,15 +91,6 @@ pub fn addr_or_off(text: &str) -> Result<OrOff<std::net::SocketAddr>, String> {
     plimsoll_server::config::parse_listen_or_off(text).map(OrOff)
 }
 
-/// `used_memory` in bytes.
-pub async fn used_memory(redis: &Redis) -> Result<u64> {
-    redis
-        .info(&["memory"])
-        .await?
-        .number("used_memory")
-        .context("INFO memory lacks used_memory")
-}
-
 /// Resolves on SIGTERM or Ctrl-C: how `serve` and `guard` are told to stop
 /// (a service manager sends SIGTERM, a terminal Ctrl-C).
 pub async fn shutdown_signal() {

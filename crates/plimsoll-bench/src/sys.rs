@@ -10,11 +10,7 @@ use plimsoll::connection::Info;
 
 /// `used_memory` of one server, in bytes.
 pub async fn used_memory(redis: &Redis) -> Result<u64> {
-    redis
-        .info(&["memory"])
-        .await?
-        .number("used_memory")
-        .context("INFO memory lacks used_memory")
+    Ok(redis.used_memory().await?)
 }
 
 /// The primaries a benchmark reads its Redis figures from: the server

@@ -123,6 +123,12 @@ impl Redis {
             Err(err) => Err(err),
         }
     }
+
+    /// `used_memory` of the node this handle's commands go to (one server;
+    /// on a cluster, read each of [`primaries`](Redis::primaries)).
+    pub async fn used_memory(&self) -> Result<u64> {
+        Ok(self.info(&["memory"]).await?.count("used_memory"))
+    }
 }
 
 #[cfg(test)]
