@@ -258,6 +258,7 @@ pub async fn run(command: TrimCommand) -> Result<()> {
         apply: common.yes,
         batch: common.batch,
         budget: common.budget,
+        plimsoll_prefix: common.redis.prefix.clone(),
         ..TrimOptions::default()
     };
     let report = trim(&redis, &target, &options).await?;

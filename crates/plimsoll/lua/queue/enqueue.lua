@@ -4,7 +4,7 @@
 -- Runs inside MULTI/EXEC, right after an HSET of the batch's records under
 -- ids the producer reserved beforehand (`reserve_ids.lua`); the WATCH of
 -- their run's key before the MULTI made sure those ids are still the
--- producer's (see enqueue.rs). The records never
+-- producer's (see queue/enqueue/writer.rs). The records never
 -- pass through Lua: Redis turns every argument of a script into a Lua string,
 -- hashing each of its bytes, then copies it again for redis.call, which cost
 -- a kilobyte job about 1.4 µs of Redis time of 3.3 — this script sees only

@@ -14,7 +14,7 @@
 -- keeps order), and so does a restart that lost it: then a fresh
 -- reservation may hand out this run's ids again, while the producer still
 -- holds them in memory. Every batch is therefore sent as WATCH of its run's
--- key, `SET key 1 NX`, then its MULTI/EXEC (see enqueue.rs): when the key
+-- key, `SET key 1 NX`, then its MULTI/EXEC (see queue/enqueue/writer.rs): when the key
 -- is gone the SET makes it, the watched key has changed, and Redis does not
 -- run the transaction, so a producer never writes over another's records.
 -- The run is also recorded in `id_runs` (producer token -> last id), whose
@@ -28,7 +28,7 @@
 -- KEYS[3]      id_run    this run's key (string, the run's last id)
 -- KEYS[4]      id_run    the key of an older run of the producer's, one
 --                        whose batches were all sent (ID_RUN_KEYS_KEPT back
---                        in enqueue.rs); deleted: a batch of it sent again
+--                        in queue/enqueue/writer.rs); deleted: a batch of it sent again
 --                        after this finds it gone and takes new ids
 -- ARGV[1]      n, the number of ids wanted (1..1000000)
 -- ARGV[2]      the producer's token

@@ -37,6 +37,10 @@ use crate::error::Result;
 use crate::queue::scripts::calls;
 use crate::service::Service;
 
+// Every lease a worker holds fits in one heartbeat: `heartbeat.lua` refuses
+// more, and a lease left out would lapse while the worker thinks it renewed.
+const _: () = assert!(super::MAX_IN_HAND <= calls::HEARTBEAT_MAX_LEASES);
+
 /// Of a lease, the part after its last renewal at which an unrenewed lease
 /// is given up: its handler then has the rest (a sixth: 5 s of the default
 /// 30 s lease) to stop before the rescuer may give the job away. The
@@ -82,7 +86,7 @@ impl Service for Heartbeat {
         let keys = queue.keys();
         let deadline = shared.now_ms() + ms(shared.config.lease);
         let mut call = calls::heartbeat(keys, &shared.active_key, &shared.id, deadline);
-        for key in renew.iter().take(calls::HEARTBEAT_MAX_LEASES) {
+        for key in &renew {
             call.arg(key.id).arg(key.token);
         }
         let sent_at = Instant::now();

@@ -536,6 +536,7 @@ async fn a_trim_racing_bullmqs_own_removals_never_takes_jobs_newer_than_the_cuto
         // Slow enough that the removal below happens mid-trim.
         budget: 100,
         clock: std::sync::Arc::new(plimsoll::ManualClock::new(now)),
+        ..TrimOptions::default()
     };
     let target = TrimTarget::BullMq {
         prefix: "bull".into(),

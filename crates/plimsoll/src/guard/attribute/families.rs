@@ -165,10 +165,23 @@ impl Classifier {
     /// Plimsoll's own keys, read by the keyspace that names them.
     fn plimsoll(&self, key: &str) -> Option<Family> {
         use crate::keyspace::{ParsedKey, QueueKey};
+        // A queue's keys are known under any prefix by their hash tag (the
+        // prefix is all before `:{`, as neither may hold a brace), so that a
+        // report or a `trim family` run without `--prefix` still sees a
+        // queue's keys as the queue's; the registry and cache keys have no
+        // such mark and need their prefix configured.
+        let under_any_prefix = || {
+            let prefix = &key[..key.find(":{")?];
+            match keyspace::parse(prefix, key)? {
+                queue @ ParsedKey::Queue { .. } => Some((prefix, queue)),
+                _ => None,
+            }
+        };
         let (prefix, parsed) = self
             .plimsoll_prefixes
             .iter()
-            .find_map(|prefix| Some((prefix, keyspace::parse(prefix, key)?)))?;
+            .find_map(|prefix| Some((prefix.as_str(), keyspace::parse(prefix, key)?)))
+            .or_else(under_any_prefix)?;
         let (queue, key) = match parsed {
             ParsedKey::QueueRegistry => {
                 return Some(Family::known(
@@ -178,11 +191,13 @@ impl Classifier {
                 ));
             }
             ParsedKey::Cache { namespace } => {
-                return Some(Family::known(
+                let mut family = Family::known(
                     Layout::Plimsoll,
                     format!("{prefix}:cache:{namespace}:<key>"),
                     format!("Plimsoll cache {namespace}"),
-                ));
+                );
+                family.role = Role::Cache;
+                return Some(family);
             }
             ParsedKey::Queue { queue, key } => (queue, key),
         };
@@ -417,6 +432,25 @@ mod tests {
         }
     }
 
+    /// Found in review: with `keyspace::parse` only the configured
+    /// prefixes were Plimsoll's, so a queue under another prefix became
+    /// generic families, and `trim family` (which knows no prefix) would
+    /// have offered and run a trim of a queue's own keys.
+    #[test]
+    fn a_queues_keys_are_its_own_under_a_prefix_nobody_configured() {
+        let c = Classifier::default();
+        let queue = crate::keyspace::QueueName::new("mail").unwrap();
+        let keys = crate::keyspace::QueueKeys::new("acme:jobs", &queue);
+        for (key, _) in crate::keyspace::tests::every_queue_key(&keys) {
+            let family = c.classify(key.as_bytes());
+            assert_eq!(family.layout, Layout::Plimsoll, "{key}");
+            assert_eq!(family.prefix.as_deref(), Some("acme:jobs"), "{key}");
+            assert_eq!(family.queue.as_deref(), Some("mail"), "{key}");
+        }
+        // A brace in someone else's key does not make it a queue's.
+        assert_eq!(c.classify(b"acme:{x}:other").layout, Layout::Generic);
+    }
+
     /// The classifier re-parsed Plimsoll's layout with "plimsoll" written
     /// in: a queue under another prefix lost its registry, and the cache's
     /// keys were nobody's.
@@ -439,6 +473,7 @@ mod tests {
         assert_eq!(cached.layout, Layout::Plimsoll);
         assert_eq!(cached.pattern, "acme:cache:users:<key>");
         assert_eq!(cached.name, "Plimsoll cache users");
+        assert_eq!(cached.role, Role::Cache);
     }
 
     #[test]

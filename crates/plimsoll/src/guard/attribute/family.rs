@@ -54,6 +54,8 @@ pub enum Role {
     JobHashes,
     /// BullMQ job logs, apportioned like the hashes.
     JobLogs,
+    /// A Plimsoll cache's values: every key has a TTL.
+    Cache,
     /// Anything else.
     Other,
 }

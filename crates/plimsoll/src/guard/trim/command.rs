@@ -49,7 +49,24 @@ pub fn trim_command(family: &FamilyReport) -> Option<String> {
                 "plimsoll trim sidekiq {set}{namespace_arg} --older-than 7d"
             ))
         }
-        Layout::Plimsoll => Some(format!("plimsoll trim plimsoll {}", shell_word(queue?))),
+        // A cache's family: `<prefix>:cache:<namespace>:<key>`, no queue.
+        Layout::Plimsoll if queue.is_none() && family.pattern.contains(":cache:") => Some(format!(
+            "plimsoll trim family {} --older-than 1d",
+            shell_word(&family.pattern)
+        )),
+        Layout::Plimsoll => {
+            // A queue's pattern is `<prefix>:{<queue>}:…`.
+            let prefix = match family.pattern.split_once(":{").map(|(prefix, _)| prefix) {
+                Some(prefix) if prefix != crate::keyspace::DEFAULT_PREFIX => {
+                    format!(" --prefix {}", shell_word(prefix))
+                }
+                _ => String::new(),
+            };
+            Some(format!(
+                "plimsoll trim plimsoll {}{prefix}",
+                shell_word(queue?)
+            ))
+        }
         Layout::Generic => Some(format!(
             "plimsoll trim family {} --older-than 7d",
             shell_word(&family.pattern)
@@ -138,6 +155,18 @@ mod tests {
             Some("plimsoll trim rq default --registry finished --older-than 7d")
         );
         assert_eq!(command("bull:mail:wait"), None);
+        assert_eq!(
+            command("plimsoll:{mail}:dead").as_deref(),
+            Some("plimsoll trim plimsoll mail")
+        );
+        assert_eq!(
+            command("acme:{mail}:dead").as_deref(),
+            Some("plimsoll trim plimsoll mail --prefix acme")
+        );
+        assert_eq!(
+            command("plimsoll:cache:users:42").as_deref(),
+            Some("plimsoll trim family 'plimsoll:cache:users:<key>' --older-than 1d")
+        );
         assert_eq!(shell_word("it's"), "'it'\\''s'");
     }
 }

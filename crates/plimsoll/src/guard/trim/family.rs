@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::{BYTES_SAMPLE, Selection, TRIM_SCAN_COUNT, TrimOptions, TrimReport, mean_usage};
 use crate::connection::Redis;
 use crate::error::{Error, Result};
-use crate::guard::attribute::families::{Classifier, Layout};
+use crate::guard::attribute::families::{Classifier, Layout, Role};
 use crate::guard::attribute::pacer::Pacer;
 use crate::guard::attribute::scan::{DEFAULT_BUSY_LATENCY, DEFAULT_KEYS_PER_SECOND};
 use crate::guard::attribute::segments::collapse_segment;
@@ -114,8 +114,17 @@ pub fn pattern_glob(pattern: &str) -> String {
 }
 
 /// Whether `key` belongs to the generic family `pattern`: its collapsed
-/// segments equal the pattern's, where `<*>` stands for any one segment.
+/// segments equal the pattern's, where `<*>` stands for any one segment
+/// and a last `<key>` for the rest of the key, colons and all (a cache's
+/// family: the caller's key is any bytes).
 pub fn pattern_matches(pattern: &str, key: &str) -> bool {
+    if let Some(head) = pattern.strip_suffix(":<key>") {
+        let depth = head.split(':').count();
+        let mut parts = key.splitn(depth + 1, ':');
+        let key_head: Vec<&str> = parts.by_ref().take(depth).collect();
+        return parts.next().is_some_and(|rest| !rest.is_empty())
+            && pattern_matches(head, &key_head.join(":"));
+    }
     let wanted: Vec<&str> = pattern.split(':').collect();
     let got: Vec<_> = key.split(':').map(collapse_segment).collect();
     wanted.len() == got.len()
@@ -143,9 +152,12 @@ pub(super) async fn trim(
     options: &TrimOptions,
     report: &mut TrimReport,
 ) -> Result<()> {
-    let classifier = Classifier::default();
+    let classifier = Classifier::default()
+        .with_plimsoll_prefixes(std::slice::from_ref(&options.plimsoll_prefix));
     let family = classifier.classify(example_key(pattern).as_bytes());
-    if family.layout != Layout::Generic {
+    // A cache's keys may go: each expires by itself, and a cache is an
+    // optimisation that reads through to its loader when a key is gone.
+    if family.layout != Layout::Generic && family.role != Role::Cache {
         return Err(Error::invalid(format!(
             "{pattern} is part of a {} queue ({}); trim it with the queue's own target \
              (plimsoll, bullmq, sidekiq), which keeps the queue consistent",
@@ -442,5 +454,11 @@ mod tests {
         ));
         assert!(pattern_matches("cart:<*>:items", "cart:alice:items"));
         assert!(!pattern_matches("cart:<*>:items", "cart:alice:total"));
+        // A cache's family takes the rest of the key, whatever it holds.
+        let cache = "plimsoll:cache:users:<key>";
+        assert!(pattern_matches(cache, "plimsoll:cache:users:42"));
+        assert!(pattern_matches(cache, "plimsoll:cache:users:org:7:user:42"));
+        assert!(!pattern_matches(cache, "plimsoll:cache:users:"));
+        assert!(!pattern_matches(cache, "plimsoll:cache:orgs:42"));
     }
 }

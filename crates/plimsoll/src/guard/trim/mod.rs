@@ -202,6 +202,10 @@ pub struct TrimOptions {
     pub budget: u32,
     /// "Now", for age selections.
     pub clock: Arc<dyn Clock>,
+    /// Plimsoll's key prefix on this Redis, so that a family trim knows
+    /// the queue registry and the caches under it (a queue's own keys are
+    /// known under any prefix).
+    pub plimsoll_prefix: String,
 }
 
 impl Default for TrimOptions {
@@ -211,6 +215,7 @@ impl Default for TrimOptions {
             batch: DEFAULT_TRIM_BATCH,
             budget: DEFAULT_COMMAND_BUDGET,
             clock: Arc::new(SystemClock),
+            plimsoll_prefix: crate::keyspace::DEFAULT_PREFIX.to_string(),
         }
     }
 }
