@@ -8,11 +8,6 @@ use crate::error::{Context, Result};
 use plimsoll::Redis;
 use plimsoll::connection::Info;
 
-/// `used_memory` of one server, in bytes.
-pub async fn used_memory(redis: &Redis) -> Result<u64> {
-    Ok(redis.used_memory().await?)
-}
-
 /// The primaries a benchmark reads its Redis figures from: the server
 /// itself, or a connection to each primary of a cluster (opened once).
 #[derive(Debug, Clone)]

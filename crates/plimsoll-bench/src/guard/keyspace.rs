@@ -4,10 +4,9 @@
 use crate::error::Result;
 use plimsoll::Redis;
 
+use super::{G1_KEYS, G2_VALUE};
 use crate::slots::Placement;
 use crate::sys::Nodes;
-
-use super::*;
 
 /// Writes `n` 1 KiB strings `leak:<seq>`.
 pub(super) async fn write_keys(redis: &Redis, seq: &mut u64, n: u64) -> Result<()> {

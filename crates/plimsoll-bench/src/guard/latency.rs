@@ -9,7 +9,7 @@ use crate::error::{BenchError, Result};
 use hdrhistogram::Histogram;
 use plimsoll::Redis;
 
-use super::*;
+use super::QUIET_WINDOW;
 
 /// What a GET loop saw: every latency, and the p99 of each second.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ impl Latencies {
     }
 }
 
-pub(super) async fn get_loop(redis: &Redis, stop: Option<Arc<AtomicBool>>) -> Result<Latencies> {
+async fn get_loop(redis: &Redis, stop: Option<Arc<AtomicBool>>) -> Result<Latencies> {
     let new_histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
     let mut whole = new_histogram()?;
     let mut second = new_histogram()?;

@@ -29,7 +29,7 @@ use plimsoll::{AlertKind, Guard, GuardConfig, Redis, SystemClock};
 use serde_json::{Map, Value, json};
 
 use crate::slots::Placement;
-use crate::sys::{Nodes, used_memory};
+use crate::sys::Nodes;
 use crate::{Figures, Options, Workload};
 use plimsoll_server::embedded::{LocalRedis, LocalRedisOptions};
 
@@ -37,9 +37,9 @@ mod keyspace;
 mod latency;
 mod truth;
 
-use keyspace::*;
-use latency::*;
-use truth::*;
+use keyspace::{populate, write_keys};
+use latency::get_loop_thread;
+use truth::full_pass;
 
 /// G1: keys in the keyspace.
 const G1_KEYS: u64 = 1_000_000;
@@ -213,11 +213,11 @@ impl GuardBench {
         })?;
         let redis = Redis::connect_url(&local.url()).await?;
         // Bytes a 1 KiB key costs, measured, to set the rate.
-        let empty = used_memory(&redis).await?;
+        let empty = redis.used_memory().await?;
         let mut seq = 0u64;
         write_keys(&redis, &mut seq, 10_000).await?;
-        let per_key = (used_memory(&redis).await? - empty) as f64 / 10_000.0;
-        let room = G2_MAXMEMORY as f64 - used_memory(&redis).await? as f64;
+        let per_key = (redis.used_memory().await? - empty) as f64 / 10_000.0;
+        let room = G2_MAXMEMORY as f64 - redis.used_memory().await? as f64;
         let keys_per_sec = room / per_key / self.fill_time.as_secs_f64();
         eprintln!(
             "G2: {per_key:.0} bytes per key, {keys_per_sec:.0} keys/s to fill {} MiB in {:?}",

@@ -1,7 +1,9 @@
 //! Trimming Celery's results of finished tasks by `date_done`; pending
 //! and running tasks' entries are never touched.
 
-use super::{BYTES_SAMPLE, Selection, TRIM_SCAN_COUNT, TrimOptions, TrimReport, mean_usage};
+use super::{
+    BYTES_SAMPLE, Selection, TRIM_SCAN_COUNT, TrimOptions, TrimReport, mean_usage, unlink,
+};
 use crate::connection::Redis;
 use crate::error::Result;
 use crate::guard::attribute::pacer::Pacer;
@@ -120,14 +122,7 @@ pub(super) async fn trim(
             .collect();
         for chunk in keys.chunks(options.batch) {
             pacer.take(chunk.len() as u64).await;
-            // One UNLINK per key: a node's keys are in many slots.
-            let mut pipe = redis::pipe();
-            for key in chunk {
-                pipe.cmd("UNLINK").arg(*key);
-            }
-            let mut conn = primary.redis.clone();
-            let unlinked: Vec<u64> = pipe.query_async(&mut conn).await?;
-            removed += unlinked.iter().sum::<u64>();
+            removed += unlink(&primary.redis, chunk, false).await?;
             report.batches += 1;
         }
         report.commands += pacer.commands;

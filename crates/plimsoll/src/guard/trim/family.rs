@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{BYTES_SAMPLE, Selection, TRIM_SCAN_COUNT, TrimOptions, TrimReport, mean_usage};
+use super::{
+    BYTES_SAMPLE, Selection, TRIM_SCAN_COUNT, TrimOptions, TrimReport, mean_usage, unlink,
+};
 use crate::connection::Redis;
 use crate::error::{Error, Result};
 use crate::guard::attribute::families::{Classifier, Layout, Role};
@@ -277,13 +279,7 @@ pub(super) async fn trim(
             }
             for chunk in doomed.chunks(options.batch) {
                 pacer.take(chunk.len() as u64).await;
-                let mut pipe = redis::pipe();
-                for key in chunk {
-                    pipe.cmd("UNLINK").arg(key);
-                }
-                let mut conn = primary.redis.clone();
-                let unlinked: Vec<u64> = pipe.query_async(&mut conn).await?;
-                removed += unlinked.iter().sum::<u64>();
+                removed += unlink(&primary.redis, chunk, false).await?;
                 report.batches += 1;
             }
         }

@@ -494,20 +494,25 @@ async fn members_to_remove(
 }
 
 /// UNLINKs `keys`: in one command when they are known to share a slot
-/// (or Redis is one server), else one command per key, each routed to its
-/// node. Returns how many existed.
-async fn unlink(redis: &Redis, keys: &[String], one_slot: bool) -> Result<u64> {
+/// (or Redis is one server), else one command per key (pipelined on one
+/// node, routed to each key's node on a cluster: a node's keys are in many
+/// slots). Returns how many existed.
+async fn unlink<K: AsRef<str>>(redis: &Redis, keys: &[K], one_slot: bool) -> Result<u64> {
     if keys.is_empty() {
         return Ok(0);
     }
     if one_slot {
-        return redis.query(redis::cmd("UNLINK").arg(keys)).await;
+        let mut cmd = redis::cmd("UNLINK");
+        for key in keys {
+            cmd.arg(key.as_ref());
+        }
+        return redis.query(&cmd).await;
     }
     let cmds = keys
         .iter()
         .map(|key| {
             let mut cmd = redis::cmd("UNLINK");
-            cmd.arg(key);
+            cmd.arg(key.as_ref());
             cmd
         })
         .collect();
